@@ -1,0 +1,1 @@
+"""Subcommands of the numbacnn command, one module each (see numbacnn.cli)."""

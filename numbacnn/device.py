@@ -1,0 +1,201 @@
+"""Where arrays live: the "cpu" and "cuda" devices, the default device, moving arrays.
+
+CPU arrays are NumPy arrays. CUDA arrays are Numba device arrays; any object that
+exposes ``__cuda_array_interface__`` is accepted as a CUDA input. Nothing here
+touches the GPU, or even imports numba-cuda, until a CUDA array is asked for, so
+``import numbacnn`` works on machines without a GPU or the CUDA toolkit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from types import ModuleType
+from typing import Any, Iterator
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+DEVICE_CHOICES = ("cpu", "cuda", "auto")
+
+_CUDA_INSTALL_HINT = 'pip install "numbacnn[cuda]"'
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that this machine cannot provide."""
+
+
+def cuda_available() -> bool:
+    """True when numba-cuda is importable and finds a GPU (or the CUDA simulator).
+
+    Never raises: a missing package, driver or toolkit all mean "no".
+    """
+    try:
+        from numba import cuda
+    except Exception:  # numba without its CUDA target, or a broken toolkit
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:
+        return False
+
+
+def cuda_kernels_present() -> bool:
+    """True when this installation ships the CUDA backend (numbacnn.kernels.cuda)."""
+    return importlib.util.find_spec("numbacnn.kernels.cuda") is not None
+
+
+def resolve_device(name: str) -> str:
+    """Turn a user's device choice into "cpu" or "cuda".
+
+    Parameters
+    ----------
+    name : {"cpu", "cuda", "auto"}
+        "auto" means CUDA when a GPU and the CUDA backend are usable, else CPU.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not one of the choices.
+    DeviceError
+        "cuda" was asked for but cannot be used here; the message says why.
+    """
+    if not isinstance(name, str) or name.lower() not in DEVICE_CHOICES:
+        raise ValueError(f"device: got {name!r}, expected one of {DEVICE_CHOICES}")
+    name = name.lower()
+    if name == "auto":
+        return "cuda" if (cuda_kernels_present() and cuda_available()) else "cpu"
+    if name == "cuda":
+        require_cuda()
+    return name
+
+
+def require_cuda() -> None:
+    """Raise a DeviceError that says how to get CUDA when it is not usable."""
+    if not cuda_kernels_present():
+        raise DeviceError(
+            "device 'cuda': this numbacnn installation has no CUDA backend yet "
+            "(numbacnn.kernels.cuda is missing); use device 'cpu'"
+        )
+    try:
+        from numba import cuda
+    except Exception as exc:
+        raise DeviceError(
+            f"device 'cuda': numba's CUDA target is not installed ({exc}); "
+            f"install it with: {_CUDA_INSTALL_HINT}"
+        ) from exc
+    if not cuda_available():
+        raise DeviceError(
+            "device 'cuda': no usable NVIDIA GPU was found (numba.cuda.is_available() "
+            "is False). Check the driver with `nvidia-smi`, use device 'cpu', or set "
+            "NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels in Numba's simulator."
+        )
+
+
+_default_device = "cpu"
+
+
+def get_default_device() -> str:
+    """The device ("cpu" or "cuda") where new parameters and batches are created."""
+    return _default_device
+
+
+def set_default_device(name: str) -> str:
+    """Choose where new parameters and data batches live; returns the resolved name.
+
+    ``name`` is "cpu", "cuda" or "auto" (see :func:`resolve_device`).
+    """
+    global _default_device
+    _default_device = resolve_device(name)
+    return _default_device
+
+
+@contextlib.contextmanager
+def device(name: str) -> Iterator[str]:
+    """Context manager: ``with numbacnn.device("cuda"): ...`` sets the default device
+    for the block and restores the previous one afterwards, even on error."""
+    global _default_device
+    previous = _default_device
+    _default_device = resolve_device(name)
+    try:
+        yield _default_device
+    finally:
+        _default_device = previous
+
+
+def is_cuda_array(a: Any) -> bool:
+    """True when ``a`` is a GPU array (has ``__cuda_array_interface__``)."""
+    return hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray)
+
+
+def device_of(a: Any) -> str:
+    """"cpu" for NumPy arrays, "cuda" for GPU arrays; TypeError for anything else."""
+    if isinstance(a, np.ndarray):
+        return "cpu"
+    if is_cuda_array(a):
+        return "cuda"
+    raise TypeError(
+        f"expected a NumPy array or a CUDA device array, got {type(a).__name__}"
+    )
+
+
+def backend(device_name: str) -> ModuleType:
+    """The kernel module for a device: ``numbacnn.kernels.cpu`` or ``.cuda``.
+
+    Every backend module exposes the same kernel names plus ``empty`` and ``zeros``.
+    """
+    if device_name == "cuda":
+        require_cuda()
+    if device_name not in DEVICES:
+        raise ValueError(f"device: got {device_name!r}, expected one of {DEVICES}")
+    return importlib.import_module(f"numbacnn.kernels.{device_name}")
+
+
+def empty(shape: tuple[int, ...], dtype: Any, device_name: str | None = None) -> Any:
+    """Uninitialised array of ``shape`` and ``dtype`` on a device (default device)."""
+    return backend(device_name or _default_device).empty(tuple(shape), np.dtype(dtype))
+
+
+def zeros(shape: tuple[int, ...], dtype: Any, device_name: str | None = None) -> Any:
+    """Zero-filled array of ``shape`` and ``dtype`` on a device (default device)."""
+    return backend(device_name or _default_device).zeros(tuple(shape), np.dtype(dtype))
+
+
+def to_device(a: Any, device_name: str | None = None) -> Any:
+    """Return ``a`` on ``device_name`` ("cpu", "cuda", "auto"; default: the default
+    device). Arrays already there are returned as they are, not copied.
+
+    Moving never changes the dtype; a NumPy input that is not C-contiguous is made
+    contiguous on the way (a copy, values unchanged).
+    """
+    target = resolve_device(device_name) if device_name else _default_device
+    if target == "cpu":
+        return to_host(a)
+    require_cuda()
+    if is_cuda_array(a):
+        return a
+    from numba import cuda
+
+    return cuda.to_device(np.ascontiguousarray(np.asarray(a)))
+
+
+def to_host(a: Any) -> np.ndarray:
+    """Return ``a`` as a NumPy array (copying from the GPU when it lives there)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if is_cuda_array(a):
+        if hasattr(a, "copy_to_host"):
+            return a.copy_to_host()
+        from numba import cuda
+
+        return cuda.as_cuda_array(a).copy_to_host()
+    return np.asarray(a)
+
+
+def synchronize(device_name: str | None = None) -> None:
+    """Wait for queued GPU work to finish (a no-op on the CPU). Use before timing."""
+    if (device_name or _default_device) == "cuda":
+        from numba import cuda
+
+        cuda.synchronize()
+

@@ -1,0 +1,28 @@
+"""CPU backend: ``@njit(parallel=True, cache=True)`` kernels and array allocation.
+
+Every backend exposes the same names; ``numbacnn.device.backend("cpu")`` returns
+this module.
+"""
+
+import numpy as np
+
+from numbacnn.kernels.cpu.activation import relu_backward, relu_forward
+from numbacnn.kernels.cpu.conv import (
+    conv2d_backward_bias,
+    conv2d_backward_input,
+    conv2d_backward_weight,
+    conv2d_forward,
+)
+from numbacnn.kernels.cpu.linear import linear_backward_input, linear_backward_weight, linear_forward
+from numbacnn.kernels.cpu.loss import softmax_cross_entropy
+from numbacnn.kernels.cpu.pool import max_pool2d_backward, max_pool2d_forward
+
+
+def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Uninitialised C-contiguous host array."""
+    return np.empty(shape, dtype=dtype)
+
+
+def zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Zero-filled C-contiguous host array."""
+    return np.zeros(shape, dtype=dtype)

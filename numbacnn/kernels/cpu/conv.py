@@ -1,0 +1,137 @@
+"""2-D convolution (cross-correlation) on the CPU: forward and the three gradients.
+
+Shapes, for all four kernels::
+
+    x    (N, C, H, W)            input
+    w    (F, C // groups, KH, KW) filters
+    b    (F,)                    bias (zeros when the layer has none)
+    out  (N, F, OH, OW)          output; dout is its gradient
+
+Input row ``ih`` seen by output row ``oh`` through kernel row ``kh`` is
+``oh * stride_h - pad_h + kh * dilation_h`` (the same along the width). Instead of
+testing every tap for the zero padding, each loop over output positions runs only
+over the range whose input index is inside the image (``first_valid_output`` and
+``end_valid_output``): padded taps contribute zero, so skipping them is exact.
+
+Threads never write the same element: forward is parallel over (image, filter)
+planes of the output, grad-input over (image, channel) planes of dx, grad-weight over
+(filter, channel) slices of dw, grad-bias over filters.
+"""
+
+from numba import njit, prange
+
+from numbacnn.kernels.common import end_valid_output, first_valid_output
+
+
+@njit(parallel=True, cache=True)
+def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+    """out[n, f] = b[f] + sum over c, kh, kw of w[f, c, kh, kw] * x[n, c_in, ih, iw]."""
+    batch, out_channels, out_height, out_width = out.shape
+    in_height, in_width = x.shape[2], x.shape[3]
+    group_in_channels, kernel_height, kernel_width = w.shape[1], w.shape[2], w.shape[3]
+    group_out_channels = out_channels // groups
+    for task in prange(batch * out_channels):
+        n = task // out_channels
+        f = task % out_channels
+        first_in_channel = (f // group_out_channels) * group_in_channels
+        for oh in range(out_height):
+            for ow in range(out_width):
+                out[n, f, oh, ow] = b[f]
+        for c in range(group_in_channels):
+            for kh in range(kernel_height):
+                row_offset = kh * dilation_h
+                oh_begin = first_valid_output(pad_h, row_offset, stride_h)
+                oh_end = end_valid_output(in_height, pad_h, row_offset, stride_h, out_height)
+                for kw in range(kernel_width):
+                    col_offset = kw * dilation_w
+                    ow_begin = first_valid_output(pad_w, col_offset, stride_w)
+                    ow_end = end_valid_output(in_width, pad_w, col_offset, stride_w, out_width)
+                    weight = w[f, c, kh, kw]
+                    for oh in range(oh_begin, oh_end):
+                        ih = oh * stride_h - pad_h + row_offset
+                        # contiguous in ow when stride_w == 1: LLVM vectorises it
+                        for ow in range(ow_begin, ow_end):
+                            out[n, f, oh, ow] += weight * x[n, first_in_channel + c, ih,
+                                                            ow * stride_w - pad_w + col_offset]
+
+
+@njit(parallel=True, cache=True)
+def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+    """dx[n, c_in] += w[f, c, kh, kw] * dout[n, f] for every tap (dx arrives zeroed).
+
+    Each thread owns one (image, input channel) plane of dx and scatters into it from
+    every output position of the filters in its group, so there are no write races.
+    """
+    batch, in_channels, in_height, in_width = dx.shape
+    out_channels, out_height, out_width = dout.shape[1], dout.shape[2], dout.shape[3]
+    group_in_channels, kernel_height, kernel_width = w.shape[1], w.shape[2], w.shape[3]
+    group_out_channels = out_channels // groups
+    for task in prange(batch * in_channels):
+        n = task // in_channels
+        c_in = task % in_channels
+        group = c_in // group_in_channels
+        c = c_in % group_in_channels
+        for f in range(group * group_out_channels, (group + 1) * group_out_channels):
+            for kh in range(kernel_height):
+                row_offset = kh * dilation_h
+                oh_begin = first_valid_output(pad_h, row_offset, stride_h)
+                oh_end = end_valid_output(in_height, pad_h, row_offset, stride_h, out_height)
+                for kw in range(kernel_width):
+                    col_offset = kw * dilation_w
+                    ow_begin = first_valid_output(pad_w, col_offset, stride_w)
+                    ow_end = end_valid_output(in_width, pad_w, col_offset, stride_w, out_width)
+                    weight = w[f, c, kh, kw]
+                    for oh in range(oh_begin, oh_end):
+                        ih = oh * stride_h - pad_h + row_offset
+                        for ow in range(ow_begin, ow_end):
+                            dx[n, c_in, ih, ow * stride_w - pad_w + col_offset] += weight * dout[n, f, oh, ow]
+
+
+@njit(parallel=True, cache=True)
+def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+    """dw[f, c, kh, kw] = sum over n, oh, ow of dout[n, f, oh, ow] * x[n, c_in, ih, iw].
+
+    Each thread owns one (filter, channel) slice of dw. Sums run in float64 whatever
+    the dtype: a float32 gradient sums N*OH*OW products, and float64 partial sums
+    keep it within the accuracy bar at large batch sizes.
+    """
+    out_channels, group_in_channels, kernel_height, kernel_width = dw.shape
+    batch, out_height, out_width = dout.shape[0], dout.shape[2], dout.shape[3]
+    in_height, in_width = x.shape[2], x.shape[3]
+    group_out_channels = out_channels // groups
+    for task in prange(out_channels * group_in_channels):
+        f = task // group_in_channels
+        c = task % group_in_channels
+        c_in = (f // group_out_channels) * group_in_channels + c
+        for kh in range(kernel_height):
+            row_offset = kh * dilation_h
+            oh_begin = first_valid_output(pad_h, row_offset, stride_h)
+            oh_end = end_valid_output(in_height, pad_h, row_offset, stride_h, out_height)
+            for kw in range(kernel_width):
+                col_offset = kw * dilation_w
+                ow_begin = first_valid_output(pad_w, col_offset, stride_w)
+                ow_end = end_valid_output(in_width, pad_w, col_offset, stride_w, out_width)
+                total = 0.0
+                for n in range(batch):
+                    for oh in range(oh_begin, oh_end):
+                        ih = oh * stride_h - pad_h + row_offset
+                        row_sum = 0.0
+                        for ow in range(ow_begin, ow_end):
+                            row_sum += dout[n, f, oh, ow] * x[n, c_in, ih, ow * stride_w - pad_w + col_offset]
+                        total += row_sum
+                dw[f, c, kh, kw] = total
+
+
+@njit(parallel=True, cache=True)
+def conv2d_backward_bias(db, dout):
+    """db[f] = sum over n, oh, ow of dout[n, f, oh, ow] (float64 partial sums)."""
+    batch, out_channels, out_height, out_width = dout.shape
+    for f in prange(out_channels):
+        total = 0.0
+        for n in range(batch):
+            for oh in range(out_height):
+                row_sum = 0.0
+                for ow in range(out_width):
+                    row_sum += dout[n, f, oh, ow]
+                total += row_sum
+        db[f] = total

@@ -1,0 +1,37 @@
+"""Softmax cross-entropy on the CPU: per-row losses and the logits' gradient.
+
+Shapes::
+
+    logits  (N, K)   scores
+    labels  (N,)     int64 class indices, 0 <= label < K
+    losses  (N,)     per-row loss, -log softmax(logits)[label]
+    grad    (N, K)   d(mean loss)/d logits = (softmax - one_hot) / N
+
+Numerically stable: the row maximum is subtracted before exponentiating, so
+large logits do not overflow (log-sum-exp trick).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def softmax_cross_entropy(grad, losses, logits, labels):
+    batch, classes = logits.shape
+    for n in prange(batch):
+        row_max = -np.inf
+        for k in range(classes):
+            value = logits[n, k]
+            if value > row_max or math.isnan(value):
+                row_max = value
+        sum_exp = 0.0
+        for k in range(classes):
+            sum_exp += math.exp(logits[n, k] - row_max)
+        log_sum_exp = row_max + math.log(sum_exp)
+        label = labels[n]
+        losses[n] = log_sum_exp - logits[n, label]
+        for k in range(classes):
+            probability = math.exp(logits[n, k] - log_sum_exp)
+            grad[n, k] = (probability - (1.0 if k == label else 0.0)) / batch

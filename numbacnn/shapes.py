@@ -1,0 +1,516 @@
+"""Hyperparameter arithmetic and argument checks: the one place shapes are computed.
+
+Everything about sizes lives here: normalising int-or-pair arguments, output sizes of
+convolution and pooling, "same" padding, every validation the functional API
+performs, and CNN Explainer's lesson that a kernel should slide over its input
+symmetrically (:func:`explain_conv`). Kernels and layers never do shape arithmetic
+of their own; they call these functions.
+
+Errors are ``ValueError`` (or ``TypeError`` for a wrong type) whose message starts
+with the operation, names the argument, says what it got and what was expected.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class ShapeError(ValueError):
+    """An argument's shape or a hyperparameter does not fit the operation."""
+
+
+class HyperparameterWarning(UserWarning):
+    """A kernel does not slide symmetrically over its input (border pixels are lost)."""
+
+
+# --------------------------------------------------------------------------- #
+# int-or-pair arguments
+# --------------------------------------------------------------------------- #
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def pair(value: Any, name: str, op: str, minimum: int = 0) -> tuple[int, int]:
+    """Normalise an int or an (h, w) pair of ints to a pair.
+
+    Parameters
+    ----------
+    value : int or sequence of two ints
+        The user's argument, e.g. ``stride=2`` or ``stride=(2, 1)``.
+    name, op : str
+        Argument and operation names, used in error messages.
+    minimum : int
+        Smallest allowed value of each entry.
+
+    Returns
+    -------
+    (int, int)
+        ``(value_h, value_w)``.
+    """
+    if _is_int(value):
+        values = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
+        values = (int(value[0]), int(value[1]))
+    elif isinstance(value, (tuple, list)) and len(value) == 1 and _is_int(value[0]):
+        values = (int(value[0]), int(value[0]))
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints (h, w), got {value!r}")
+    if min(values) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum} on both axes, got {value!r}")
+    return values
+
+
+# --------------------------------------------------------------------------- #
+# output sizes
+# --------------------------------------------------------------------------- #
+
+
+def effective_kernel_size(kernel: int, dilation: int = 1) -> int:
+    """Span of a dilated kernel along one axis: ``dilation * (kernel - 1) + 1``."""
+    return dilation * (kernel - 1) + 1
+
+
+def conv_output_size(
+    in_size: int, kernel: int, stride: int = 1, pad_before: int = 0, pad_after: int | None = None,
+    dilation: int = 1,
+) -> int:
+    """Convolution output size along one axis (PyTorch's formula).
+
+    ``floor((in + pad_before + pad_after - dilation*(kernel-1) - 1) / stride) + 1``;
+    ``pad_after`` defaults to ``pad_before``. The result may be < 1; callers that
+    need a valid size use :func:`conv2d_geometry`, which checks it.
+    """
+    if pad_after is None:
+        pad_after = pad_before
+    padded = in_size + pad_before + pad_after
+    return (padded - effective_kernel_size(kernel, dilation)) // stride + 1
+
+
+def pool_output_size(
+    in_size: int, kernel: int, stride: int, padding: int, dilation: int = 1, ceil_mode: bool = False
+) -> int:
+    """Max-pooling output size along one axis, with PyTorch's ``ceil_mode`` rule.
+
+    With ``ceil_mode`` the division rounds up, but a last window that would start
+    beyond the input plus the left padding is dropped (it would see only padding).
+    """
+    span = in_size + 2 * padding - effective_kernel_size(kernel, dilation)
+    if ceil_mode:
+        out = -(-span // stride) + 1  # ceil division
+        if (out - 1) * stride >= in_size + padding:
+            out -= 1
+        return out
+    return span // stride + 1
+
+
+def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
+    """(before, after) zero padding that keeps the size at stride 1.
+
+    The total is ``dilation * (kernel - 1)``; when it is odd the extra row/column
+    goes after (bottom/right), as in PyTorch.
+    """
+    total = dilation * (kernel - 1)
+    return total // 2, total - total // 2
+
+
+# --------------------------------------------------------------------------- #
+# array checks
+# --------------------------------------------------------------------------- #
+
+
+def describe(a: Any) -> str:
+    """Short description of an array for error messages: ``shape=(2, 3) dtype=float32``."""
+    return f"shape={tuple(a.shape)} dtype={np.dtype(a.dtype).name}"
+
+
+def check_array(a: Any, name: str, op: str, ndim: int | None = None, batched_image: bool = False) -> None:
+    """Check that ``a`` is a float32/float64 array of rank ``ndim``.
+
+    ``batched_image`` adds the hint that an unbatched (C, H, W) image needs a
+    leading batch axis.
+    """
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}")
+    dtype = np.dtype(a.dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{op}: {name} has dtype {dtype.name}, expected float32 or float64 "
+            f"(convert explicitly, e.g. {name}.astype(np.float32); numbacnn never casts silently)"
+        )
+    if ndim is not None and len(a.shape) != ndim:
+        hint = ""
+        if batched_image and len(a.shape) == ndim - 1:
+            hint = f"; for a single image add the batch axis: {name}[None] has shape {(1, *a.shape)}"
+        raise ShapeError(
+            f"{op}: {name} must have {ndim} dimensions"
+            f"{' (N, C, H, W)' if batched_image else ''}, got shape {tuple(a.shape)}{hint}"
+        )
+    if any(size == 0 for size in a.shape):
+        raise ShapeError(f"{op}: {name} has an empty axis, shape {tuple(a.shape)}; every axis must be >= 1")
+
+
+def check_same_dtype(op: str, **arrays: Any) -> np.dtype:
+    """All given arrays (None skipped) share one float dtype; return it."""
+    named = [(name, a) for name, a in arrays.items() if a is not None]
+    first_name, first = named[0]
+    dtype = np.dtype(first.dtype)
+    for name, a in named[1:]:
+        if np.dtype(a.dtype) != dtype:
+            raise TypeError(
+                f"{op}: {name} has dtype {np.dtype(a.dtype).name} but {first_name} has "
+                f"{dtype.name}; all inputs must share one dtype (numbacnn never casts silently)"
+            )
+    return dtype
+
+
+def check_shape(a: Any, name: str, op: str, expected: Sequence[int], why: str = "") -> None:
+    """``a.shape`` must equal ``expected``."""
+    if tuple(a.shape) != tuple(expected):
+        raise ShapeError(
+            f"{op}: {name} has shape {tuple(a.shape)}, expected {tuple(expected)}{why}"
+        )
+
+
+# --------------------------------------------------------------------------- #
+# convolution
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class Conv2dGeometry:
+    """Every size a conv2d kernel needs, computed and checked once.
+
+    ``pad_top``/``pad_left`` are what kernels use; ``pad_bottom``/``pad_right`` are
+    implied by the output size (they differ from top/left only for "same" padding
+    with an even kernel span).
+    """
+
+    batch: int
+    in_channels: int
+    in_height: int
+    in_width: int
+    out_channels: int
+    kernel_height: int
+    kernel_width: int
+    out_height: int
+    out_width: int
+    stride_h: int
+    stride_w: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    dilation_h: int
+    dilation_w: int
+    groups: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.in_channels, self.in_height, self.in_width)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.out_channels, self.in_channels // self.groups, self.kernel_height, self.kernel_width)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.out_channels, self.out_height, self.out_width)
+
+    def kernel_args(self) -> tuple[int, ...]:
+        """Hyperparameters in kernel order: strides, top/left pads, dilations, groups."""
+        return (self.stride_h, self.stride_w, self.pad_top, self.pad_left,
+                self.dilation_h, self.dilation_w, self.groups)
+
+
+def _padding_pairs(padding: Any, kernel: tuple[int, int], dilation: tuple[int, int],
+                   stride: tuple[int, int], op: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) from an int, a pair, "valid" or "same"."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0), (0, 0)
+        if mode == "same":
+            if stride != (1, 1):
+                raise ValueError(
+                    f"{op}: padding='same' needs stride 1 on both axes, got stride={stride}; "
+                    f"pass explicit padding for strided convolutions"
+                )
+            return same_padding(kernel[0], dilation[0]), same_padding(kernel[1], dilation[1])
+        raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    pad_h, pad_w = pair(padding, "padding", op, minimum=0)
+    return (pad_h, pad_h), (pad_w, pad_w)
+
+
+def conv2d_geometry(
+    x_shape: Sequence[int], w_shape: Sequence[int], stride: Any = 1, padding: Any = 0,
+    dilation: Any = 1, groups: Any = 1, op: str = "conv2d",
+) -> Conv2dGeometry:
+    """Check conv2d hyperparameters against x (N, C, H, W) and w (F, C/groups, KH, KW)
+    and return the geometry. Raises ShapeError/ValueError/TypeError naming the argument."""
+    batch, in_channels, in_height, in_width = (int(s) for s in x_shape)
+    out_channels, w_channels, kernel_height, kernel_width = (int(s) for s in w_shape)
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    groups = int(groups)
+    if in_channels % groups:
+        raise ValueError(f"{op}: groups={groups} must divide the input channels, but x has {in_channels} channels")
+    if out_channels % groups:
+        raise ValueError(
+            f"{op}: groups={groups} must divide the output channels, but w has {out_channels} "
+            f"filters (w.shape={tuple(w_shape)})"
+        )
+    if w_channels * groups != in_channels:
+        expected = w_channels * groups
+        raise ShapeError(
+            f"{op}: x has {in_channels} channels but w expects {expected} "
+            f"(w.shape={tuple(w_shape)}{f', groups={groups}' if groups > 1 else ''})"
+        )
+    stride_h, stride_w = pair(stride, "stride", op, minimum=1)
+    dilation_h, dilation_w = pair(dilation, "dilation", op, minimum=1)
+    (pad_top, pad_bottom), (pad_left, pad_right) = _padding_pairs(
+        padding, (kernel_height, kernel_width), (dilation_h, dilation_w), (stride_h, stride_w), op
+    )
+    out_height = conv_output_size(in_height, kernel_height, stride_h, pad_top, pad_bottom, dilation_h)
+    out_width = conv_output_size(in_width, kernel_width, stride_w, pad_left, pad_right, dilation_w)
+    if out_height < 1 or out_width < 1:
+        raise ShapeError(
+            f"{op}: kernel {kernel_height}x{kernel_width} (dilation {(dilation_h, dilation_w)}) does not fit "
+            f"the padded input: x is {in_height}x{in_width}, padding {(pad_top, pad_left)}, giving output "
+            f"{out_height}x{out_width}; expected an output of at least 1x1 (use a smaller kernel or more padding)"
+        )
+    return Conv2dGeometry(
+        batch, in_channels, in_height, in_width, out_channels, kernel_height, kernel_width,
+        out_height, out_width, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right,
+        dilation_h, dilation_w, groups,
+    )
+
+
+# --------------------------------------------------------------------------- #
+# max pooling
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class Pool2dGeometry:
+    """Every size a max-pooling kernel needs, computed and checked once."""
+
+    batch: int
+    channels: int
+    in_height: int
+    in_width: int
+    out_height: int
+    out_width: int
+    kernel_height: int
+    kernel_width: int
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    dilation_h: int
+    dilation_w: int
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.channels, self.out_height, self.out_width)
+
+    def kernel_args(self) -> tuple[int, ...]:
+        """Hyperparameters in kernel order: kernel, stride, padding, dilation (h, w each)."""
+        return (self.kernel_height, self.kernel_width, self.stride_h, self.stride_w,
+                self.pad_h, self.pad_w, self.dilation_h, self.dilation_w)
+
+
+def pool2d_geometry(
+    x_shape: Sequence[int], kernel_size: Any, stride: Any = None, padding: Any = 0,
+    dilation: Any = 1, ceil_mode: Any = False, op: str = "max_pool2d",
+) -> Pool2dGeometry:
+    """Check max-pooling hyperparameters against x (N, C, H, W) and return the geometry."""
+    batch, channels, in_height, in_width = (int(s) for s in x_shape)
+    kernel_height, kernel_width = pair(kernel_size, "kernel_size", op, minimum=1)
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        stride_h, stride_w = kernel_height, kernel_width
+    else:
+        stride_h, stride_w = pair(stride, "stride", op, minimum=1)
+    if isinstance(padding, str):
+        raise TypeError(f"{op}: padding must be an int or a pair of ints, got {padding!r}")
+    pad_h, pad_w = pair(padding, "padding", op, minimum=0)
+    dilation_h, dilation_w = pair(dilation, "dilation", op, minimum=1)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"{op}: ceil_mode must be a bool, got {ceil_mode!r}")
+    if pad_h > kernel_height // 2 or pad_w > kernel_width // 2:
+        raise ValueError(
+            f"{op}: padding must be at most half the kernel size, got padding={(pad_h, pad_w)} "
+            f"for kernel_size={(kernel_height, kernel_width)}; expected <= {(kernel_height // 2, kernel_width // 2)}"
+        )
+    out_height = pool_output_size(in_height, kernel_height, stride_h, pad_h, dilation_h, bool(ceil_mode))
+    out_width = pool_output_size(in_width, kernel_width, stride_w, pad_w, dilation_w, bool(ceil_mode))
+    if out_height < 1 or out_width < 1:
+        raise ShapeError(
+            f"{op}: kernel_size={(kernel_height, kernel_width)} (dilation {(dilation_h, dilation_w)}) does not "
+            f"fit x of {in_height}x{in_width} with padding {(pad_h, pad_w)}: output would be "
+            f"{out_height}x{out_width}, expected at least 1x1"
+        )
+    return Pool2dGeometry(
+        batch, channels, in_height, in_width, out_height, out_width, kernel_height, kernel_width,
+        stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+    )
+
+
+# --------------------------------------------------------------------------- #
+# the symmetric-slide lesson (CNN Explainer)
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class ConvExplanation:
+    """What a kernel does to an input, per axis (h, w), for teaching and warnings.
+
+    Attributes
+    ----------
+    output_size : (int, int)
+        Output height and width (may be < 1 when the kernel does not fit).
+    arithmetic : (str, str)
+        The formula with numbers filled in, e.g. ``"(7 + 2*0 - 3) / 2 + 1 = 3"``.
+    symmetric : bool
+        True when the kernel's positions cover the padded input exactly, so no
+        border row or column is dropped by the floor in the output-size formula.
+    uncovered : (int, int)
+        Rows (bottom) and columns (right) of the padded input that no kernel
+        position touches.
+    suggested_paddings, suggested_strides : tuple of (int, int)
+        Nearby paddings (with the same stride) and strides (with the same padding)
+        that make the slide symmetric on both axes, nearest first.
+    message : str
+        One paragraph explaining the problem and the fixes; empty when symmetric.
+    """
+
+    input_size: tuple[int, int]
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    output_size: tuple[int, int]
+    arithmetic: tuple[str, str]
+    symmetric: bool
+    uncovered: tuple[int, int]
+    suggested_paddings: tuple[tuple[int, int], ...] = field(default=())
+    suggested_strides: tuple[tuple[int, int], ...] = field(default=())
+    message: str = ""
+
+
+def _uncovered(in_size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Padded rows after the last kernel position (the remainder the floor drops)."""
+    span = in_size + 2 * padding - effective_kernel_size(kernel, dilation)
+    return span % stride if span >= 0 else 0
+
+
+def _axis_fixes(in_size: int, kernel: int, stride: int, padding: int, dilation: int,
+                search: int = 4) -> tuple[list[int], list[int]]:
+    """Paddings (same stride) and strides (same padding) that leave nothing uncovered."""
+    fits = lambda p, s: in_size + 2 * p >= effective_kernel_size(kernel, dilation)  # noqa: E731
+    paddings = sorted(
+        (p for p in range(0, padding + search * stride + 1)
+         if fits(p, stride) and _uncovered(in_size, kernel, stride, p, dilation) == 0),
+        key=lambda p: (abs(p - padding), p),
+    )
+    strides = sorted(
+        (s for s in range(1, max(stride + search, 2 * stride) + 1)
+         if fits(padding, s) and _uncovered(in_size, kernel, s, padding, dilation) == 0),
+        key=lambda s: (abs(s - stride), -s),
+    )
+    return paddings, strides
+
+
+def explain_conv(input_size: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 dilation: Any = 1) -> ConvExplanation:
+    """Explain how a kernel slides over an input: output size, symmetry, fixes.
+
+    CNN Explainer's stride lesson: the designer must make sure the kernel slides
+    across the input symmetrically. PyTorch floors ``(in + 2p - k) / s`` silently,
+    dropping border rows/columns; this says so and suggests paddings or strides
+    that avoid it.
+
+    Parameters
+    ----------
+    input_size, kernel_size, stride, padding, dilation : int or (h, w)
+
+    Returns
+    -------
+    ConvExplanation
+
+    Examples
+    --------
+    >>> e = explain_conv(7, 3, stride=3)
+    >>> e.output_size, e.symmetric, e.uncovered
+    ((2, 2), False, (1, 1))
+    """
+    op = "explain_conv"
+    in_h, in_w = pair(input_size, "input_size", op, minimum=1)
+    k_h, k_w = pair(kernel_size, "kernel_size", op, minimum=1)
+    s_h, s_w = pair(stride, "stride", op, minimum=1)
+    p_h, p_w = pair(padding, "padding", op, minimum=0)
+    d_h, d_w = pair(dilation, "dilation", op, minimum=1)
+    axes = [(in_h, k_h, s_h, p_h, d_h), (in_w, k_w, s_w, p_w, d_w)]
+    outputs = tuple(conv_output_size(i, k, s, p, p, d) for i, k, s, p, d in axes)
+    arithmetic = tuple(
+        f"({i} + 2*{p} - {effective_kernel_size(k, d)}) / {s} + 1 = {o}"
+        + (f"  (floor of {(i + 2 * p - effective_kernel_size(k, d)) / s + 1:g})"
+           if (i + 2 * p - effective_kernel_size(k, d)) % s else "")
+        for (i, k, s, p, d), o in zip(axes, outputs)
+    )
+    uncovered = tuple(_uncovered(*axis) for axis in axes)
+    fits = all(o >= 1 for o in outputs)
+    symmetric = fits and uncovered == (0, 0)
+    fixes = [_axis_fixes(*axis) for axis in axes]
+    suggested_paddings = tuple((ph, pw) for ph, pw in zip(fixes[0][0], fixes[1][0]))[:3]
+    if not suggested_paddings and fixes[0][0] and fixes[1][0]:
+        suggested_paddings = ((fixes[0][0][0], fixes[1][0][0]),)
+    suggested_strides = tuple((sh, sw) for sh, sw in zip(fixes[0][1], fixes[1][1]))[:3]
+
+    message = ""
+    if not fits:
+        message = (
+            f"kernel {k_h}x{k_w} (dilation {(d_h, d_w)}) is larger than the padded input "
+            f"{in_h + 2 * p_h}x{in_w + 2 * p_w}: output would be {outputs[0]}x{outputs[1]}. "
+            f"Use a smaller kernel or more padding."
+        )
+    elif not symmetric:
+        lost = []
+        if uncovered[0]:
+            lost.append(f"the last {uncovered[0]} row{'s' if uncovered[0] > 1 else ''}")
+        if uncovered[1]:
+            lost.append(f"the last {uncovered[1]} column{'s' if uncovered[1] > 1 else ''}")
+        fixes_text = []
+        if suggested_paddings:
+            fixes_text.append("padding=" + " or ".join(str(p if p[0] != p[1] else p[0]) for p in suggested_paddings))
+        if suggested_strides:
+            fixes_text.append("stride=" + " or ".join(str(s if s[0] != s[1] else s[0]) for s in suggested_strides))
+        message = (
+            f"kernel {k_h}x{k_w} with stride {(s_h, s_w)} and padding {(p_h, p_w)} does not slide "
+            f"symmetrically over a {in_h}x{in_w} input: {' and '.join(lost)} of the padded input "
+            f"{'are' if len(lost) > 1 or max(uncovered) > 1 else 'is'} never covered, so those pixels "
+            f"are silently dropped (output {outputs[0]}x{outputs[1]}; "
+            f"{arithmetic[0] if uncovered[0] else arithmetic[1]}). "
+            + (f"Symmetric alternatives: {'; '.join(fixes_text)}." if fixes_text else "")
+        )
+    return ConvExplanation(
+        input_size=(in_h, in_w), kernel_size=(k_h, k_w), stride=(s_h, s_w), padding=(p_h, p_w),
+        dilation=(d_h, d_w), output_size=outputs, arithmetic=arithmetic, symmetric=symmetric,
+        uncovered=uncovered, suggested_paddings=suggested_paddings,
+        suggested_strides=suggested_strides, message=message,
+    )
+
+
+__all__ = [
+    "ConvExplanation", "Conv2dGeometry", "HyperparameterWarning", "Pool2dGeometry", "ShapeError",
+    "check_array", "check_same_dtype", "check_shape", "conv2d_geometry", "conv_output_size",
+    "describe", "effective_kernel_size", "explain_conv", "pair", "pool2d_geometry",
+    "pool_output_size", "same_padding",
+]
