@@ -1,0 +1,174 @@
+"""Independent float64 NumPy references for every functional op.
+
+Written to be obviously correct, never tuned, and independent of numbacnn: they do
+their own output-size and padding arithmetic (nothing is imported from
+``numbacnn.shapes``). Convolution works on an explicitly zero-padded copy of the
+input, one kernel tap at a time with strided slices; pooling is plain Python loops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def conv_pads(kernel, dilation, padding, stride=(1, 1)):
+    """((top, bottom), (left, right)) for an int, a pair, "valid" or "same"."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        pads = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    ph, pw = _pair(padding)
+    return (ph, ph), (pw, pw)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """y (N, F, OH, OW) in float64: cross-correlation of the zero-padded input."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    n, c, h, wd = x.shape
+    f, cg, kh_size, kw_size = w.shape
+    (pt, pb), (pl, pr) = conv_pads((kh_size, kw_size), (dh, dw), padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    oh = (h + pt + pb - dh * (kh_size - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw_size - 1) - 1) // sw + 1
+    fg = f // groups
+    y = np.zeros((n, f, oh, ow))
+    for g in range(groups):
+        xs = xp[:, g * cg:(g + 1) * cg]
+        for kh in range(kh_size):
+            for kw in range(kw_size):
+                patch = xs[:, :, kh * dh: kh * dh + sh * (oh - 1) + 1: sh, kw * dw: kw * dw + sw * (ow - 1) + 1: sw]
+                y[:, g * fg:(g + 1) * fg] += np.einsum("nchw,fc->nfhw", patch, w[g * fg:(g + 1) * fg, :, kh, kw])
+    if b is not None:
+        y += np.asarray(b, np.float64)[None, :, None, None]
+    return y
+
+
+def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1):
+    """(gx, gw, gb) in float64, the adjoint of :func:`conv2d` tap by tap."""
+    gy = np.asarray(gy, np.float64)
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    n, c, h, wd = x.shape
+    f, cg, kh_size, kw_size = w.shape
+    (pt, pb), (pl, pr) = conv_pads((kh_size, kw_size), (dh, dw), padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    gxp = np.zeros_like(xp)
+    gw = np.zeros_like(w)
+    oh, ow = gy.shape[2], gy.shape[3]
+    fg = f // groups
+    for g in range(groups):
+        gyg = gy[:, g * fg:(g + 1) * fg]
+        for kh in range(kh_size):
+            for kw in range(kw_size):
+                rows = slice(kh * dh, kh * dh + sh * (oh - 1) + 1, sh)
+                cols = slice(kw * dw, kw * dw + sw * (ow - 1) + 1, sw)
+                patch = xp[:, g * cg:(g + 1) * cg, rows, cols]
+                gw[g * fg:(g + 1) * fg, :, kh, kw] = np.einsum("nfhw,nchw->fc", gyg, patch)
+                gxp[:, g * cg:(g + 1) * cg, rows, cols] += np.einsum(
+                    "nfhw,fc->nchw", gyg, w[g * fg:(g + 1) * fg, :, kh, kw])
+    gx = gxp[:, :, pt:pt + h, pl:pl + wd]
+    return gx, gw, gy.sum(axis=(0, 2, 3))
+
+
+def pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _windows(x, kernel_size, stride, padding, dilation, ceil_mode):
+    """Yield (n, c, oh, ow, [(value, ih, iw), ...] in row-major order)."""
+    kh_size, kw_size = _pair(kernel_size)
+    sh, sw = _pair(stride if stride is not None else kernel_size)
+    ph, pw = _pair(padding)
+    dh, dw = _pair(dilation)
+    n_size, c_size, h, wd = x.shape
+    oh_size = pool_output_size(h, kh_size, sh, ph, dh, ceil_mode)
+    ow_size = pool_output_size(wd, kw_size, sw, pw, dw, ceil_mode)
+    for n in range(n_size):
+        for c in range(c_size):
+            for oh in range(oh_size):
+                for ow in range(ow_size):
+                    taps = []
+                    for kh in range(kh_size):
+                        for kw in range(kw_size):
+                            ih, iw = oh * sh - ph + kh * dh, ow * sw - pw + kw * dw
+                            if 0 <= ih < h and 0 <= iw < wd:
+                                taps.append((x[n, c, ih, iw], ih, iw))
+                    yield n, c, oh, ow, oh_size, ow_size, taps
+
+
+def _first_max(taps):
+    best = taps[0]
+    for tap in taps[1:]:
+        if tap[0] > best[0] or math.isnan(tap[0]):
+            best = tap
+    return best
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    x = np.asarray(x, np.float64)
+    y = None
+    for n, c, oh, ow, oh_size, ow_size, taps in _windows(x, kernel_size, stride, padding, dilation, ceil_mode):
+        if y is None:
+            y = np.full((x.shape[0], x.shape[1], oh_size, ow_size), -np.inf)
+        y[n, c, oh, ow] = _first_max(taps)[0] if taps else -np.inf
+    return y
+
+
+def max_pool2d_backward(gy, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    x = np.asarray(x, np.float64)
+    gy = np.asarray(gy, np.float64)
+    gx = np.zeros_like(x)
+    for n, c, oh, ow, _, _, taps in _windows(x, kernel_size, stride, padding, dilation, ceil_mode):
+        if taps:
+            _, ih, iw = _first_max(taps)
+            gx[n, c, ih, iw] += gy[n, c, oh, ow]
+    return gx
+
+
+def relu(x):
+    x = np.asarray(x, np.float64)
+    return np.where(x > 0, x, 0.0) + np.where(np.isnan(x), x, 0.0)
+
+
+def relu_backward(gy, x):
+    return np.where(np.asarray(x, np.float64) > 0, np.asarray(gy, np.float64), 0.0)
+
+
+def linear(x, w, b=None):
+    y = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    return y if b is None else y + np.asarray(b, np.float64)
+
+
+def linear_backward(gy, x, w):
+    gy, x, w = (np.asarray(a, np.float64) for a in (gy, x, w))
+    return gy @ w, gy.T @ x, gy.sum(axis=0)
+
+
+def softmax_cross_entropy(logits, labels):
+    z = np.asarray(logits, np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = np.arange(len(z))
+    loss = -log_probs[rows, labels].mean()
+    grad = np.exp(log_probs)
+    grad[rows, labels] -= 1.0
+    return loss, grad / len(z)
