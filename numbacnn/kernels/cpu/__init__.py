@@ -26,3 +26,6 @@ def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
 def zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
     """Zero-filled C-contiguous host array."""
     return np.zeros(shape, dtype=dtype)
+
+
+from numbacnn.kernels.cpu.optim import *  # noqa: E402,F401,F403  (sgd_step, adam_step, grad_accumulate)

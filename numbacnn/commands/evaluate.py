@@ -1,0 +1,47 @@
+"""``numbacnn evaluate CHECKPOINT``: test accuracy of a saved model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="test loss and accuracy of a checkpoint",
+        description="Evaluate a checkpoint on its dataset's test split (or another folder of the same kind).",
+    )
+    parser.add_argument("checkpoint", help="checkpoint.npz written by `numbacnn train` (or its folder)")
+    parser.add_argument("--data-dir", default=None, help="read the dataset from here instead of the saved place")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from numbacnn.data import BatchLoader, DatasetNotFoundError, load_dataset
+    from numbacnn.device import DeviceError, resolve_device
+    from numbacnn.train import evaluate, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        config = ckpt.config
+        device = resolve_device(args.device)
+        model = ckpt.build_model(device)
+        splits = load_dataset(config.dataset, args.data_dir or config.data_dir, image_size=config.image_size,
+                              channels=config.channels, seed=config.seed)
+        loader = BatchLoader(splits.test, args.batch_size, ckpt.normalizer, shuffle=False, dtype=config.dtype)
+        result = evaluate(model, loader, device)
+    except (DatasetNotFoundError, DeviceError, FileNotFoundError, ValueError, KeyError, TypeError,
+            ImportError) as exc:
+        print(f"numbacnn evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    result = dict(result, checkpoint=str(args.checkpoint), epoch=ckpt.epoch, dataset=config.dataset)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{config.dataset} test: accuracy {result['accuracy']:.2%}, loss {result['loss']:.4f} "
+              f"({result['images']:,} images, checkpoint epoch {ckpt.epoch})")
+    return 0

@@ -1,0 +1,57 @@
+"""``numbacnn predict CHECKPOINT IMAGE...``: the top-3 classes of each image."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="top classes with probabilities for image files",
+        description="Classify image files (PNG/JPEG; resized and converted to the model's input) with a "
+                    "checkpoint. Needs Pillow: pip install \"numbacnn[viz]\".",
+    )
+    parser.add_argument("checkpoint", help="checkpoint.npz written by `numbacnn train` (or its folder)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("--top", type=int, default=3, help="how many classes to show per image")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--invert", action="store_true",
+                        help="invert grey levels first (Fashion-MNIST/MNIST images are light-on-dark; "
+                             "photos of dark objects on white need this)")
+    parser.set_defaults(func=run)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, computed stably in float64."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from numbacnn.data import load_image
+    from numbacnn.device import DeviceError, resolve_device, to_device, to_host
+    from numbacnn.train import load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        device = resolve_device(args.device)
+        model = ckpt.build_model(device).eval()
+        kwargs = ckpt.meta["model"]["kwargs"]
+        images = np.stack([load_image(p, kwargs["image_size"], kwargs["in_channels"]) for p in args.images])
+    except (DeviceError, FileNotFoundError, ValueError, KeyError, TypeError, ImportError, OSError) as exc:
+        print(f"numbacnn predict: error: {exc}", file=sys.stderr)
+        return 2
+    if args.invert:
+        images = 255 - images
+    x = ckpt.normalizer(images, np.dtype(ckpt.config.dtype))
+    probabilities = softmax(to_host(model(to_device(x, device))))
+    classes = ckpt.classes
+    top = max(1, min(args.top, len(classes)))
+    for path, p in zip(args.images, probabilities):
+        best = np.argsort(-p, kind="stable")[:top]
+        print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.1%}" for i in best))
+    return 0

@@ -1,0 +1,86 @@
+"""``numbacnn train``: train Tiny VGG (Fashion-MNIST by default) and report test accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from numbacnn.data import DATASETS
+
+
+def _defaults():
+    from numbacnn.train import TrainConfig
+
+    return TrainConfig()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    d = _defaults()
+    parser = subparsers.add_parser(
+        "train", help="train Tiny VGG and print the test accuracy",
+        description="Train CNN Explainer's Tiny VGG. Writes OUT/checkpoint.npz after every epoch and "
+                    "OUT/metrics.json. With --resume, the run continues from a checkpoint with its saved "
+                    "settings (only --epochs and --device may change) to the same result as an "
+                    "uninterrupted run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dataset", choices=DATASETS, default=d.dataset,
+                        help="fashion-mnist is read from $NUMBACNN_DATA or /usr/share/datasets/fashion-mnist")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the dataset's files (imagefolder: one subfolder per class)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"number of epochs (default {d.epochs})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer)
+    parser.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--schedule", choices=("none", "step", "cosine"), default=d.schedule,
+                        help="learning-rate schedule over the epochs")
+    parser.add_argument("--seed", type=int, default=d.seed, help="weights, validation split and batch order")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help=f"where to train (default {d.device}: CUDA when usable)")
+    parser.add_argument("--padding", type=int, default=d.padding, help="padding of every convolution")
+    parser.add_argument("--filters", type=int, default=d.filters, help="channels of every convolution")
+    parser.add_argument("--kernel-size", type=int, default=d.kernel_size)
+    parser.add_argument("--image-size", type=int, default=d.image_size,
+                        help="imagefolder: resize images to this size")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=d.channels,
+                        help="imagefolder: 1 for grey, 3 for RGB")
+    parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                        help="share of the training set held out for per-epoch validation")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
+    parser.add_argument("--out", default="runs/tiny_vgg", help="folder for checkpoint.npz and metrics.json")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                        help="continue from CHECKPOINT (default: OUT/checkpoint.npz)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show the progress bar (default: only when stderr is a terminal)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from numbacnn.data import DatasetNotFoundError
+    from numbacnn.device import DeviceError
+    from numbacnn.train import CHECKPOINT_NAME, TrainConfig, TrainingDiverged, load_checkpoint, train
+
+    resume = None
+    try:
+        if args.resume is not None:
+            resume = Path(args.resume) if args.resume else Path(args.out) / CHECKPOINT_NAME
+            config = load_checkpoint(resume).config
+        else:
+            fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+        if args.epochs is not None:
+            config.epochs = args.epochs
+        if args.device is not None:
+            config.device = args.device
+        train(config, out=args.out, resume=resume, progress=args.progress)
+    except TrainingDiverged as exc:
+        print(f"numbacnn train: stopped: {exc}", file=sys.stderr)
+        return 1
+    except (DatasetNotFoundError, DeviceError, FileNotFoundError, ValueError, ImportError) as exc:
+        print(f"numbacnn train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,483 @@
+"""Datasets and batching: Fashion-MNIST (default), MNIST, CIFAR-10, image folders.
+
+Loaders read local files only; nothing is ever downloaded. Images come back as
+uint8 arrays (N, C, H, W) with int64 labels (N,); :class:`Normalizer` turns a
+batch into float32 ``(x / 255 - mean) / std`` per channel, and
+:class:`BatchLoader` yields shuffled batches whose order depends only on
+``(seed, epoch)``, so a resumed run sees exactly the batches an uninterrupted one
+would.
+
+Where the files are looked for (``fashion-mnist``): ``--data-dir`` if given, else
+``$NUMBACNN_DATA`` (and ``$NUMBACNN_DATA/fashion-mnist``), else
+``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu package ``dataset-fashion-mnist``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+DATA_ENV = "NUMBACNN_DATA"
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+MNIST_SYSTEM_DIR = Path("/usr/share/datasets/mnist")
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+DATASETS = ("fashion-mnist", "mnist", "cifar10", "imagefolder")
+
+# IDX file stems (the standard names); each may end in .gz or not.
+_IDX_STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's files are not where they were looked for; the message says how to get them."""
+
+
+@dataclass
+class Dataset:
+    """Images and labels of one split.
+
+    Attributes
+    ----------
+    images : uint8 array (N, C, H, W)
+    labels : int64 array (N,)
+    classes : tuple of str
+        Class names; ``labels`` index into it.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"Dataset: images must be (N, C, H, W), got shape {self.images.shape}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"Dataset: labels must be ({self.images.shape[0]},) to match images, got {self.labels.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W)."""
+        return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, indices: np.ndarray) -> "Dataset":
+        return Dataset(self.images[indices], self.labels[indices], self.classes)
+
+
+@dataclass
+class DatasetSplits:
+    """``train`` and ``test`` splits of one dataset (``val`` is cut from train later)."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.train.classes
+
+
+# --------------------------------------------------------------------------- #
+# IDX (MNIST, Fashion-MNIST)
+# --------------------------------------------------------------------------- #
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or not) into a NumPy array.
+
+    The format: two zero bytes, a type code, the number of dimensions, one
+    big-endian uint32 per dimension, then the data in C order.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic: decide by content, not by the name
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"read_idx: {path} is not an IDX file (header {raw[:4]!r})")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != expected:
+        raise ValueError(f"read_idx: {path} holds {len(raw) - offset} data bytes, header {dims} needs {expected}")
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write ``array`` (uint8 / int8 / big-endian numeric) as an IDX file; gzip when
+    ``compress`` is True or, if None, when the name ends in .gz. Used by tests."""
+    path = Path(path)
+    codes = {np.dtype(v).newbyteorder(">") if np.dtype(v).itemsize > 1 else np.dtype(v): k
+             for k, v in _IDX_DTYPES.items()}
+    dtype = array.dtype.newbyteorder(">") if array.dtype.itemsize > 1 else array.dtype
+    if dtype not in codes:
+        raise TypeError(f"write_idx: unsupported dtype {array.dtype}")
+    header = bytes([0, 0, codes[dtype], array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    payload = header + np.ascontiguousarray(array, dtype=dtype).tobytes()
+    if compress if compress is not None else path.suffix == ".gz":
+        payload = gzip.compress(payload)
+    path.write_bytes(payload)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    # Also accept the "train-images.idx3-ubyte" spelling some mirrors use.
+    alternates = [stem, stem.replace("-idx", ".idx")]
+    for name in alternates:
+        for suffix in (".gz", ""):
+            candidate = folder / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _idx_folder(candidates: Sequence[Path]) -> Path | None:
+    for folder in candidates:
+        if all(_find_idx(folder, stem) for stems in _IDX_STEMS.values() for stem in stems):
+            return folder
+    return None
+
+
+def _load_idx_splits(folder: Path, name: str, classes: tuple[str, ...]) -> DatasetSplits:
+    splits = {}
+    for split, (image_stem, label_stem) in _IDX_STEMS.items():
+        images = read_idx(_find_idx(folder, image_stem))  # type: ignore[arg-type]
+        labels = read_idx(_find_idx(folder, label_stem))  # type: ignore[arg-type]
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(f"{name}: {image_stem} in {folder} must be uint8 (N, H, W), got {images.dtype} {images.shape}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{name}: {label_stem} in {folder} has {labels.shape[0]} labels for {images.shape[0]} images")
+        splits[split] = Dataset(images[:, None, :, :].copy(), labels.astype(np.int64), classes)
+    return DatasetSplits(name, splits["train"], splits["test"])
+
+
+def _env_dirs(*subdirs: str) -> list[Path]:
+    root = os.environ.get(DATA_ENV)
+    if not root:
+        return []
+    return [Path(root)] + [Path(root) / s for s in subdirs]
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> DatasetSplits:
+    """Fashion-MNIST: 60,000 train and 10,000 test 28x28 grey images, 10 classes.
+
+    Looks in ``data_dir`` if given, else ``$NUMBACNN_DATA`` (and its
+    ``fashion-mnist`` subfolder), else ``/usr/share/datasets/fashion-mnist``.
+    Files: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        With both ways to get the files.
+    """
+    candidates = ([Path(data_dir), Path(data_dir) / "fashion-mnist"] if data_dir
+                  else _env_dirs("fashion-mnist", "fashion_mnist") + [FASHION_MNIST_SYSTEM_DIR])
+    folder = _idx_folder(candidates)
+    if folder is None:
+        looked = ", ".join(str(c) for c in candidates)
+        raise DatasetNotFoundError(
+            f"fashion-mnist: the four IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+            f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) were not found in: {looked}. "
+            f"Get them either with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs "
+            f"them in {FASHION_MNIST_SYSTEM_DIR}), or by copying the files from the Fashion-MNIST "
+            f"project into a folder and passing --data-dir FOLDER (or setting {DATA_ENV}=FOLDER). "
+            f"numbacnn never downloads data."
+        )
+    return _load_idx_splits(folder, "fashion-mnist", FASHION_MNIST_CLASSES)
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None) -> DatasetSplits:
+    """MNIST digits from the same four IDX files (``data_dir``, ``$NUMBACNN_DATA/mnist``
+    or ``/usr/share/datasets/mnist``)."""
+    candidates = ([Path(data_dir), Path(data_dir) / "mnist"] if data_dir
+                  else _env_dirs("mnist") + [MNIST_SYSTEM_DIR])
+    folder = _idx_folder(candidates)
+    if folder is None:
+        raise DatasetNotFoundError(
+            f"mnist: the four IDX files (train-images-idx3-ubyte[.gz], ..., t10k-labels-idx1-ubyte[.gz]) "
+            f"were not found in: {', '.join(str(c) for c in candidates)}. Put them in a folder and pass "
+            f"--data-dir FOLDER (or set {DATA_ENV}). numbacnn never downloads data."
+        )
+    return _load_idx_splits(folder, "mnist", MNIST_CLASSES)
+
+
+# --------------------------------------------------------------------------- #
+# CIFAR-10 (python pickle batches)
+# --------------------------------------------------------------------------- #
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if data is None or labels is None:
+        raise ValueError(f"cifar10: {path} has no 'data'/'labels' entries")
+    images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return images, np.asarray(labels, dtype=np.int64)
+
+
+def load_cifar10(data_dir: str | os.PathLike | None = None) -> DatasetSplits:
+    """CIFAR-10 from the "python version" batches: ``data_batch_1`` .. ``data_batch_5``,
+    ``test_batch`` and optionally ``batches.meta``, in ``data_dir`` (or its
+    ``cifar-10-batches-py`` subfolder, or ``$NUMBACNN_DATA/cifar10``).
+
+    Note: the pickle files are unpickled, so only use copies you trust.
+    """
+    base = [Path(data_dir)] if data_dir else _env_dirs("cifar10", "cifar-10-batches-py")
+    candidates = [c for b in base for c in (b, b / "cifar-10-batches-py")]
+    folder = next((c for c in candidates if (c / "data_batch_1").is_file() and (c / "test_batch").is_file()), None)
+    if folder is None:
+        raise DatasetNotFoundError(
+            f"cifar10: data_batch_1..5 and test_batch were not found in: "
+            f"{', '.join(str(c) for c in candidates) or '(no --data-dir and no $' + DATA_ENV + ')'}. "
+            f"Unpack the CIFAR-10 python version into a folder and pass --data-dir FOLDER. "
+            f"numbacnn never downloads data."
+        )
+    train_parts = [_read_cifar_batch(p) for p in sorted(folder.glob("data_batch_*"))]
+    classes = CIFAR10_CLASSES
+    meta = folder / "batches.meta"
+    if meta.is_file():
+        with open(meta, "rb") as f:
+            names = pickle.load(f, encoding="bytes").get(b"label_names")
+        if names:
+            classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    train = Dataset(np.concatenate([p[0] for p in train_parts]), np.concatenate([p[1] for p in train_parts]), classes)
+    test_images, test_labels = _read_cifar_batch(folder / "test_batch")
+    return DatasetSplits("cifar10", train, Dataset(test_images, test_labels, classes))
+
+
+# --------------------------------------------------------------------------- #
+# image folders (CNN Explainer's Tiny ImageNet subset layout)
+# --------------------------------------------------------------------------- #
+
+
+def _require_pillow():
+    try:
+        from PIL import Image
+    except ImportError as exc:  # optional dependency
+        raise ImportError(
+            'reading image files needs Pillow, which is not installed; install it with: '
+            'pip install "numbacnn[viz]"  (or: pip install pillow)'
+        ) from exc
+    return Image
+
+
+def load_image(path: str | os.PathLike, image_size: int, channels: int = 3) -> np.ndarray:
+    """Read one image file as uint8 (channels, image_size, image_size), resized with
+    bilinear filtering; ``channels`` 1 converts to grey, 3 to RGB."""
+    Image = _require_pillow()
+    if channels not in (1, 3):
+        raise ValueError(f"load_image: channels must be 1 or 3, got {channels!r}")
+    with Image.open(path) as img:
+        img = img.convert("L" if channels == 1 else "RGB")
+        if img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8)
+    return array[None, :, :] if channels == 1 else array.transpose(2, 0, 1).copy()
+
+
+def _read_class_folders(root: Path, image_size: int, channels: int,
+                        classes: Sequence[str] | None = None) -> Dataset:
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = tuple(classes) if classes is not None else tuple(found)
+    if not classes:
+        raise DatasetNotFoundError(f"imagefolder: {root} has no class subfolders (expected ROOT/<class>/<image>.png)")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(load_image(path, image_size, channels))
+                labels.append(label)
+    if not images:
+        raise DatasetNotFoundError(f"imagefolder: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/<class>/")
+    return Dataset(np.stack(images), np.asarray(labels, dtype=np.int64), classes)
+
+
+def load_imagefolder(data_dir: str | os.PathLike, image_size: int = 64, channels: int = 3,
+                     test_fraction: float = 0.2, seed: int = 0) -> DatasetSplits:
+    """Images in one subfolder per class, resized to ``image_size``.
+
+    Layouts: ``ROOT/train/<class>/*`` with ``ROOT/test/<class>/*`` (or ``val/``), or
+    just ``ROOT/<class>/*``, in which case a seeded ``test_fraction`` of each class
+    is held out for testing. Classes are the sorted subfolder names.
+    """
+    if data_dir is None:
+        raise ValueError("imagefolder: --data-dir is required (a folder with one subfolder per class)")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"imagefolder: {root} is not a folder")
+    test_dir = next((root / n for n in ("test", "val", "valid", "validation") if (root / n).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
+        train = _read_class_folders(root / "train", image_size, channels)
+        test = _read_class_folders(test_dir, image_size, channels, train.classes)
+        return DatasetSplits("imagefolder", train, test)
+    full = _read_class_folders(root, image_size, channels)
+    train_idx, test_idx = stratified_split(full.labels, test_fraction, seed)
+    return DatasetSplits("imagefolder", full.subset(train_idx), full.subset(test_idx))
+
+
+# --------------------------------------------------------------------------- #
+# splitting, normalising, batching
+# --------------------------------------------------------------------------- #
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of indices into (keep, held_out), holding out ``fraction`` of each
+    class (at least one image of a class with 2+ images when fraction > 0)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"split fraction must be in [0, 1), got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        idx = idx[rng.permutation(idx.size)]
+        n_held = int(round(fraction * idx.size))
+        if fraction > 0 and n_held == 0 and idx.size > 1:
+            n_held = 1
+        held.append(idx[:n_held])
+        keep.append(idx[n_held:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, image_size: int = 64,
+                 channels: int = 3, seed: int = 0) -> DatasetSplits:
+    """Load a dataset by name: "fashion-mnist", "mnist", "cifar10" or "imagefolder".
+
+    ``image_size``, ``channels`` and ``seed`` (its test split) apply to imagefolder only.
+    """
+    key = name.lower().replace("_", "-")
+    if key in ("fashion-mnist", "fashionmnist"):
+        return load_fashion_mnist(data_dir)
+    if key == "mnist":
+        return load_mnist(data_dir)
+    if key in ("cifar10", "cifar-10"):
+        return load_cifar10(data_dir)
+    if key == "imagefolder":
+        return load_imagefolder(data_dir, image_size=image_size, channels=channels, seed=seed)  # type: ignore[arg-type]
+    raise ValueError(f"dataset: got {name!r}, expected one of {DATASETS}")
+
+
+@dataclass
+class Normalizer:
+    """Per-channel ``(x / 255 - mean) / std`` for uint8 images, to a float dtype.
+
+    Attributes
+    ----------
+    mean, std : tuple of float, one per channel (of the [0, 1] scaled images)
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, images: np.ndarray, max_images: int = 10000) -> "Normalizer":
+        """Mean and std per channel of (up to ``max_images`` of) uint8 images (N, C, H, W)."""
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise TypeError(f"Normalizer.fit: images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
+        sample = images[:max_images].astype(np.float64) / 255.0
+        mean = tuple(float(m) for m in sample.mean(axis=(0, 2, 3)))
+        std = tuple(max(float(s), 1e-6) for s in sample.std(axis=(0, 2, 3)))
+        return cls(mean, std)
+
+    def __call__(self, images: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
+        """uint8 (N, C, H, W) -> normalised C-contiguous ``dtype`` array of the same shape."""
+        if images.dtype != np.uint8:
+            raise TypeError(f"Normalizer: images must be uint8, got {images.dtype}")
+        if images.shape[1] != len(self.mean):
+            raise ValueError(f"Normalizer: images have {images.shape[1]} channels, expected {len(self.mean)}")
+        scale = (1.0 / (255.0 * np.asarray(self.std))).astype(dtype).reshape(1, -1, 1, 1)
+        shift = (np.asarray(self.mean) / np.asarray(self.std)).astype(dtype).reshape(1, -1, 1, 1)
+        return np.ascontiguousarray(images.astype(dtype) * scale - shift)
+
+
+class BatchLoader:
+    """Iterate (images, labels) batches, shuffled by ``(seed, epoch)``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    batch_size : int
+    normalizer : Normalizer
+    shuffle : bool
+    seed : int
+    drop_last : bool
+        Drop a last batch smaller than ``batch_size``.
+    dtype : float32 or float64
+
+    Yields
+    ------
+    images : float array (B, C, H, W), normalised, C-contiguous
+    labels : int64 array (B,)
+
+    Notes
+    -----
+    Call :meth:`set_epoch` before iterating: the permutation is drawn from
+    ``default_rng([seed, epoch])``, so epoch k's order is the same whether or not
+    the run was interrupted before it.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, normalizer: Normalizer, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False, dtype: np.dtype | type = np.float32) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.normalizer = normalizer
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.dtype = np.dtype(dtype)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self) -> np.ndarray:
+        """The index order of this epoch."""
+        n = len(self.dataset)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(n)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        order = self.order()
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield (self.normalizer(self.dataset.images[idx], self.dtype),
+                   self.dataset.labels[idx])
+
+
+__all__ = [
+    "BatchLoader", "DATASETS", "Dataset", "DatasetNotFoundError", "DatasetSplits", "Normalizer",
+    "load_cifar10", "load_dataset", "load_fashion_mnist", "load_image", "load_imagefolder", "load_mnist",
+    "read_idx", "stratified_split", "write_idx",
+]

@@ -1,0 +1,101 @@
+"""Optimizer update kernels (CPU): SGD, Adam and gradient accumulation.
+
+Every kernel works on flat 1-D, C-contiguous arrays of one dtype (float32 or
+float64), updates its first arguments **in place** and returns nothing. The caller
+(``numbacnn.optim`` / ``numbacnn.nn``) flattens each parameter with
+``.reshape(-1)`` (a view) and computes every scalar on the host, so a backend only
+loops over elements. Scalars arrive as Python floats (float64) and the arithmetic
+is done in float64, then stored in the array's dtype.
+
+The CUDA backend (``numbacnn/kernels/cuda/optim.py``) must provide the same three
+names with the same signatures:
+
+``sgd_step(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov)``
+    PyTorch's SGD for one parameter, element by element::
+
+        g = grad + weight_decay * param
+        if momentum != 0:
+            velocity = momentum * velocity + (1 - dampening) * g
+            g = g + momentum * velocity  if nesterov  else velocity
+        param = param - lr * g
+
+    ``param``, ``grad``, ``velocity`` are (n,). ``velocity`` is read and written
+    only when ``momentum != 0`` (it may then be any (n,) buffer, else it is
+    ignored). PyTorch's first step sets ``velocity = g`` with no dampening; the
+    caller reproduces it by passing a zero velocity and ``dampening=0`` on the
+    first step, so the kernel has no special case.
+
+``adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+decoupled, bias_correction1, bias_correction2)``
+    PyTorch's Adam (``decoupled=False``) or AdamW (``decoupled=True``)::
+
+        if decoupled: param = param * (1 - lr * weight_decay)
+        else:         g = grad + weight_decay * param
+        exp_avg    = beta1 * exp_avg + (1 - beta1) * g
+        exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g * g
+        denom = sqrt(exp_avg_sq) / sqrt(bias_correction2) + eps
+        param = param - (lr / bias_correction1) * exp_avg / denom
+
+    All arrays are (n,). ``bias_correction1 = 1 - beta1**t`` and
+    ``bias_correction2 = 1 - beta2**t`` for the 1-based step count ``t`` are
+    computed by the caller.
+
+``grad_accumulate(grad, delta)``
+    ``grad += delta`` on (n,) arrays: how layers add a new gradient into a
+    parameter's existing one (on CUDA device arrays have no ``+=``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def sgd_step(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov):
+    # param, grad: (n,) updated / read; velocity: (n,) momentum buffer, used when momentum != 0
+    n = param.shape[0]
+    for i in prange(n):
+        g = grad[i] + weight_decay * param[i]
+        if momentum != 0.0:
+            v = momentum * velocity[i] + (1.0 - dampening) * g
+            velocity[i] = v
+            if nesterov:
+                g = g + momentum * v
+            else:
+                g = v
+        param[i] = param[i] - lr * g
+
+
+@njit(parallel=True, cache=True)
+def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled,
+              bias_correction1, bias_correction2):
+    # param, grad, exp_avg (first moment), exp_avg_sq (second moment): all (n,)
+    n = param.shape[0]
+    step_size = lr / bias_correction1
+    sqrt_bc2 = math.sqrt(bias_correction2)
+    for i in prange(n):
+        p = param[i]
+        g = grad[i]
+        if decoupled:
+            # AdamW: decay the weight itself, outside the adaptive scaling
+            p = p * (1.0 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+        m = beta1 * exp_avg[i] + (1.0 - beta1) * g
+        v = beta2 * exp_avg_sq[i] + (1.0 - beta2) * g * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        denom = math.sqrt(v) / sqrt_bc2 + eps
+        param[i] = p - step_size * m / denom
+
+
+@njit(parallel=True, cache=True)
+def grad_accumulate(grad, delta):
+    # grad += delta; both (n,)
+    for i in prange(grad.shape[0]):
+        grad[i] += delta[i]
+
+
+__all__ = ["adam_step", "grad_accumulate", "sgd_step"]

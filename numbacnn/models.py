@@ -1,0 +1,115 @@
+"""Model builders: ``tiny_vgg``, the network CNN Explainer visualises."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, as_rng
+from numbacnn.shapes import conv_output_size, explain_conv
+
+TINY_VGG_POOL = 2  # CNN Explainer's max pools are 2x2 with stride 2
+
+
+def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0) -> list[tuple[str, int]]:
+    """Spatial size after each stage of Tiny VGG, checking every slide.
+
+    Returns
+    -------
+    list of (layer name, output size)
+        e.g. ``[("conv_1_1", 62), ("conv_1_2", 60), ("max_pool_1", 30), ...]`` for 64.
+
+    Raises
+    ------
+    ValueError
+        A layer's output would be smaller than 1x1, or a kernel does not slide
+        symmetrically over its input (border pixels silently dropped); the message
+        is :func:`numbacnn.shapes.explain_conv`'s, with the layer named.
+    """
+    size = image_size
+    sizes = []
+    plan = [("conv_1_1", kernel_size, 1, padding), ("conv_1_2", kernel_size, 1, padding),
+            ("max_pool_1", TINY_VGG_POOL, TINY_VGG_POOL, 0),
+            ("conv_2_1", kernel_size, 1, padding), ("conv_2_2", kernel_size, 1, padding),
+            ("max_pool_2", TINY_VGG_POOL, TINY_VGG_POOL, 0)]
+    for name, k, s, p in plan:
+        explanation = explain_conv(size, k, s, p)
+        if not explanation.symmetric:
+            raise ValueError(
+                f"tiny_vgg(image_size={image_size}, kernel_size={kernel_size}, padding={padding}): "
+                f"layer {name} gets a {size}x{size} input: {explanation.message}"
+            )
+        size = conv_output_size(size, k, s, p, p)
+        sizes.append((name, size))
+    return sizes
+
+
+def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, filters: int = 10,
+             kernel_size: int = 3, padding: int = 0, dtype: Any = np.float32, device: str | None = None,
+             seed: int | np.random.Generator | None = 0) -> Sequential:
+    """CNN Explainer's Tiny VGG: (conv-relu-conv-relu-maxpool) x 2, flatten, linear.
+
+    At the defaults the sizes go 64 -> 62 -> 60 -> 30 -> 28 -> 26 -> 13 and the model
+    has 19,920 parameters. Names match this PyTorch model, so state dicts map 1:1::
+
+        torch.nn.Sequential(OrderedDict(
+            features=torch.nn.Sequential(conv, ReLU, conv, ReLU, MaxPool2d(2),
+                                         conv, ReLU, conv, ReLU, MaxPool2d(2)),
+            classifier=torch.nn.Sequential(Flatten(), Linear(filters*s*s, num_classes))))
+
+    i.e. ``features.{0,2,5,7}.{weight,bias}`` and ``classifier.1.{weight,bias}``.
+
+    Parameters
+    ----------
+    in_channels : int
+        1 for Fashion-MNIST / MNIST, 3 for colour images.
+    num_classes : int
+    image_size : int
+        Input height = width.
+    filters : int
+        Channels of every convolution.
+    kernel_size, padding : int
+        Of every convolution (stride 1).
+    dtype : float32 or float64
+    device : str or None
+        Where the parameters live (default: the default device).
+    seed : int, Generator or None
+        Seeds the PyTorch-style initialisation; the same seed gives the same weights.
+
+    Returns
+    -------
+    Sequential
+        Input (N, in_channels, image_size, image_size) -> logits (N, num_classes).
+
+    Raises
+    ------
+    ValueError
+        The combination does not fit (output below 1x1) or a kernel does not slide
+        symmetrically (see :func:`tiny_vgg_sizes`).
+    """
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
+                        ("image_size", image_size), ("filters", filters), ("kernel_size", kernel_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"tiny_vgg: {name} must be a positive int, got {value!r}")
+    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise ValueError(f"tiny_vgg: padding must be an int >= 0, got {padding!r}")
+    final = tiny_vgg_sizes(image_size, kernel_size, padding)[-1][1]
+    rng = as_rng(seed)
+
+    def conv(cin: int) -> Conv2d:
+        return Conv2d(cin, filters, kernel_size, padding=padding, dtype=dtype, device=device, rng=rng)
+
+    features = Sequential(
+        conv(in_channels), ReLU(), conv(filters), ReLU(), MaxPool2d(TINY_VGG_POOL),
+        conv(filters), ReLU(), conv(filters), ReLU(), MaxPool2d(TINY_VGG_POOL),
+    )
+    classifier = Sequential(Flatten(), Linear(filters * final * final, num_classes, dtype=dtype, device=device,
+                                              rng=rng))
+    return Sequential(OrderedDict([("features", features), ("classifier", classifier)]))
+
+
+MODELS = {"tiny_vgg": tiny_vgg}
+
+__all__ = ["MODELS", "tiny_vgg", "tiny_vgg_sizes"]

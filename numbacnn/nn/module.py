@@ -1,0 +1,317 @@
+"""Module, Parameter and Sequential: the layer API, PyTorch-shaped but explicit.
+
+There is no autograd. ``forward(x)`` caches what the backward pass needs (in
+training mode); ``backward(gy)`` returns the gradient with respect to the input
+and *adds* each parameter's gradient into ``Parameter.grad``. Parameter names
+follow PyTorch (``features.0.weight``), so a PyTorch ``state_dict`` of the same
+architecture maps onto a numbacnn model by name and shape.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from numbacnn.device import backend, device_of, resolve_device, to_device, to_host
+
+
+class Parameter:
+    """A trainable array and its gradient.
+
+    Parameters
+    ----------
+    data : array
+        The values, a C-contiguous float32/float64 NumPy array or CUDA device array.
+
+    Attributes
+    ----------
+    data : array
+        Current values (same shape and device as given).
+    grad : array or None
+        Accumulated gradient, same shape/dtype/device as ``data``; ``None`` after
+        :meth:`zero_grad` until a backward pass writes one.
+    """
+
+    def __init__(self, data: Any) -> None:
+        dtype = np.dtype(data.dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"Parameter: data must be float32 or float64, got dtype {dtype}")
+        self.data = data
+        self.grad: Any = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def device(self) -> str:
+        return device_of(self.data)
+
+    def accumulate(self, delta: Any) -> None:
+        """Add a freshly computed gradient ``delta`` (same shape) into ``grad``.
+
+        The first gradient after :meth:`zero_grad` is kept as is (the functional
+        ops return new arrays, so nobody else holds it); later ones are added by
+        the device's ``grad_accumulate`` kernel.
+        """
+        if tuple(delta.shape) != self.shape:
+            raise ValueError(f"Parameter.accumulate: gradient shape {tuple(delta.shape)} != parameter shape {self.shape}")
+        if self.grad is None:
+            self.grad = delta
+        else:
+            backend(self.device).grad_accumulate(self.grad.reshape(-1), delta.reshape(-1))
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradient."""
+        self.grad = None
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}, device={self.device!r})"
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Subclasses set parameters and sub-modules as attributes (they are registered
+    in assignment order, which fixes the ``state_dict`` order) and implement
+    :meth:`forward` and :meth:`backward`.
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}: call super().__init__() before setting attributes")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    # ------------------------------------------------------------------ passes
+    def forward(self, x: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, gy: Any, input_grad: bool = True) -> Any:  # pragma: no cover - abstract
+        """Gradient w.r.t. the last forward's input (``None`` when ``input_grad`` is
+        False); parameter gradients are accumulated into their ``grad``."""
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of ``forward``'s output for an input of ``input_shape`` (no compute).
+        Layers that change the shape override this."""
+        return tuple(input_shape)
+
+    def flops(self, input_shape: tuple[int, ...]) -> int:
+        """Floating-point operations of one forward pass (a multiply-add counts 2)."""
+        return 0
+
+    # ------------------------------------------------------------------ traversal
+    def children(self) -> Iterator["Module"]:
+        yield from self._modules.values()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        """This module and every sub-module, depth first, with dotted names."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """``(name, Parameter)`` pairs with PyTorch-style dotted names, in order."""
+        for name, p in self._parameters.items():
+            yield (f"{prefix}.{name}" if prefix else name), p
+        for name, child in self._modules.items():
+            yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
+
+    def parameters(self) -> list[Parameter]:
+        """Every Parameter of this module and its sub-modules, in state_dict order."""
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        """Total count of trainable scalars."""
+        return sum(p.size for p in self.parameters())
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> "Module":
+        """Training mode: forward caches what backward needs. Returns self."""
+        for _, m in self.named_modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self) -> "Module":
+        """Inference mode: forward caches nothing (backward is then unavailable)."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's accumulated gradient."""
+        for p in self.parameters():
+            p.zero_grad()
+
+    def to(self, device_name: str) -> "Module":
+        """Move every parameter (and gradient) to ``device_name`` ("cpu", "cuda",
+        "auto"); returns self. Dtypes never change."""
+        target = resolve_device(device_name)
+        for p in self.parameters():
+            p.data = to_device(p.data, target)
+            if p.grad is not None:
+                p.grad = to_device(p.grad, target)
+        return self
+
+    @property
+    def device(self) -> str:
+        """Device of the first parameter ("cpu" for a module without parameters)."""
+        params = self.parameters()
+        return params[0].device if params else "cpu"
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Host copies of every parameter, keyed by PyTorch-style name."""
+        return OrderedDict((name, np.array(to_host(p.data), copy=True)) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Copy values into the parameters, checking names, shapes and dtypes.
+
+        Parameters
+        ----------
+        state : mapping of name -> array
+            E.g. from :meth:`state_dict`, a checkpoint, or a converted PyTorch
+            ``state_dict`` (arrays must already have the parameters' dtype).
+        strict : bool
+            When True, missing and unexpected names are errors.
+
+        Raises
+        ------
+        KeyError
+            Names missing from ``state`` or not in the model (strict mode).
+        ValueError, TypeError
+            A shape or dtype differs; the message names the parameter.
+        """
+        params = OrderedDict(self.named_parameters())
+        missing = [n for n in params if n not in state]
+        unexpected = [n for n in state if n not in params]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"load_state_dict: names do not match the model; missing {missing}, unexpected {unexpected}"
+            )
+        # Check everything before copying anything, so a bad state leaves the model untouched.
+        checked = []
+        for name, p in params.items():
+            if name not in state:
+                continue
+            value = to_host(state[name])
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"load_state_dict: {name} must be an array, got {type(state[name]).__name__}")
+            if tuple(value.shape) != p.shape:
+                raise ValueError(f"load_state_dict: {name} has shape {tuple(value.shape)}, expected {p.shape}")
+            if value.dtype != p.dtype:
+                raise TypeError(
+                    f"load_state_dict: {name} has dtype {value.dtype}, expected {p.dtype} "
+                    f"(convert it explicitly with .astype)"
+                )
+            checked.append((p, value))
+        for p, value in checked:
+            p.data = to_device(np.array(value, copy=True, order="C"), p.device)
+
+    # ------------------------------------------------------------------ printing
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_repr}")
+        lines.append(")")
+        return "\n".join(lines)
+
+    def summary(self, input_shape: Sequence[int], print_fn: Callable[[str], None] | None = print) -> str:
+        """Print (and return) a table of layers, output shapes, parameters and FLOPs.
+
+        See :func:`numbacnn.nn.summary`.
+        """
+        from numbacnn.nn.summary import summary
+
+        return summary(self, input_shape, print_fn=print_fn)
+
+
+class Sequential(Module):
+    """Layers applied in order; children are named "0", "1", ... or by the keys of
+    an ``OrderedDict`` (as ``torch.nn.Sequential``).
+
+    Examples
+    --------
+    >>> from numbacnn import nn
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, rng=0))
+    >>> [name for name, _ in model.named_parameters()]
+    ['1.weight', '1.bias']
+    """
+
+    def __init__(self, *layers: Module | Mapping[str, Module]) -> None:
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], Mapping):
+            items = list(layers[0].items())
+        else:
+            items = [(str(i), layer) for i, layer in enumerate(layers)]
+        for name, layer in items:
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {name!r} must be a Module, got {type(layer).__name__}")
+            setattr(self, name, layer)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int | str) -> Module:
+        if isinstance(index, str):
+            return self._modules[index]
+        return list(self._modules.values())[index]
+
+    def forward(self, x: Any) -> Any:
+        """Apply each layer in turn: x (N, ...) -> the last layer's output."""
+        for layer in self._modules.values():
+            x = layer.forward(x)
+        return x
+
+    def backward(self, gy: Any, input_grad: bool = True) -> Any:
+        """Back-propagate ``gy`` (shape of the last forward's output) through the
+        layers in reverse. With ``input_grad=False`` the first layer skips its input
+        gradient (returns None): the usual case for a model's first convolution."""
+        layers = list(self._modules.values())
+        for i in range(len(layers) - 1, -1, -1):
+            gy = layers[i].backward(gy, input_grad=input_grad if i == 0 else True)
+        return gy
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = tuple(input_shape)
+        for layer in self._modules.values():
+            shape = layer.output_shape(shape)
+        return shape
+
+    def flops(self, input_shape: tuple[int, ...]) -> int:
+        total, shape = 0, tuple(input_shape)
+        for layer in self._modules.values():
+            total += layer.flops(shape)
+            shape = layer.output_shape(shape)
+        return total
