@@ -1,0 +1,617 @@
+"""What a CNN does to one image, layer by layer: tables and a self-contained HTML report.
+
+CNN Explainer's overview as static files. :func:`write_report` runs a model one
+leaf layer at a time on one image, records every Conv2d / ReLU / MaxPool2d output,
+and writes ``DIR/index.html`` with the images beside it (``DIR/images/*.png``):
+the input, every layer's activation maps as a grid, the first-layer kernels and
+the softmax probabilities with the predicted class. The page needs no server,
+no network and no JavaScript; open it from disk in any browser.
+
+:func:`describe_layers` is the same walk without data: output shape, parameters,
+FLOPs, receptive field and whether each kernel slides symmetrically (what
+``numbacnn explain model`` prints).
+
+Layer names follow CNN Explainer (``conv_1_1``, ``relu_1_1``, ``max_pool_1``,
+``output``) beside numbacnn's dotted names (``features.0``).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from numbacnn.device import to_device, to_host
+from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU
+from numbacnn.shapes import ConvExplanation, effective_kernel_size, explain_conv
+
+INDEX_NAME = "index.html"
+IMAGES_DIR = "images"
+# Layers whose outputs are spatial maps worth drawing, as in CNN Explainer's overview.
+MAP_LAYERS = (Conv2d, ReLU, MaxPool2d)
+
+
+# --------------------------------------------------------------------------- #
+# walking a model
+# --------------------------------------------------------------------------- #
+
+
+def leaf_layers(model: Module, prefix: str = "") -> list[tuple[str, Module]]:
+    """Layers without sub-modules, with dotted names, in forward order.
+
+    The report runs these one after another, which is what a (nested)
+    ``Sequential`` does; a container with its own ``forward`` logic is refused.
+
+    Raises
+    ------
+    TypeError
+        A module with children is not a Sequential (its order of calls is unknown).
+    """
+    from numbacnn.nn import Sequential
+
+    children = list(model._modules.items())
+    if not children:
+        return [(prefix or type(model).__name__, model)]
+    if not isinstance(model, Sequential):
+        raise TypeError(
+            f"report: {prefix or 'the model'} is a {type(model).__name__} with sub-modules; layer-by-layer "
+            f"reports need (nested) Sequential containers, whose forward is just their layers in order"
+        )
+    leaves = []
+    for name, child in children:
+        leaves.extend(leaf_layers(child, f"{prefix}.{name}" if prefix else name))
+    return leaves
+
+
+def explainer_names(layers: Sequence[Module]) -> list[str]:
+    """CNN Explainer's names for a layer sequence.
+
+    Convolutions are numbered per block (a block ends at a max pool):
+    ``conv_1_1, relu_1_1, conv_1_2, relu_1_2, max_pool_1, conv_2_1, ...``; a ReLU
+    takes the number of the convolution before it. The last Linear is
+    ``output``, earlier ones ``linear_1``, ``linear_2``, ...
+    """
+    names, block, conv_in_block, linears = [], 1, 0, 0
+    last_linear = max((i for i, layer in enumerate(layers) if isinstance(layer, Linear)), default=-1)
+    for index, layer in enumerate(layers):
+        if isinstance(layer, Conv2d):
+            conv_in_block += 1
+            names.append(f"conv_{block}_{conv_in_block}")
+        elif isinstance(layer, ReLU):
+            names.append(f"relu_{block}_{conv_in_block}" if conv_in_block else f"relu_{index}")
+        elif isinstance(layer, MaxPool2d):
+            names.append(f"max_pool_{block}")
+            block, conv_in_block = block + 1, 0
+        elif isinstance(layer, Flatten):
+            names.append("flatten")
+        elif isinstance(layer, Linear):
+            linears += 1
+            names.append("output" if index == last_linear else f"linear_{linears}")
+        else:
+            names.append(type(layer).__name__.lower())
+    return names
+
+
+def _slide_of(layer: Module, input_hw: tuple[int, int]) -> ConvExplanation | None:
+    """How the layer's kernel slides over an input of ``input_hw``; None for layers
+    without a sliding kernel (and for "same" padding, which never drops pixels)."""
+    if isinstance(layer, Conv2d):
+        if layer.padding == "same":
+            return None
+        padding = (0, 0) if layer.padding == "valid" else layer.padding
+        return explain_conv(input_hw, layer.kernel_size, layer.stride, padding, layer.dilation)
+    if isinstance(layer, MaxPool2d):
+        if layer.ceil_mode:  # a partial last window covers the remainder
+            return None
+        return explain_conv(input_hw, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    return None
+
+
+def receptive_field_step(field_size: tuple[int, int], jump: tuple[int, int], kernel: tuple[int, int],
+                         stride: tuple[int, int], dilation: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """One layer's effect on the receptive field, per axis (h, w).
+
+    A layer whose outputs are ``jump`` input pixels apart in its input's frame
+    widens the field by ``(effective kernel - 1) * jump``; its own outputs are
+    ``jump * stride`` input pixels apart.
+
+    Parameters
+    ----------
+    field_size, jump : (int, int)
+        Receptive field (input pixels seen by one unit) and jump of the layer's input.
+    kernel, stride, dilation : (int, int)
+
+    Returns
+    -------
+    (field_size, jump) of the layer's output.
+    """
+    new_field = tuple(f + (effective_kernel_size(k, d) - 1) * j
+                      for f, j, k, d in zip(field_size, jump, kernel, dilation))
+    new_jump = tuple(j * s for j, s in zip(jump, stride))
+    return new_field, new_jump  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class LayerDescription:
+    """One leaf layer for an input of a given shape (no data needed).
+
+    Attributes
+    ----------
+    name : str
+        Dotted numbacnn name, e.g. ``"features.0"``.
+    explainer_name : str
+        CNN Explainer's name, e.g. ``"conv_1_1"``.
+    kind : str
+        Layer class name.
+    output_shape : tuple of int
+        (N, C, H, W) or (N, features).
+    parameters, flops : int
+        Trainable scalars; forward FLOPs for this batch (multiply-add = 2).
+    receptive_field : (int, int) or None
+        Input pixels (h, w) one output unit depends on; None after Flatten (all of them).
+    slide : ConvExplanation or None
+        For Conv2d / MaxPool2d: how the kernel slides over this layer's input.
+    """
+
+    name: str
+    explainer_name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    parameters: int
+    flops: int
+    receptive_field: tuple[int, int] | None
+    slide: ConvExplanation | None = None
+
+    @property
+    def symmetric(self) -> bool:
+        """False when this layer's kernel leaves border rows/columns uncovered."""
+        return self.slide is None or self.slide.symmetric
+
+
+def describe_layers(model: Module, input_shape: Sequence[int]) -> list[LayerDescription]:
+    """Walk the model's layers for an input shape, without running it.
+
+    Parameters
+    ----------
+    model : Module
+        A (nested) Sequential, e.g. ``tiny_vgg()``.
+    input_shape : (C, H, W) or (N, C, H, W)
+        A batch of 1 when N is left out.
+
+    Returns
+    -------
+    list of LayerDescription
+        One per leaf layer, in forward order.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 3:
+        shape = (1,) + shape
+    layers = leaf_layers(model)
+    names = explainer_names([layer for _, layer in layers])
+    field_size: tuple[int, int] | None = (1, 1)
+    jump = (1, 1)
+    described = []
+    for (name, layer), explainer_name in zip(layers, names):
+        slide = _slide_of(layer, (shape[2], shape[3])) if len(shape) == 4 else None
+        flops = layer.flops(shape)
+        shape = tuple(layer.output_shape(shape))
+        if isinstance(layer, (Conv2d, MaxPool2d)) and field_size is not None:
+            field_size, jump = receptive_field_step(field_size, jump, layer.kernel_size, layer.stride,
+                                                    layer.dilation)
+        elif isinstance(layer, (Flatten, Linear)):
+            field_size = None  # every output depends on the whole input from here on
+        described.append(LayerDescription(
+            name=name, explainer_name=explainer_name, kind=type(layer).__name__, output_shape=shape,
+            parameters=sum(p.size for p in layer.parameters()), flops=int(flops),
+            receptive_field=field_size, slide=slide,
+        ))
+    return described
+
+
+def format_layer_table(described: Sequence[LayerDescription], input_shape: Sequence[int]) -> str:
+    """A text table of :func:`describe_layers`' result, asymmetric slides flagged,
+    followed by totals and a paragraph for each asymmetric slide."""
+    header = ("layer", "name", "type", "output shape", "params", "FLOPs", "receptive field", "slide")
+    shape = tuple(int(s) for s in input_shape)
+    rows = [("input", "", "", str((1,) + shape if len(shape) == 3 else shape), "", "", "1x1", "")]
+    for d in described:
+        field_text = f"{d.receptive_field[0]}x{d.receptive_field[1]}" if d.receptive_field else "whole input"
+        slide_text = "" if d.slide is None else ("symmetric" if d.slide.symmetric else
+                                                 f"ASYMMETRIC: {d.slide.uncovered[0]} row(s), "
+                                                 f"{d.slide.uncovered[1]} col(s) dropped")
+        rows.append((d.explainer_name, d.name, d.kind, str(d.output_shape), f"{d.parameters:,}", f"{d.flops:,}",
+                     field_text, slide_text))
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
+    right_aligned = {4, 5}
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(cell.rjust(w) if i in right_aligned else cell.ljust(w)
+                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+
+    rule = "-" * len(line(header))
+    lines = [rule, line(header), rule] + [line(row) for row in rows] + [rule]
+    lines.append(f"total parameters: {sum(d.parameters for d in described):,}")
+    lines.append(f"forward FLOPs (batch {described[0].output_shape[0] if described else 1}): "
+                 f"{sum(d.flops for d in described):,}")
+    asymmetric = [d for d in described if not d.symmetric]
+    if asymmetric:
+        lines.append("")
+        for d in asymmetric:
+            lines.append(f"{d.explainer_name} ({d.name}, {d.kind}): {d.slide.message}")
+    else:
+        lines.append("every kernel slides symmetrically: no border pixel is dropped")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- #
+# activations
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class LayerActivation:
+    """One layer's output for one image.
+
+    Attributes
+    ----------
+    name, explainer_name, kind : str
+        As in :class:`LayerDescription`.
+    maps : float array (C, H, W)
+        The layer's output for the image (batch axis removed), on the host.
+    """
+
+    name: str
+    explainer_name: str
+    kind: str
+    maps: np.ndarray
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, computed stably in float64."""
+    shifted = np.asarray(logits, dtype=np.float64) - np.max(logits, axis=-1, keepdims=True)
+    exponentials = np.exp(shifted)
+    return exponentials / exponentials.sum(axis=-1, keepdims=True)
+
+
+def layer_activations(model: Module, x: Any) -> tuple[list[LayerActivation], np.ndarray]:
+    """Run ``model`` on a batch of one, one leaf layer at a time, in eval mode.
+
+    Parameters
+    ----------
+    model : Module
+        A (nested) Sequential.
+    x : array (1, C, H, W)
+        The normalised image, on the model's device.
+
+    Returns
+    -------
+    (list of LayerActivation, logits)
+        Every Conv2d / ReLU / MaxPool2d output (host arrays), and the final output
+        as a host array of shape (classes,).
+    """
+    if len(x.shape) != 4 or x.shape[0] != 1:
+        raise ValueError(f"layer_activations: x must be one image (1, C, H, W), got shape {tuple(x.shape)}")
+    model.eval()  # nothing is cached for a backward pass that will never come
+    layers = leaf_layers(model)
+    names = explainer_names([layer for _, layer in layers])
+    recorded = []
+    for (name, layer), explainer_name in zip(layers, names):
+        x = layer.forward(x)
+        if isinstance(layer, MAP_LAYERS):
+            recorded.append(LayerActivation(name, explainer_name, type(layer).__name__, np.asarray(to_host(x))[0]))
+    return recorded, np.asarray(to_host(x)).reshape(-1)
+
+
+# --------------------------------------------------------------------------- #
+# the HTML report
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class ReportLayer:
+    """One activation grid in a report.
+
+    Attributes
+    ----------
+    name, explainer_name, kind : str
+    shape : (C, H, W)
+    panels : int
+        Panels drawn in ``image`` (one per channel).
+    image : str
+        Path of the PNG relative to the report folder.
+    value_range : (float, float)
+        Smallest and largest activation.
+    """
+
+    name: str
+    explainer_name: str
+    kind: str
+    shape: tuple[int, int, int]
+    panels: int
+    image: str
+    value_range: tuple[float, float]
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote.
+
+    Attributes
+    ----------
+    index : Path
+        ``out_dir/index.html``.
+    layers : list of ReportLayer
+        Every activation grid, in forward order.
+    kernel_panels : int
+        Panels in the first-layer kernel picture.
+    probabilities : float array (classes,)
+    classes : tuple of str
+    predicted : int
+        Index of the most probable class.
+    images : list of str
+        Every image file written, relative to the report folder.
+    """
+
+    index: Path
+    layers: list[ReportLayer]
+    kernel_panels: int
+    probabilities: np.ndarray
+    classes: tuple[str, ...]
+    predicted: int
+    images: list[str] = field(default_factory=list)
+
+    @property
+    def predicted_class(self) -> str:
+        return self.classes[self.predicted]
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; background: #fafafa; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+h2 { font-size: 1.15em; margin: 1.2em 0 0.4em; border-bottom: 1px solid #ccc; }
+.top { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+.card { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 12px; }
+.prediction { font-size: 1.3em; }
+.prediction strong { color: #0b5394; }
+table { border-collapse: collapse; font-size: 0.9em; }
+td, th { padding: 3px 8px; text-align: left; border-bottom: 1px solid #eee; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.bar { display: inline-block; height: 12px; background: #6fa8dc; vertical-align: middle; }
+tr.predicted .bar { background: #0b5394; }
+tr.predicted td { font-weight: bold; }
+.asymmetric { color: #b00000; }
+.layers { display: flex; flex-direction: column; gap: 12px; }
+.stage { display: flex; gap: 12px; }
+.stage > .layer { flex: 0 1 50%; min-width: 0; }
+.layer img, .card img { max-width: 100%; }
+.layer h3 { margin: 0 0 6px; font-size: 1em; }
+.muted { color: #666; font-size: 0.85em; }
+"""
+
+
+def _image_file(name: str) -> str:
+    return f"{IMAGES_DIR}/{name}.png"
+
+
+def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, classes: Sequence[str],
+                 normalizer: Any = None, dtype: Any = None, title: str = "What Tiny VGG sees",
+                 source: str = "") -> Report:
+    """Write ``out_dir/index.html`` and its images for one image through ``model``.
+
+    Parameters
+    ----------
+    model : Module
+        A (nested) Sequential whose first layer is a Conv2d, e.g. a trained ``tiny_vgg``.
+    image : uint8 array (C, H, W)
+        The input at the model's size.
+    out_dir : str or PathLike
+        Created if needed; ``index.html`` and ``images/`` are (over)written.
+    classes : sequence of str
+        Class names, one per model output.
+    normalizer : callable or None
+        Maps uint8 (N, C, H, W) to the model's float input (e.g. a checkpoint's
+        :class:`numbacnn.data.Normalizer`); None scales to [0, 1].
+    dtype : float dtype or None
+        Input dtype (default: the model's parameter dtype).
+    title : str
+        Page heading.
+    source : str
+        Where the model and image came from, shown under the heading.
+
+    Returns
+    -------
+    Report
+    """
+    from numbacnn import viz
+
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3:
+        raise ValueError(f"write_report: image must be uint8 (C, H, W), got {pixels.dtype} {pixels.shape}")
+    parameters = model.parameters()
+    dtype = np.dtype(dtype or (parameters[0].dtype if parameters else np.float32))
+    batch = pixels[None]
+    x_host = normalizer(batch, dtype) if normalizer is not None else (batch.astype(dtype) / dtype.type(255))
+    activations, logits = layer_activations(model, to_device(np.ascontiguousarray(x_host), model.device))
+    classes = tuple(classes)
+    if len(classes) != logits.size:
+        raise ValueError(f"write_report: {len(classes)} class names for a model with {logits.size} outputs")
+    probabilities = softmax(logits)
+    predicted = int(np.argmax(probabilities))
+
+    out_dir = Path(out_dir)
+    (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    written = [_image_file("input")]
+    viz.save_image(pixels, out_dir / written[0])
+    written.append(_image_file("input_normalised"))
+    input_panels = viz.save_activation_grid(x_host[0], out_dir / written[-1],
+                                            f"network input ({pixels.shape[0]}x{pixels.shape[1]}x{pixels.shape[2]})")
+    report_layers = []
+    for position, activation in enumerate(activations, start=1):
+        file = _image_file(f"{position:02d}_{activation.explainer_name}")
+        channels, height, width = activation.maps.shape
+        panels = viz.save_activation_grid(
+            activation.maps, out_dir / file,
+            f"{activation.explainer_name} ({activation.name}, {activation.kind}): {channels}x{height}x{width}")
+        written.append(file)
+        report_layers.append(ReportLayer(
+            activation.name, activation.explainer_name, activation.kind, (channels, height, width), panels, file,
+            (float(activation.maps.min()), float(activation.maps.max())),
+        ))
+    first_conv = next((layer for _, layer in leaf_layers(model) if isinstance(layer, Conv2d)), None)
+    kernel_panels = 0
+    if first_conv is not None:
+        written.append(_image_file("kernels_first_layer"))
+        weights = np.asarray(to_host(first_conv.weight.data))
+        kernel_panels = viz.save_kernels(weights, out_dir / written[-1],
+                                         f"first-layer kernels {tuple(weights.shape)} (filter x input channel)")
+    described = describe_layers(model, batch.shape)
+
+    index = out_dir / INDEX_NAME
+    index.write_text(_render_html(
+        title, source, pixels.shape, input_panels, report_layers, kernel_panels, probabilities, classes,
+        predicted, described,
+    ), encoding="utf-8")
+    return Report(index, report_layers, kernel_panels, probabilities, classes, predicted, written)
+
+
+def _render_html(title: str, source: str, image_shape: tuple[int, ...], input_panels: int,
+                 layers: list[ReportLayer], kernel_panels: int, probabilities: np.ndarray,
+                 classes: tuple[str, ...], predicted: int, described: list[LayerDescription]) -> str:
+    """The page. Every image is an <img> of a file under images/; every layer's
+    <section> carries data-channels (from the model) and data-panels (drawn)."""
+    esc = html.escape
+    probability_rows = "\n".join(
+        f'<tr class="{"predicted" if i == predicted else ""}"><td>{esc(name)}</td>'
+        f'<td class="num">{100 * p:.1f}%</td>'
+        f'<td><span class="bar" style="width:{max(1, round(200 * p))}px"></span></td></tr>'
+        for i, (name, p) in enumerate(zip(classes, probabilities))
+    )
+    table_rows = "\n".join(
+        f'<tr><td>{esc(d.explainer_name)}</td><td>{esc(d.name)}</td><td>{esc(d.kind)}</td>'
+        f'<td>{esc(str(d.output_shape[1:]))}</td><td class="num">{d.parameters:,}</td>'
+        f'<td class="num">{d.flops:,}</td>'
+        f'<td>{f"{d.receptive_field[0]}x{d.receptive_field[1]}" if d.receptive_field else "whole input"}</td>'
+        f'<td class="{"" if d.symmetric else "asymmetric"}">'
+        f'{"" if d.slide is None else ("symmetric" if d.symmetric else esc(d.slide.message))}</td></tr>'
+        for d in described
+    )
+    def section(layer: ReportLayer) -> str:
+        return (
+            f'<section class="layer card" data-layer="{esc(layer.name)}" data-kind="{esc(layer.kind)}" '
+            f'data-channels="{layer.shape[0]}" data-panels="{layer.panels}">\n'
+            f'<h3>{esc(layer.explainer_name)} <span class="muted">{esc(layer.name)} &middot; {esc(layer.kind)} '
+            f'&middot; {layer.shape[0]} channels of {layer.shape[1]}x{layer.shape[2]} &middot; values '
+            f'{layer.value_range[0]:.3g} to {layer.value_range[1]:.3g}</span></h3>\n'
+            f'<img src="{esc(layer.image)}" alt="{esc(layer.explainer_name)} activation maps"></section>'
+        )
+
+    # A convolution and the ReLU after it share a row, like CNN Explainer's overview
+    # pairs them; every other layer gets a row of its own.
+    stages: list[list[ReportLayer]] = []
+    for layer in layers:
+        if layer.kind == "ReLU" and stages and len(stages[-1]) == 1 and stages[-1][0].kind == "Conv2d":
+            stages[-1].append(layer)
+        else:
+            stages.append([layer])
+    layer_sections = "\n".join(
+        '<div class="stage">\n' + "\n".join(section(layer) for layer in stage) + "\n</div>" for stage in stages
+    )
+    channels, height, width = image_shape
+    kernel_card = "" if not kernel_panels else f"""  <div class="card" data-role="kernels" data-panels="{kernel_panels}">
+    <h2>First-layer kernels</h2>
+    <img src="{_image_file("kernels_first_layer")}" alt="first-layer kernels">
+    <p class="muted">red positive, blue negative; one shared scale</p>
+  </div>"""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{esc(title)}</title>
+<style>{_STYLE}</style>
+</head>
+<body>
+<h1>{esc(title)}</h1>
+<p class="muted">{esc(source)}</p>
+<div class="top">
+  <div class="card" data-role="input">
+    <h2>Input image</h2>
+    <img src="{_image_file("input")}" alt="input image" width="196">
+    <p class="muted">{channels}x{height}x{width}, enlarged without smoothing</p>
+  </div>
+  <div class="card" data-role="prediction">
+    <h2>Prediction</h2>
+    <p class="prediction" id="predicted-class" data-class-index="{predicted}">
+      <strong>{esc(classes[predicted])}</strong> ({100 * probabilities[predicted]:.1f}%)</p>
+    <table id="probabilities"><tr><th>class</th><th>softmax</th><th></th></tr>
+{probability_rows}
+    </table>
+  </div>
+{kernel_card}
+</div>
+<h2>Network input (normalised)</h2>
+<section class="layer card" data-layer="input" data-kind="input" data-channels="{channels}" data-panels="{input_panels}">
+<img src="{_image_file("input_normalised")}" alt="normalised input"></section>
+<h2>Activation maps, layer by layer</h2>
+<p class="muted">Each panel is one channel; each layer uses one colour scale for all its channels
+(diverging around 0 where values are signed), shown by its colour bar.</p>
+<div class="layers">
+{layer_sections}
+</div>
+<h2>Layers</h2>
+<table id="layers"><tr><th>layer</th><th>name</th><th>type</th><th>output (C, H, W)</th><th>params</th>
+<th>FLOPs</th><th>receptive field</th><th>slide</th></tr>
+{table_rows}
+</table>
+<p class="muted">Written by numbacnn explain report. Static files only: no server, network or scripts.</p>
+</body>
+</html>
+"""
+
+
+def report_from_checkpoint(checkpoint: str | os.PathLike, image: str | os.PathLike, out_dir: str | os.PathLike,
+                           invert: bool = False, device: str = "cpu") -> Report:
+    """Load a checkpoint and an image file and write the report.
+
+    Parameters
+    ----------
+    checkpoint : path
+        ``checkpoint.npz`` written by ``numbacnn train`` (or its folder).
+    image : path
+        PNG/JPEG, resized and converted to the model's input (Pillow).
+    out_dir : path
+        Report folder.
+    invert : bool
+        Invert grey levels first (Fashion-MNIST is light-on-dark; photos of dark
+        objects on white need this).
+    device : str
+        Where to run the model; one image is fast on the CPU.
+
+    Returns
+    -------
+    Report
+    """
+    from numbacnn.data import load_image
+    from numbacnn.train import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    model = loaded.build_model(device)
+    spec = loaded.meta["model"]["kwargs"]
+    pixels = load_image(image, spec["image_size"], spec["in_channels"])
+    if invert:
+        pixels = 255 - pixels
+    return write_report(
+        model, pixels, out_dir, loaded.classes, normalizer=loaded.normalizer, dtype=loaded.config.dtype,
+        source=f"checkpoint {checkpoint} (epoch {loaded.epoch}), image {image}"
+               + (" (inverted)" if invert else ""),
+    )
+
+
+__all__ = [
+    "LayerActivation", "LayerDescription", "Report", "ReportLayer", "describe_layers", "explainer_names",
+    "format_layer_table", "layer_activations", "leaf_layers", "receptive_field_step", "report_from_checkpoint",
+    "softmax", "write_report",
+]

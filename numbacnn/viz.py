@@ -1,0 +1,455 @@
+"""Pictures for learning CNNs: kernel slides, activation maps, kernels, training curves.
+
+Every function writes one PNG and returns what a caller (or a test) needs to know
+about it. matplotlib and Pillow are the optional ``viz`` extra; they are imported
+only when a picture is drawn, so ``import numbacnn.viz`` always works and a missing
+extra is reported with the command that installs it::
+
+    pip install "numbacnn[viz]"
+
+Functions
+---------
+draw_conv_slide(explanation, path)
+    CNN Explainer's hyperparameter view as a static picture: the input grid with
+    its padding, every kernel position, the output grid, and the rows/columns no
+    kernel position covers.
+save_activation_grid(maps, path, title)
+    One panel per channel of a (C, H, W) activation, one shared colour scale.
+save_kernels(weights, path, title)
+    One panel per (filter, input channel) slice of a (F, C, KH, KW) weight.
+save_image(image, path)
+    A uint8 (C, H, W) image, enlarged without smoothing so pixels stay visible.
+plot_training_curves(metrics, path)
+    Loss and accuracy per epoch from ``metrics.json``'s structure.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from numbacnn.shapes import ConvExplanation, effective_kernel_size
+
+VIZ_INSTALL_HINT = 'pip install "numbacnn[viz]"'
+
+# Above this many kernel positions the slide picture keeps only the border
+# positions (first/last output row and column): those are the ones the symmetry
+# lesson is about, and hundreds of outlines would hide the grid.
+MAX_DRAWN_POSITIONS = 64
+# Cells are annotated with their coverage count only while the numbers stay legible.
+MAX_ANNOTATED_CELLS = 24
+# Activation grids use at most this many columns (Tiny VGG's 10 channels -> 2 rows of 5).
+MAX_GRID_COLUMNS = 5
+
+INPUT_COLOUR = "#ffffff"
+PADDING_COLOUR = "#d9d9d9"
+UNCOVERED_COLOUR = "#ff9999"
+GRID_LINE_COLOUR = "#808080"
+
+
+def _require_matplotlib() -> Any:
+    """The ``matplotlib`` module, or an ImportError that names the extra to install."""
+    try:
+        import matplotlib
+        import matplotlib.figure  # noqa: F401  (figures are built without pyplot)
+    except ImportError as exc:
+        raise ImportError(f"numbacnn.viz needs matplotlib, which is not installed: {VIZ_INSTALL_HINT}") from exc
+    return matplotlib
+
+
+def _new_figure(**kwargs: Any) -> Any:
+    """A Figure not registered with pyplot: no GUI backend is touched (servers, CI)
+    and a notebook's own backend is left alone; it is freed when unreferenced."""
+    return _require_matplotlib().figure.Figure(**kwargs)
+
+
+def _require_pillow() -> Any:
+    """``PIL.Image``, or a clear ImportError."""
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"numbacnn.viz needs Pillow, which is not installed: {VIZ_INSTALL_HINT}") from exc
+    return Image
+
+
+def _prepare_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _save(fig: Any, path: Path, dpi: int = 100) -> None:
+    fig.savefig(path, dpi=dpi)
+
+
+# --------------------------------------------------------------------------- #
+# the hyperparameter view
+# --------------------------------------------------------------------------- #
+
+
+def kernel_positions(explanation: ConvExplanation) -> list[tuple[int, int]]:
+    """Top-left corners (row, column) in the padded input of every kernel position.
+
+    Row-major, one per output pixel; empty when the kernel does not fit.
+    """
+    out_h, out_w = explanation.output_size
+    stride_h, stride_w = explanation.stride
+    return [(i * stride_h, j * stride_w) for i in range(max(out_h, 0)) for j in range(max(out_w, 0))]
+
+
+def coverage_counts(explanation: ConvExplanation) -> np.ndarray:
+    """How many kernel positions read each cell of the padded input.
+
+    Returns
+    -------
+    int array (H + 2*pad_h, W + 2*pad_w)
+        0 marks a cell the convolution never sees. With dilation only the taps
+        count, not the holes between them.
+    """
+    (in_h, in_w), (pad_h, pad_w) = explanation.input_size, explanation.padding
+    (k_h, k_w), (d_h, d_w) = explanation.kernel_size, explanation.dilation
+    counts = np.zeros((in_h + 2 * pad_h, in_w + 2 * pad_w), dtype=np.int64)
+    for top, left in kernel_positions(explanation):
+        counts[top:top + d_h * (k_h - 1) + 1:d_h, left:left + d_w * (k_w - 1) + 1:d_w] += 1
+    return counts
+
+
+def _drawn_positions(explanation: ConvExplanation) -> tuple[list[tuple[int, int, int]], bool]:
+    """(output row, output column, index) of the positions to outline; True if thinned."""
+    out_h, out_w = (max(o, 0) for o in explanation.output_size)
+    if out_h * out_w <= MAX_DRAWN_POSITIONS:
+        return [(i, j, i * out_w + j) for i in range(out_h) for j in range(out_w)], False
+    # Keep the two positions nearest each corner on both axes: the border is where
+    # the symmetry lesson plays out.
+    rows = sorted({0, 1, out_h - 2, out_h - 1} & set(range(out_h)))
+    cols = sorted({0, 1, out_w - 2, out_w - 1} & set(range(out_w)))
+    return [(i, j, i * out_w + j) for i in rows for j in cols], True
+
+
+def _hex_to_rgb(colour: str) -> tuple[float, float, float]:
+    return tuple(int(colour[k:k + 2], 16) / 255 for k in (1, 3, 5))  # type: ignore[return-value]
+
+
+def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Path:
+    """Draw the padded input with every kernel position, and the output it produces.
+
+    The static counterpart of CNN Explainer's hyperparameter view. Left: the input
+    (white) inside its zero padding (grey); each kernel position is an outline in
+    its own colour, and each cell shows how many positions read it. Cells no
+    position reads are red: that is what an asymmetric slide silently drops.
+    Right: the output grid, each pixel in the colour of the position that made it.
+    Large grids outline only the positions next to the corners (said in the title).
+
+    Parameters
+    ----------
+    explanation : ConvExplanation
+        From :func:`numbacnn.shapes.explain_conv`.
+    path : str or PathLike
+        PNG to write (folders are created).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    matplotlib = _require_matplotlib()
+    from matplotlib.patches import Patch, Rectangle
+
+    path = _prepare_path(path)
+    (in_h, in_w), (pad_h, pad_w) = explanation.input_size, explanation.padding
+    k_eff_h = effective_kernel_size(explanation.kernel_size[0], explanation.dilation[0])
+    k_eff_w = effective_kernel_size(explanation.kernel_size[1], explanation.dilation[1])
+    padded_h, padded_w = in_h + 2 * pad_h, in_w + 2 * pad_w
+    out_h, out_w = (max(o, 0) for o in explanation.output_size)
+    counts = coverage_counts(explanation)
+    positions, thinned = _drawn_positions(explanation)
+    palette = matplotlib.colormaps["tab10"]
+    largest = max(padded_h, padded_w)
+
+    cell = 0.42 if largest <= 16 else max(0.1, 7.0 / largest)
+    input_width_in = padded_w * cell + 0.8
+    output_width_in = max(out_w * cell + 0.8, 1.6)
+    height_in = max(padded_h * cell, 2.0) + 2.6
+    fig = _new_figure(figsize=(input_width_in + output_width_in + 0.6, height_in))
+    ax_in, ax_out = fig.subplots(1, 2, gridspec_kw={"width_ratios": [input_width_in, output_width_in]})
+
+    # Input grid as one RGB image (fast for any size): padding grey, input white,
+    # never-covered cells red.
+    is_input = np.zeros((padded_h, padded_w), dtype=bool)
+    is_input[pad_h:pad_h + in_h, pad_w:pad_w + in_w] = True
+    cells = np.empty((padded_h, padded_w, 3))
+    cells[:] = _hex_to_rgb(PADDING_COLOUR)
+    cells[is_input] = _hex_to_rgb(INPUT_COLOUR)
+    cells[counts == 0] = _hex_to_rgb(UNCOVERED_COLOUR)
+    ax_in.imshow(cells, extent=(0, padded_w, padded_h, 0), interpolation="nearest")
+    grid_width = 0.5 if largest <= 32 else 0.2
+    ax_in.vlines(range(padded_w + 1), 0, padded_h, colors=GRID_LINE_COLOUR, linewidth=grid_width)
+    ax_in.hlines(range(padded_h + 1), 0, padded_w, colors=GRID_LINE_COLOUR, linewidth=grid_width)
+    if largest <= MAX_ANNOTATED_CELLS:
+        for r in range(padded_h):
+            for c in range(padded_w):
+                ax_in.text(c + 0.5, r + 0.5, str(counts[r, c]), ha="center", va="center",
+                           fontsize=7 if largest > 12 else 9, color="#333333")
+    # The real input's border, so padding and input are told apart at a glance.
+    ax_in.add_patch(Rectangle((pad_w, pad_h), in_w, in_h, fill=False, edgecolor="black", linewidth=1.6))
+    # Kernel outlines, inset a little more for each neighbour so overlapping
+    # positions stay distinguishable.
+    inset_step = min(0.07, 0.25 * k_eff_h / 3, 0.25 * k_eff_w / 3)
+    for i, j, index in positions:
+        inset = 0.08 + inset_step * ((i + j) % 3)
+        ax_in.add_patch(Rectangle(
+            (j * explanation.stride[1] + inset, i * explanation.stride[0] + inset),
+            k_eff_w - 2 * inset, k_eff_h - 2 * inset, fill=False,
+            edgecolor=palette(index % 10), linewidth=1.8 if largest <= 32 else 1.2,
+        ))
+    # Output: each pixel in its position's colour (light grey where not outlined).
+    output_cells = np.full((max(out_h, 1), max(out_w, 1), 3), 0.9)
+    for i, j, index in positions:
+        output_cells[i, j] = palette(index % 10)[:3]
+    ax_out.imshow(output_cells, extent=(0, max(out_w, 1), max(out_h, 1), 0), interpolation="nearest", alpha=0.85)
+    if out_h >= 1 and out_w >= 1:
+        ax_out.vlines(range(out_w + 1), 0, out_h, colors=GRID_LINE_COLOUR, linewidth=grid_width)
+        ax_out.hlines(range(out_h + 1), 0, out_w, colors=GRID_LINE_COLOUR, linewidth=grid_width)
+
+    ax_in.set_xlim(0, padded_w)
+    ax_in.set_ylim(padded_h, 0)  # row 0 at the top, as in an image
+    ax_in.set_aspect("equal")
+    ax_in.set_title(f"input {in_h}x{in_w}, padding {explanation.padding}\n"
+                    f"kernel {explanation.kernel_size[0]}x{explanation.kernel_size[1]}, "
+                    f"stride {explanation.stride}"
+                    + (f", dilation {explanation.dilation}" if explanation.dilation != (1, 1) else ""),
+                    fontsize=9)
+    ax_in.set_xticks([])
+    ax_in.set_yticks([])
+
+    ax_out.set_xlim(0, max(out_w, 1))
+    ax_out.set_ylim(max(out_h, 1), 0)
+    ax_out.set_aspect("equal")
+    ax_out.set_title(f"output {explanation.output_size[0]}x{explanation.output_size[1]}", fontsize=9)
+    ax_out.set_xticks([])
+    ax_out.set_yticks([])
+
+    verdict = "symmetric: every row and column is covered" if explanation.symmetric else (
+        f"NOT symmetric: {explanation.uncovered[0]} row(s) and {explanation.uncovered[1]} column(s) never covered"
+        if min(explanation.output_size) >= 1 else "the kernel does not fit")
+    header = [f"height: {explanation.arithmetic[0]}", f"width: {explanation.arithmetic[1]}", verdict]
+    if thinned:
+        header.append(f"(only the {len(positions)} positions nearest the corners, of {out_h * out_w}, are outlined)")
+    fig.suptitle("\n".join(header), fontsize=9, color="black" if explanation.symmetric else "#b00000")
+    legend = [Patch(facecolor=INPUT_COLOUR, edgecolor="black", label="input"),
+              Patch(facecolor=PADDING_COLOUR, edgecolor=GRID_LINE_COLOUR, label="zero padding"),
+              Patch(facecolor=UNCOVERED_COLOUR, edgecolor=GRID_LINE_COLOUR, label="never covered")]
+    fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    # Leave room above the axes for the header lines, below for the legend.
+    header_inches = 0.2 * len(header) + 0.15
+    fig.tight_layout(rect=(0, 0.5 / height_in, 1, 1 - header_inches / height_in))
+    _save(fig, path)
+    return path
+
+
+# --------------------------------------------------------------------------- #
+# activations and kernels
+# --------------------------------------------------------------------------- #
+
+
+def _colour_scale(values: np.ndarray) -> tuple[str, float, float]:
+    """(colormap, vmin, vmax): diverging around 0 for signed values (conv outputs,
+    weights), sequential from 0 for non-negative ones (ReLU and pool outputs)."""
+    low, high = float(np.min(values)), float(np.max(values))
+    if low < 0.0 < high:
+        bound = max(-low, high)
+        return "RdBu_r", -bound, bound
+    if high == low:  # a constant map: widen the range so the colorbar is drawable
+        return "viridis", low - 0.5, high + 0.5
+    return "viridis", low, high
+
+
+def _grid_shape(panels: int, columns: int | None) -> tuple[int, int]:
+    columns = columns or min(panels, MAX_GRID_COLUMNS)
+    return math.ceil(panels / columns), columns
+
+
+def _panel_figure(panels: int, rows: int, columns: int, panel_inches: float, title: str) -> tuple[Any, list]:
+    fig = _new_figure(figsize=(columns * panel_inches + 1.2, rows * panel_inches + 0.7), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[panels:]:
+        ax.set_axis_off()  # unused cells of the last row
+    fig.suptitle(title, fontsize=10)
+    return fig, flat
+
+
+def save_activation_grid(maps: Any, path: str | os.PathLike, title: str = "",
+                         columns: int | None = None, panel_inches: float = 1.6) -> int:
+    """Save one panel per channel of an activation, with one shared colour scale.
+
+    Like CNN Explainer's overview, every channel of a layer is shown with the same
+    colour range (drawn as a colour bar), so channels can be compared.
+
+    Parameters
+    ----------
+    maps : array (C, H, W), or (H, W) for one channel
+        One image's activations, e.g. ``conv_output[0]``.
+    path : str or PathLike
+        PNG to write.
+    title : str
+        Figure title, e.g. ``"conv_1_1 (10x26x26)"``.
+    columns : int or None
+        Panels per row (default: up to 5).
+    panel_inches : float
+        Size of one panel.
+
+    Returns
+    -------
+    int
+        Number of panels drawn: the channel count.
+    """
+    values = np.asarray(maps, dtype=np.float64)
+    if values.ndim == 2:
+        values = values[None]
+    if values.ndim != 3:
+        raise ValueError(f"save_activation_grid: maps must be (C, H, W) or (H, W), got shape {values.shape}")
+    path = _prepare_path(path)
+    channels = values.shape[0]
+    rows, cols = _grid_shape(channels, columns)
+    cmap, vmin, vmax = _colour_scale(values)
+    fig, axes = _panel_figure(channels, rows, cols, panel_inches, title)
+    image = None
+    for channel, ax in enumerate(axes[:channels]):
+        image = ax.imshow(values[channel], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"channel {channel}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes, shrink=0.8, label="activation")
+    _save(fig, path)
+    return channels
+
+
+def save_kernels(weights: Any, path: str | os.PathLike, title: str = "", panel_inches: float = 0.8) -> int:
+    """Save every 2-D slice of a convolution weight, one shared diverging colour scale.
+
+    Parameters
+    ----------
+    weights : array (F, C, KH, KW)
+        A Conv2d weight (host array). Row f shows filter f, one column per input
+        channel; a single-channel weight is laid out like an activation grid.
+    path : str or PathLike
+        PNG to write.
+    title : str
+        Figure title.
+    panel_inches : float
+        Size of one panel.
+
+    Returns
+    -------
+    int
+        Number of panels drawn: ``F * C``.
+    """
+    values = np.asarray(weights, dtype=np.float64)
+    if values.ndim != 4:
+        raise ValueError(f"save_kernels: weights must be (F, C, KH, KW), got shape {values.shape}")
+    path = _prepare_path(path)
+    filters, channels = values.shape[:2]
+    panels = filters * channels
+    if channels == 1:
+        rows, cols = _grid_shape(filters, None)
+    else:
+        rows, cols = filters, channels
+    bound = float(np.max(np.abs(values))) or 1.0  # weights are signed: centre the scale on 0
+    fig, axes = _panel_figure(panels, rows, cols, panel_inches, title)
+    image = None
+    for index, ax in enumerate(axes[:panels]):
+        f, c = divmod(index, channels)
+        image = ax.imshow(values[f, c], cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
+        ax.set_title(f"filter {f}" + (f" ch {c}" if channels > 1 else ""), fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+    _save(fig, path)
+    return panels
+
+
+def save_image(image: Any, path: str | os.PathLike, min_size: int = 224) -> Path:
+    """Save a uint8 image (C, H, W) with C in {1, 3}, enlarged by a whole factor
+    with nearest-neighbour sampling so each pixel stays a visible square.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    Image = _require_pillow()
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
+        raise ValueError(f"save_image: image must be uint8 (C, H, W) with C 1 or 3, got {pixels.dtype} {pixels.shape}")
+    path = _prepare_path(path)
+    picture = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    scale = max(1, math.ceil(min_size / max(pixels.shape[1:])))
+    picture = picture.resize((pixels.shape[2] * scale, pixels.shape[1] * scale), Image.NEAREST)
+    picture.save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- #
+# training curves
+# --------------------------------------------------------------------------- #
+
+
+def plot_training_curves(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Plot loss and accuracy per epoch, train and validation, from ``metrics.json``.
+
+    Parameters
+    ----------
+    metrics : dict or list of dict
+        What :func:`numbacnn.train.train` returns / writes to ``metrics.json``: a
+        ``history`` list of per-epoch records with ``epoch``, ``train_loss``,
+        ``train_accuracy`` and, when there is a validation split, ``val_loss``,
+        ``val_accuracy`` (accuracies as fractions); ``test_accuracy`` is drawn as
+        a horizontal line when present. The bare ``history`` list is accepted too.
+    path : str or PathLike
+        PNG to write.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        The history is empty (no epoch finished).
+    """
+    history = list(metrics if isinstance(metrics, Sequence) else metrics.get("history", []))
+    if not history:
+        raise ValueError("plot_training_curves: the metrics have no history (no epoch finished)")
+    path = _prepare_path(path)
+    epochs = [record.get("epoch", index + 1) for index, record in enumerate(history)]
+    fig = _new_figure(figsize=(10, 4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for key, label, style in (("train", "train", "-o"), ("val", "validation", "--s")):
+        if all(f"{key}_loss" in record for record in history):
+            ax_loss.plot(epochs, [record[f"{key}_loss"] for record in history], style, label=label)
+        if all(f"{key}_accuracy" in record for record in history):
+            ax_acc.plot(epochs, [100 * record[f"{key}_accuracy"] for record in history], style, label=label)
+    if not isinstance(metrics, Sequence) and metrics.get("test_accuracy") is not None:
+        ax_acc.axhline(100 * metrics["test_accuracy"], color="black", linestyle=":",
+                       label=f"test {100 * metrics['test_accuracy']:.1f}%")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if len(epochs) <= 20:  # integer epoch ticks while they fit
+            ax.set_xticks(epochs)
+    _save(fig, path)
+    return path
+
+
+__all__ = [
+    "VIZ_INSTALL_HINT", "coverage_counts", "draw_conv_slide", "kernel_positions", "plot_training_curves",
+    "save_activation_grid", "save_image", "save_kernels",
+]
