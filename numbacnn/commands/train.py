@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         if args.resume is not None:
             resume = Path(args.resume) if args.resume else Path(args.out) / CHECKPOINT_NAME
             config = load_checkpoint(resume).config
+            print(f"resuming with the settings saved in {resume}; of the options given, only --epochs and "
+                  f"--device apply")
         else:
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
             config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
