@@ -16,15 +16,88 @@ over the range whose input index is inside the image (``first_valid_output`` and
 Threads never write the same element: forward is parallel over (image, filter)
 planes of the output, grad-input over (image, channel) planes of dx, grad-weight over
 (filter, channel) slices of dw, grad-bias over filters.
+
+The backend names (``conv2d_forward``, ``conv2d_backward_input``,
+``conv2d_backward_weight``, ``conv2d_backward_bias``) are thin Python functions with
+the same signatures as the CUDA backend's: for stride 1, dilation 1, groups 1 and a
+small filter bank (``conv_fast.fast_path_applies``, e.g. Tiny VGG's layers) they call
+the register-blocked kernels of ``conv_fast.py``; otherwise the general ``*_general``
+kernels below, which handle every stride, padding, dilation and group count.
 """
 
+from collections import Counter
+
+import numba
+import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import end_valid_output, first_valid_output
+from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, correlation_kernel, fast_path_applies, pad_images,
+                                             weight_gradient_kernel)
+
+
+def _zero_padded(src, pad_top, pad_left, out, kernel_h, kernel_w):
+    """src (N, C, H, W) zero-padded to (N, C, OH + KH - 1, OW + KW - 1), the input a
+    stride-1 correlation producing ``out`` (N, ., OH, OW) reads: src itself when no
+    padding is needed (Tiny VGG's forward), else a padded copy (bottom/right padding
+    is whatever makes the sizes fit)."""
+    padded_shape = (src.shape[0], src.shape[1], out.shape[2] + kernel_h - 1, out.shape[3] + kernel_w - 1)
+    if pad_top == 0 and pad_left == 0 and src.shape == padded_shape:
+        return src
+    padded = np.empty(padded_shape, src.dtype)
+    pad_images(padded, src, pad_top, pad_left)
+    return padded
+
+
+def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+    """out (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C // groups, KH, KW)) + b (F,)."""
+    filters, _, kernel_h, kernel_w = w.shape
+    if fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        correlation_kernel(filters, kernel_h, kernel_w)(out, _zero_padded(x, pad_h, pad_w, out, kernel_h, kernel_w),
+                                                        w, b)
+    else:
+        conv2d_forward_general(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
+
+
+def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+    """dx (N, C, H, W), zeroed on entry, = gradient of sum(dout * conv(x, w)) w.r.t. x.
+
+    Fast path: a gather, the forward correlation of dout (N, F, OH, OW) with the
+    flipped kernel, its filter and channel axes swapped, (C, F, KH, KW), and padding
+    KH - 1 - pad_h (KW - 1 - pad_w), so each thread writes only its own rows of dx.
+    """
+    filters, channels, kernel_h, kernel_w = w.shape
+    if (fast_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups)
+            and pad_h < kernel_h and pad_w < kernel_w):
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW), 1 KB
+        no_bias = np.zeros(channels, dx.dtype)
+        padded_dout = _zero_padded(dout, kernel_h - 1 - pad_h, kernel_w - 1 - pad_w, dx, kernel_h, kernel_w)
+        correlation_kernel(channels, kernel_h, kernel_w)(dx, padded_dout, flipped, no_bias)
+    else:
+        conv2d_backward_input_general(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                                      groups)
+
+
+def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+    """dw (F, C // groups, KH, KW) = sum over n, oh, ow of dout (N, F, OH, OW) * x (N, C, H, W) taps.
+
+    Fast path: each thread sums its share of the output rows into its own float64
+    slice of ``partial`` (T, F, C, KH, KW); the slices are added here.
+    """
+    filters, channels, kernel_h, kernel_w = dw.shape
+    if fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        chunks = max(1, min(numba.get_num_threads(), dout.shape[0] * dout.shape[2]))
+        partial = np.zeros((chunks, filters, channels, kernel_h, kernel_w), np.float64)
+        padded_x = _zero_padded(x, pad_h, pad_w, dout, kernel_h, kernel_w)
+        weight_gradient_kernel(filters, kernel_h, kernel_w)(partial, dout, padded_x)
+        dw[...] = partial.sum(axis=0)
+    else:
+        conv2d_backward_weight_general(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                                       groups)
 
 
 @njit(parallel=True, cache=True)
-def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+def conv2d_forward_general(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     """out[n, f] = b[f] + sum over c, kh, kw of w[f, c, kh, kw] * x[n, c_in, ih, iw]."""
     batch, out_channels, out_height, out_width = out.shape
     in_height, in_width = x.shape[2], x.shape[3]
@@ -56,7 +129,7 @@ def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, d
 
 
 @njit(parallel=True, cache=True)
-def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+def conv2d_backward_input_general(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     """dx[n, c_in] += w[f, c, kh, kw] * dout[n, f] for every tap (dx arrives zeroed).
 
     Each thread owns one (image, input channel) plane of dx and scatters into it from
@@ -88,7 +161,7 @@ def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilatio
 
 
 @njit(parallel=True, cache=True)
-def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+def conv2d_backward_weight_general(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     """dw[f, c, kh, kw] = sum over n, oh, ow of dout[n, f, oh, ow] * x[n, c_in, ih, iw].
 
     Each thread owns one (filter, channel) slice of dw. Sums run in float64 whatever
@@ -135,3 +208,29 @@ def conv2d_backward_bias(db, dout):
                     row_sum += dout[n, f, oh, ow]
                 total += row_sum
         db[f] = total
+
+
+
+class _CacheStats:
+    """``stats`` of a backend function, shaped like a Numba dispatcher's: disk-cache
+    hits and misses of its general kernel plus every fast kernel built so far."""
+
+    def __init__(self, general):
+        self._general = general
+
+    def _total(self, field):
+        dispatchers = [self._general, *BUILT_KERNELS]
+        return sum((Counter(getattr(d.stats, field)) for d in dispatchers), Counter())
+
+    @property
+    def cache_hits(self):
+        return self._total("cache_hits")
+
+    @property
+    def cache_misses(self):
+        return self._total("cache_misses")
+
+
+conv2d_forward.stats = _CacheStats(conv2d_forward_general)
+conv2d_backward_input.stats = _CacheStats(conv2d_backward_input_general)
+conv2d_backward_weight.stats = _CacheStats(conv2d_backward_weight_general)

@@ -12,12 +12,105 @@ maximum in row-major order (``is_new_max``); a NaN wins and propagates.
 
 Parallel over (image, channel) planes: overlapping windows of one plane add into dx
 from a single thread, so there are no write races.
+
+``max_pool2d_forward`` / ``max_pool2d_backward`` are thin Python functions with the
+CUDA backend's signatures: 2x2 windows with stride 2, no padding or dilation, every
+window inside the image (Tiny VGG's pools) go to ``max_pool2x2_*``, which read each
+input once and vectorise over output columns; everything else to the ``*_general``
+kernels.
 """
 
 import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import is_new_max
+
+# no 'nnan' / 'ninf': NaN comparisons must keep their meaning (a NaN wins the window)
+FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
+
+
+def _is_plain_2x2(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    """2x2 windows, stride 2, no padding or dilation, the last window inside x."""
+    return (kernel_h == 2 and kernel_w == 2 and stride_h == 2 and stride_w == 2 and pad_h == 0 and pad_w == 0
+            and dilation_h == 1 and dilation_w == 1
+            and 2 * out.shape[2] <= x.shape[2] and 2 * out.shape[3] <= x.shape[3])
+
+
+def max_pool2d_forward(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    """out (N, C, OH, OW) = max of x (N, C, H, W) over each window."""
+    if _is_plain_2x2(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+        max_pool2x2_forward(out, x)
+    else:
+        max_pool2d_forward_general(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                                   dilation_w)
+
+
+def max_pool2d_backward(dx, dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    """dx (N, C, H, W), zeroed on entry, += dout (N, C, OH, OW) at each window's first maximum."""
+    if _is_plain_2x2(dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+        max_pool2x2_backward(dx, dout, x)
+    else:
+        max_pool2d_backward_general(dx, dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                                    dilation_w)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def max_pool2x2_forward(out, x):
+    """out[n, c, oh, ow] = max of x[n, c, 2oh:2oh+2, 2ow:2ow+2] (first maximum, NaN wins).
+
+    Parallel over (image, channel, output row): both cores work at batch 1. The four
+    taps are compared in row-major order with selects, which LLVM vectorises over ow.
+    """
+    batch, channels, out_height, out_width = out.shape
+    for task in prange(batch * channels * out_height):
+        plane = task // out_height
+        n = plane // channels
+        c = plane % channels
+        oh = task % out_height
+        for ow in range(out_width):
+            best = x[n, c, 2 * oh, 2 * ow]
+            value = x[n, c, 2 * oh, 2 * ow + 1]
+            best = value if is_new_max(value, best) else best
+            value = x[n, c, 2 * oh + 1, 2 * ow]
+            best = value if is_new_max(value, best) else best
+            value = x[n, c, 2 * oh + 1, 2 * ow + 1]
+            best = value if is_new_max(value, best) else best
+            out[n, c, oh, ow] = best
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def max_pool2x2_backward(dx, dout, x):
+    """dx[n, c, 2oh + i, 2ow + j] = dout[n, c, oh, ow] at the window's first maximum, else 0.
+
+    Each window's argmax (0..3, row-major) is found from x as in the forward pass,
+    then all four dx entries of the window are written, so each input is read once
+    and dx needs no zeroing. Rows and columns of x beyond the last window are left
+    as they came (zero).
+    """
+    batch, channels, out_height, out_width = dout.shape
+    for task in prange(batch * channels * out_height):
+        plane = task // out_height
+        n = plane // channels
+        c = plane % channels
+        oh = task % out_height
+        for ow in range(out_width):
+            # conditional expressions, not if-blocks: LLVM turns them into vector selects
+            best = x[n, c, 2 * oh, 2 * ow]
+            value = x[n, c, 2 * oh, 2 * ow + 1]
+            take = is_new_max(value, best)
+            best = value if take else best
+            argmax = 1 if take else 0
+            value = x[n, c, 2 * oh + 1, 2 * ow]
+            take = is_new_max(value, best)
+            best = value if take else best
+            argmax = 2 if take else argmax
+            value = x[n, c, 2 * oh + 1, 2 * ow + 1]
+            argmax = 3 if is_new_max(value, best) else argmax
+            grad = dout[n, c, oh, ow]
+            dx[n, c, 2 * oh, 2 * ow] = grad if argmax == 0 else 0
+            dx[n, c, 2 * oh, 2 * ow + 1] = grad if argmax == 1 else 0
+            dx[n, c, 2 * oh + 1, 2 * ow] = grad if argmax == 2 else 0
+            dx[n, c, 2 * oh + 1, 2 * ow + 1] = grad if argmax == 3 else 0
 
 
 @njit(inline="always")
@@ -45,7 +138,7 @@ def _window_argmax(x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_
 
 
 @njit(parallel=True, cache=True)
-def max_pool2d_forward(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+def max_pool2d_forward_general(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     """out[n, c, oh, ow] = max of x over window (oh, ow)."""
     batch, channels, out_height, out_width = out.shape
     for plane in prange(batch * channels):
@@ -60,7 +153,7 @@ def max_pool2d_forward(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
 
 
 @njit(parallel=True, cache=True)
-def max_pool2d_backward(dx, dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+def max_pool2d_backward_general(dx, dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     """dx[argmax of window] += dout[window] (dx arrives zeroed)."""
     batch, channels, out_height, out_width = dout.shape
     for plane in prange(batch * channels):

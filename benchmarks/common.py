@@ -1,0 +1,245 @@
+"""Shared pieces of the asv benchmarks and ``compare_torch.py``.
+
+* the Tiny VGG layer shapes (64x64x3 input, 10 filters, 3x3 kernels, padding 0);
+* float64 NumPy references (padding 0, stride 1) used to check a result once
+  in ``setup()`` before anything is timed;
+* one Tiny VGG training step and one inference pass, built on
+  ``numbacnn.models.tiny_vgg`` + ``numbacnn.optim.SGD`` when the training stack is
+  importable, else on the functional API with a NumPy SGD update;
+* FLOP counts, so a time can be printed as GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+import numbacnn.functional as F
+
+BATCHES = [1, 32, 128]
+DTYPES = ["float32", "float64"]
+RELATIVE_L2_TOLERANCE = {"float32": 2e-4, "float64": 1e-10}
+
+# name -> (in_channels, out_channels, input height = width); kernel 3, padding 0, stride 1
+CONV_SHAPES = {
+    "conv_1_1": (3, 10, 64),
+    "conv_1_2": (10, 10, 62),
+    "conv_2_1": (10, 10, 30),
+    "conv_2_2": (10, 10, 28),
+}
+KERNEL = 3
+# name -> (channels, input height = width); 2x2 windows, stride 2
+POOL_SHAPES = {
+    "max_pool_1": (10, 60),
+    "max_pool_2": (10, 26),
+}
+POOL = 2
+IMAGE_SIZE, IN_CHANNELS, FILTERS, CLASSES = 64, 3, 10, 10
+LINEAR_FEATURES = FILTERS * 13 * 13
+
+
+# --------------------------------------------------------------------------- #
+# inputs and references
+# --------------------------------------------------------------------------- #
+
+
+def conv_inputs(name: str, batch: int, dtype: str, seed: int = 0):
+    """(x, w, b, gy) for the named Tiny VGG convolution."""
+    in_channels, out_channels, size = CONV_SHAPES[name]
+    rng = np.random.default_rng(seed)
+    out_size = size - KERNEL + 1
+    x = rng.standard_normal((batch, in_channels, size, size)).astype(dtype)
+    w = (rng.standard_normal((out_channels, in_channels, KERNEL, KERNEL)) * 0.2).astype(dtype)
+    b = rng.standard_normal(out_channels).astype(dtype)
+    gy = rng.standard_normal((batch, out_channels, out_size, out_size)).astype(dtype)
+    return x, w, b, gy
+
+
+def pool_inputs(name: str, batch: int, dtype: str, seed: int = 0):
+    """(x, gy) for the named Tiny VGG max pool."""
+    channels, size = POOL_SHAPES[name]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, channels, size, size)).astype(dtype)
+    gy = rng.standard_normal((batch, channels, size // POOL, size // POOL)).astype(dtype)
+    return x, gy
+
+
+def reference_conv2d(x, w, b=None):
+    """y (N, F, OH, OW) in float64; padding 0, stride 1."""
+    windows = sliding_window_view(np.asarray(x, np.float64), w.shape[2:], axis=(2, 3))  # (N, C, OH, OW, KH, KW)
+    y = np.einsum("nchwij,fcij->nfhw", windows, np.asarray(w, np.float64), optimize=True)
+    if b is not None:
+        y += np.asarray(b, np.float64)[None, :, None, None]
+    return y
+
+
+def reference_conv2d_backward(gy, x, w):
+    """(gx, gw, gb) in float64; padding 0, stride 1. gx is a full correlation of gy
+    with the flipped, transposed kernel."""
+    gy = np.asarray(gy, np.float64)
+    w = np.asarray(w, np.float64)
+    kh, kw = w.shape[2:]
+    windows = sliding_window_view(np.asarray(x, np.float64), (kh, kw), axis=(2, 3))
+    gw = np.einsum("nfhw,nchwij->fcij", gy, windows, optimize=True)
+    padded = np.pad(gy, ((0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1)))
+    gy_windows = sliding_window_view(padded, (kh, kw), axis=(2, 3))
+    gx = np.einsum("nfhwij,fcij->nchw", gy_windows, w[:, :, ::-1, ::-1], optimize=True)
+    return gx, gw, gy.sum(axis=(0, 2, 3))
+
+
+def reference_max_pool2x2(x):
+    """y (N, C, H//2, W//2) in float64 (2x2 windows, stride 2)."""
+    n, c, h, w = x.shape
+    blocks = np.asarray(x, np.float64)[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2)
+    return blocks.max(axis=(3, 5))
+
+
+def reference_max_pool2x2_backward(gy, x):
+    """gx in float64: each window's gradient goes to its first maximum."""
+    n, c, h, w = x.shape
+    blocks = np.asarray(x, np.float64).reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5)
+    flat = blocks.reshape(n, c, h // 2, w // 2, 4)
+    first_max = np.argmax(flat, axis=-1)  # argmax returns the first maximum
+    gx_blocks = np.zeros_like(flat)
+    np.put_along_axis(gx_blocks, first_max[..., None], np.asarray(gy, np.float64)[..., None], axis=-1)
+    return gx_blocks.reshape(n, c, h // 2, w // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
+
+
+def check_close(actual, expected, dtype: str, what: str) -> None:
+    """Raise if ``actual`` is not within the accuracy bar of the float64 ``expected``."""
+    actual = np.asarray(actual, np.float64)
+    error = np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-300)
+    if not error <= RELATIVE_L2_TOLERANCE[dtype]:
+        raise AssertionError(f"{what}: relative L2 error {error:.3g} > {RELATIVE_L2_TOLERANCE[dtype]} ({dtype})")
+
+
+# --------------------------------------------------------------------------- #
+# FLOP counts
+# --------------------------------------------------------------------------- #
+
+
+def conv_forward_flops(name: str, batch: int) -> int:
+    """2 * multiply-adds of one forward convolution."""
+    in_channels, out_channels, size = CONV_SHAPES[name]
+    out_size = size - KERNEL + 1
+    return 2 * batch * out_channels * out_size * out_size * in_channels * KERNEL * KERNEL
+
+
+def conv_backward_flops(name: str, batch: int, input_grad: bool = True) -> int:
+    """grad-weight plus (when asked) grad-input: each as many FLOPs as the forward."""
+    return conv_forward_flops(name, batch) * (2 if input_grad else 1)
+
+
+def training_step_flops(batch: int) -> int:
+    """Forward + backward of the four convolutions and the linear layer (the first
+    convolution needs no input gradient); ReLU, pooling and loss are left out."""
+    convs = sum(conv_forward_flops(name, batch) for name in CONV_SHAPES)
+    first = conv_forward_flops("conv_1_1", batch)
+    linear = 2 * batch * LINEAR_FEATURES * CLASSES
+    return convs + (3 * convs - first) + 3 * linear
+
+
+# --------------------------------------------------------------------------- #
+# a whole Tiny VGG training step
+# --------------------------------------------------------------------------- #
+
+
+def training_stack_available() -> bool:
+    try:
+        from numbacnn.models import tiny_vgg  # noqa: F401
+        from numbacnn.optim import SGD  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TinyVGGStep:
+    """One Tiny VGG training step (forward, loss, backward, SGD update) and one
+    inference pass on a fixed batch of 64x64x3 images.
+
+    Uses ``numbacnn.models.tiny_vgg`` and ``numbacnn.optim.SGD`` when they import;
+    otherwise the same network written with the functional API and a NumPy SGD
+    update (``uses_model`` says which).
+    """
+
+    def __init__(self, batch: int, dtype: str = "float32", lr: float = 0.01, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.x = rng.standard_normal((batch, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)).astype(dtype)
+        self.labels = rng.integers(0, CLASSES, batch).astype(np.int64)
+        self.lr = lr
+        self.uses_model = training_stack_available()
+        if self.uses_model:
+            from numbacnn.models import tiny_vgg
+            from numbacnn.optim import SGD
+
+            self.model = tiny_vgg(IN_CHANNELS, CLASSES, IMAGE_SIZE, FILTERS, dtype=np.dtype(dtype), seed=seed)
+            self.optimizer = SGD(self.model.parameters(), lr=lr)
+        else:
+            self.params = {}
+            for i, (cin, cout, _) in enumerate(CONV_SHAPES.values()):
+                bound = 1.0 / np.sqrt(cin * KERNEL * KERNEL)
+                self.params[f"w{i}"] = rng.uniform(-bound, bound, (cout, cin, KERNEL, KERNEL)).astype(dtype)
+                self.params[f"b{i}"] = rng.uniform(-bound, bound, cout).astype(dtype)
+            bound = 1.0 / np.sqrt(LINEAR_FEATURES)
+            self.params["wl"] = rng.uniform(-bound, bound, (CLASSES, LINEAR_FEATURES)).astype(dtype)
+            self.params["bl"] = rng.uniform(-bound, bound, CLASSES).astype(dtype)
+
+    # ---- model path
+    def _model_step(self) -> float:
+        self.model.train()
+        logits = self.model(self.x)
+        loss, grad = F.softmax_cross_entropy(logits, self.labels)
+        self.optimizer.zero_grad()
+        self.model.backward(grad, input_grad=False)
+        self.optimizer.step()
+        return loss
+
+    # ---- functional path (until the training stack lands)
+    def _functional_forward(self, keep: bool):
+        p = self.params
+        h = self.x
+        cache = []
+        for block in range(2):
+            for layer in (2 * block, 2 * block + 1):
+                z = F.conv2d(h, p[f"w{layer}"], p[f"b{layer}"])
+                cache.append(("conv", layer, h))
+                h = F.relu(z)
+                cache.append(("relu", layer, z))
+            cache.append(("pool", block, h))
+            h = F.max_pool2d(h, POOL)
+        flat = h.reshape(len(h), -1)
+        cache.append(("linear", 0, flat))
+        logits = F.linear(flat, p["wl"], p["bl"])
+        return logits, (cache if keep else None), h.shape
+
+    def _functional_step(self) -> float:
+        p = self.params
+        logits, cache, pooled_shape = self._functional_forward(keep=True)
+        loss, grad = F.softmax_cross_entropy(logits, self.labels)
+        grads = {}
+        for kind, index, saved in reversed(cache):
+            if kind == "linear":
+                gx, grads["wl"], grads["bl"] = F.linear_backward(grad, saved, p["wl"])
+                grad = gx.reshape(pooled_shape)
+            elif kind == "pool":
+                grad = F.max_pool2d_backward(grad, saved, POOL)
+            elif kind == "relu":
+                grad = F.relu_backward(grad, saved)
+            else:
+                gx, grads[f"w{index}"], grads[f"b{index}"] = F.conv2d_backward(
+                    grad, saved, p[f"w{index}"], input_grad=index > 0)
+                grad = gx
+        for name, g in grads.items():
+            p[name] -= self.lr * g
+        return loss
+
+    def step(self) -> float:
+        """One training step; returns the loss."""
+        return self._model_step() if self.uses_model else self._functional_step()
+
+    def infer(self):
+        """Logits (N, 10) of the fixed batch, no caching for backward."""
+        if self.uses_model:
+            self.model.eval()
+            return self.model(self.x)
+        return self._functional_forward(keep=False)[0]

@@ -1,0 +1,167 @@
+"""Register-blocked convolution kernels for the common case: stride 1, dilation 1,
+groups 1, few filters and a small kernel (Tiny VGG: 10 filters, 3x3).
+
+``conv.py`` calls these through the same backend names when ``fast_path_applies``;
+everything else goes to its general kernels.
+
+Why specialised kernels
+-----------------------
+LLVM vectorises the innermost loop only, and only unrolls loops whose trip counts it
+knows. Each kernel here is built by a factory for one (filters, kernel_h, kernel_w):
+those numbers are constants inside it, so the loops over filters and kernel taps
+unroll completely and the loop over output columns becomes the innermost one, which
+LLVM vectorises (16 float32 / 8 float64 columns per AVX-512 instruction). The input
+channel count stays a run-time loop: unrolling it too multiplies compile time for
+little gain. Factories are cached (one compilation per shape and dtype per process)
+and use ``cache=True``: Numba keys a closure's disk-cache entry by the values it
+closes over, so a second process loads every shape from disk.
+
+``FASTMATH`` lets LLVM fuse multiply-adds and reorder sums; it leaves out 'nnan' and
+'ninf', so a NaN or Inf in the input still reaches the output.
+"""
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit, prange
+
+FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
+
+# Register blocking: every filter's accumulator for a vector of output columns, times
+# kernel_h * kernel_w taps, must fit LLVM's unrolling budget and the 32 vector registers.
+MAX_UNROLLED_TAPS = 100  # filters * kernel_h * kernel_w
+# Fewer filters than this gain little from blocking; leaving them to the general
+# kernels also keeps the random-shape tests from compiling a kernel per shape.
+MIN_FILTERS = 4
+
+BUILT_KERNELS = []  # every kernel the factories below built in this process (for cache stats)
+
+
+def fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+    """True when the register-blocked kernels handle this convolution."""
+    return (stride_h == 1 and stride_w == 1 and dilation_h == 1 and dilation_w == 1 and groups == 1
+            and MIN_FILTERS <= filters and filters * kernel_h * kernel_w <= MAX_UNROLLED_TAPS)
+
+
+@njit(parallel=True, cache=True)
+def pad_images(padded, src, pad_top, pad_left):
+    """padded (N, C, H + pad_top + pad_bottom, W + pad_left + pad_right) = src (N, C, H, W)
+    with zeros around it (a copy the fast kernels read instead of testing every tap)."""
+    batch, channels, padded_height, padded_width = padded.shape
+    in_height, in_width = src.shape[2], src.shape[3]
+    for plane in prange(batch * channels):
+        n = plane // channels
+        c = plane % channels
+        for row in range(padded_height):
+            src_row = row - pad_top
+            if src_row < 0 or src_row >= in_height:
+                for col in range(padded_width):
+                    padded[n, c, row, col] = 0
+                continue
+            for col in range(pad_left):
+                padded[n, c, row, col] = 0
+            for col in range(in_width):
+                padded[n, c, row, pad_left + col] = src[n, c, src_row, col]
+            for col in range(pad_left + in_width, padded_width):
+                padded[n, c, row, col] = 0
+
+
+@lru_cache(maxsize=None)
+def correlation_kernel(filters, kernel_h, kernel_w):
+    """The forward convolution for one (filters, kernel_h, kernel_w), stride 1, no padding.
+
+    ``correlate(out, x, w, b)``::
+
+        out  (N, F, OH, OW)   written: b[f] + sum over c, kh, kw of
+                              w[f, c, kh, kw] * x[n, c, oh + kh, ow + kw]
+        x    (N, C, OH + KH - 1, OW + KW - 1)   already zero-padded if need be
+        w    (F, C, KH, KW)
+        b    (F,)
+
+    Parallel over (image, output row), so both cores work at batch 1. Each task
+    accumulates one output row of all F filters in ``row_sums``:
+
+        for c:                     run-time loop over input channels
+          for ow:                  innermost after unrolling: vectorised over columns
+            for f, kh, kw:         unrolled: F accumulators; each input load feeds F FMAs
+
+    (Reading x through a local zero-padded strip instead stopped LLVM from vectorising
+    this loop, hence the padded copy made by the caller.)
+    """
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def correlate(out, x, w, b):
+        batch, _, out_height, out_width = out.shape
+        channels = x.shape[1]
+        for task in prange(batch * out_height):
+            n = task // out_height
+            oh = task % out_height
+            # row_sums (F, OW): row oh of every filter's output
+            row_sums = np.empty((filters, out_width), out.dtype)
+            for f in range(filters):
+                for ow in range(out_width):
+                    row_sums[f, ow] = b[f]
+            for c in range(channels):
+                for ow in range(out_width):
+                    for f in range(filters):
+                        total = row_sums[f, ow]
+                        for kh in range(kernel_h):
+                            for kw in range(kernel_w):
+                                total += w[f, c, kh, kw] * x[n, c, oh + kh, ow + kw]
+                        row_sums[f, ow] = total
+            for f in range(filters):
+                for ow in range(out_width):
+                    out[n, f, oh, ow] = row_sums[f, ow]
+
+    BUILT_KERNELS.append(correlate)
+    return correlate
+
+
+@lru_cache(maxsize=None)
+def weight_gradient_kernel(filters, kernel_h, kernel_w):
+    """Partial weight gradients for one (filters, kernel_h, kernel_w), stride 1, no padding.
+
+    ``weight_gradient(partial, dout, x)``::
+
+        partial (T, F, C, KH, KW) float64, zeroed; partial[t] += chunk t's sum of
+                                  dout[n, f, oh, ow] * x[n, c, oh + kh, ow + kw]
+        dout    (N, F, OH, OW)
+        x       (N, C, OH + KH - 1, OW + KW - 1)   already zero-padded if need be
+
+    The N * OH output rows are split into T equal chunks, one parallel task each
+    (T = the thread count, so batch 1 keeps both cores busy); the caller sums
+    ``partial`` over T. For each output row, every (f, c, kh, kw) tap is a dot product
+    of the dout row with a shifted input row, both in L1:
+
+        for row (n, oh):
+          for f, c, kh, kw:
+            for ow:                vectorised reduction, in the input dtype
+            partial[...] += row_total        in float64
+
+    so float32 sums stay accurate at any batch size (each float32 sum has OW terms).
+    Keeping several taps' sums in a local array instead stopped LLVM from
+    vectorising the ow loop; a scalar reduction per tap vectorises.
+    """
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def weight_gradient(partial, dout, x):
+        chunks = partial.shape[0]
+        batch, _, out_height, out_width = dout.shape
+        channels = x.shape[1]
+        total_rows = batch * out_height
+        zero = np.zeros(1, dout.dtype)[0]  # the row sums' type: float32 for float32 data
+        for chunk in prange(chunks):
+            for row in range(chunk * total_rows // chunks, (chunk + 1) * total_rows // chunks):
+                n = row // out_height
+                oh = row % out_height
+                for f in range(filters):
+                    for c in range(channels):
+                        for kh in range(kernel_h):
+                            for kw in range(kernel_w):
+                                row_total = zero
+                                for ow in range(out_width):
+                                    row_total += dout[n, f, oh, ow] * x[n, c, oh + kh, ow + kw]
+                                partial[chunk, f, c, kh, kw] += row_total
+
+    BUILT_KERNELS.append(weight_gradient)
+    return weight_gradient

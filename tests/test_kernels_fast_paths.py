@@ -1,0 +1,65 @@
+"""The CPU backend's shape-specialised fast paths (kernels/cpu/conv_fast.py and the
+2x2 pooling kernels) against the float64 reference, on Tiny VGG's shapes: 64x64x3
+images, 10 filters, 3x3 kernels, padding 0 and 1, batch 1 and odd sizes."""
+
+import numpy as np
+import pytest
+
+import numbacnn.functional as F
+import reference as ref
+from helpers import DTYPES, assert_close, random_array
+from numbacnn.kernels.cpu.conv_fast import fast_path_applies
+
+# (batch, in_channels, height, width): Tiny VGG's four conv inputs, an odd batch and odd sizes
+CONV_INPUTS = [(1, 3, 64, 64), (3, 10, 62, 62), (1, 10, 30, 30), (2, 10, 28, 28), (1, 10, 13, 17), (5, 3, 7, 5)]
+
+
+def test_tiny_vgg_layers_take_the_fast_path():
+    assert fast_path_applies(10, 3, 3, 1, 1, 1, 1, 1)
+    assert not fast_path_applies(10, 3, 3, 2, 1, 1, 1, 1)  # stride 2: general kernel
+    assert not fast_path_applies(10, 3, 3, 1, 1, 2, 2, 1)  # dilation 2
+    assert not fast_path_applies(10, 3, 3, 1, 1, 1, 1, 2)  # groups 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("x_shape", CONV_INPUTS)
+def test_fast_conv2d_forward_and_backward_match_reference(x_shape, padding, dtype, rng):
+    x = random_array(rng, x_shape, dtype)
+    w = random_array(rng, (10, x_shape[1], 3, 3), dtype)
+    b = random_array(rng, (10,), dtype)
+    y = F.conv2d(x, w, b, padding=padding)
+    expected = ref.conv2d(x, w, b, padding=padding)
+    assert_close(y, expected, dtype, "conv2d y")
+    gy = random_array(rng, expected.shape, dtype)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, padding=padding)
+    rgx, rgw, rgb = ref.conv2d_backward(gy, x, w, padding=padding)
+    assert_close(gx, rgx, dtype, "conv2d gx")
+    assert_close(gw, rgw, dtype, "conv2d gw")
+    assert_close(gb, rgb, dtype, "conv2d gb")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_conv2d_propagates_nan(dtype, rng):
+    x = random_array(rng, (1, 10, 12, 12), dtype)
+    x[0, 4, 5, 6] = np.nan
+    w = random_array(rng, (10, 10, 3, 3), dtype)
+    y = F.conv2d(x, w)
+    assert np.isnan(y[0, :, 3:6, 4:7]).all() and np.isnan(y).sum() == 10 * 9
+    gy = np.ones_like(y)
+    gy[0, :, 0, 0] = np.nan
+    gx, gw, gb = F.conv2d_backward(gy, x, w)
+    assert np.isnan(gx[0, :, 0:3, 0:3]).all() and np.isnan(gx).sum() == 10 * 9
+    assert np.isnan(gw).all() and np.isnan(gb).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape", [(1, 10, 60, 60), (3, 10, 26, 26), (2, 10, 13, 13), (1, 3, 7, 8)])
+def test_fast_max_pool2x2_matches_reference(x_shape, dtype, rng):
+    x = random_array(rng, x_shape, dtype)
+    x[0, 0, :2, :2] = 1.5  # ties: the gradient goes to the first maximum
+    x[-1, -1, 1, 1] = np.nan
+    y = F.max_pool2d(x, 2)
+    assert_close(y, ref.max_pool2d(x, 2), dtype, "max_pool2d y")
+    gy = random_array(rng, y.shape, dtype)
+    assert_close(F.max_pool2d_backward(gy, x, 2), ref.max_pool2d_backward(gy, x, 2), dtype, "max_pool2d gx")
