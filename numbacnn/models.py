@@ -13,8 +13,12 @@ from numbacnn.shapes import conv_output_size, explain_conv
 TINY_VGG_POOL = 2  # CNN Explainer's max pools are 2x2 with stride 2
 
 
-def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0) -> list[tuple[str, int]]:
+def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0,
+                   strict: bool = True) -> list[tuple[str, int]]:
     """Spatial size after each stage of Tiny VGG, checking every slide.
+
+    With ``strict=False`` an asymmetric slide is allowed (the floor drops border
+    pixels, as PyTorch does silently); only an output below 1x1 is an error.
 
     Returns
     -------
@@ -36,7 +40,8 @@ def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0) -> l
             ("max_pool_2", TINY_VGG_POOL, TINY_VGG_POOL, 0)]
     for name, k, s, p in plan:
         explanation = explain_conv(size, k, s, p)
-        if not explanation.symmetric:
+        fits = min(explanation.output_size) >= 1
+        if not fits or (strict and not explanation.symmetric):
             raise ValueError(
                 f"tiny_vgg(image_size={image_size}, kernel_size={kernel_size}, padding={padding}): "
                 f"layer {name} gets a {size}x{size} input: {explanation.message}"
@@ -48,7 +53,7 @@ def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0) -> l
 
 def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, filters: int = 10,
              kernel_size: int = 3, padding: int = 0, dtype: Any = np.float32, device: str | None = None,
-             seed: int | np.random.Generator | None = 0) -> Sequential:
+             seed: int | np.random.Generator | None = 0, strict: bool = True) -> Sequential:
     """CNN Explainer's Tiny VGG: (conv-relu-conv-relu-maxpool) x 2, flatten, linear.
 
     At the defaults the sizes go 64 -> 62 -> 60 -> 30 -> 28 -> 26 -> 13 and the model
@@ -77,6 +82,10 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
         Where the parameters live (default: the default device).
     seed : int, Generator or None
         Seeds the PyTorch-style initialisation; the same seed gives the same weights.
+    strict : bool
+        When False, build a model whose kernels slide asymmetrically (its layers
+        then warn with ``HyperparameterWarning`` on the first forward) instead of
+        refusing it; a combination whose output is below 1x1 is refused either way.
 
     Returns
     -------
@@ -87,7 +96,7 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
     ------
     ValueError
         The combination does not fit (output below 1x1) or a kernel does not slide
-        symmetrically (see :func:`tiny_vgg_sizes`).
+        symmetrically while ``strict`` (see :func:`tiny_vgg_sizes`).
     """
     for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                         ("image_size", image_size), ("filters", filters), ("kernel_size", kernel_size)):
@@ -95,7 +104,7 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
             raise ValueError(f"tiny_vgg: {name} must be a positive int, got {value!r}")
     if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
         raise ValueError(f"tiny_vgg: padding must be an int >= 0, got {padding!r}")
-    final = tiny_vgg_sizes(image_size, kernel_size, padding)[-1][1]
+    final = tiny_vgg_sizes(image_size, kernel_size, padding, strict)[-1][1]
     rng = as_rng(seed)
 
     def conv(cin: int) -> Conv2d:

@@ -39,6 +39,19 @@ def test_asymmetric_combination_fails_at_construction():
         tiny_vgg(image_size=63)
 
 
+def test_non_strict_builds_asymmetric_models_that_warn():
+    import numbacnn
+
+    # 17 -> 15 -> 13, then the first pool drops a row and a column: -> 6 -> 4 -> 2 -> 1
+    assert [s for _, s in tiny_vgg_sizes(17, strict=False)] == [15, 13, 6, 4, 2, 1]
+    model = tiny_vgg(in_channels=1, image_size=17, strict=False)
+    assert model.output_shape((1, 1, 17, 17)) == (1, 10) and model.classifier[1].in_features == 10
+    with pytest.warns(numbacnn.HyperparameterWarning, match="MaxPool2d"):
+        model(np.zeros((1, 1, 17, 17), np.float32))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        tiny_vgg(image_size=8, kernel_size=5, strict=False)
+
+
 def test_too_small_input_fails_at_construction():
     with pytest.raises(ValueError, match="kernel 7x7.*larger than the padded input"):
         tiny_vgg(image_size=12, kernel_size=7)
