@@ -30,6 +30,7 @@ from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU
 from numbacnn.shapes import ConvExplanation, effective_kernel_size, explain_conv
 
 INDEX_NAME = "index.html"
+PROBABILITY_BAR_PIXELS = 150  # width of a 100% bar; keeps input, prediction and kernels on one row at 1200 px
 IMAGES_DIR = "images"
 # Layers whose outputs are spatial maps worth drawing, as in CNN Explainer's overview.
 MAP_LAYERS = (Conv2d, ReLU, MaxPool2d)
@@ -487,7 +488,7 @@ def _render_html(title: str, source: str, image_shape: tuple[int, ...], input_pa
     probability_rows = "\n".join(
         f'<tr class="{"predicted" if i == predicted else ""}"><td>{esc(name)}</td>'
         f'<td class="num">{100 * p:.1f}%</td>'
-        f'<td><span class="bar" style="width:{max(1, round(200 * p))}px"></span></td></tr>'
+        f'<td><span class="bar" style="width:{max(1, round(PROBABILITY_BAR_PIXELS * p))}px"></span></td></tr>'
         for i, (name, p) in enumerate(zip(classes, probabilities))
     )
     table_rows = "\n".join(
@@ -540,7 +541,7 @@ def _render_html(title: str, source: str, image_shape: tuple[int, ...], input_pa
   <div class="card" data-role="input">
     <h2>Input image</h2>
     <img src="{_image_file("input")}" alt="input image" width="196">
-    <p class="muted">{channels}x{height}x{width}, enlarged without smoothing</p>
+    <p class="muted">{channels}x{height}x{width}, pixels enlarged</p>
   </div>
   <div class="card" data-role="prediction">
     <h2>Prediction</h2>

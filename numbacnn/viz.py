@@ -329,7 +329,7 @@ def save_activation_grid(maps: Any, path: str | os.PathLike, title: str = "",
     return channels
 
 
-def save_kernels(weights: Any, path: str | os.PathLike, title: str = "", panel_inches: float = 0.8) -> int:
+def save_kernels(weights: Any, path: str | os.PathLike, title: str = "", panel_inches: float = 0.7) -> int:
     """Save every 2-D slice of a convolution weight, one shared diverging colour scale.
 
     Parameters

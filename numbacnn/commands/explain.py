@@ -287,6 +287,6 @@ def run_report(args: argparse.Namespace) -> int:
     print(f"predicted: {report.predicted_class} ({report.probabilities[report.predicted]:.1%})")
     for layer in report.layers:
         channels, height, width = layer.shape
-        print(f"  {layer.explainer_name:<11} {layer.kind:<9} {channels}x{height}x{width}  -> {layer.image}")
+        print(f"  {layer.explainer_name:<11} {layer.kind:<10} {f'{channels}x{height}x{width}':<9} -> {layer.image}")
     print(f"wrote {report.index} (open it in a browser; {len(report.images)} images beside it)")
     return EXIT_OK
