@@ -7,7 +7,6 @@ import re
 import pytest
 
 from numbacnn.cli import main
-from numbacnn.commands.explain import _tiny_vgg_unchecked
 from numbacnn.models import tiny_vgg
 from numbacnn.report import describe_layers, explainer_names, leaf_layers, receptive_field_step
 
@@ -153,19 +152,6 @@ def test_explain_model_padding_one_keeps_sizes(capsys):
 def test_explain_model_impossible_and_bad_values(capsys, argv, exit_code, text):
     code, out = explain(capsys, "model", *argv)
     assert code == exit_code and text in out, out
-
-
-@pytest.mark.parametrize("settings", [
-    dict(in_channels=3, num_classes=10, image_size=64, filters=10, kernel_size=3, padding=0),
-    dict(in_channels=1, num_classes=4, image_size=28, filters=3, kernel_size=5, padding=2),
-])
-def test_local_adapter_builds_the_same_layers_as_tiny_vgg(settings):
-    """`explain model` builds asymmetric configurations itself; it must match tiny_vgg."""
-    reference = tiny_vgg(**settings)
-    adapter = _tiny_vgg_unchecked(**settings)
-    assert [(name, p.shape) for name, p in adapter.named_parameters()] == \
-           [(name, p.shape) for name, p in reference.named_parameters()]
-    assert [repr(layer) for _, layer in leaf_layers(adapter)] == [repr(layer) for _, layer in leaf_layers(reference)]
 
 
 def test_receptive_field_step_matches_hand_arithmetic():

@@ -211,37 +211,9 @@ def run_conv(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def _tiny_vgg_unchecked(in_channels: int, num_classes: int, filters: int, kernel_size: int, padding: int,
-                        image_size: int) -> Any:
-    """Tiny VGG's layers without ``tiny_vgg``'s refusal of asymmetric slides.
-
-    A local adapter: ``tiny_vgg`` raises for any asymmetric slide, but this
-    command's job is to show where such a slide happens. Same layers and names as
-    ``numbacnn.models.tiny_vgg`` (tests/test_explain.py checks that they agree);
-    to be replaced by a ``tiny_vgg(..., strict=False)`` when models.py has one.
-    """
-    from collections import OrderedDict
-
-    from numbacnn.models import TINY_VGG_POOL
-    from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
-
-    def conv(cin: int) -> Conv2d:
-        return Conv2d(cin, filters, kernel_size, padding=padding, rng=0)
-
-    features = Sequential(
-        conv(in_channels), ReLU(), conv(filters), ReLU(), MaxPool2d(TINY_VGG_POOL),
-        conv(filters), ReLU(), conv(filters), ReLU(), MaxPool2d(TINY_VGG_POOL),
-    )
-    # The Linear's width follows from the (floored) feature shape, as in PyTorch.
-    _, channels, height, width = features.output_shape((1, in_channels, image_size, image_size))
-    classifier = Sequential(Flatten(), Linear(channels * height * width, num_classes, rng=0))
-    return Sequential(OrderedDict([("features", features), ("classifier", classifier)]))
-
-
 def run_model(args: argparse.Namespace) -> int:
     from numbacnn.models import tiny_vgg
     from numbacnn.report import describe_layers, format_layer_table
-    from numbacnn.shapes import ShapeError
 
     settings = dict(in_channels=args.in_channels, num_classes=args.num_classes, image_size=args.image_size,
                     filters=args.filters, kernel_size=args.kernel_size, padding=args.padding)
@@ -258,13 +230,16 @@ def run_model(args: argparse.Namespace) -> int:
     except ValueError as exc:
         refusal = str(exc)
         try:
-            model = _tiny_vgg_unchecked(**settings)
-        except ShapeError:  # some layer's output would be below 1x1: refusal names it
+            # strict=False builds an asymmetric slide so the table can show where it happens
+            model = tiny_vgg(**settings, strict=False)
+        except ValueError:  # some layer's output would be below 1x1: the refusal names it
             print(f"impossible: {refusal}")
             return EXIT_IMPOSSIBLE
     print(format_layer_table(describe_layers(model, input_shape), input_shape))
     if refusal:
-        print(f"\ntiny_vgg refuses this combination: {refusal}")
+        # The asymmetric layers are explained above; say only what building it takes.
+        print("\ntiny_vgg refuses this combination; tiny_vgg(..., strict=False) builds it anyway, and the "
+              "layers flagged above then warn with HyperparameterWarning on their first forward.")
         return EXIT_IMPOSSIBLE
     return EXIT_OK
 
