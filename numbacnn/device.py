@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
+import sys
 from types import ModuleType
 from typing import Any, Iterator
 
@@ -124,8 +126,15 @@ def device(name: str) -> Iterator[str]:
 
 
 def is_cuda_array(a: Any) -> bool:
-    """True when ``a`` is a GPU array (has ``__cuda_array_interface__``)."""
-    return hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray)
+    """True when ``a`` is a GPU array: it has ``__cuda_array_interface__``, or it is a
+    device array of Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``), which has not."""
+    if isinstance(a, np.ndarray):
+        return False
+    if hasattr(a, "__cuda_array_interface__"):
+        return True
+    # only look for the simulator's class if the simulator has been imported
+    simulator = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
+    return simulator is not None and isinstance(a, simulator.FakeCUDAArray)
 
 
 def device_of(a: Any) -> str:

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     elif cuda_available():
         from numba import cuda
 
-        cuda_line = f"yes ({cuda.get_current_device().name.decode() if isinstance(cuda.get_current_device().name, bytes) else cuda.get_current_device().name})"
+        name = getattr(cuda.get_current_device(), "name", "Numba CUDA simulator")  # the simulator has no name
+        cuda_line = f"yes ({name.decode() if isinstance(name, bytes) else name})"
     else:
         cuda_line = 'no (no GPU found, or numba-cuda missing: pip install "numbacnn[cuda]")'
     print("devices         cpu: yes")

@@ -1,0 +1,30 @@
+"""CUDA backend: ``@cuda.jit`` kernels, their launch configuration, device allocation.
+
+Every backend exposes the same names; ``numbacnn.device.backend("cuda")`` returns
+this module, and importing it is the only thing in numbacnn that imports
+``numba.cuda``. Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in Numba's
+CUDA simulator with small launch configurations (see ``launch.py``).
+
+Unlike the CPU kernels, which add into a zeroed dx / dw, these kernels write every
+element of their outputs; the arrays they get from ``zeros`` are simply overwritten.
+"""
+
+from numbacnn.kernels.cuda.activation import relu_backward, relu_forward
+from numbacnn.kernels.cuda.conv import (
+    conv2d_backward_bias,
+    conv2d_backward_input,
+    conv2d_backward_weight,
+    conv2d_forward,
+)
+from numbacnn.kernels.cuda.linear import linear_backward_input, linear_backward_weight, linear_forward
+from numbacnn.kernels.cuda.loss import softmax_cross_entropy
+from numbacnn.kernels.cuda.memory import empty, zeros
+from numbacnn.kernels.cuda.optim import adam_step, grad_accumulate, sgd_step
+from numbacnn.kernels.cuda.pool import max_pool2d_backward, max_pool2d_forward
+
+__all__ = [
+    "adam_step", "conv2d_backward_bias", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward",
+    "empty", "grad_accumulate", "linear_backward_input", "linear_backward_weight", "linear_forward",
+    "max_pool2d_backward", "max_pool2d_forward", "relu_backward", "relu_forward", "sgd_step",
+    "softmax_cross_entropy", "zeros",
+]

@@ -1,0 +1,24 @@
+"""Launch helpers shared by the CUDA kernels: the simulator switch and grid sizes.
+
+Every kernel in this package loops over its work items with a *grid stride*
+(``for item in range(first, count, step)``), so any grid size is correct and the
+launch configuration is only a performance choice. On a GPU the grids are large
+(one work item per thread or block). Under Numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``) every CUDA thread is a Python thread, so there the
+blocks are tiny and the grids capped at a couple of blocks: the same kernels, the
+same code paths, but seconds instead of minutes in the test suite.
+"""
+
+from __future__ import annotations
+
+import numba
+
+# True when numba.cuda is the simulator (read once, when this module is imported)
+SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
+
+
+def blocks_for(work_items: int, items_per_block: int, max_blocks: int) -> int:
+    """Number of blocks: enough for ``work_items`` at ``items_per_block`` each,
+    at most ``max_blocks`` (the kernels' grid-stride loops cover the rest), at least 1."""
+    needed = -(-int(work_items) // int(items_per_block))
+    return max(1, min(int(max_blocks), needed))

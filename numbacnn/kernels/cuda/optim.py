@@ -1,0 +1,89 @@
+"""Optimizer update kernels (CUDA): SGD, Adam and gradient accumulation.
+
+The same names, signatures and arithmetic as ``numbacnn/kernels/cpu/optim.py``
+(whose docstring is the specification): flat 1-D, C-contiguous device arrays of one
+dtype, updated **in place**; scalars arrive as Python floats and the arithmetic is
+done in float64, then stored in the array's dtype. Elementwise, so each element is
+owned by one thread and the result does not depend on the launch configuration.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import cuda
+
+from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
+
+OPTIM_THREADS = 8 if SIMULATOR else 256
+OPTIM_MAX_BLOCKS = 2 if SIMULATOR else 4096
+
+
+@cuda.jit
+def sgd_step_kernel(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov):
+    # param (n,) updated; grad (n,); velocity (n,) momentum buffer, read and written when momentum != 0
+    for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
+        g = grad[i] + weight_decay * param[i]
+        if momentum != 0.0:
+            v = momentum * velocity[i] + (1.0 - dampening) * g
+            velocity[i] = v
+            if nesterov:
+                g = g + momentum * v
+            else:
+                g = v
+        param[i] = param[i] - lr * g
+
+
+@cuda.jit
+def adam_step_kernel(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled,
+                     bias_correction1, bias_correction2):
+    # param (n,) updated; grad (n,); exp_avg, exp_avg_sq (n,) first and second moments, updated
+    step_size = lr / bias_correction1
+    sqrt_bc2 = math.sqrt(bias_correction2)
+    for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
+        p = param[i] * 1.0  # float64 arithmetic, as on the CPU
+        g = grad[i] * 1.0
+        if decoupled:
+            # AdamW: decay the weight itself, outside the adaptive scaling
+            p = p * (1.0 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+        m = beta1 * exp_avg[i] + (1.0 - beta1) * g
+        v = beta2 * exp_avg_sq[i] + (1.0 - beta2) * g * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        denom = math.sqrt(v) / sqrt_bc2 + eps
+        param[i] = p - step_size * m / denom
+
+
+@cuda.jit
+def grad_accumulate_kernel(grad, delta):
+    # grad (n,) updated; delta (n,)
+    for i in range(cuda.grid(1), grad.shape[0], cuda.gridsize(1)):
+        grad[i] += delta[i]
+
+
+def _blocks(n: int) -> int:
+    return blocks_for(n, OPTIM_THREADS, OPTIM_MAX_BLOCKS)
+
+
+def sgd_step(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov) -> None:
+    """PyTorch's SGD update of one flat parameter, in place (see the CPU kernel)."""
+    sgd_step_kernel[_blocks(param.shape[0]), OPTIM_THREADS](
+        param, grad, velocity, float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov))
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled,
+              bias_correction1, bias_correction2) -> None:
+    """PyTorch's Adam / AdamW update of one flat parameter, in place (see the CPU kernel)."""
+    adam_step_kernel[_blocks(param.shape[0]), OPTIM_THREADS](
+        param, grad, exp_avg, exp_avg_sq, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
+        bool(decoupled), float(bias_correction1), float(bias_correction2))
+
+
+def grad_accumulate(grad, delta) -> None:
+    """grad += delta on flat (n,) device arrays."""
+    grad_accumulate_kernel[_blocks(grad.shape[0]), OPTIM_THREADS](grad, delta)
+
+
+__all__ = ["adam_step", "grad_accumulate", "sgd_step"]

@@ -1,0 +1,113 @@
+"""2-D max pooling on CUDA, forward and backward.
+
+Shapes::
+
+    x    (N, C, H, W)     input
+    out  (N, C, OH, OW)   output; dout is its gradient; dx has x's shape
+
+Window (oh, ow) covers input rows ``oh * stride_h - pad_h + kh * dilation_h`` for
+``kh`` in ``range(kernel_h)`` (likewise for columns). Padding is -inf, so taps
+outside the image are skipped. The gradient of a window goes to its *first*
+maximum in row-major order (``is_new_max``); a NaN wins and propagates.
+
+Forward: one output element per thread. Backward is a gather: each thread owns dx
+elements and, for every window that covers its element, recomputes that window's
+argmax and adds the window's gradient if the argmax is its element. The windows are
+visited in row-major order, the order the CPU kernel adds them in, so there are no
+atomics and the sums are the same, bitwise, on every run.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import cuda
+
+from numbacnn.kernels.common import is_new_max
+from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
+
+POOL_THREADS = 8 if SIMULATOR else 256
+POOL_MAX_BLOCKS = 2 if SIMULATOR else 65535
+
+
+@cuda.jit(device=True)
+def window_argmax(x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    """(row, col, value) of window (oh, ow)'s first maximum in x (N, C, H, W);
+    row -1 (and value -inf) when the window is all padding."""
+    in_height, in_width = x.shape[2], x.shape[3]
+    best_row = -1
+    best_col = -1
+    best = x.dtype.type(-math.inf)
+    for kh in range(kernel_h):
+        ih = oh * stride_h - pad_h + kh * dilation_h
+        if ih < 0 or ih >= in_height:
+            continue
+        for kw in range(kernel_w):
+            iw = ow * stride_w - pad_w + kw * dilation_w
+            if iw < 0 or iw >= in_width:
+                continue
+            value = x[n, c, ih, iw]
+            if best_row < 0 or is_new_max(value, best):
+                best = value
+                best_row = ih
+                best_col = iw
+    return best_row, best_col, best
+
+
+@cuda.jit
+def max_pool2d_forward_kernel(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
+    # out (N, C, OH, OW) written; x (N, C, H, W)
+    batch, channels, out_height, out_width = out.shape
+    for index in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        ow = index % out_width
+        oh = (index // out_width) % out_height
+        c = (index // (out_width * out_height)) % channels
+        n = index // (out_width * out_height * channels)
+        best_row, best_col, best = window_argmax(x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w,
+                                                 pad_h, pad_w, dilation_h, dilation_w)
+        out[n, c, oh, ow] = best
+
+
+@cuda.jit
+def max_pool2d_backward_kernel(dx, dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                               dilation_h, dilation_w):
+    # dx (N, C, H, W) written; dout (N, C, OH, OW); x (N, C, H, W)
+    batch, channels, in_height, in_width = dx.shape
+    out_height, out_width = dout.shape[2], dout.shape[3]
+    for index in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        iw = index % in_width
+        ih = (index // in_width) % in_height
+        c = (index // (in_width * in_height)) % channels
+        n = index // (in_width * in_height * channels)
+        total = dx.dtype.type(0)
+        # kh from the last tap to the first gives oh in increasing order (row-major, as on the CPU)
+        for kh in range(kernel_h - 1, -1, -1):
+            row = ih + pad_h - kh * dilation_h  # = oh * stride_h for a window whose tap kh is row ih
+            if row < 0 or row % stride_h != 0 or row // stride_h >= out_height:
+                continue
+            oh = row // stride_h
+            for kw in range(kernel_w - 1, -1, -1):
+                col = iw + pad_w - kw * dilation_w
+                if col < 0 or col % stride_w != 0 or col // stride_w >= out_width:
+                    continue
+                ow = col // stride_w
+                best_row, best_col, best = window_argmax(x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w,
+                                                         pad_h, pad_w, dilation_h, dilation_w)
+                if best_row == ih and best_col == iw:
+                    total += dout[n, c, oh, ow]
+        dx[n, c, ih, iw] = total
+
+
+def max_pool2d_forward(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w) -> None:
+    """out[n, c, oh, ow] = max of x over window (oh, ow)."""
+    blocks = blocks_for(out.size, POOL_THREADS, POOL_MAX_BLOCKS)
+    max_pool2d_forward_kernel[blocks, POOL_THREADS](
+        out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+
+
+def max_pool2d_backward(dx, dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                        dilation_h, dilation_w) -> None:
+    """dx[i] = sum of dout over the windows whose first maximum is element i."""
+    blocks = blocks_for(dx.size, POOL_THREADS, POOL_MAX_BLOCKS)
+    max_pool2d_backward_kernel[blocks, POOL_THREADS](
+        dx, dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)

@@ -1,0 +1,363 @@
+"""The CUDA backend: agreement with the CPU backend, determinism, placement, errors.
+
+The conformance tests (test_functional, test_gradcheck, test_properties, ...) run
+every op on "cuda" too, through the ``device`` fixture. This file adds what only
+concerns CUDA. Without a GPU it runs in Numba's CUDA simulator (conftest.py sets
+``NUMBA_ENABLE_CUDASIM=1``), on small shapes; with a GPU the same tests run on
+larger ones, plus a Tiny VGG-sized check.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import numbacnn
+import numbacnn.functional as F
+from helpers import CUDA_SIMULATED, DTYPES, assert_close, available_devices, max_spatial_size, random_array
+from numbacnn.device import DeviceError, backend
+
+device_module = importlib.import_module("numbacnn.device")
+
+needs_cuda = pytest.mark.skipif("cuda" not in available_devices(), reason="CUDA backend not usable here")
+
+SIZE = max_spatial_size("cuda")  # 7 under the simulator
+
+
+def to_cuda(*arrays):
+    return [numbacnn.to_device(a, "cuda") if isinstance(a, np.ndarray) else a for a in arrays]
+
+
+def host(result):
+    if isinstance(result, tuple):
+        return tuple(numbacnn.to_host(r) if r is not None and not isinstance(r, float) else r for r in result)
+    return numbacnn.to_host(result)
+
+
+# --------------------------------------------------------------------------- #
+# CPU vs CUDA
+# --------------------------------------------------------------------------- #
+
+# (x shape, w shape, hyperparameters, takes the tiled forward path)
+CONV_CASES = [
+    # Tiny VGG layers: 3x3, padding 1; sizes that do not divide the tile, filters
+    # that do not divide FILTERS_PER_BLOCK
+    ((2, 3, SIZE, SIZE - 2), (5, 3, 3, 3), dict(padding=1), True),
+    ((1, 1, SIZE, SIZE), (1, 1, 3, 3), dict(padding=0), True),
+    ((3, 2, SIZE + 1, SIZE), (9, 2, 1, 1), dict(), True),
+    ((1, 2, SIZE, SIZE + 2), (3, 2, 7, 7), dict(padding=3), True),
+    ((2, 3, SIZE, SIZE), (4, 3, 2, 3), dict(stride=2, padding=(1, 0)), True),
+    ((1, 2, SIZE, SIZE), (2, 2, 3, 3), dict(stride=(1, 2), padding=1), True),
+    ((2, 2, SIZE, SIZE), (2, 2, 4, 4), dict(padding="same"), True),  # asymmetric "same" padding
+    # the general kernel: stride 3, dilation, groups, kernels larger than 7
+    ((2, 2, SIZE, SIZE), (3, 2, 3, 3), dict(stride=3, padding=1), False),
+    ((1, 4, SIZE, SIZE), (4, 2, 3, 2), dict(dilation=(2, 1), groups=2, padding=(2, 1)), False),
+    ((1, 1, SIZE + 2, SIZE + 1), (2, 1, 9, 8), dict(padding=(4, 3)), False),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape,w_shape,hyper,tiled", CONV_CASES)
+def test_conv2d_cuda_matches_cpu(rng, dtype, x_shape, w_shape, hyper, tiled):
+    from numbacnn.kernels.cuda.conv import uses_tiled_forward
+    from numbacnn.shapes import conv2d_geometry
+
+    geometry = conv2d_geometry(x_shape, w_shape, hyper.get("stride", 1), hyper.get("padding", 0),
+                               hyper.get("dilation", 1), hyper.get("groups", 1), "conv2d")
+    stride_h, stride_w, _, _, dilation_h, dilation_w, groups = geometry.kernel_args()
+    assert uses_tiled_forward(w_shape, stride_h, stride_w, dilation_h, dilation_w, groups) == tiled
+    x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
+    b = random_array(rng, w_shape[:1], dtype)
+    y_cpu = F.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **hyper)
+    assert_close(host(F.conv2d(*to_cuda(x, w, b), **hyper)), y_cpu, dtype, "y")
+    gy = random_array(rng, y_cpu.shape, dtype)
+    expected = F.conv2d_backward(gy.astype(np.float64), x.astype(np.float64), w.astype(np.float64), **hyper)
+    for got, want, name in zip(host(F.conv2d_backward(*to_cuda(gy, x, w), **hyper)), expected, ("gx", "gw", "gb")):
+        assert_close(got, want, dtype, name)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_vgg_step_cuda_matches_cpu(rng, dtype):
+    """conv-relu-conv-relu-pool, flatten-linear, loss and the whole backward pass."""
+    size, filters, classes, batch = SIZE + 1, 3, 4, 2
+    x = random_array(rng, (batch, 3, size, size), dtype)
+    w1, w2 = random_array(rng, (filters, 3, 3, 3), dtype), random_array(rng, (filters, filters, 3, 3), dtype)
+    b1, b2 = random_array(rng, (filters,), dtype), random_array(rng, (filters,), dtype)
+    features = filters * (size // 2) ** 2
+    wl, bl = random_array(rng, (classes, features), dtype), random_array(rng, (classes,), dtype)
+    labels = rng.integers(0, classes, batch)
+
+    def step(x, w1, b1, w2, b2, wl, bl, labels):
+        h1 = F.conv2d(x, w1, b1, padding=1)
+        a1 = F.relu(h1)
+        h2 = F.conv2d(a1, w2, b2, padding=1)
+        a2 = F.relu(h2)
+        p = F.max_pool2d(a2, 2)
+        logits = F.linear(p.reshape(batch, features), wl, bl)
+        loss, glogits = F.softmax_cross_entropy(logits, labels)
+        gp, gwl, gbl = F.linear_backward(glogits, p.reshape(batch, features), wl)
+        ga2 = F.max_pool2d_backward(gp.reshape(p.shape), a2, 2)
+        gh2 = F.relu_backward(ga2, h2)
+        ga1, gw2, gb2 = F.conv2d_backward(gh2, a1, w2, padding=1)
+        gh1 = F.relu_backward(ga1, h1)
+        _, gw1, gb1 = F.conv2d_backward(gh1, x, w1, padding=1, input_grad=False)
+        return loss, logits, gwl, gbl, gw2, gb2, gw1, gb1
+
+    arrays = (x, w1, b1, w2, b2, wl, bl)
+    expected = step(*[a.astype(np.float64) for a in arrays], labels)
+    got = host(step(*to_cuda(*arrays, labels)))
+    assert abs(got[0] - expected[0]) <= (2e-5 if dtype == np.float32 else 1e-12) * max(1.0, abs(expected[0]))
+    names = ("logits", "gwl", "gbl", "gw2", "gb2", "gw1", "gb1")
+    for g, e, name in zip(got[1:], expected[1:], names):
+        assert_close(g, e, dtype, name)
+
+
+@needs_cuda
+@pytest.mark.skipif(CUDA_SIMULATED, reason="Tiny VGG's 64x64 layers are too big for the CUDA simulator")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_vgg_sized_layers_on_a_real_gpu(rng, dtype):
+    x = random_array(rng, (4, 10, 64, 64), dtype)
+    w = random_array(rng, (10, 10, 3, 3), dtype)
+    b = random_array(rng, (10,), dtype)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    assert_close(host(F.conv2d(*to_cuda(x, w, b), padding=1)), F.conv2d(x64, w64, b64, padding=1), dtype, "y")
+    gy = random_array(rng, (4, 10, 64, 64), dtype)
+    expected = F.conv2d_backward(gy.astype(np.float64), x64, w64, padding=1)
+    for got, want, name in zip(host(F.conv2d_backward(*to_cuda(gy, x, w), padding=1)), expected, ("gx", "gw", "gb")):
+        assert_close(got, want, dtype, name)
+    assert_close(host(F.max_pool2d(*to_cuda(x), 2)), F.max_pool2d(x64, 2), dtype, "pool")
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_kernels_match_cpu(rng, dtype):
+    cpu, cuda = backend("cpu"), backend("cuda")
+    n = 37
+    arrays = {k: random_array(rng, (n,), dtype) for k in ("param", "grad", "velocity", "m")}
+    arrays["v"] = np.abs(random_array(rng, (n,), dtype))
+
+    def run(kernels, move):
+        a = {k: move(v.copy()) for k, v in arrays.items()}
+        kernels.sgd_step(a["param"], a["grad"], a["velocity"], 0.1, 0.9, 0.0, 1e-2, True)
+        kernels.adam_step(a["param"], a["grad"], a["m"], a["v"], 1e-3, 0.9, 0.999, 1e-8, 1e-2, True, 0.19, 0.002)
+        kernels.adam_step(a["param"], a["grad"], a["m"], a["v"], 1e-3, 0.9, 0.999, 1e-8, 1e-2, False, 0.271, 0.003)
+        kernels.grad_accumulate(a["grad"], a["velocity"])
+        return {k: numbacnn.to_host(v) for k, v in a.items()}
+
+    expected = run(cpu, lambda a: a)
+    got = run(cuda, lambda a: numbacnn.to_device(a, "cuda"))
+    for name in arrays:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6 if dtype == np.float32 else 1e-13,
+                                   atol=1e-7 if dtype == np.float32 else 1e-15, err_msg=name)
+
+
+@needs_cuda
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_steps_on_cuda_match_cpu(optimizer):
+    """Layers, parameter-gradient accumulation and optimizer kernels, on the GPU."""
+    from numbacnn.models import tiny_vgg
+    from numbacnn.optim import SGD, Adam
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 1, 8, 8))
+    labels = np.array([1, 0, 2])
+    states = {}
+    for device in ("cpu", "cuda"):
+        model = tiny_vgg(in_channels=1, num_classes=3, image_size=8, filters=2, padding=1, dtype=np.float64,
+                         seed=0).to(device)
+        if optimizer == "sgd":
+            opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True)
+        else:
+            opt = Adam(model.parameters(), lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True)
+        xd, labelsd = numbacnn.to_device(x, device), numbacnn.to_device(labels, device)
+        for _ in range(2):
+            opt.zero_grad()
+            _, grad = F.softmax_cross_entropy(model(xd), labelsd)
+            model.backward(grad, input_grad=False)
+            opt.step()
+        assert model.device == device
+        states[device] = model.state_dict()
+    for name, value in states["cpu"].items():
+        assert_close(states["cuda"][name], value, np.float64, name)
+
+
+# --------------------------------------------------------------------------- #
+# determinism
+# --------------------------------------------------------------------------- #
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradients_are_bitwise_identical_across_runs(rng, dtype):
+    x = random_array(rng, (3, 3, SIZE, SIZE), dtype)
+    w = random_array(rng, (4, 3, 3, 3), dtype)
+    gy = random_array(rng, (3, 4, SIZE, SIZE), dtype)
+    ties = rng.integers(-1, 2, (3, 3, SIZE, SIZE)).astype(dtype)  # ties: the first-maximum rule
+    gp = random_array(rng, (3, 3, SIZE - 2, SIZE - 2), dtype)
+    xl, wl, gl = (random_array(rng, s, dtype) for s in ((9, 21), (6, 21), (9, 6)))
+    labels = rng.integers(0, 6, 9)
+    xd, wd, gyd, tiesd, gpd, xld, wld, gld, labelsd = to_cuda(x, w, gy, ties, gp, xl, wl, gl, labels)
+
+    def run():
+        results = list(F.conv2d_backward(gyd, xd, wd, padding=1))
+        results += list(F.conv2d_backward(gyd, xd, wd, padding="same"))
+        results.append(F.max_pool2d_backward(gpd, tiesd, 3, stride=1))
+        results += list(F.linear_backward(gld, xld, wld))
+        loss, grad = F.softmax_cross_entropy(gld, labelsd)
+        return [numbacnn.to_host(r) for r in results + [grad]], loss
+
+    first, first_loss = run()
+    for _ in range(2):
+        again, loss = run()
+        assert loss == first_loss
+        for a, b in zip(first, again):
+            assert a.tobytes() == b.tobytes(), "a gradient changed between identical runs"
+
+
+# --------------------------------------------------------------------------- #
+# placement
+# --------------------------------------------------------------------------- #
+
+
+@needs_cuda
+def test_results_are_device_arrays_and_nothing_is_copied_to_the_host(rng, monkeypatch):
+    x = random_array(rng, (2, 3, 6, 6), np.float32)
+    w = random_array(rng, (4, 3, 3, 3), np.float32)
+    xl, wl, gl = (random_array(rng, s, np.float32) for s in ((5, 7), (3, 7), (5, 3)))
+    labels = np.array([0, 2, 1, 1, 0])
+    xd, wd, xld, wld, gld, labelsd = to_cuda(x, w, xl, wl, gl, labels)
+    copies = []
+    original = type(xd).copy_to_host
+
+    def counting_copy(self, *args, **kwargs):
+        copies.append(self.shape)
+        return original(self, *args, **kwargs)
+
+    def no_upload(*args, **kwargs):
+        raise AssertionError("an op copied a host array to the device")
+
+    from numba import cuda
+
+    monkeypatch.setattr(type(xd), "copy_to_host", counting_copy)
+    monkeypatch.setattr(cuda, "to_device", no_upload)
+    y = F.conv2d(xd, wd)
+    outputs = [y, *F.conv2d_backward(F.relu(y), xd, wd), F.max_pool2d(xd, 2),
+               F.max_pool2d_backward(F.max_pool2d(xd, 2), xd, 2), F.relu_backward(xd, xd),
+               F.linear(xld, wld), *F.linear_backward(gld, xld, wld)]
+    assert copies == []
+    for out in outputs:
+        assert numbacnn.device_of(out) == "cuda"
+    loss, grad = F.softmax_cross_entropy(F.linear(xld, wld), labelsd)
+    assert isinstance(loss, float) and numbacnn.device_of(grad) == "cuda"
+    # the only copies: the labels for the range check and the per-row losses for the mean
+    assert sorted(copies) == [(5,), (5,)]
+
+
+@needs_cuda
+def test_mixed_host_and_device_inputs_are_refused_naming_the_argument(rng):
+    x = random_array(rng, (1, 2, 5, 5), np.float64)
+    w = random_array(rng, (3, 2, 3, 3), np.float64)
+    (wd,) = to_cuda(w)
+    with pytest.raises(ValueError, match="x is on cpu but w is on cuda"):
+        F.conv2d(x, wd)
+    b = np.zeros(3)
+    with pytest.raises(ValueError, match="b is on cpu"):
+        F.conv2d(*to_cuda(x), wd, b)
+    with pytest.raises(ValueError, match="logits is on cuda but labels is on cpu"):
+        F.softmax_cross_entropy(*to_cuda(np.zeros((2, 3))), np.array([0, 1]))
+    with pytest.raises(ValueError, match="gy is on cpu but x is on cuda"):
+        F.relu_backward(np.ones(4), *to_cuda(np.ones(4)))
+
+
+@needs_cuda
+def test_device_labels_are_range_checked_and_any_integer_dtype_works(rng):
+    logits = random_array(rng, (4, 3), np.float64)
+    (logits_d,) = to_cuda(logits)
+    with pytest.raises(ValueError, match="0 <= label < 3"):
+        F.softmax_cross_entropy(logits_d, numbacnn.to_device(np.array([0, 1, 3, 0]), "cuda"))
+    expected = F.softmax_cross_entropy(logits, np.array([0, 1, 2, 0]))
+    for dtype in (np.int32, np.int64, np.uint8):
+        loss, grad = F.softmax_cross_entropy(logits_d, numbacnn.to_device(np.array([0, 1, 2, 0], dtype), "cuda"))
+        assert abs(loss - expected[0]) < 1e-12
+        assert_close(numbacnn.to_host(grad), expected[1], np.float64, "grad")
+
+
+@needs_cuda
+def test_auto_picks_cuda_when_available():
+    assert device_module.resolve_device("auto") == "cuda"
+    with numbacnn.device("auto") as chosen:
+        assert chosen == "cuda"
+        assert numbacnn.device_of(numbacnn.to_device(np.ones(3))) == "cuda"
+        assert numbacnn.device_of(device_module.zeros((2, 3), np.float32)) == "cuda"
+    assert numbacnn.get_default_device() == "cpu"
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_overwrite_their_outputs(rng, dtype):
+    """CUDA kernels write every output element: outputs need not arrive zeroed."""
+    cuda = backend("cuda")
+    x = random_array(rng, (2, 2, 5, 5), dtype)
+    w = random_array(rng, (3, 2, 3, 3), dtype)
+    gy = random_array(rng, (2, 3, 3, 3), dtype)
+    xd, wd, gyd = to_cuda(x, w, gy)
+    hyper = (1, 1, 0, 0, 1, 1, 1)
+    garbage = lambda shape: numbacnn.to_device(np.full(shape, np.nan, dtype), "cuda")  # noqa: E731
+    dx, dw = garbage(x.shape), garbage(w.shape)
+    cuda.conv2d_backward_input(dx, gyd, wd, *hyper)
+    cuda.conv2d_backward_weight(dw, gyd, xd, *hyper)
+    gx, gw, _ = F.conv2d_backward(gy, x, w)
+    assert_close(numbacnn.to_host(dx), gx, dtype, "dx")
+    assert_close(numbacnn.to_host(dw), gw, dtype, "dw")
+    dp = garbage(x.shape)
+    gp = random_array(rng, (2, 2, 2, 2), dtype)
+    cuda.max_pool2d_backward(dp, *to_cuda(gp), xd, 2, 2, 2, 2, 0, 0, 1, 1)
+    assert_close(numbacnn.to_host(dp), F.max_pool2d_backward(gp, x, 2), dtype, "pool dx")
+
+
+@needs_cuda
+def test_non_contiguous_device_arrays_are_refused(rng):
+    (xd,) = to_cuda(random_array(rng, (1, 2, 6, 6), np.float64))
+    view = xd[:, :, :, ::2]
+    with pytest.raises(ValueError, match="non-contiguous CUDA array"):
+        F.relu(view)
+
+
+# --------------------------------------------------------------------------- #
+# without numba-cuda
+# --------------------------------------------------------------------------- #
+
+
+def test_missing_numba_cuda_says_how_to_install_it(monkeypatch):
+    import numba
+
+    monkeypatch.delattr(numba, "cuda", raising=False)
+    monkeypatch.setitem(sys.modules, "numba.cuda", None)  # "import numba.cuda" now fails
+    with pytest.raises(DeviceError, match=r'pip install "numbacnn\[cuda\]"'):
+        numbacnn.to_device(np.ones(3), "cuda")
+    with pytest.raises(DeviceError, match=r'pip install "numbacnn\[cuda\]"'):
+        backend("cuda")
+    with pytest.raises(DeviceError, match=r'pip install "numbacnn\[cuda\]"'):
+        numbacnn.set_default_device("cuda")
+    assert device_module.resolve_device("auto") == "cpu"
+    assert not numbacnn.cuda_available()
+
+
+def test_importing_numbacnn_does_not_import_numba_cuda():
+    probe = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import numbacnn, numbacnn.functional as F
+        F.relu(np.ones(3))
+        numbacnn.set_default_device("cpu")
+        print("numba.cuda" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
