@@ -32,16 +32,16 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import end_valid_output, first_valid_output
-from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, correlation_kernel, fast_path_applies, pad_images,
-                                             weight_gradient_kernel)
+from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, correlation_kernel, fast_path_applies,
+                                             pad_images, weight_gradient_kernel)
 
 
-def _zero_padded(src, pad_top, pad_left, out, kernel_h, kernel_w):
-    """src (N, C, H, W) zero-padded to (N, C, OH + KH - 1, OW + KW - 1), the input a
-    stride-1 correlation producing ``out`` (N, ., OH, OW) reads: src itself when no
-    padding is needed (Tiny VGG's forward), else a padded copy (bottom/right padding
-    is whatever makes the sizes fit)."""
-    padded_shape = (src.shape[0], src.shape[1], out.shape[2] + kernel_h - 1, out.shape[3] + kernel_w - 1)
+def _zero_padded(src, pad_top, pad_left, out_height, out_width, kernel_h, kernel_w):
+    """src (N, C, H, W) zero-padded to (N, C, out_height + KH - 1, out_width + KW - 1),
+    the input a stride-1 correlation producing (N, ., out_height, out_width) reads:
+    src itself when it already has that shape and no padding is asked for, else a
+    padded copy (bottom/right padding is whatever makes the sizes fit)."""
+    padded_shape = (src.shape[0], src.shape[1], out_height + kernel_h - 1, out_width + kernel_w - 1)
     if pad_top == 0 and pad_left == 0 and src.shape == padded_shape:
         return src
     padded = np.empty(padded_shape, src.dtype)
@@ -49,12 +49,20 @@ def _zero_padded(src, pad_top, pad_left, out, kernel_h, kernel_w):
     return padded
 
 
+def _correlate(out, src, w, b, pad_top, pad_left):
+    """out (N, F, OH, OW) = b + stride-1 correlation of src (N, C, H, W) zero-padded by
+    pad_top / pad_left with w (F, C, KH, KW), by the register-blocked kernel (which
+    reads src directly when no padding is needed)."""
+    filters, _, kernel_h, kernel_w = w.shape
+    padded = _zero_padded(src, pad_top, pad_left, out.shape[2], out.shape[3], kernel_h, kernel_w)
+    correlation_kernel(filters, kernel_h, kernel_w)(out, padded, w, b)
+
+
 def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     """out (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C // groups, KH, KW)) + b (F,)."""
     filters, _, kernel_h, kernel_w = w.shape
     if fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-        correlation_kernel(filters, kernel_h, kernel_w)(out, _zero_padded(x, pad_h, pad_w, out, kernel_h, kernel_w),
-                                                        w, b)
+        _correlate(out, x, w, b, pad_h, pad_w)
     else:
         conv2d_forward_general(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
 
@@ -71,8 +79,7 @@ def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilatio
             and pad_h < kernel_h and pad_w < kernel_w):
         flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW), 1 KB
         no_bias = np.zeros(channels, dx.dtype)
-        padded_dout = _zero_padded(dout, kernel_h - 1 - pad_h, kernel_w - 1 - pad_w, dx, kernel_h, kernel_w)
-        correlation_kernel(channels, kernel_h, kernel_w)(dx, padded_dout, flipped, no_bias)
+        _correlate(dx, dout, flipped, no_bias, kernel_h - 1 - pad_h, kernel_w - 1 - pad_w)
     else:
         conv2d_backward_input_general(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
                                       groups)
@@ -88,7 +95,7 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
     if fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         chunks = max(1, min(numba.get_num_threads(), dout.shape[0] * dout.shape[2]))
         partial = np.zeros((chunks, filters, channels, kernel_h, kernel_w), np.float64)
-        padded_x = _zero_padded(x, pad_h, pad_w, dout, kernel_h, kernel_w)
+        padded_x = _zero_padded(x, pad_h, pad_w, dout.shape[2], dout.shape[3], kernel_h, kernel_w)
         weight_gradient_kernel(filters, kernel_h, kernel_w)(partial, dout, padded_x)
         dw[...] = partial.sum(axis=0)
     else:
