@@ -10,8 +10,10 @@ import reference as ref
 from helpers import DTYPES, assert_close, random_array
 from numbacnn.kernels.cpu.conv_fast import fast_path_applies
 
-# (batch, in_channels, height, width): Tiny VGG's four conv inputs, an odd batch and odd sizes
-CONV_INPUTS = [(1, 3, 64, 64), (3, 10, 62, 62), (1, 10, 30, 30), (2, 10, 28, 28), (1, 10, 13, 17), (5, 3, 7, 5)]
+# (batch, in_channels, height, width): Tiny VGG's four conv inputs, an odd batch, odd sizes (odd
+# output heights: the forward kernel works on pairs of rows)
+CONV_INPUTS = [(1, 3, 64, 64), (3, 10, 62, 62), (1, 10, 30, 30), (2, 10, 28, 28), (1, 10, 13, 17), (5, 3, 7, 5),
+               (2, 10, 3, 9), (1, 10, 4, 6)]  # the last two: 1 and 2 output rows at padding 0
 
 
 def test_tiny_vgg_layers_take_the_fast_path():

@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import end_valid_output, first_valid_output
-from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, correlation_kernel, fast_path_applies,
+from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, FASTMATH, correlation_kernel, fast_path_applies,
                                              pad_images, weight_gradient_kernel)
 
 
@@ -52,8 +52,12 @@ def _zero_padded(src, pad_top, pad_left, out_height, out_width, kernel_h, kernel
 def _correlate(out, src, w, b, pad_top, pad_left):
     """out (N, F, OH, OW) = b + stride-1 correlation of src (N, C, H, W) zero-padded by
     pad_top / pad_left with w (F, C, KH, KW), by the register-blocked kernel (which
-    reads src directly when no padding is needed)."""
+    reads src directly when no padding is needed); a one-row output, which it does
+    not handle, goes to the general kernel."""
     filters, _, kernel_h, kernel_w = w.shape
+    if out.shape[2] < 2:
+        conv2d_forward_general(out, src, w, b, 1, 1, pad_top, pad_left, 1, 1, 1)
+        return
     padded = _zero_padded(src, pad_top, pad_left, out.shape[2], out.shape[3], kernel_h, kernel_w)
     correlation_kernel(filters, kernel_h, kernel_w)(out, padded, w, b)
 
@@ -202,9 +206,12 @@ def conv2d_backward_weight_general(dw, dout, x, stride_h, stride_w, pad_h, pad_w
                 dw[f, c, kh, kw] = total
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_backward_bias(db, dout):
-    """db[f] = sum over n, oh, ow of dout[n, f, oh, ow] (float64 partial sums)."""
+    """db[f] = sum over n, oh, ow of dout[n, f, oh, ow] (float64 partial sums).
+
+    FASTMATH lets LLVM vectorise the row sums (reordering them); NaN still propagates.
+    """
     batch, out_channels, out_height, out_width = dout.shape
     for f in prange(out_channels):
         total = 0.0
