@@ -35,7 +35,7 @@ def main() -> None:
     splits = load_dataset("fashion-mnist")
     train_set = splits.train if args.limit is None else splits.train.subset(np.arange(args.limit))
     keep, held = stratified_split(train_set.labels, 0.05, seed=0)
-    normalize = Normalizer.fit(train_set.images[keep])
+    normalize = Normalizer.fit(train_set.images[keep])  # per-channel mean/std of the training images
     train_loader = BatchLoader(train_set.subset(keep), 64, normalize, shuffle=True, seed=0)
     val_loader = BatchLoader(train_set.subset(held), 256, normalize, shuffle=False)
     test_loader = BatchLoader(splits.test, 256, normalize, shuffle=False)

@@ -395,6 +395,12 @@ class Normalizer:
     std: tuple[float, ...]
 
     @classmethod
+    def scale_only(cls, channels: int) -> "Normalizer":
+        """Plain ``x / 255`` into [0, 1] (PyTorch's ``ToTensor``): a black pixel stays 0,
+        so a convolution's zero padding looks like the black background."""
+        return cls((0.0,) * channels, (1.0,) * channels)
+
+    @classmethod
     def fit(cls, images: np.ndarray, max_images: int = 10000) -> "Normalizer":
         """Mean and std per channel of (up to ``max_images`` of) uint8 images (N, C, H, W)."""
         if images.dtype != np.uint8 or images.ndim != 4:

@@ -168,6 +168,7 @@ def test_normalizer():
     assert norm(images, np.float64).dtype == np.float64
     with pytest.raises(TypeError, match="uint8"):
         norm(images.astype(np.float32))
+    np.testing.assert_allclose(Normalizer.scale_only(2)(images), images / np.float32(255), rtol=1e-6)
 
 
 def test_batch_loader_order_depends_on_seed_and_epoch_only():

@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
                         help="share of the training set held out for per-epoch validation")
     parser.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
+    parser.add_argument("--normalize", choices=("scale", "standardize"), default=d.normalize,
+                        help="standardize: per-channel mean/std of the training images; scale: x/255")
     parser.add_argument("--out", default="runs/tiny_vgg", help="folder for checkpoint.npz and metrics.json")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                         help="continue from CHECKPOINT (default: OUT/checkpoint.npz)")
