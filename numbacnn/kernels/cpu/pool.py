@@ -82,39 +82,39 @@ def max_pool2x2_forward(out, x):
 def max_pool2x2_backward(dx, dout, x):
     """dx[n, c, 2oh + i, 2ow + j] = dout[n, c, oh, ow] at the window's first maximum, else 0.
 
-    Parallel over (image, channel, output row), in two vectorised passes per row:
-    the first finds each window's winner (0..3, row-major) from x as the forward
-    pass does, into a small int8 array; the second writes all four dx entries of
-    every window, so each input is read once and dx needs no zeroing. (One fused
-    pass ran 3x slower: LLVM vectorised it poorly.) Rows and columns of x beyond
-    the last window are left as they came (zero).
+    Parallel over (image, channel) planes. Each output row takes two vectorised
+    passes: the first finds each window's winner (0..3, row-major) from x as the
+    forward pass does, into a small int8 array; the second writes all four dx
+    entries of every window, so each input is read once and dx needs no zeroing.
+    (One fused pass ran 3x slower: LLVM vectorised it poorly; one task per row
+    instead of per plane spent its time allocating ``winner``.) Rows and columns of
+    x beyond the last window are left as they came (zero).
     """
     batch, channels, out_height, out_width = dout.shape
-    for task in prange(batch * channels * out_height):
-        plane = task // out_height
+    for plane in prange(batch * channels):
         n = plane // channels
         c = plane % channels
-        oh = task % out_height
         # winner (OW,): position of each window's first maximum, 2 * row + column
         winner = np.empty(out_width, np.int8)
-        for ow in range(out_width):
-            # conditional expressions, not if-blocks: LLVM turns them into vector selects
-            best = x[n, c, 2 * oh, 2 * ow]
-            value = x[n, c, 2 * oh, 2 * ow + 1]
-            take = is_new_max(value, best)
-            best = value if take else best
-            position = 1 if take else 0
-            value = x[n, c, 2 * oh + 1, 2 * ow]
-            take = is_new_max(value, best)
-            best = value if take else best
-            position = 2 if take else position
-            value = x[n, c, 2 * oh + 1, 2 * ow + 1]
-            winner[ow] = 3 if is_new_max(value, best) else position
-        for row in range(2):
+        for oh in range(out_height):
             for ow in range(out_width):
-                grad = dout[n, c, oh, ow]
-                dx[n, c, 2 * oh + row, 2 * ow] = grad if winner[ow] == 2 * row else 0
-                dx[n, c, 2 * oh + row, 2 * ow + 1] = grad if winner[ow] == 2 * row + 1 else 0
+                # conditional expressions, not if-blocks: LLVM turns them into vector selects
+                best = x[n, c, 2 * oh, 2 * ow]
+                value = x[n, c, 2 * oh, 2 * ow + 1]
+                take = is_new_max(value, best)
+                best = value if take else best
+                position = 1 if take else 0
+                value = x[n, c, 2 * oh + 1, 2 * ow]
+                take = is_new_max(value, best)
+                best = value if take else best
+                position = 2 if take else position
+                value = x[n, c, 2 * oh + 1, 2 * ow + 1]
+                winner[ow] = 3 if is_new_max(value, best) else position
+            for row in range(2):
+                for ow in range(out_width):
+                    grad = dout[n, c, oh, ow]
+                    dx[n, c, 2 * oh + row, 2 * ow] = grad if winner[ow] == 2 * row else 0
+                    dx[n, c, 2 * oh + row, 2 * ow + 1] = grad if winner[ow] == 2 * row + 1 else 0
 
 
 @njit(inline="always")
