@@ -21,6 +21,24 @@ def test_tiny_vgg_layers_take_the_fast_path():
     assert not fast_path_applies(10, 3, 3, 2, 1, 1, 1, 1)  # stride 2: general kernel
     assert not fast_path_applies(10, 3, 3, 1, 1, 2, 2, 1)  # dilation 2
     assert not fast_path_applies(10, 3, 3, 1, 1, 1, 1, 2)  # groups 2
+    assert not fast_path_applies(3, 3, 3, 1, 1, 1, 1, 1)  # few filters
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("filters, kernel, padding", [(16, 5, 2), (7, 3, (0, 2)), (4, (1, 3), 1)])
+def test_other_filter_counts_and_kernels_on_the_fast_path(filters, kernel, padding, dtype, rng):
+    kernel_h, kernel_w = (kernel, kernel) if isinstance(kernel, int) else kernel
+    assert fast_path_applies(filters, kernel_h, kernel_w, 1, 1, 1, 1, 1)
+    x = random_array(rng, (2, 5, 11, 14), dtype)
+    w = random_array(rng, (filters, 5, kernel_h, kernel_w), dtype)
+    b = random_array(rng, (filters,), dtype)
+    y = F.conv2d(x, w, b, padding=padding)
+    expected = ref.conv2d(x, w, b, padding=padding)
+    assert_close(y, expected, dtype, "conv2d y")
+    gy = random_array(rng, expected.shape, dtype)
+    for got, want, name in zip(F.conv2d_backward(gy, x, w, padding=padding),
+                               ref.conv2d_backward(gy, x, w, padding=padding), ("gx", "gw", "gb")):
+        assert_close(got, want, dtype, f"conv2d {name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

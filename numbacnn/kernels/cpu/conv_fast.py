@@ -27,9 +27,10 @@ from numba import njit, prange
 
 FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
 
-# Register blocking: every filter's accumulator for a vector of output columns, times
-# kernel_h * kernel_w taps, must fit LLVM's unrolling budget and the 32 vector registers.
-MAX_UNROLLED_TAPS = 100  # filters * kernel_h * kernel_w
+# Register blocking: the forward kernel's inner loop (2 rows x a block of filters x
+# kernel_h * kernel_w taps, one FMA each) must stay within LLVM's unrolling budget,
+# or LLVM neither unrolls nor vectorises it.
+MAX_UNROLLED_TAPS = 100
 # Fewer filters than this gain little from blocking; leaving them to the general
 # kernels also keeps the random-shape tests from compiling a kernel per shape.
 MIN_FILTERS = 4
@@ -41,7 +42,7 @@ BUILT_KERNELS = []  # every kernel the factories below built in this process (fo
 def fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
     """True when the register-blocked kernels handle this convolution."""
     return (stride_h == 1 and stride_w == 1 and dilation_h == 1 and dilation_w == 1 and groups == 1
-            and MIN_FILTERS <= filters and filters * kernel_h * kernel_w <= MAX_UNROLLED_TAPS)
+            and MIN_FILTERS <= filters and 2 * kernel_h * kernel_w <= MAX_UNROLLED_TAPS)
 
 
 @njit(parallel=True, cache=True)
