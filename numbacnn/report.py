@@ -27,7 +27,7 @@ import numpy as np
 
 from numbacnn.device import to_device, to_host
 from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU
-from numbacnn.shapes import ConvExplanation, effective_kernel_size, explain_conv
+from numbacnn.shapes import ConvExplanation, explain_conv, receptive_field_step
 
 INDEX_NAME = "index.html"
 PROBABILITY_BAR_PIXELS = 150  # width of a 100% bar; keeps input, prediction and kernels on one row at 1200 px
@@ -110,30 +110,6 @@ def _slide_of(layer: Module, input_hw: tuple[int, int]) -> ConvExplanation | Non
             return None
         return explain_conv(input_hw, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
     return None
-
-
-def receptive_field_step(field_size: tuple[int, int], jump: tuple[int, int], kernel: tuple[int, int],
-                         stride: tuple[int, int], dilation: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """One layer's effect on the receptive field, per axis (h, w).
-
-    A layer whose outputs are ``jump`` input pixels apart in its input's frame
-    widens the field by ``(effective kernel - 1) * jump``; its own outputs are
-    ``jump * stride`` input pixels apart.
-
-    Parameters
-    ----------
-    field_size, jump : (int, int)
-        Receptive field (input pixels seen by one unit) and jump of the layer's input.
-    kernel, stride, dilation : (int, int)
-
-    Returns
-    -------
-    (field_size, jump) of the layer's output.
-    """
-    new_field = tuple(f + (effective_kernel_size(k, d) - 1) * j
-                      for f, j, k, d in zip(field_size, jump, kernel, dilation))
-    new_jump = tuple(j * s for j, s in zip(jump, stride))
-    return new_field, new_jump  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -613,6 +589,6 @@ def report_from_checkpoint(checkpoint: str | os.PathLike, image: str | os.PathLi
 
 __all__ = [
     "LayerActivation", "LayerDescription", "Report", "ReportLayer", "describe_layers", "explainer_names",
-    "format_layer_table", "layer_activations", "leaf_layers", "receptive_field_step", "report_from_checkpoint",
+    "format_layer_table", "layer_activations", "leaf_layers", "report_from_checkpoint",
     "softmax", "write_report",
 ]

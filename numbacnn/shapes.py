@@ -111,6 +111,30 @@ def pool_output_size(
     return span // stride + 1
 
 
+def receptive_field_step(field_size: tuple[int, int], jump: tuple[int, int], kernel: tuple[int, int],
+                         stride: tuple[int, int], dilation: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """One layer's effect on the receptive field, per axis (h, w).
+
+    A layer whose outputs are ``jump`` input pixels apart in its input's frame
+    widens the field by ``(effective kernel - 1) * jump``; its own outputs are
+    ``jump * stride`` input pixels apart.
+
+    Parameters
+    ----------
+    field_size, jump : (int, int)
+        Receptive field (input pixels seen by one unit) and jump of the layer's input.
+    kernel, stride, dilation : (int, int)
+
+    Returns
+    -------
+    (field_size, jump) of the layer's output.
+    """
+    new_field = tuple(f + (effective_kernel_size(k, d) - 1) * j
+                      for f, j, k, d in zip(field_size, jump, kernel, dilation))
+    new_jump = tuple(j * s for j, s in zip(jump, stride))
+    return new_field, new_jump  # type: ignore[return-value]
+
+
 def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
     """(before, after) zero padding that keeps the size at stride 1.
 
@@ -512,5 +536,5 @@ __all__ = [
     "ConvExplanation", "Conv2dGeometry", "HyperparameterWarning", "Pool2dGeometry", "ShapeError",
     "check_array", "check_same_dtype", "check_shape", "conv2d_geometry", "conv_output_size",
     "describe", "effective_kernel_size", "explain_conv", "pair", "pool2d_geometry",
-    "pool_output_size", "same_padding",
+    "pool_output_size", "receptive_field_step", "same_padding",
 ]

@@ -8,7 +8,8 @@ import pytest
 
 from numbacnn.cli import main
 from numbacnn.models import tiny_vgg
-from numbacnn.report import describe_layers, explainer_names, leaf_layers, receptive_field_step
+from numbacnn.report import describe_layers, explainer_names, leaf_layers
+from numbacnn.shapes import receptive_field_step
 
 
 def explain(capsys, *argv: str) -> tuple[int, str]:
