@@ -24,7 +24,7 @@ from numbacnn.device import (
     to_host,
 )
 from numbacnn.shapes import HyperparameterWarning
-from numbacnn import functional
+from numbacnn import functional, models, nn, optim
 
 __all__ = [
     "__version__",
@@ -34,6 +34,9 @@ __all__ = [
     "device",
     "device_of",
     "functional",
+    "models",
+    "nn",
+    "optim",
     "get_default_device",
     "set_default_device",
     "synchronize",

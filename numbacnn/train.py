@@ -40,6 +40,7 @@ from numbacnn.optim import SGD, Adam, CosineAnnealingLR, LRScheduler, Optimizer,
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.json"
+CURVES_NAME = "curves.png"
 CHECKPOINT_FORMAT = 1
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
@@ -410,6 +411,16 @@ def prepare_data(config: TrainConfig, normalizer: Normalizer | None = None) -> P
     return PreparedData(train, val, test, normalizer, splits.classes, train_set.image_shape)
 
 
+def _write_curves(path: Path, metrics: dict[str, Any]) -> None:
+    """Loss and accuracy per epoch as a PNG, when matplotlib (the viz extra) is installed."""
+    try:
+        from numbacnn.viz import plot_training_curves
+
+        plot_training_curves(metrics, path)
+    except ImportError:
+        pass  # curves are a bonus; metrics.json holds the same numbers
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(payload, indent=2) + "\n").encode()))
 
@@ -509,6 +520,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
         metrics["mean_images_per_second"] = float(np.mean([h["images_per_second"] for h in history]))
     if out_dir is not None:
         _write_json(out_dir / METRICS_NAME, metrics)
+        _write_curves(out_dir / CURVES_NAME, metrics)
     if log:
         log(f"test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}, {test['images']:,} images)")
     return metrics

@@ -60,11 +60,19 @@ def test_fit_writes_metrics_and_checkpoint(full_run):
     for record in on_disk["history"]:
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds", "images_per_second"):
             assert np.isfinite(record[key]), key
+
     assert metrics["history"][1]["train_loss"] < metrics["history"][0]["train_loss"] * 1.5
     ckpt = load_checkpoint(out / CHECKPOINT_NAME)
     assert ckpt.epoch == 2 and ckpt.config.epochs == 2 and ckpt.classes == tuple("0123456789")
     assert ckpt.optimizer_state["type"] == "SGD" and ckpt.optimizer_state["step_count"] == 2 * 5
     assert not list(out.glob("*.tmp"))
+
+
+def test_fit_draws_training_curves_when_matplotlib_is_installed(full_run):
+    pytest.importorskip("matplotlib")
+    out, _ = full_run
+    curves = out / "curves.png"
+    assert curves.exists() and curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_same_seed_gives_identical_metrics(idx_dir, full_run, tmp_path):
