@@ -173,7 +173,10 @@ def machine_description(torch) -> str:
             f"torch {torch.get_num_threads()}\n"
             f"Python {platform.python_version()}, numba {numba.__version__}, numpy {np.__version__}, "
             f"torch {torch.__version__}, numbacnn {numbacnn.__version__}\n"
-            f"load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+            f"load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
+            # both libraries use GNU OpenMP in one process, so both run under this setting
+            # (numbacnn sets 10000 unless the user chose; libgomp's own default is 300000)
+            f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')} for both libraries")
 
 
 def first_call_times() -> tuple[float, float]:

@@ -11,8 +11,19 @@ Public surface::
     numbacnn.to_host(y)                     # -> NumPy
 """
 
-from numbacnn._version import __version__
-from numbacnn.device import (
+import os as _os
+
+# Numba's OpenMP threading layer makes idle workers spin for a long time (libgomp's
+# default) after each parallel loop. numbacnn launches many short parallel kernels per
+# training step; on a machine where anything else runs, spinning workers steal the
+# cores those kernels need, and one step took 30x longer (456 ms instead of 14 ms,
+# measured on 2 cores with two busy processes). A short spin keeps the idle-machine
+# speed and degrades gracefully under load. Set before Numba loads libgomp; a value
+# the user set wins.
+_os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+from numbacnn._version import __version__  # noqa: E402
+from numbacnn.device import (  # noqa: E402
     DeviceError,
     cuda_available,
     device,
@@ -23,8 +34,8 @@ from numbacnn.device import (
     to_device,
     to_host,
 )
-from numbacnn.shapes import HyperparameterWarning
-from numbacnn import functional, models, nn, optim
+from numbacnn.shapes import HyperparameterWarning  # noqa: E402
+from numbacnn import functional, models, nn, optim  # noqa: E402
 
 __all__ = [
     "__version__",

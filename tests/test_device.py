@@ -44,3 +44,17 @@ def test_round_trip_keeps_values_and_dtype(device, rng):
 def test_device_of_rejects_non_arrays():
     with pytest.raises(TypeError, match="list"):
         numbacnn.device_of([1.0])
+
+
+def test_import_bounds_openmp_spinning_unless_the_user_chose(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    probe = "import os, numbacnn; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    default = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert default.stdout.strip() == "10000"
+    chosen = subprocess.run([sys.executable, "-c", probe], env={**env, "GOMP_SPINCOUNT": "5"},
+                            capture_output=True, text=True, check=True)
+    assert chosen.stdout.strip() == "5"
