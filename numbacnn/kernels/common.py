@@ -43,3 +43,70 @@ def is_new_max(value, best):
     row-major order; a NaN always wins and then stays (as in PyTorch), so a NaN in
     the window shows up in the output."""
     return value > best or math.isnan(value)
+
+
+@numba.jit(nopython=True, inline="always")
+def window_argmax(x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                  dilation_h, dilation_w):
+    """(row, col, value) of max-pooling window (oh, ow)'s first maximum in x (N, C, H, W).
+
+    Taps outside the image are -inf padding and skipped; row is -1 (value -inf) when
+    the whole window is padding. The comparison is :func:`is_new_max`, so both
+    backends agree bit for bit on which element wins.
+    """
+    in_height, in_width = x.shape[2], x.shape[3]
+    best_row = -1
+    best_col = -1
+    best = x.dtype.type(-math.inf)  # in x's dtype: no float64 compares in float32 GPU code
+    for kh in range(kernel_h):
+        ih = oh * stride_h - pad_h + kh * dilation_h
+        if ih < 0 or ih >= in_height:
+            continue
+        for kw in range(kernel_w):
+            iw = ow * stride_w - pad_w + kw * dilation_w
+            if iw < 0 or iw >= in_width:
+                continue
+            value = x[n, c, ih, iw]
+            if best_row < 0 or is_new_max(value, best):
+                best = value
+                best_row = ih
+                best_col = iw
+    return best_row, best_col, best
+
+
+@numba.jit(nopython=True, inline="always")
+def sgd_update(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov):
+    """One element of PyTorch's SGD, in float64: returns (new param, new velocity).
+
+    The velocity is only meaningful when ``momentum != 0`` (see kernels/cpu/optim.py).
+    """
+    g = grad * 1.0 + weight_decay * param
+    new_velocity = velocity * 1.0
+    if momentum != 0.0:
+        new_velocity = momentum * velocity + (1.0 - dampening) * g
+        if nesterov:
+            g = g + momentum * new_velocity
+        else:
+            g = new_velocity
+    return param - lr * g, new_velocity
+
+
+@numba.jit(nopython=True, inline="always")
+def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled,
+                step_size, sqrt_bias_correction2):
+    """One element of PyTorch's Adam / AdamW, in float64: returns (param, exp_avg, exp_avg_sq).
+
+    ``step_size = lr / bias_correction1`` and ``sqrt_bias_correction2`` are computed
+    once per kernel call by the caller.
+    """
+    p = param * 1.0
+    g = grad * 1.0
+    if decoupled:
+        # AdamW: decay the weight itself, outside the adaptive scaling
+        p = p * (1.0 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    m = beta1 * exp_avg + (1.0 - beta1) * g
+    v = beta2 * exp_avg_sq + (1.0 - beta2) * g * g
+    denom = math.sqrt(v) / sqrt_bias_correction2 + eps
+    return p - step_size * m / denom, m, v

@@ -51,44 +51,30 @@ import math
 
 from numba import njit, prange
 
+from numbacnn.kernels.common import adam_update, sgd_update
+
 
 @njit(parallel=True, cache=True)
 def sgd_step(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov):
     # param, grad: (n,) updated / read; velocity: (n,) momentum buffer, used when momentum != 0
-    n = param.shape[0]
-    for i in prange(n):
-        g = grad[i] + weight_decay * param[i]
+    for i in prange(param.shape[0]):
+        new_param, new_velocity = sgd_update(param[i], grad[i], velocity[i], lr, momentum, dampening,
+                                             weight_decay, nesterov)
+        param[i] = new_param
         if momentum != 0.0:
-            v = momentum * velocity[i] + (1.0 - dampening) * g
-            velocity[i] = v
-            if nesterov:
-                g = g + momentum * v
-            else:
-                g = v
-        param[i] = param[i] - lr * g
+            velocity[i] = new_velocity
 
 
 @njit(parallel=True, cache=True)
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled,
               bias_correction1, bias_correction2):
     # param, grad, exp_avg (first moment), exp_avg_sq (second moment): all (n,)
-    n = param.shape[0]
     step_size = lr / bias_correction1
-    sqrt_bc2 = math.sqrt(bias_correction2)
-    for i in prange(n):
-        p = param[i]
-        g = grad[i]
-        if decoupled:
-            # AdamW: decay the weight itself, outside the adaptive scaling
-            p = p * (1.0 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
-        m = beta1 * exp_avg[i] + (1.0 - beta1) * g
-        v = beta2 * exp_avg_sq[i] + (1.0 - beta2) * g * g
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        denom = math.sqrt(v) / sqrt_bc2 + eps
-        param[i] = p - step_size * m / denom
+    sqrt_bias_correction2 = math.sqrt(bias_correction2)
+    for i in prange(param.shape[0]):
+        param[i], exp_avg[i], exp_avg_sq[i] = adam_update(
+            param[i], grad[i], exp_avg[i], exp_avg_sq[i], lr, beta1, beta2, eps, weight_decay, decoupled,
+            step_size, sqrt_bias_correction2)
 
 
 @njit(parallel=True, cache=True)

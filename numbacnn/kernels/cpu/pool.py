@@ -23,7 +23,7 @@ kernels.
 import numpy as np
 from numba import njit, prange
 
-from numbacnn.kernels.common import is_new_max
+from numbacnn.kernels.common import is_new_max, window_argmax
 
 # no 'nnan' / 'ninf': NaN comparisons must keep their meaning (a NaN wins the window)
 FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
@@ -117,30 +117,6 @@ def max_pool2x2_backward(dx, dout, x):
                     dx[n, c, 2 * oh + row, 2 * ow + 1] = grad if winner[ow] == 2 * row + 1 else 0
 
 
-@njit(inline="always")
-def _window_argmax(x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                   dilation_h, dilation_w):
-    """(row, col, value) of the window's first maximum; row -1 if the window is all padding."""
-    in_height, in_width = x.shape[2], x.shape[3]
-    best_row = -1
-    best_col = -1
-    best = -np.inf
-    for kh in range(kernel_h):
-        ih = oh * stride_h - pad_h + kh * dilation_h
-        if ih < 0 or ih >= in_height:
-            continue
-        for kw in range(kernel_w):
-            iw = ow * stride_w - pad_w + kw * dilation_w
-            if iw < 0 or iw >= in_width:
-                continue
-            value = x[n, c, ih, iw]
-            if best_row < 0 or is_new_max(value, best):
-                best = value
-                best_row = ih
-                best_col = iw
-    return best_row, best_col, best
-
-
 @njit(parallel=True, cache=True)
 def max_pool2d_forward_general(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
     """out[n, c, oh, ow] = max of x over window (oh, ow)."""
@@ -150,7 +126,7 @@ def max_pool2d_forward_general(out, x, kernel_h, kernel_w, stride_h, stride_w, p
         c = plane % channels
         for oh in range(out_height):
             for ow in range(out_width):
-                best_row, best_col, best = _window_argmax(
+                best_row, best_col, best = window_argmax(
                     x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                     dilation_h, dilation_w)
                 out[n, c, oh, ow] = best
@@ -165,7 +141,7 @@ def max_pool2d_backward_general(dx, dout, x, kernel_h, kernel_w, stride_h, strid
         c = plane % channels
         for oh in range(out_height):
             for ow in range(out_width):
-                best_row, best_col, best = _window_argmax(
+                best_row, best_col, best = window_argmax(
                     x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                     dilation_h, dilation_w)
                 if best_row >= 0:

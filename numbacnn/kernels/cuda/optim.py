@@ -13,6 +13,7 @@ import math
 
 from numba import cuda
 
+from numbacnn.kernels.common import adam_update, sgd_update
 from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
 
 OPTIM_THREADS = 8 if SIMULATOR else 256
@@ -23,15 +24,11 @@ OPTIM_MAX_BLOCKS = 2 if SIMULATOR else 4096
 def sgd_step_kernel(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov):
     # param (n,) updated; grad (n,); velocity (n,) momentum buffer, read and written when momentum != 0
     for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
-        g = grad[i] + weight_decay * param[i]
+        new_param, new_velocity = sgd_update(param[i], grad[i], velocity[i], lr, momentum, dampening,
+                                             weight_decay, nesterov)
+        param[i] = new_param
         if momentum != 0.0:
-            v = momentum * velocity[i] + (1.0 - dampening) * g
-            velocity[i] = v
-            if nesterov:
-                g = g + momentum * v
-            else:
-                g = v
-        param[i] = param[i] - lr * g
+            velocity[i] = new_velocity
 
 
 @cuda.jit
@@ -39,21 +36,14 @@ def adam_step_kernel(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, we
                      bias_correction1, bias_correction2):
     # param (n,) updated; grad (n,); exp_avg, exp_avg_sq (n,) first and second moments, updated
     step_size = lr / bias_correction1
-    sqrt_bc2 = math.sqrt(bias_correction2)
+    sqrt_bias_correction2 = math.sqrt(bias_correction2)
     for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
-        p = param[i] * 1.0  # float64 arithmetic, as on the CPU
-        g = grad[i] * 1.0
-        if decoupled:
-            # AdamW: decay the weight itself, outside the adaptive scaling
-            p = p * (1.0 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
-        m = beta1 * exp_avg[i] + (1.0 - beta1) * g
-        v = beta2 * exp_avg_sq[i] + (1.0 - beta2) * g * g
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        denom = math.sqrt(v) / sqrt_bc2 + eps
-        param[i] = p - step_size * m / denom
+        new_param, new_exp_avg, new_exp_avg_sq = adam_update(
+            param[i], grad[i], exp_avg[i], exp_avg_sq[i], lr, beta1, beta2, eps, weight_decay, decoupled,
+            step_size, sqrt_bias_correction2)
+        param[i] = new_param
+        exp_avg[i] = new_exp_avg
+        exp_avg_sq[i] = new_exp_avg_sq
 
 
 @cuda.jit

@@ -19,39 +19,19 @@ atomics and the sums are the same, bitwise, on every run.
 
 from __future__ import annotations
 
-import math
 
 from numba import cuda
 
-from numbacnn.kernels.common import is_new_max
+from numbacnn.kernels.common import window_argmax as _window_argmax_source
 from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
 
 POOL_THREADS = 8 if SIMULATOR else 256
 POOL_MAX_BLOCKS = 2 if SIMULATOR else 65535
 
 
-@cuda.jit(device=True)
-def window_argmax(x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
-    """(row, col, value) of window (oh, ow)'s first maximum in x (N, C, H, W);
-    row -1 (and value -inf) when the window is all padding."""
-    in_height, in_width = x.shape[2], x.shape[3]
-    best_row = -1
-    best_col = -1
-    best = x.dtype.type(-math.inf)
-    for kh in range(kernel_h):
-        ih = oh * stride_h - pad_h + kh * dilation_h
-        if ih < 0 or ih >= in_height:
-            continue
-        for kw in range(kernel_w):
-            iw = ow * stride_w - pad_w + kw * dilation_w
-            if iw < 0 or iw >= in_width:
-                continue
-            value = x[n, c, ih, iw]
-            if best_row < 0 or is_new_max(value, best):
-                best = value
-                best_row = ih
-                best_col = iw
-    return best_row, best_col, best
+# The CPU backend's window scan, compiled from the same Python source as a CUDA device
+# function (the simulator cannot pass its arrays into a CPU-compiled helper).
+window_argmax = cuda.jit(device=True)(_window_argmax_source.py_func)
 
 
 @cuda.jit
