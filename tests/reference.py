@@ -31,26 +31,33 @@ def conv_pads(kernel, dilation, padding, stride=(1, 1)):
     return (ph, ph), (pw, pw)
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """y (N, F, OH, OW) in float64: cross-correlation of the zero-padded input."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
+def _conv_taps(x, w, stride, padding, dilation, groups):
+    """The zero-padded input, the top/left padding, and one entry per (group, kernel
+    tap): (input channels, filters, kh, kw, padded rows, padded columns) that the tap
+    multiplies, as slices of the padded input."""
     sh, sw = _pair(stride)
     dh, dw = _pair(dilation)
-    n, c, h, wd = x.shape
+    _, _, h, wd = x.shape
     f, cg, kh_size, kw_size = w.shape
     (pt, pb), (pl, pr) = conv_pads((kh_size, kw_size), (dh, dw), padding)
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     oh = (h + pt + pb - dh * (kh_size - 1) - 1) // sh + 1
     ow = (wd + pl + pr - dw * (kw_size - 1) - 1) // sw + 1
     fg = f // groups
-    y = np.zeros((n, f, oh, ow))
-    for g in range(groups):
-        xs = xp[:, g * cg:(g + 1) * cg]
-        for kh in range(kh_size):
-            for kw in range(kw_size):
-                patch = xs[:, :, kh * dh: kh * dh + sh * (oh - 1) + 1: sh, kw * dw: kw * dw + sw * (ow - 1) + 1: sw]
-                y[:, g * fg:(g + 1) * fg] += np.einsum("nchw,fc->nfhw", patch, w[g * fg:(g + 1) * fg, :, kh, kw])
+    taps = [(slice(g * cg, (g + 1) * cg), slice(g * fg, (g + 1) * fg), kh, kw,
+             slice(kh * dh, kh * dh + sh * (oh - 1) + 1, sh), slice(kw * dw, kw * dw + sw * (ow - 1) + 1, sw))
+            for g in range(groups) for kh in range(kh_size) for kw in range(kw_size)]
+    return xp, (pt, pl), (oh, ow), taps
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """y (N, F, OH, OW) in float64: cross-correlation of the zero-padded input."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    xp, _, (oh, ow), taps = _conv_taps(x, w, stride, padding, dilation, groups)
+    y = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for channels, filters, kh, kw, rows, cols in taps:
+        y[:, filters] += np.einsum("nchw,fc->nfhw", xp[:, channels, rows, cols], w[filters, :, kh, kw])
     if b is not None:
         y += np.asarray(b, np.float64)[None, :, None, None]
     return y
@@ -61,27 +68,13 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1):
     gy = np.asarray(gy, np.float64)
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
-    sh, sw = _pair(stride)
-    dh, dw = _pair(dilation)
-    n, c, h, wd = x.shape
-    f, cg, kh_size, kw_size = w.shape
-    (pt, pb), (pl, pr) = conv_pads((kh_size, kw_size), (dh, dw), padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    xp, (pt, pl), _, taps = _conv_taps(x, w, stride, padding, dilation, groups)
     gxp = np.zeros_like(xp)
     gw = np.zeros_like(w)
-    oh, ow = gy.shape[2], gy.shape[3]
-    fg = f // groups
-    for g in range(groups):
-        gyg = gy[:, g * fg:(g + 1) * fg]
-        for kh in range(kh_size):
-            for kw in range(kw_size):
-                rows = slice(kh * dh, kh * dh + sh * (oh - 1) + 1, sh)
-                cols = slice(kw * dw, kw * dw + sw * (ow - 1) + 1, sw)
-                patch = xp[:, g * cg:(g + 1) * cg, rows, cols]
-                gw[g * fg:(g + 1) * fg, :, kh, kw] = np.einsum("nfhw,nchw->fc", gyg, patch)
-                gxp[:, g * cg:(g + 1) * cg, rows, cols] += np.einsum(
-                    "nfhw,fc->nchw", gyg, w[g * fg:(g + 1) * fg, :, kh, kw])
-    gx = gxp[:, :, pt:pt + h, pl:pl + wd]
+    for channels, filters, kh, kw, rows, cols in taps:
+        gw[filters, :, kh, kw] = np.einsum("nfhw,nchw->fc", gy[:, filters], xp[:, channels, rows, cols])
+        gxp[:, channels, rows, cols] += np.einsum("nfhw,fc->nchw", gy[:, filters], w[filters, :, kh, kw])
+    gx = gxp[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]]
     return gx, gw, gy.sum(axis=(0, 2, 3))
 
 
