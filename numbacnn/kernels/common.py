@@ -8,6 +8,12 @@ import math
 
 import numba
 
+# Fast-math flags for the CPU kernels: FMA contraction and reassociation let LLVM fuse
+# multiply-adds and vectorise reductions. 'nnan' and 'ninf' are left out on purpose:
+# a NaN or Inf in an input must still reach the output, and max pooling's NaN rule
+# (is_new_max) must keep its meaning.
+FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
+
 
 @numba.jit(nopython=True, inline="always")
 def window_start(out_index, stride, pad):

@@ -31,9 +31,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from numbacnn.kernels.common import end_valid_output, first_valid_output
-from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, FASTMATH, correlation_kernel, fast_path_applies,
-                                             pad_images, weight_gradient_kernel)
+from numbacnn.kernels.common import FASTMATH, end_valid_output, first_valid_output
+from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, correlation_kernel, fast_path_applies, pad_images,
+                                             weight_gradient_kernel)
 
 
 def _zero_padded(src, pad_top, pad_left, out_height, out_width, kernel_h, kernel_w):
@@ -222,7 +222,6 @@ def conv2d_backward_bias(db, dout):
                     row_sum += dout[n, f, oh, ow]
                 total += row_sum
         db[f] = total
-
 
 
 class _CacheStats:

@@ -25,7 +25,8 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, prange
 
-FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
+from numbacnn.kernels.common import FASTMATH
+
 
 # Register blocking: the forward kernel's inner loop (2 rows x a block of filters x
 # kernel_h * kernel_w taps, one FMA each) must stay within LLVM's unrolling budget,
@@ -187,7 +188,7 @@ def weight_gradient_kernel(filters, kernel_h, kernel_w):
         batch, _, out_height, out_width = dout.shape
         channels = x.shape[1]
         total_rows = batch * out_height
-        zero = np.zeros(1, dout.dtype)[0]  # the row sums' type: float32 for float32 data
+        zero = dout.dtype.type(0)  # the row sums' type: float32 for float32 data
         for chunk in prange(chunks):
             for row in range(chunk * total_rows // chunks, (chunk + 1) * total_rows // chunks):
                 n = row // out_height

@@ -15,7 +15,7 @@ it the forward runs one multiply-add at a time); it keeps NaN/Inf semantics.
 
 from numba import njit, prange
 
-FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
+from numbacnn.kernels.common import FASTMATH
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

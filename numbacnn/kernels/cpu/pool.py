@@ -23,10 +23,8 @@ kernels.
 import numpy as np
 from numba import njit, prange
 
-from numbacnn.kernels.common import is_new_max, window_argmax
+from numbacnn.kernels.common import FASTMATH, is_new_max, window_argmax
 
-# no 'nnan' / 'ninf': NaN comparisons must keep their meaning (a NaN wins the window)
-FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
 
 
 def _is_plain_2x2(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
