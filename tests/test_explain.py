@@ -147,6 +147,8 @@ def test_explain_model_padding_one_keeps_sizes(capsys):
 
 @pytest.mark.parametrize("argv, exit_code, text", [
     (["--image-size", "8"], 1, "impossible: tiny_vgg(image_size=8"),
+    # max_pool_1 also slides asymmetrically here, but what makes it impossible is conv_2_1's 1x1 input
+    (["--image-size", "7"], 1, "layer conv_2_1 gets a 1x1 input"),
     (["--filters", "0"], 2, "--filters must be >= 1"),
     (["--padding", "-1"], 2, "--padding must be >= 0"),
 ])

@@ -224,19 +224,16 @@ def run_model(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     input_shape = (1, args.in_channels, args.image_size, args.image_size)
     print(f"Tiny VGG: {', '.join(f'{k}={v}' for k, v in settings.items())}")
-    refusal = None
     try:
-        model = tiny_vgg(**settings)
+        # strict=False builds an asymmetric slide too, so the table can show where it
+        # happens; it refuses only a layer whose output would be below 1x1, and names it
+        model = tiny_vgg(**settings, strict=False)
     except ValueError as exc:
-        refusal = str(exc)
-        try:
-            # strict=False builds an asymmetric slide so the table can show where it happens
-            model = tiny_vgg(**settings, strict=False)
-        except ValueError:  # some layer's output would be below 1x1: the refusal names it
-            print(f"impossible: {refusal}")
-            return EXIT_IMPOSSIBLE
-    print(format_layer_table(describe_layers(model, input_shape), input_shape))
-    if refusal:
+        print(f"impossible: {exc}")
+        return EXIT_IMPOSSIBLE
+    described = describe_layers(model, input_shape)
+    print(format_layer_table(described, input_shape))
+    if not all(layer.symmetric for layer in described):
         # The asymmetric layers are explained above; say only what building it takes.
         print("\ntiny_vgg refuses this combination; tiny_vgg(..., strict=False) builds it anyway, and the "
               "layers flagged above then warn with HyperparameterWarning on their first forward.")
