@@ -25,8 +25,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from numbacnn.data import Normalizer, load_image
 from numbacnn.device import to_device, to_host
-from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU
+from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, leaf_layers
 from numbacnn.shapes import ConvExplanation, explain_conv, receptive_field_step
 
 INDEX_NAME = "index.html"
@@ -39,33 +40,6 @@ MAP_LAYERS = (Conv2d, ReLU, MaxPool2d)
 # --------------------------------------------------------------------------- #
 # walking a model
 # --------------------------------------------------------------------------- #
-
-
-def leaf_layers(model: Module, prefix: str = "") -> list[tuple[str, Module]]:
-    """Layers without sub-modules, with dotted names, in forward order.
-
-    The report runs these one after another, which is what a (nested)
-    ``Sequential`` does; a container with its own ``forward`` logic is refused.
-
-    Raises
-    ------
-    TypeError
-        A module with children is not a Sequential (its order of calls is unknown).
-    """
-    from numbacnn.nn import Sequential
-
-    children = list(model._modules.items())
-    if not children:
-        return [(prefix or type(model).__name__, model)]
-    if not isinstance(model, Sequential):
-        raise TypeError(
-            f"report: {prefix or 'the model'} is a {type(model).__name__} with sub-modules; layer-by-layer "
-            f"reports need (nested) Sequential containers, whose forward is just their layers in order"
-        )
-    leaves = []
-    for name, child in children:
-        leaves.extend(leaf_layers(child, f"{prefix}.{name}" if prefix else name))
-    return leaves
 
 
 def explainer_names(layers: Sequence[Module]) -> list[str]:
@@ -411,8 +385,9 @@ def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, c
     parameters = model.parameters()
     dtype = np.dtype(dtype or (parameters[0].dtype if parameters else np.float32))
     batch = pixels[None]
-    x_host = normalizer(batch, dtype) if normalizer is not None else (batch.astype(dtype) / dtype.type(255))
-    activations, logits = layer_activations(model, to_device(np.ascontiguousarray(x_host), model.device))
+    normalizer = normalizer or Normalizer.scale_only(pixels.shape[0])  # plain x / 255 without one
+    x_host = normalizer(batch, dtype)
+    activations, logits = layer_activations(model, to_device(x_host, model.device))
     classes = tuple(classes)
     if len(classes) != logits.size:
         raise ValueError(f"write_report: {len(classes)} class names for a model with {logits.size} outputs")
@@ -571,7 +546,6 @@ def report_from_checkpoint(checkpoint: str | os.PathLike, image: str | os.PathLi
     -------
     Report
     """
-    from numbacnn.data import load_image
     from numbacnn.train import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
@@ -589,6 +563,6 @@ def report_from_checkpoint(checkpoint: str | os.PathLike, image: str | os.PathLi
 
 __all__ = [
     "LayerActivation", "LayerDescription", "Report", "ReportLayer", "describe_layers", "explainer_names",
-    "format_layer_table", "layer_activations", "leaf_layers", "report_from_checkpoint",
+    "format_layer_table", "layer_activations", "report_from_checkpoint",
     "softmax", "write_report",
 ]

@@ -114,7 +114,7 @@ def coverage_counts(explanation: ConvExplanation) -> np.ndarray:
     (k_h, k_w), (d_h, d_w) = explanation.kernel_size, explanation.dilation
     counts = np.zeros((in_h + 2 * pad_h, in_w + 2 * pad_w), dtype=np.int64)
     for top, left in kernel_positions(explanation):
-        counts[top:top + d_h * (k_h - 1) + 1:d_h, left:left + d_w * (k_w - 1) + 1:d_w] += 1
+        counts[top:top + effective_kernel_size(k_h, d_h):d_h, left:left + effective_kernel_size(k_w, d_w):d_w] += 1
     return counts
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from numbacnn.cli import main
 from numbacnn.models import tiny_vgg
-from numbacnn.report import describe_layers, explainer_names, leaf_layers
+from numbacnn.nn import leaf_layers
+from numbacnn.report import describe_layers, explainer_names
 from numbacnn.shapes import receptive_field_step
 
 

@@ -16,7 +16,8 @@ import pytest
 from numbacnn.cli import main
 from numbacnn.models import tiny_vgg
 from numbacnn.nn import Conv2d, Linear, Module, ReLU, Sequential
-from numbacnn.report import INDEX_NAME, layer_activations, leaf_layers, softmax
+from numbacnn.nn import leaf_layers
+from numbacnn.report import INDEX_NAME, layer_activations, softmax
 from numbacnn.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
 from test_data import write_fake_idx_dataset
 

@@ -11,8 +11,8 @@ Example
 """
 
 from numbacnn.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, as_rng
-from numbacnn.nn.module import Module, Parameter, Sequential
+from numbacnn.nn.module import Module, Parameter, Sequential, leaf_layers
 from numbacnn.nn.summary import summary
 
 __all__ = ["Conv2d", "Flatten", "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential",
-           "as_rng", "summary"]
+           "as_rng", "leaf_layers", "summary"]

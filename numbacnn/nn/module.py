@@ -315,3 +315,30 @@ class Sequential(Module):
             total += layer.flops(shape)
             shape = layer.output_shape(shape)
         return total
+
+
+def leaf_layers(model: Module, prefix: str = "") -> list[tuple[str, Module]]:
+    """Layers without sub-modules, with dotted names, in forward order.
+
+    Layer-by-layer walks (``summary``, the explain report) run these one after
+    another, which is what a (nested) ``Sequential`` does; a container with its own
+    ``forward`` logic is refused.
+
+    Raises
+    ------
+    TypeError
+        A module with children is not a Sequential (its order of calls is unknown).
+    """
+    children = list(model._modules.items())
+    if not children:
+        return [(prefix or type(model).__name__, model)]
+    if not isinstance(model, Sequential):
+        raise TypeError(
+            f"{prefix or 'the model'} is a {type(model).__name__} with sub-modules; layer-by-layer walks "
+            f"(summary, the explain report) need (nested) Sequential containers, whose forward is just "
+            f"their layers in order"
+        )
+    leaves = []
+    for name, child in children:
+        leaves.extend(leaf_layers(child, f"{prefix}.{name}" if prefix else name))
+    return leaves

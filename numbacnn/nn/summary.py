@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
-if TYPE_CHECKING:
-    from numbacnn.nn.module import Module
-
-
-def _leaf_layers(model: "Module", prefix: str = "") -> list[tuple[str, "Module"]]:
-    """Modules without children, with dotted names, in forward order."""
-    if not model._modules:
-        return [(prefix or type(model).__name__, model)]
-    leaves = []
-    for name, child in model._modules.items():
-        leaves.extend(_leaf_layers(child, f"{prefix}.{name}" if prefix else name))
-    return leaves
+from numbacnn.nn.module import Module, leaf_layers
 
 
 def _format_count(n: int) -> str:
     return f"{n:,}"
 
 
-def summary(model: "Module", input_shape: Sequence[int],
+def summary(model: Module, input_shape: Sequence[int],
             print_fn: Callable[[str], None] | None = print) -> str:
     """Print and return a table: layer, output shape, parameter count, FLOPs.
 
@@ -48,7 +37,7 @@ def summary(model: "Module", input_shape: Sequence[int],
         shape = (1,) + shape
     rows = [("input", "", str(shape), "", "")]
     total_params = total_flops = 0
-    for name, layer in _leaf_layers(model):
+    for name, layer in leaf_layers(model):
         flops = layer.flops(shape)
         shape = layer.output_shape(shape)
         params = sum(p.size for p in layer.parameters())
