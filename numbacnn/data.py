@@ -418,7 +418,11 @@ class Normalizer:
             raise ValueError(f"Normalizer: images have {images.shape[1]} channels, expected {len(self.mean)}")
         scale = (1.0 / (255.0 * np.asarray(self.std))).astype(dtype).reshape(1, -1, 1, 1)
         shift = (np.asarray(self.mean) / np.asarray(self.std)).astype(dtype).reshape(1, -1, 1, 1)
-        return np.ascontiguousarray(images.astype(dtype) * scale - shift)
+        # one C-contiguous copy, then in place: the same arithmetic, no full-size temporaries per batch
+        normalised = images.astype(dtype, order="C")
+        normalised *= scale
+        normalised -= shift
+        return normalised
 
 
 class BatchLoader:

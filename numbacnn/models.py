@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, as_rng
-from numbacnn.shapes import conv_output_size, explain_conv
+from numbacnn.shapes import explain_conv
 
 TINY_VGG_POOL = 2  # CNN Explainer's max pools are 2x2 with stride 2
 
@@ -46,7 +46,7 @@ def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0,
                 f"tiny_vgg(image_size={image_size}, kernel_size={kernel_size}, padding={padding}): "
                 f"layer {name} gets a {size}x{size} input: {explanation.message}"
             )
-        size = conv_output_size(size, k, s, p, p)
+        size = explanation.output_size[0]
         sizes.append((name, size))
     return sizes
 

@@ -45,6 +45,7 @@ CHECKPOINT_FORMAT = 1
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
 NORMALIZATIONS = ("scale", "standardize")
+DTYPES = ("float32", "float64")
 EVAL_BATCH_SIZE = 256
 
 
@@ -91,7 +92,7 @@ class TrainConfig:
             raise ValueError(f"schedule: got {self.schedule!r}, expected one of {SCHEDULES}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize: got {self.normalize!r}, expected one of {NORMALIZATIONS}")
-        if self.dtype not in ("float32", "float64"):
+        if self.dtype not in DTYPES:
             raise ValueError(f"dtype: got {self.dtype!r}, expected 'float32' or 'float64'")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)

@@ -24,15 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, K) logits, computed stably in float64."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def run(args: argparse.Namespace) -> int:
     from numbacnn.data import load_image
+    from numbacnn.report import softmax
     from numbacnn.device import DeviceError, resolve_device, to_device, to_host
     from numbacnn.train import load_checkpoint
 

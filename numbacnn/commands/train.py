@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from numbacnn.data import DATASETS
+from numbacnn.train import DTYPES, NORMALIZATIONS, OPTIMIZERS, SCHEDULES
 
 
 def _defaults():
@@ -33,10 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=None, help=f"number of epochs (default {d.epochs})")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr, help="learning rate")
-    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default=d.optimizer)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     parser.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--schedule", choices=("none", "step", "cosine"), default=d.schedule,
+    parser.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                         help="learning-rate schedule over the epochs")
     parser.add_argument("--seed", type=int, default=d.seed, help="weights, validation split and batch order")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
@@ -50,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="imagefolder: 1 for grey, 3 for RGB")
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
                         help="share of the training set held out for per-epoch validation")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
-    parser.add_argument("--normalize", choices=("scale", "standardize"), default=d.normalize,
+    parser.add_argument("--dtype", choices=DTYPES, default=d.dtype)
+    parser.add_argument("--normalize", choices=NORMALIZATIONS, default=d.normalize,
                         help="standardize: per-channel mean/std of the training images; scale: x/255")
     parser.add_argument("--out", default="runs/tiny_vgg", help="folder for checkpoint.npz and metrics.json")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
