@@ -28,7 +28,7 @@ import numpy as np
 from numbacnn.data import Normalizer, load_image
 from numbacnn.device import to_device, to_host
 from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, leaf_layers
-from numbacnn.shapes import ConvExplanation, explain_conv, receptive_field_step
+from numbacnn.shapes import ConvExplanation, receptive_field_step
 
 INDEX_NAME = "index.html"
 PROBABILITY_BAR_PIXELS = 150  # width of a 100% bar; keeps input, prediction and kernels on one row at 1200 px
@@ -69,21 +69,6 @@ def explainer_names(layers: Sequence[Module]) -> list[str]:
         else:
             names.append(type(layer).__name__.lower())
     return names
-
-
-def _slide_of(layer: Module, input_hw: tuple[int, int]) -> ConvExplanation | None:
-    """How the layer's kernel slides over an input of ``input_hw``; None for layers
-    without a sliding kernel (and for "same" padding, which never drops pixels)."""
-    if isinstance(layer, Conv2d):
-        if layer.padding == "same":
-            return None
-        padding = (0, 0) if layer.padding == "valid" else layer.padding
-        return explain_conv(input_hw, layer.kernel_size, layer.stride, padding, layer.dilation)
-    if isinstance(layer, MaxPool2d):
-        if layer.ceil_mode:  # a partial last window covers the remainder
-            return None
-        return explain_conv(input_hw, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
-    return None
 
 
 @dataclass(frozen=True)
@@ -147,7 +132,7 @@ def describe_layers(model: Module, input_shape: Sequence[int]) -> list[LayerDesc
     jump = (1, 1)
     described = []
     for (name, layer), explainer_name in zip(layers, names):
-        slide = _slide_of(layer, (shape[2], shape[3])) if len(shape) == 4 else None
+        slide = layer.slide((shape[2], shape[3])) if len(shape) == 4 else None
         flops = layer.flops(shape)
         shape = tuple(layer.output_shape(shape))
         if isinstance(layer, (Conv2d, MaxPool2d)) and field_size is not None:

@@ -18,6 +18,7 @@ import numbacnn.functional as F
 from numbacnn.device import get_default_device, resolve_device, to_device
 from numbacnn.nn.module import Module, Parameter
 from numbacnn.shapes import (
+    ConvExplanation,
     HyperparameterWarning,
     conv2d_geometry,
     explain_conv,
@@ -58,17 +59,19 @@ def _check_positive_int(value: Any, name: str, layer: str) -> int:
     return int(value)
 
 
-def _warn_if_asymmetric(layer: Module, input_hw: tuple[int, int], kernel: tuple[int, int],
-                        stride: tuple[int, int], padding: tuple[int, int],
-                        dilation: tuple[int, int]) -> None:
+def _warn_if_asymmetric(layer: Module, x: Any) -> None:
     """CNN Explainer's stride lesson: warn (once per layer) when the kernel does not
-    slide symmetrically over this input, i.e. border rows/columns are dropped."""
+    slide symmetrically over this input x (N, C, H, W), i.e. border rows/columns are
+    dropped."""
+    if len(x.shape) != 4:
+        return  # the functional op reports the wrong rank
+    input_hw = (int(x.shape[2]), int(x.shape[3]))
     if layer._warned or input_hw in layer._checked_sizes:
         return
     layer._checked_sizes.add(input_hw)
-    explanation = explain_conv(input_hw, kernel, stride, padding, dilation)
+    explanation = layer.slide(input_hw)
     # A kernel that does not fit at all is the functional op's error to raise.
-    if not explanation.symmetric and min(explanation.output_size) >= 1:
+    if explanation is not None and not explanation.symmetric and min(explanation.output_size) >= 1:
         layer._warned = True
         warnings.warn(f"{type(layer).__name__}: {explanation.message}", HyperparameterWarning, stacklevel=3)
 
@@ -137,12 +140,16 @@ class Conv2d(Module):
     def _hyper(self) -> dict[str, Any]:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
+    def slide(self, input_hw: tuple[int, int]) -> ConvExplanation | None:
+        """See :meth:`Module.slide`; "same" padding never drops pixels (None)."""
+        if self.padding == "same":
+            return None
+        padding = (0, 0) if self.padding == "valid" else self.padding
+        return explain_conv(input_hw, self.kernel_size, self.stride, padding, self.dilation)
+
     def forward(self, x: Any) -> Any:
         """x (N, C, H, W) -> (N, F, HO, WO); caches x in training mode."""
-        if len(x.shape) == 4 and self.padding != "same":
-            padding = (0, 0) if self.padding == "valid" else self.padding
-            _warn_if_asymmetric(self, (int(x.shape[2]), int(x.shape[3])), self.kernel_size, self.stride,
-                                padding, self.dilation)
+        _warn_if_asymmetric(self, x)
         y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, **self._hyper())
         self._x = x if self.training else None
         return y
@@ -222,11 +229,15 @@ class MaxPool2d(Module):
     def _hyper(self) -> dict[str, Any]:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode)
 
+    def slide(self, input_hw: tuple[int, int]) -> ConvExplanation | None:
+        """See :meth:`Module.slide`; with ``ceil_mode`` a partial last window covers
+        the remainder, so nothing is dropped (None)."""
+        if self.ceil_mode:
+            return None
+        return explain_conv(input_hw, self.kernel_size, self.stride, self.padding, self.dilation)
+
     def forward(self, x: Any) -> Any:
-        # ceil_mode adds a partial last window, so nothing is dropped: no warning then.
-        if len(x.shape) == 4 and not self.ceil_mode:
-            _warn_if_asymmetric(self, (int(x.shape[2]), int(x.shape[3])), self.kernel_size, self.stride,
-                                self.padding, self.dilation)
+        _warn_if_asymmetric(self, x)
         y = F.max_pool2d(x, self.kernel_size, **self._hyper())
         self._x = x if self.training else None
         return y

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from numbacnn.device import backend, device_of, resolve_device, to_device, to_host
+from numbacnn.shapes import ConvExplanation
 
 
 class Parameter:
@@ -123,6 +124,12 @@ class Module:
     def flops(self, input_shape: tuple[int, ...]) -> int:
         """Floating-point operations of one forward pass (a multiply-add counts 2)."""
         return 0
+
+    def slide(self, input_hw: tuple[int, int]) -> ConvExplanation | None:
+        """How this layer's kernel slides over an (H, W) input
+        (:func:`numbacnn.shapes.explain_conv`); None for layers without a sliding
+        kernel, or whose padding means no border pixel can be dropped."""
+        return None
 
     # ------------------------------------------------------------------ traversal
     def children(self) -> Iterator["Module"]:
