@@ -15,6 +15,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 import numbacnn.functional as F
+from numbacnn.models import tiny_vgg
+from numbacnn.optim import SGD
 
 BATCHES = [1, 32, 128]
 DTYPES = ["float32", "float64"]
@@ -144,48 +146,20 @@ def training_step_flops(batch: int) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def training_stack_available() -> bool:
-    try:
-        from numbacnn.models import tiny_vgg  # noqa: F401
-        from numbacnn.optim import SGD  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class TinyVGGStep:
     """One Tiny VGG training step (forward, loss, backward, SGD update) and one
-    inference pass on a fixed batch of 64x64x3 images.
-
-    Uses ``numbacnn.models.tiny_vgg`` and ``numbacnn.optim.SGD`` when they import;
-    otherwise the same network written with the functional API and a NumPy SGD
-    update (``uses_model`` says which).
-    """
+    inference pass on a fixed batch of 64x64x3 images, with ``numbacnn.models.tiny_vgg``
+    and ``numbacnn.optim.SGD``."""
 
     def __init__(self, batch: int, dtype: str = "float32", lr: float = 0.01, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.x = rng.standard_normal((batch, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)).astype(dtype)
         self.labels = rng.integers(0, CLASSES, batch).astype(np.int64)
-        self.lr = lr
-        self.uses_model = training_stack_available()
-        if self.uses_model:
-            from numbacnn.models import tiny_vgg
-            from numbacnn.optim import SGD
+        self.model = tiny_vgg(IN_CHANNELS, CLASSES, IMAGE_SIZE, FILTERS, dtype=np.dtype(dtype), seed=seed)
+        self.optimizer = SGD(self.model.parameters(), lr=lr)
 
-            self.model = tiny_vgg(IN_CHANNELS, CLASSES, IMAGE_SIZE, FILTERS, dtype=np.dtype(dtype), seed=seed)
-            self.optimizer = SGD(self.model.parameters(), lr=lr)
-        else:
-            self.params = {}
-            for i, (cin, cout, _) in enumerate(CONV_SHAPES.values()):
-                bound = 1.0 / np.sqrt(cin * KERNEL * KERNEL)
-                self.params[f"w{i}"] = rng.uniform(-bound, bound, (cout, cin, KERNEL, KERNEL)).astype(dtype)
-                self.params[f"b{i}"] = rng.uniform(-bound, bound, cout).astype(dtype)
-            bound = 1.0 / np.sqrt(LINEAR_FEATURES)
-            self.params["wl"] = rng.uniform(-bound, bound, (CLASSES, LINEAR_FEATURES)).astype(dtype)
-            self.params["bl"] = rng.uniform(-bound, bound, CLASSES).astype(dtype)
-
-    # ---- model path
-    def _model_step(self) -> float:
+    def step(self) -> float:
+        """One training step; returns the loss."""
         self.model.train()
         logits = self.model(self.x)
         loss, grad = F.softmax_cross_entropy(logits, self.labels)
@@ -194,52 +168,7 @@ class TinyVGGStep:
         self.optimizer.step()
         return loss
 
-    # ---- functional path (until the training stack lands)
-    def _functional_forward(self, keep: bool):
-        p = self.params
-        h = self.x
-        cache = []
-        for block in range(2):
-            for layer in (2 * block, 2 * block + 1):
-                z = F.conv2d(h, p[f"w{layer}"], p[f"b{layer}"])
-                cache.append(("conv", layer, h))
-                h = F.relu(z)
-                cache.append(("relu", layer, z))
-            cache.append(("pool", block, h))
-            h = F.max_pool2d(h, POOL)
-        flat = h.reshape(len(h), -1)
-        cache.append(("linear", 0, flat))
-        logits = F.linear(flat, p["wl"], p["bl"])
-        return logits, (cache if keep else None), h.shape
-
-    def _functional_step(self) -> float:
-        p = self.params
-        logits, cache, pooled_shape = self._functional_forward(keep=True)
-        loss, grad = F.softmax_cross_entropy(logits, self.labels)
-        grads = {}
-        for kind, index, saved in reversed(cache):
-            if kind == "linear":
-                gx, grads["wl"], grads["bl"] = F.linear_backward(grad, saved, p["wl"])
-                grad = gx.reshape(pooled_shape)
-            elif kind == "pool":
-                grad = F.max_pool2d_backward(grad, saved, POOL)
-            elif kind == "relu":
-                grad = F.relu_backward(grad, saved)
-            else:
-                gx, grads[f"w{index}"], grads[f"b{index}"] = F.conv2d_backward(
-                    grad, saved, p[f"w{index}"], input_grad=index > 0)
-                grad = gx
-        for name, g in grads.items():
-            p[name] -= self.lr * g
-        return loss
-
-    def step(self) -> float:
-        """One training step; returns the loss."""
-        return self._model_step() if self.uses_model else self._functional_step()
-
     def infer(self):
         """Logits (N, 10) of the fixed batch, no caching for backward."""
-        if self.uses_model:
-            self.model.eval()
-            return self.model(self.x)
-        return self._functional_forward(keep=False)[0]
+        self.model.eval()
+        return self.model(self.x)
