@@ -180,7 +180,7 @@ def to_device(a: Any, device_name: str | None = None) -> Any:
     target = resolve_device(device_name) if device_name else _default_device
     if target == "cpu":
         return to_host(a)
-    require_cuda()
+    # "cuda" was checked by resolve_device, or when it became the default device
     if is_cuda_array(a):
         return a
     from numba import cuda

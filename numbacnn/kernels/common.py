@@ -16,12 +16,6 @@ FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
 
 
 @numba.jit(nopython=True, inline="always")
-def window_start(out_index, stride, pad):
-    """First input index covered by output position ``out_index`` (may be < 0)."""
-    return out_index * stride - pad
-
-
-@numba.jit(nopython=True, inline="always")
 def first_valid_output(pad, offset, stride):
     """Smallest output index o >= 0 with ``o*stride - pad + offset >= 0``.
 
