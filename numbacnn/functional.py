@@ -151,9 +151,9 @@ def conv2d_backward(
     args = geometry.kernel_args()
     gx = None
     if input_grad:
-        gx = kernels.zeros(geometry.input_shape, dtype)
+        gx = kernels.empty(geometry.input_shape, dtype)
         kernels.conv2d_backward_input(gx, arrays["gy"], arrays["w"], *args)
-    gw = kernels.zeros(geometry.weight_shape, dtype)
+    gw = kernels.empty(geometry.weight_shape, dtype)
     kernels.conv2d_backward_weight(gw, arrays["gy"], arrays["x"], *args)
     gb = kernels.empty((geometry.out_channels,), dtype)
     kernels.conv2d_backward_bias(gb, arrays["gy"])
@@ -218,7 +218,7 @@ def max_pool2d_backward(
     geometry = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, op)
     check_shape(gy, "gy", op, geometry.output_shape, " (max_pool2d's output shape for this x)")
     _, kernels, arrays = _prepare(op, gy=gy, x=x)
-    gx = kernels.zeros(tuple(x.shape), dtype)
+    gx = kernels.empty(tuple(x.shape), dtype)
     kernels.max_pool2d_backward(gx, arrays["gy"], arrays["x"], *geometry.kernel_args())
     return gx
 
@@ -318,9 +318,9 @@ def linear_backward(gy: Array, x: Array, w: Array) -> tuple[Array, Array, Array]
     dtype = check_same_dtype(op, gy=gy, x=x, w=w)
     check_shape(gy, "gy", op, (x.shape[0], w.shape[0]), " (linear's output shape (N, OUT))")
     _, kernels, arrays = _prepare(op, gy=gy, x=x, w=w)
-    gx = kernels.zeros(tuple(x.shape), dtype)
+    gx = kernels.empty(tuple(x.shape), dtype)
     kernels.linear_backward_input(gx, arrays["gy"], arrays["w"])
-    gw = kernels.zeros(tuple(w.shape), dtype)
+    gw = kernels.empty(tuple(w.shape), dtype)
     kernels.linear_backward_weight(gw, arrays["gy"], arrays["x"])
     gb = kernels.empty((w.shape[0],), dtype)
     # the bias gradient sums gy over the batch: conv's bias kernel on (N, OUT, 1, 1)

@@ -5,6 +5,9 @@ import pytest
 
 import numbacnn
 import numbacnn.functional as F
+import reference as ref
+from helpers import assert_close
+from numbacnn.device import backend
 
 
 def _calls(rng, dtype):
@@ -78,3 +81,44 @@ def test_nan_propagates_through_every_op(device, rng, dtype):
     assert np.isnan(yl).all()
     loss, grad = run(F.softmax_cross_entropy, np.array([[0.0, np.nan]], dtype), np.array([0]))
     assert np.isnan(loss) and np.isnan(grad).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_write_every_output_element(device, rng, dtype):
+    """Backward kernels get uninitialised outputs from the dispatcher: fed NaN-filled
+    ones, they must still produce the exact gradients, on every path (fast and general
+    conv, 2x2 and general pooling with a border outside every window, linear)."""
+    kernels = backend(device)
+    garbage = lambda shape: numbacnn.to_device(np.full(shape, np.nan, dtype), device)  # noqa: E731
+    on = lambda *arrays: [numbacnn.to_device(a, device) for a in arrays]  # noqa: E731
+
+    x = rng.standard_normal((2, 3, 7, 7)).astype(dtype)
+    for w_shape, hyper in [((4, 3, 3, 3), (1, 1, 1, 1, 1, 1, 1)),   # stride 1, 4 filters: CPU fast path
+                           ((2, 3, 3, 2), (2, 1, 1, 0, 2, 1, 1))]:  # strided, dilated: general kernels
+        w = rng.standard_normal(w_shape).astype(dtype)
+        stride, padding, dilation = hyper[0:2], hyper[2:4], hyper[4:6]
+        expected = ref.conv2d(x, w, None, stride=stride, padding=padding, dilation=dilation)
+        gy = rng.standard_normal(expected.shape).astype(dtype)
+        rgx, rgw, _ = ref.conv2d_backward(gy, x, w, stride=stride, padding=padding, dilation=dilation)
+        xd, wd, gyd = on(x, w, gy)
+        dx, dw = garbage(x.shape), garbage(w.shape)
+        kernels.conv2d_backward_input(dx, gyd, wd, *hyper)
+        kernels.conv2d_backward_weight(dw, gyd, xd, *hyper)
+        assert_close(dx, rgx, dtype, f"conv dx {hyper}")
+        assert_close(dw, rgw, dtype, f"conv dw {hyper}")
+
+    for kernel, stride in [(2, 2), (3, 2)]:  # 7x7 input: the last row and column lie outside every 2x2 window
+        expected = ref.max_pool2d(x, kernel, stride)
+        gy = rng.standard_normal(expected.shape).astype(dtype)
+        dx = garbage(x.shape)
+        kernels.max_pool2d_backward(dx, *on(gy, x), kernel, kernel, stride, stride, 0, 0, 1, 1)
+        assert_close(dx, ref.max_pool2d_backward(gy, x, kernel, stride), dtype, f"pool dx k={kernel}")
+
+    features, weights, gy = (rng.standard_normal(shape).astype(dtype) for shape in ((5, 9), (4, 9), (5, 4)))
+    rgx, rgw, _ = ref.linear_backward(gy, features, weights)
+    dx, dw = garbage(features.shape), garbage(weights.shape)
+    xd, wd, gyd = on(features, weights, gy)
+    kernels.linear_backward_input(dx, gyd, wd)
+    kernels.linear_backward_weight(dw, gyd, xd)
+    assert_close(dx, rgx, dtype, "linear dx")
+    assert_close(dw, rgw, dtype, "linear dw")

@@ -72,7 +72,7 @@ def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, d
 
 
 def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
-    """dx (N, C, H, W), zeroed on entry, = gradient of sum(dout * conv(x, w)) w.r.t. x.
+    """dx (N, C, H, W) = gradient of sum(dout * conv(x, w)) w.r.t. x (every element written).
 
     Fast path: a gather, the forward correlation of dout (N, F, OH, OW) with the
     flipped kernel, its filter and channel axes swapped, (C, F, KH, KW), and padding
@@ -141,10 +141,11 @@ def conv2d_forward_general(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilat
 
 @njit(parallel=True, cache=True)
 def conv2d_backward_input_general(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
-    """dx[n, c_in] += w[f, c, kh, kw] * dout[n, f] for every tap (dx arrives zeroed).
+    """dx[n, c_in] = sum of w[f, c, kh, kw] * dout[n, f] over every tap.
 
-    Each thread owns one (image, input channel) plane of dx and scatters into it from
-    every output position of the filters in its group, so there are no write races.
+    Each thread owns one (image, input channel) plane of dx, zeroes it, then scatters
+    into it from every output position of the filters in its group, so there are no
+    write races and dx need not arrive zeroed.
     """
     batch, in_channels, in_height, in_width = dx.shape
     out_channels, out_height, out_width = dout.shape[1], dout.shape[2], dout.shape[3]
@@ -155,6 +156,9 @@ def conv2d_backward_input_general(dx, dout, w, stride_h, stride_w, pad_h, pad_w,
         c_in = task % in_channels
         group = c_in // group_in_channels
         c = c_in % group_in_channels
+        for ih in range(in_height):
+            for iw in range(in_width):
+                dx[n, c_in, ih, iw] = 0
         for f in range(group * group_out_channels, (group + 1) * group_out_channels):
             for kh in range(kernel_height):
                 row_offset = kh * dilation_h

@@ -34,10 +34,12 @@ def linear_forward(out, x, w, b):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def linear_backward_input(dx, dout, w):
-    """dx[n, i] = sum_o dout[n, o] * w[o, i] (dx arrives zeroed; one row per thread)."""
+    """dx[n, i] = sum_o dout[n, o] * w[o, i] (one row per thread, zeroed first)."""
     batch, out_features = dout.shape
     in_features = w.shape[1]
     for n in prange(batch):
+        for i in range(in_features):
+            dx[n, i] = 0
         for o in range(out_features):
             grad = dout[n, o]
             for i in range(in_features):
@@ -46,10 +48,12 @@ def linear_backward_input(dx, dout, w):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def linear_backward_weight(dw, dout, x):
-    """dw[o, i] = sum_n dout[n, o] * x[n, i] (dw arrives zeroed; one row per thread)."""
+    """dw[o, i] = sum_n dout[n, o] * x[n, i] (one row per thread, zeroed first)."""
     batch, out_features = dout.shape
     in_features = x.shape[1]
     for o in prange(out_features):
+        for i in range(in_features):
+            dw[o, i] = 0
         for n in range(batch):
             grad = dout[n, o]
             for i in range(in_features):

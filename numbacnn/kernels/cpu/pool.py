@@ -44,7 +44,8 @@ def max_pool2d_forward(out, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pa
 
 
 def max_pool2d_backward(dx, dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
-    """dx (N, C, H, W), zeroed on entry, += dout (N, C, OH, OW) at each window's first maximum."""
+    """dx (N, C, H, W) = dout (N, C, OH, OW) at each window's first maximum, 0 elsewhere
+    (every element written)."""
     if _is_plain_2x2(dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
         max_pool2x2_backward(dx, dout, x)
     else:
@@ -83,10 +84,10 @@ def max_pool2x2_backward(dx, dout, x):
     Parallel over (image, channel) planes. Each output row takes two vectorised
     passes: the first finds each window's winner (0..3, row-major) from x as the
     forward pass does, into a small int8 array; the second writes all four dx
-    entries of every window, so each input is read once and dx needs no zeroing.
-    (One fused pass ran 3x slower: LLVM vectorised it poorly; one task per row
-    instead of per plane spent its time allocating ``winner``.) Rows and columns of
-    x beyond the last window are left as they came (zero).
+    entries of every window, so each input is read once. (One fused pass ran 3x
+    slower: LLVM vectorised it poorly; one task per row instead of per plane spent
+    its time allocating ``winner``.) A last row or column of x outside every window
+    (odd H or W) gets 0, so dx need not arrive zeroed.
     """
     batch, channels, out_height, out_width = dout.shape
     for plane in prange(batch * channels):
@@ -113,6 +114,12 @@ def max_pool2x2_backward(dx, dout, x):
                     grad = dout[n, c, oh, ow]
                     dx[n, c, 2 * oh + row, 2 * ow] = grad if winner[ow] == 2 * row else 0
                     dx[n, c, 2 * oh + row, 2 * ow + 1] = grad if winner[ow] == 2 * row + 1 else 0
+        for ih in range(2 * out_height, dx.shape[2]):
+            for iw in range(dx.shape[3]):
+                dx[n, c, ih, iw] = 0
+        for ih in range(2 * out_height):
+            for iw in range(2 * out_width, dx.shape[3]):
+                dx[n, c, ih, iw] = 0
 
 
 @njit(parallel=True, cache=True)
@@ -132,11 +139,19 @@ def max_pool2d_forward_general(out, x, kernel_h, kernel_w, stride_h, stride_w, p
 
 @njit(parallel=True, cache=True)
 def max_pool2d_backward_general(dx, dout, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
-    """dx[argmax of window] += dout[window] (dx arrives zeroed)."""
+    """dx = 0, then dx[argmax of window] += dout[window] (overlapping windows add up).
+
+    Each thread owns one (image, channel) plane of dx and zeroes it first, so dx need
+    not arrive zeroed.
+    """
     batch, channels, out_height, out_width = dout.shape
+    in_height, in_width = dx.shape[2], dx.shape[3]
     for plane in prange(batch * channels):
         n = plane // channels
         c = plane % channels
+        for ih in range(in_height):
+            for iw in range(in_width):
+                dx[n, c, ih, iw] = 0
         for oh in range(out_height):
             for ow in range(out_width):
                 best_row, best_col, best = window_argmax(

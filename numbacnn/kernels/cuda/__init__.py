@@ -5,8 +5,8 @@ this module, and importing it is the only thing in numbacnn that imports
 ``numba.cuda``. Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in Numba's
 CUDA simulator with small launch configurations (see ``launch.py``).
 
-Unlike the CPU kernels, which add into a zeroed dx / dw, these kernels write every
-element of their outputs; the arrays they get from ``zeros`` are simply overwritten.
+As on the CPU, every kernel writes every element of its outputs, so the
+dispatcher hands them uninitialised arrays from ``empty``.
 """
 
 from numbacnn.kernels.cuda.activation import relu_backward, relu_forward
