@@ -31,7 +31,7 @@ import numba  # noqa: E402
 
 import numbacnn  # noqa: E402
 import numbacnn.functional as F  # noqa: E402
-from benchmarks.common import (CLASSES, CONV_SHAPES, FILTERS, IMAGE_SIZE, IN_CHANNELS, KERNEL,  # noqa: E402
+from benchmarks.common import (CLASSES, CONV_SHAPES, FILTERS, IN_CHANNELS, KERNEL,  # noqa: E402
                                LINEAR_FEATURES, POOL, POOL_SHAPES, TinyVGGStep, conv_forward_flops,
                                conv_inputs, pool_inputs, training_step_flops)
 
@@ -207,8 +207,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(numba.get_num_threads())
     print(machine_description(torch))
     print()
-    print(f"| op | batch | numbacnn ms | torch ms | ratio | numbacnn rate | torch rate |")
-    print(f"|---|---:|---:|---:|---:|---:|---:|")
+    print("| op | batch | numbacnn ms | torch ms | ratio | numbacnn rate | torch rate |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for batch in args.batches:
         for group in args.ops:
             for name, ours, theirs, work, unit in GROUPS[group](torch, batch, args.dtype):

@@ -25,14 +25,14 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 import numbacnn.functional as F
-from numbacnn.data import BatchLoader, Dataset, Normalizer, load_dataset, stratified_split
+from numbacnn.data import BatchLoader, Normalizer, load_dataset, stratified_split
 from numbacnn.device import resolve_device, synchronize, to_device, to_host
 from numbacnn.models import tiny_vgg
 from numbacnn.nn import Module
