@@ -19,7 +19,8 @@ import pytest
 
 import numbacnn
 import numbacnn.functional as F
-from helpers import CUDA_SIMULATED, DTYPES, assert_close, available_devices, max_spatial_size, random_array
+from helpers import (CUDA_SIMULATED, DTYPES, assert_close, available_devices, max_spatial_size, on_device,
+                     random_array)
 from numbacnn.device import DeviceError, backend
 
 device_module = importlib.import_module("numbacnn.device")
@@ -31,12 +32,6 @@ SIZE = max_spatial_size("cuda")  # 7 under the simulator
 
 def to_cuda(*arrays):
     return [numbacnn.to_device(a, "cuda") if isinstance(a, np.ndarray) else a for a in arrays]
-
-
-def host(result):
-    if isinstance(result, tuple):
-        return tuple(numbacnn.to_host(r) if r is not None and not isinstance(r, float) else r for r in result)
-    return numbacnn.to_host(result)
 
 
 # --------------------------------------------------------------------------- #
@@ -75,10 +70,10 @@ def test_conv2d_cuda_matches_cpu(rng, dtype, x_shape, w_shape, hyper, tiled):
     x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
     b = random_array(rng, w_shape[:1], dtype)
     y_cpu = F.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **hyper)
-    assert_close(host(F.conv2d(*to_cuda(x, w, b), **hyper)), y_cpu, dtype, "y")
+    assert_close(on_device("cuda", F.conv2d, x, w, b, **hyper), y_cpu, dtype, "y")
     gy = random_array(rng, y_cpu.shape, dtype)
     expected = F.conv2d_backward(gy.astype(np.float64), x.astype(np.float64), w.astype(np.float64), **hyper)
-    for got, want, name in zip(host(F.conv2d_backward(*to_cuda(gy, x, w), **hyper)), expected, ("gx", "gw", "gb")):
+    for got, want, name in zip(on_device("cuda", F.conv2d_backward, gy, x, w, **hyper), expected, ("gx", "gw", "gb")):
         assert_close(got, want, dtype, name)
 
 
@@ -112,7 +107,7 @@ def test_tiny_vgg_step_cuda_matches_cpu(rng, dtype):
 
     arrays = (x, w1, b1, w2, b2, wl, bl)
     expected = step(*[a.astype(np.float64) for a in arrays], labels)
-    got = host(step(*to_cuda(*arrays, labels)))
+    got = on_device("cuda", step, *arrays, labels)
     assert abs(got[0] - expected[0]) <= (2e-5 if dtype == np.float32 else 1e-12) * max(1.0, abs(expected[0]))
     names = ("logits", "gwl", "gbl", "gw2", "gb2", "gw1", "gb1")
     for g, e, name in zip(got[1:], expected[1:], names):
@@ -127,12 +122,12 @@ def test_tiny_vgg_sized_layers_on_a_real_gpu(rng, dtype):
     w = random_array(rng, (10, 10, 3, 3), dtype)
     b = random_array(rng, (10,), dtype)
     x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
-    assert_close(host(F.conv2d(*to_cuda(x, w, b), padding=1)), F.conv2d(x64, w64, b64, padding=1), dtype, "y")
+    assert_close(on_device("cuda", F.conv2d, x, w, b, padding=1), F.conv2d(x64, w64, b64, padding=1), dtype, "y")
     gy = random_array(rng, (4, 10, 64, 64), dtype)
     expected = F.conv2d_backward(gy.astype(np.float64), x64, w64, padding=1)
-    for got, want, name in zip(host(F.conv2d_backward(*to_cuda(gy, x, w), padding=1)), expected, ("gx", "gw", "gb")):
+    for got, want, name in zip(on_device("cuda", F.conv2d_backward, gy, x, w, padding=1), expected, ("gx", "gw", "gb")):
         assert_close(got, want, dtype, name)
-    assert_close(host(F.max_pool2d(*to_cuda(x), 2)), F.max_pool2d(x64, 2), dtype, "pool")
+    assert_close(on_device("cuda", F.max_pool2d, x, 2), F.max_pool2d(x64, 2), dtype, "pool")
 
 
 @needs_cuda
@@ -161,7 +156,8 @@ def test_optimizer_kernels_match_cpu(rng, dtype):
 @needs_cuda
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_training_steps_on_cuda_match_cpu(optimizer):
-    """Layers, parameter-gradient accumulation and optimizer kernels, on the GPU."""
+    """Layers, parameter-gradient accumulation (two backward passes per step) and
+    optimizer kernels on the GPU give the CPU's numbers."""
     from numbacnn.models import tiny_vgg
     from numbacnn.optim import SGD, Adam
 
@@ -179,8 +175,9 @@ def test_training_steps_on_cuda_match_cpu(optimizer):
         xd, labelsd = numbacnn.to_device(x, device), numbacnn.to_device(labels, device)
         for _ in range(2):
             opt.zero_grad()
-            _, grad = F.softmax_cross_entropy(model(xd), labelsd)
-            model.backward(grad, input_grad=False)
+            for _ in range(2):  # two backward passes accumulate into .grad before the step
+                _, grad = F.softmax_cross_entropy(model(xd), labelsd)
+                model.backward(grad, input_grad=False)
             opt.step()
         assert model.device == device
         states[device] = model.state_dict()
