@@ -92,10 +92,10 @@ def conv2d_forward_tiled_kernel(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
         # taps of this thread's pixel that land inside the image (padding is skipped)
         top = oh * stride_h - pad_h
         left = ow * stride_w - pad_w
-        kh_begin = max(0, -top)
-        kh_end = min(kernel_height, in_height - top)
-        kw_begin = max(0, -left)
-        kw_end = min(kernel_width, in_width - left)
+        kh_begin = first_valid_output(-top, 0, 1)
+        kh_end = end_valid_output(in_height, -top, 0, 1, kernel_height)
+        kw_begin = first_valid_output(-left, 0, 1)
+        kw_end = end_valid_output(in_width, -left, 0, 1, kernel_width)
         for i in range(FILTERS_PER_BLOCK):
             total[i] = b[f0 + i] if f0 + i < out_channels else zero
         for c in range(in_channels):
@@ -144,17 +144,20 @@ def conv2d_forward_direct_kernel(out, x, w, b, stride_h, stride_w, pad_h, pad_w,
         f = (index // (out_width * out_height)) % out_channels
         n = index // (out_width * out_height * out_channels)
         first_in_channel = (f // group_out_channels) * group_in_channels
+        top = oh * stride_h - pad_h
+        left = ow * stride_w - pad_w
+        # the taps that land inside the image, once per pixel (padding is skipped):
+        # the valid-output helpers with the roles of output index and tap swapped
+        kh_begin = first_valid_output(-top, 0, dilation_h)
+        kh_end = end_valid_output(in_height, -top, 0, dilation_h, kernel_height)
+        kw_begin = first_valid_output(-left, 0, dilation_w)
+        kw_end = end_valid_output(in_width, -left, 0, dilation_w, kernel_width)
         total = b[f]
         for c in range(group_in_channels):
-            for kh in range(kernel_height):
-                ih = oh * stride_h - pad_h + kh * dilation_h
-                if ih < 0 or ih >= in_height:
-                    continue
-                for kw in range(kernel_width):
-                    iw = ow * stride_w - pad_w + kw * dilation_w
-                    if iw < 0 or iw >= in_width:
-                        continue
-                    total += w[f, c, kh, kw] * x[n, first_in_channel + c, ih, iw]
+            for kh in range(kh_begin, kh_end):
+                ih = top + kh * dilation_h
+                for kw in range(kw_begin, kw_end):
+                    total += w[f, c, kh, kw] * x[n, first_in_channel + c, ih, left + kw * dilation_w]
         out[n, f, oh, ow] = total
 
 
