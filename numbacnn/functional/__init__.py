@@ -1,0 +1,33 @@
+"""The functional API and dispatcher: ``import numbacnn.functional as F``.
+
+Each function validates its arguments once (``numbacnn.shapes``), picks the kernel
+backend from where the input arrays live (``numbacnn.device.backend``), allocates
+the outputs there and calls the kernel. Nothing here loops over pixels, and no
+function modifies its inputs. Results keep the inputs' dtype (float32 or float64)
+and device.
+
+Layout is NCHW; weights are (F, C / groups, KH, KW) and linear weights (OUT, IN),
+as in PyTorch, whose ``torch.nn.functional`` semantics these functions follow.
+
+One module per family of ops (``conv``, ``pool``, ``activation``, ``linear``,
+``loss``); ``_dispatch`` holds the device and contiguity helpers they share.
+"""
+
+from numbacnn.functional._dispatch import Array, IntOrPair  # noqa: F401  (type aliases)
+from numbacnn.functional.conv import conv2d, conv2d_backward
+from numbacnn.functional.pool import max_pool2d, max_pool2d_backward
+from numbacnn.functional.activation import relu, relu_backward
+from numbacnn.functional.linear import linear, linear_backward
+from numbacnn.functional.loss import softmax_cross_entropy
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "relu",
+    "relu_backward",
+    "linear",
+    "linear_backward",
+    "softmax_cross_entropy",
+]

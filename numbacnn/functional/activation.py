@@ -1,0 +1,41 @@
+"""ReLU and its backward: the dispatcher for ``kernels/<device>/activation.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numbacnn.functional._dispatch import Array, _prepare
+from numbacnn.shapes import check_array, check_same_dtype, check_shape
+
+
+def relu(x: Array) -> Array:
+    """``max(x, 0)`` elementwise, any shape. NaN stays NaN.
+
+    Returns
+    -------
+    array of x's shape
+    """
+    op = "relu"
+    check_array(x, "x", op)
+    _, kernels, arrays = _prepare(op, x=x)
+    out = kernels.empty(tuple(x.shape), np.dtype(x.dtype))
+    kernels.relu_forward(out.reshape(-1), arrays["x"].reshape(-1))
+    return out
+
+
+def relu_backward(gy: Array, x: Array) -> Array:
+    """Gradient of ``sum(gy * relu(x))``: gy where x > 0, else 0 (0 at x == 0).
+
+    Returns
+    -------
+    array of x's shape
+    """
+    op = "relu_backward"
+    check_array(gy, "gy", op)
+    check_array(x, "x", op)
+    dtype = check_same_dtype(op, gy=gy, x=x)
+    check_shape(gy, "gy", op, tuple(x.shape), " (x's shape)")
+    _, kernels, arrays = _prepare(op, gy=gy, x=x)
+    gx = kernels.empty(tuple(x.shape), dtype)
+    kernels.relu_backward(gx.reshape(-1), arrays["gy"].reshape(-1), arrays["x"].reshape(-1))
+    return gx
