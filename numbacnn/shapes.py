@@ -155,30 +155,34 @@ def describe(a: Any) -> str:
     return f"shape={tuple(a.shape)} dtype={np.dtype(a.dtype).name}"
 
 
-def check_array(a: Any, name: str, op: str, ndim: int | None = None, batched_image: bool = False) -> None:
+def check_array(a: Any, name: str, op: str, ndim: int | None = None, batched_image: bool = False,
+                empty: str = "refuse") -> None:
     """Check that ``a`` is a float32/float64 array of rank ``ndim``.
 
     ``batched_image`` adds the hint that an unbatched (C, H, W) image needs a
-    leading batch axis.
+    leading batch axis. ``empty`` says which zero-size axes are allowed: "refuse"
+    (none), "batch" (the first axis only, as PyTorch allows N = 0) or "any".
     """
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}")
     dtype = np.dtype(a.dtype)
     if dtype not in FLOAT_DTYPES:
         raise TypeError(
-            f"{op}: {name} has dtype {dtype.name}, expected float32 or float64 "
+            f"{op}: {name} has dtype {dtype.name}, which is not supported: expected float32 or float64 "
             f"(convert explicitly, e.g. {name}.astype(np.float32); numbacnn never casts silently)"
         )
     if ndim is not None and len(a.shape) != ndim:
-        hint = ""
-        if batched_image and len(a.shape) == ndim - 1:
-            hint = f"; for a single image add the batch axis: {name}[None] has shape {(1, *a.shape)}"
         raise ShapeError(
             f"{op}: {name} must have {ndim} dimensions"
-            f"{' (N, C, H, W)' if batched_image else ''}, got shape {tuple(a.shape)}{hint}"
+            f"{' (N, C, H, W) or 3 (C, H, W)' if batched_image else ''}, got shape {tuple(a.shape)}"
         )
-    if any(size == 0 for size in a.shape):
-        raise ShapeError(f"{op}: {name} has an empty axis, shape {tuple(a.shape)}; every axis must be >= 1")
+    checked = () if empty == "any" else tuple(a.shape)[1:] if empty == "batch" else tuple(a.shape)
+    if any(size == 0 for size in checked):
+        where = "every axis but the batch axis" if empty == "batch" else "every axis"
+        raise ShapeError(
+            f"{op}: {name} has an empty axis, shape {tuple(a.shape)}; zero-size axes are not supported here "
+            f"({where} must be >= 1)"
+        )
 
 
 def check_same_dtype(op: str, **arrays: Any) -> np.dtype:
@@ -387,6 +391,42 @@ def pool2d_geometry(
     )
 
 
+def unpool2d_output_size(
+    in_hw: Sequence[int], kernel_size: Any, stride: Any = None, padding: Any = 0, output_size: Any = None,
+    op: str = "max_unpool2d",
+) -> tuple[int, int]:
+    """(OH, OW) of max unpooling, PyTorch's rule.
+
+    The default is ``(in - 1) * stride - 2 * padding + kernel`` per axis; an explicit
+    ``output_size`` ((OH, OW), or a full shape whose last two entries are used) must
+    lie strictly within ``stride`` of it, the sizes a max_pool2d with these
+    hyperparameters could have pooled from.
+    """
+    kernel = pair(kernel_size, "kernel_size", op, minimum=1)
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        strides = kernel
+    else:
+        strides = pair(stride, "stride", op, minimum=1)
+    pads = pair(padding, "padding", op, minimum=0)
+    default = tuple((int(i) - 1) * s - 2 * p + k for i, k, s, p in zip(in_hw, kernel, strides, pads))
+    if output_size is None:
+        sizes = default
+    else:
+        if not isinstance(output_size, (tuple, list)) or not all(_is_int(v) for v in output_size) \
+                or len(output_size) not in (2, 3, 4):
+            raise TypeError(f"{op}: output_size must be (OH, OW) or a full shape ending in them, got {output_size!r}")
+        sizes = tuple(int(v) for v in output_size[-2:])
+        for axis, (size, base, s) in enumerate(zip(sizes, default, strides)):
+            if not base - s < size < base + s:
+                raise ValueError(
+                    f"{op}: output_size={tuple(output_size)} is invalid on axis {axis}: expected a size "
+                    f"strictly between {base - s} and {base + s} for this input, kernel_size, stride and padding"
+                )
+    if min(sizes) < 1:
+        raise ShapeError(f"{op}: output would be {sizes[0]}x{sizes[1]}, expected at least 1x1")
+    return sizes  # type: ignore[return-value]
+
+
 # --------------------------------------------------------------------------- #
 # the symmetric-slide lesson (CNN Explainer)
 # --------------------------------------------------------------------------- #
@@ -536,5 +576,5 @@ __all__ = [
     "ConvExplanation", "Conv2dGeometry", "HyperparameterWarning", "Pool2dGeometry", "ShapeError",
     "check_array", "check_same_dtype", "check_shape", "conv2d_geometry", "conv_output_size",
     "describe", "effective_kernel_size", "explain_conv", "pair", "pool2d_geometry",
-    "pool_output_size", "receptive_field_step", "same_padding",
+    "pool_output_size", "receptive_field_step", "same_padding", "unpool2d_output_size",
 ]

@@ -16,6 +16,7 @@ One module per family of ops (``conv``, ``pool``, ``activation``, ``linear``,
 from numbacnn.functional._dispatch import Array, IntOrPair  # noqa: F401  (type aliases)
 from numbacnn.functional.conv import conv2d, conv2d_backward
 from numbacnn.functional.pool import max_pool2d, max_pool2d_backward
+from numbacnn.functional.pool import max_unpool2d, max_unpool2d_backward  # noqa: E402
 from numbacnn.functional.activation import relu, relu_backward
 from numbacnn.functional.linear import linear, linear_backward
 from numbacnn.functional.loss import softmax_cross_entropy
@@ -25,6 +26,8 @@ __all__ = [
     "conv2d_backward",
     "max_pool2d",
     "max_pool2d_backward",
+    "max_unpool2d",
+    "max_unpool2d_backward",
     "relu",
     "relu_backward",
     "linear",

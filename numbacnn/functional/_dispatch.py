@@ -45,3 +45,20 @@ def _prepare(op: str, **arrays: Array) -> tuple[str, Any, dict[str, Array]]:
     where = _common_device(op, **arrays)
     kernels = backend(where)
     return where, kernels, {name: _contiguous(a, name, op, where) for name, a in arrays.items()}
+
+
+def _add_batch_axis(a: Array, batched_ndim: int) -> tuple[Array, bool]:
+    """``a`` with a leading batch axis of 1 when it has ``batched_ndim - 1`` axes (an
+    unbatched (C, H, W) image, as PyTorch accepts), and whether one was added.
+
+    A reshape: a view of contiguous arrays on either device, nothing copied."""
+    if hasattr(a, "shape") and len(a.shape) == batched_ndim - 1:  # non-arrays are refused by the checks
+        return a.reshape((1, *a.shape)), True
+    return a, False
+
+
+def _drop_batch_axis(a: Array, added: bool) -> Array:
+    """Undo :func:`_add_batch_axis` on a result: (1, ...) -> (...) when ``added``."""
+    if a is None or not added:
+        return a
+    return a.reshape(tuple(a.shape[1:]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbacnn.functional._dispatch import Array, IntOrPair, _prepare
+from numbacnn.functional._dispatch import Array, IntOrPair, _add_batch_axis, _drop_batch_axis, _prepare
 from numbacnn.shapes import check_array, check_same_dtype, check_shape, conv2d_geometry
 
 
@@ -14,8 +14,9 @@ def conv2d(
 
     Parameters
     ----------
-    x : array (N, C, H, W)
-        Input images, float32 or float64.
+    x : array (N, C, H, W) or (C, H, W)
+        Input images, float32 or float64. An unbatched (C, H, W) image gives an
+        unbatched (F, OH, OW) output; N = 0 gives a zero-size output.
     w : array (F, C // groups, KH, KW)
         Filters, same dtype as x.
     b : array (F,), optional
@@ -31,12 +32,13 @@ def conv2d(
 
     Returns
     -------
-    array (N, F, OH, OW)
+    array (N, F, OH, OW), or (F, OH, OW) for an unbatched x
         ``OH = floor((H + pad_top + pad_bottom - dilation*(KH-1) - 1) / stride) + 1``
         (likewise OW), on x's device, in x's dtype.
     """
     op = "conv2d"
-    check_array(x, "x", op, 4, batched_image=True)
+    x, unbatched = _add_batch_axis(x, 4)
+    check_array(x, "x", op, 4, batched_image=True, empty="batch")
     check_array(w, "w", op, 4)
     if b is not None:
         check_array(b, "b", op, 1)
@@ -47,8 +49,9 @@ def conv2d(
     _, kernels, arrays = _prepare(op, x=x, w=w, b=b)
     bias = arrays["b"] if b is not None else kernels.zeros((geometry.out_channels,), dtype)
     out = kernels.empty(geometry.output_shape, dtype)
-    kernels.conv2d_forward(out, arrays["x"], arrays["w"], bias, *geometry.kernel_args())
-    return out
+    if geometry.batch:  # N = 0: nothing to compute
+        kernels.conv2d_forward(out, arrays["x"], arrays["w"], bias, *geometry.kernel_args())
+    return _drop_batch_axis(out, unbatched)
 
 
 def conv2d_backward(
@@ -59,7 +62,7 @@ def conv2d_backward(
 
     Parameters
     ----------
-    gy : array (N, F, OH, OW)
+    gy : array (N, F, OH, OW), or (F, OH, OW) for an unbatched x
         Gradient of the loss with respect to conv2d's output.
     x, w, stride, padding, dilation, groups
         As passed to :func:`conv2d`.
@@ -68,19 +71,26 @@ def conv2d_backward(
 
     Returns
     -------
-    gx : array (N, C, H, W) or None
+    gx : array of x's shape, or None
     gw : array (F, C // groups, KH, KW)
     gb : array (F,)
     """
     op = "conv2d_backward"
-    check_array(gy, "gy", op, 4, batched_image=True)
-    check_array(x, "x", op, 4, batched_image=True)
+    x, unbatched = _add_batch_axis(x, 4)
+    if unbatched:
+        gy, _ = _add_batch_axis(gy, 4)
+    check_array(gy, "gy", op, 4, batched_image=True, empty="batch")
+    check_array(x, "x", op, 4, batched_image=True, empty="batch")
     check_array(w, "w", op, 4)
     dtype = check_same_dtype(op, gy=gy, x=x, w=w)
     geometry = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups, op)
     check_shape(gy, "gy", op, geometry.output_shape, " (conv2d's output shape for these x, w and hyperparameters)")
     _, kernels, arrays = _prepare(op, gy=gy, x=x, w=w)
     args = geometry.kernel_args()
+    if not geometry.batch:  # N = 0: an empty gx, and sums over no images are zero
+        gx = kernels.empty(geometry.input_shape, dtype) if input_grad else None
+        gw, gb = kernels.zeros(geometry.weight_shape, dtype), kernels.zeros((geometry.out_channels,), dtype)
+        return _drop_batch_axis(gx, unbatched), gw, gb
     gx = None
     if input_grad:
         gx = kernels.empty(geometry.input_shape, dtype)
@@ -89,4 +99,4 @@ def conv2d_backward(
     kernels.conv2d_backward_weight(gw, arrays["gy"], arrays["x"], *args)
     gb = kernels.empty((geometry.out_channels,), dtype)
     kernels.conv2d_backward_bias(gb, arrays["gy"])
-    return gx, gw, gb
+    return _drop_batch_axis(gx, unbatched), gw, gb

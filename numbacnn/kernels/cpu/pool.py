@@ -159,3 +159,104 @@ def max_pool2d_backward_general(dx, dout, x, kernel_h, kernel_w, stride_h, strid
                     dilation_h, dilation_w)
                 if best_row >= 0:
                     dx[n, c, best_row, best_col] += dout[n, c, oh, ow]
+
+
+# --------------------------------------------------------------------------- #
+# indices (PyTorch's return_indices) and max unpooling
+#
+#   indices  (N, C, OH, OW) int64: each window's first maximum as a flat index into
+#            its (H, W) plane, ``row * W + col`` (PyTorch's format); -1 for a window
+#            that is all padding (it has no maximum and gets no gradient)
+# --------------------------------------------------------------------------- #
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_forward_indices(out, indices, x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                               dilation_h, dilation_w):
+    """out[n, c, oh, ow] = max of x over window (oh, ow); indices = where it is."""
+    batch, channels, out_height, out_width = out.shape
+    in_width = x.shape[3]
+    for plane in prange(batch * channels):
+        n = plane // channels
+        c = plane % channels
+        for oh in range(out_height):
+            for ow in range(out_width):
+                best_row, best_col, best = window_argmax(
+                    x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                    dilation_h, dilation_w)
+                out[n, c, oh, ow] = best
+                indices[n, c, oh, ow] = best_row * in_width + best_col if best_row >= 0 else -1
+
+
+def max_pool2d_backward_indices(dx, dout, indices, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                                dilation_h, dilation_w):
+    """dx (N, C, H, W) = sum of dout (N, C, OH, OW) over the windows whose stored index
+    is each element. The CUDA kernel gathers over the windows (hence the
+    hyperparameters in the shared signature); here a scatter per plane needs none."""
+    max_pool2d_backward_indices_scatter(dx, dout, indices)
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_backward_indices_scatter(dx, dout, indices):
+    """dx = 0, then dx[n, c].flat[indices[n, c, oh, ow]] += dout[n, c, oh, ow].
+
+    No window is rescanned (x is not needed). One thread per (image, channel) plane,
+    adding in row-major window order, so overlapping windows sum in a fixed order.
+    Indices outside the plane (including -1) are skipped.
+    """
+    batch, channels, out_height, out_width = dout.shape
+    in_height, in_width = dx.shape[2], dx.shape[3]
+    for plane in prange(batch * channels):
+        n = plane // channels
+        c = plane % channels
+        for ih in range(in_height):
+            for iw in range(in_width):
+                dx[n, c, ih, iw] = 0
+        for oh in range(out_height):
+            for ow in range(out_width):
+                index = indices[n, c, oh, ow]
+                if 0 <= index < in_height * in_width:
+                    dx[n, c, index // in_width, index % in_width] += dout[n, c, oh, ow]
+
+
+@njit(parallel=True, cache=True)
+def max_unpool2d_forward(out, x, indices):
+    """out (N, C, OH, OW) = 0, then out[n, c].flat[indices[n, c, h, w]] = x[n, c, h, w].
+
+    x and indices are (N, C, H, W). Written in row-major order per plane, so when
+    two inputs name one output element the later one wins. Indices outside the
+    output plane are skipped (the dispatcher has refused them on the CPU).
+    """
+    batch, channels, out_height, out_width = out.shape
+    in_height, in_width = x.shape[2], x.shape[3]
+    for plane in prange(batch * channels):
+        n = plane // channels
+        c = plane % channels
+        for oh in range(out_height):
+            for ow in range(out_width):
+                out[n, c, oh, ow] = 0
+        for ih in range(in_height):
+            for iw in range(in_width):
+                index = indices[n, c, ih, iw]
+                if 0 <= index < out_height * out_width:
+                    out[n, c, index // out_width, index % out_width] = x[n, c, ih, iw]
+
+
+@njit(parallel=True, cache=True)
+def max_unpool2d_backward(dx, dout, indices):
+    """dx[n, c, h, w] = dout[n, c].flat[indices[n, c, h, w]]: the gather that undoes the scatter.
+
+    dx and indices are (N, C, H, W), dout (N, C, OH, OW); an index outside the plane gives 0.
+    """
+    batch, channels, in_height, in_width = dx.shape
+    out_height, out_width = dout.shape[2], dout.shape[3]
+    for plane in prange(batch * channels):
+        n = plane // channels
+        c = plane % channels
+        for ih in range(in_height):
+            for iw in range(in_width):
+                index = indices[n, c, ih, iw]
+                if 0 <= index < out_height * out_width:
+                    dx[n, c, ih, iw] = dout[n, c, index // out_width, index % out_width]
+                else:
+                    dx[n, c, ih, iw] = 0

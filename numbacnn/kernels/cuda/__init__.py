@@ -28,3 +28,5 @@ __all__ = [
     "max_pool2d_backward", "max_pool2d_forward", "relu_backward", "relu_forward", "sgd_step",
     "softmax_cross_entropy", "zeros",
 ]
+from numbacnn.kernels.cuda.pool import max_pool2d_backward_indices, max_pool2d_forward_indices  # noqa: E402,F401
+from numbacnn.kernels.cuda.pool import max_unpool2d_backward, max_unpool2d_forward  # noqa: E402,F401
