@@ -8,16 +8,24 @@ from numbacnn.functional._dispatch import Array, _prepare
 from numbacnn.shapes import check_array, check_same_dtype, check_shape
 
 
-def relu(x: Array) -> Array:
-    """``max(x, 0)`` elementwise, any shape. NaN stays NaN.
+def relu(x: Array, inplace: bool = False) -> Array:
+    """``max(x, 0)`` elementwise, any shape (0-d and zero-size included). NaN stays NaN.
+
+    ``inplace=True`` writes the result into x (which must then be contiguous) and
+    returns x, as PyTorch's ``relu(x, inplace=True)``.
 
     Returns
     -------
     array of x's shape
     """
     op = "relu"
-    check_array(x, "x", op)
+    check_array(x, "x", op, empty="any")
     _, kernels, arrays = _prepare(op, x=x)
+    if inplace:
+        if arrays["x"] is not x:
+            raise ValueError(f"{op}: inplace=True needs a C-contiguous x, got a strided view (copy it first)")
+        kernels.relu_forward(x.reshape(-1), x.reshape(-1))
+        return x
     out = kernels.empty(tuple(x.shape), np.dtype(x.dtype))
     kernels.relu_forward(out.reshape(-1), arrays["x"].reshape(-1))
     return out
@@ -31,8 +39,8 @@ def relu_backward(gy: Array, x: Array) -> Array:
     array of x's shape
     """
     op = "relu_backward"
-    check_array(gy, "gy", op)
-    check_array(x, "x", op)
+    check_array(gy, "gy", op, empty="any")
+    check_array(x, "x", op, empty="any")
     dtype = check_same_dtype(op, gy=gy, x=x)
     check_shape(gy, "gy", op, tuple(x.shape), " (x's shape)")
     _, kernels, arrays = _prepare(op, gy=gy, x=x)
