@@ -1,9 +1,14 @@
 """Kernels compile once per dtype and are cached on disk (cache=True): a second
-process loads them instead of recompiling."""
+process loads them instead of recompiling, and computes bit for bit what the first
+process (which compiled them) computed (see ``numbacnn/kernels/linking.py``)."""
 
+import os
 import subprocess
 import sys
 import textwrap
+
+import numpy as np
+import pytest
 
 PROBE = textwrap.dedent("""
     import numpy as np
@@ -20,3 +25,70 @@ def test_second_process_loads_kernels_from_the_disk_cache():
             for _ in range(2)]
     hits, misses = (int(v) for v in runs[1].stdout.split())
     assert hits >= 1 and misses == 0, f"second process recompiled: hits={hits} misses={misses}"
+
+
+# Two Tiny VGG training steps (SGD with momentum, then Adam) and a strided convolution,
+# through the public API only, so the test keeps guarding whatever kernels the
+# functional API picks. Prints the numbacnn kernels' cache hits and misses.
+TRAINING_STEPS = textwrap.dedent("""
+    import gc, sys
+    import numpy as np
+    import numbacnn.functional as F
+    from numbacnn.models import tiny_vgg
+    from numbacnn.optim import SGD, Adam
+
+    rng = np.random.default_rng(7)
+    results = {}
+    images = rng.standard_normal((6, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, 6)
+    model = tiny_vgg(in_channels=1, num_classes=10, image_size=28, padding=1, seed=3)
+    for name, optimizer in [("sgd", SGD(model.parameters(), lr=0.05, momentum=0.9)),
+                            ("adam", Adam(model.parameters(), lr=1e-3))]:
+        for step in range(2):
+            logits = model(images)
+            loss, grad = F.softmax_cross_entropy(logits, labels)
+            optimizer.zero_grad()
+            model.backward(grad, input_grad=False)
+            optimizer.step()
+            results[f"{name}{step}_logits"] = logits
+            results[f"{name}{step}_loss"] = np.float64(loss)
+    for name, p in model.named_parameters():
+        results["param_" + name] = p.data
+    # a general (non fast-path) convolution: stride 2, dilation 2, groups 2, float64
+    x = rng.standard_normal((2, 4, 11, 9))
+    w = rng.standard_normal((6, 2, 3, 2))
+    y = F.conv2d(x, w, rng.standard_normal(6), stride=2, padding=1, dilation=2, groups=2)
+    results["general_y"] = y
+    results.update(zip(["general_dx", "general_dw", "general_db"],
+                       F.conv2d_backward(np.ones_like(y), x, w, stride=2, padding=1, dilation=2, groups=2)))
+    np.savez(sys.argv[1], **results)
+
+    from numba.core.dispatcher import Dispatcher
+    kernels = [d for d in gc.get_objects() if isinstance(d, Dispatcher)
+               and d.py_func.__module__.startswith("numbacnn.")]
+    print(sum(sum(d.stats.cache_hits.values()) for d in kernels),
+          sum(sum(d.stats.cache_misses.values()) for d in kernels))
+""")
+
+
+@pytest.mark.slow
+def test_first_run_and_cached_run_are_bit_identical(tmp_path):
+    cache = tmp_path / "numba_cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    counts = []
+    for run in ("empty_cache", "warm_cache"):
+        done = subprocess.run([sys.executable, "-c", TRAINING_STEPS, str(tmp_path / f"{run}.npz")], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        counts.append(tuple(int(v) for v in done.stdout.split()[-2:]))
+    (hits_cold, misses_cold), (hits_warm, misses_warm) = counts
+    assert misses_cold > 0 and hits_cold == 0, f"the first run did not compile: {counts}"
+    assert hits_warm == misses_cold and misses_warm == 0, f"the second run did not load everything: {counts}"
+
+    cold = np.load(tmp_path / "empty_cache.npz")
+    warm = np.load(tmp_path / "warm_cache.npz")
+    assert sorted(cold.files) == sorted(warm.files)
+    differing = [name for name in cold.files
+                 if cold[name].dtype != warm[name].dtype or cold[name].tobytes() != warm[name].tobytes()]
+    worst = {name: float(np.max(np.abs(cold[name].astype(np.float64) - warm[name]))) for name in differing}
+    assert not differing, f"compiled and cached kernels disagree (max abs difference): {worst}"

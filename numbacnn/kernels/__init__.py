@@ -5,3 +5,9 @@ holds ``@cuda.jit`` kernels and their launch configuration. Kernels never valida
 and never allocate: ``numbacnn.functional`` does both, then calls them with
 preallocated outputs first, inputs next, hyperparameters last.
 """
+
+# Before any kernel compiles: a kernel compiled in this process runs the same code as
+# the same kernel loaded from the disk cache (bit-identical first and later runs).
+from numbacnn.kernels.linking import use_own_linked_copies  # noqa: E402
+
+use_own_linked_copies()
