@@ -194,7 +194,8 @@ def check_same_dtype(op: str, **arrays: Any) -> np.dtype:
         if np.dtype(a.dtype) != dtype:
             raise TypeError(
                 f"{op}: {name} has dtype {np.dtype(a.dtype).name} but {first_name} has "
-                f"{dtype.name}; all inputs must share one dtype (numbacnn never casts silently)"
+                f"{dtype.name}; mixed dtypes are not supported: all inputs must share one dtype "
+                f"(numbacnn never casts silently)"
             )
     return dtype
 

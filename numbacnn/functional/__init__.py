@@ -20,6 +20,10 @@ from numbacnn.functional.pool import max_unpool2d, max_unpool2d_backward  # noqa
 from numbacnn.functional.activation import relu, relu_backward
 from numbacnn.functional.linear import linear, linear_backward
 from numbacnn.functional.loss import softmax_cross_entropy
+from numbacnn.functional.softmax import (  # noqa: E402
+    cross_entropy, cross_entropy_backward, log_softmax, log_softmax_backward, nll_loss, nll_loss_backward, softmax,
+    softmax_backward,
+)
 
 __all__ = [
     "conv2d",
@@ -33,4 +37,12 @@ __all__ = [
     "linear",
     "linear_backward",
     "softmax_cross_entropy",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "log_softmax",
+    "log_softmax_backward",
+    "nll_loss",
+    "nll_loss_backward",
+    "softmax",
+    "softmax_backward",
 ]

@@ -14,8 +14,38 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from numbacnn.device import backend, device_of, resolve_device, to_device, to_host
+from numbacnn.device import backend, device_of, is_cuda_array, resolve_device, to_device, to_host
 from numbacnn.shapes import ConvExplanation
+
+
+def _is_c_contiguous(a: Any) -> bool:
+    """C-contiguity of a NumPy or CUDA array (Numba's device arrays and the CUDA
+    simulator's have ``is_c_contiguous()``; other CUDA arrays, ``flags``)."""
+    if isinstance(a, np.ndarray):
+        return bool(a.flags.c_contiguous)
+    method = getattr(a, "is_c_contiguous", None)
+    if method is not None:
+        return bool(method())
+    flags = getattr(a, "flags", None)
+    return bool(flags is None or flags["C_CONTIGUOUS"])
+
+
+def check_parameter_data(data: Any, what: str = "data") -> None:
+    """Raise unless ``data`` can hold a parameter: a C-contiguous, writable float32
+    or float64 NumPy array or CUDA device array. Optimizers update it in place
+    through a flat ``reshape(-1)`` view, which for a strided array would be a copy
+    (every update silently lost)."""
+    if not (isinstance(data, np.ndarray) or is_cuda_array(data)):
+        raise TypeError(f"{what} must be a float32 or float64 NumPy array or CUDA device array, got "
+                        f"{type(data).__name__} (e.g. np.asarray(values, dtype=np.float32))")
+    dtype = np.dtype(data.dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{what} must be float32 or float64, got dtype {dtype} (convert it with .astype)")
+    if not _is_c_contiguous(data):
+        raise ValueError(f"{what} must be C-contiguous (it is updated in place through a flat view); "
+                         f"pass a contiguous copy, e.g. np.ascontiguousarray(data)")
+    if isinstance(data, np.ndarray) and not data.flags.writeable:
+        raise ValueError(f"{what} is read-only; parameters are updated in place (pass a writable copy)")
 
 
 class Parameter:
@@ -36,9 +66,7 @@ class Parameter:
     """
 
     def __init__(self, data: Any) -> None:
-        dtype = np.dtype(data.dtype)
-        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise TypeError(f"Parameter: data must be float32 or float64, got dtype {dtype}")
+        check_parameter_data(data, "Parameter: data")
         self.data = data
         self.grad: Any = None
 
@@ -65,12 +93,35 @@ class Parameter:
         ops return new arrays, so nobody else holds it); later ones are added by
         the device's ``grad_accumulate`` kernel.
         """
-        if tuple(delta.shape) != self.shape:
-            raise ValueError(f"Parameter.accumulate: gradient shape {tuple(delta.shape)} != parameter shape {self.shape}")
+        self.check_gradient(delta, "Parameter.accumulate: delta")
         if self.grad is None:
             self.grad = delta
-        else:
-            backend(self.device).grad_accumulate(self.grad.reshape(-1), delta.reshape(-1))
+            return
+        self.check_gradient(self.grad, "Parameter.accumulate: grad")
+        if isinstance(self.grad, np.ndarray) and not (self.grad.flags.c_contiguous and self.grad.flags.writeable):
+            # a hand-set strided or read-only gradient: the flat view below would be a
+            # copy (the sum lost) or unwritable, so accumulate into a fresh copy
+            self.grad = np.array(self.grad, order="C", copy=True)
+        backend(self.device).grad_accumulate(self.grad.reshape(-1), delta.reshape(-1))
+
+    def check_gradient(self, grad: Any, what: str = "grad") -> None:
+        """Raise unless ``grad`` can be this parameter's gradient: an array of the
+        same shape, dtype and device (a C-contiguous one on CUDA). The optimizers
+        call it for every gradient before updating anything, so a wrong one never
+        reaches a kernel (which would read past its end)."""
+        if not (isinstance(grad, np.ndarray) or is_cuda_array(grad)):
+            raise TypeError(f"{what} must be a NumPy or CUDA array like the parameter {self!r}, "
+                            f"got {type(grad).__name__}")
+        if tuple(grad.shape) != self.shape:
+            raise ValueError(f"{what} has shape {tuple(grad.shape)}, expected {self.shape} like the parameter")
+        if np.dtype(grad.dtype) != self.dtype:
+            raise TypeError(f"{what} has dtype {np.dtype(grad.dtype)}, expected {self.dtype} like the parameter "
+                            f"(convert it with .astype)")
+        if device_of(grad) != self.device:
+            raise ValueError(f"{what} is on {device_of(grad)} but the parameter is on {self.device} "
+                             f"(move it with numbacnn.to_device(grad, {self.device!r}))")
+        if not isinstance(grad, np.ndarray) and not _is_c_contiguous(grad):
+            raise ValueError(f"{what} is a non-contiguous CUDA array; expected a C-contiguous one")
 
     def zero_grad(self) -> None:
         """Forget the accumulated gradient."""

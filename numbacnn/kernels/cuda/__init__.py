@@ -30,3 +30,7 @@ __all__ = [
 ]
 from numbacnn.kernels.cuda.pool import max_pool2d_backward_indices, max_pool2d_forward_indices  # noqa: E402,F401
 from numbacnn.kernels.cuda.pool import max_unpool2d_backward, max_unpool2d_forward  # noqa: E402,F401
+from numbacnn.kernels.cuda.softmax import (  # noqa: E402,F401
+    cross_entropy_backward, cross_entropy_forward, cross_entropy_probs_backward, cross_entropy_probs_forward,
+    log_softmax_backward, log_softmax_forward, nll_loss_backward, nll_loss_forward, softmax_backward, softmax_forward,
+)
