@@ -19,14 +19,34 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from numbacnn.device import backend, to_device, to_host
-from numbacnn.nn.module import Parameter
+from numbacnn.nn.module import Parameter, check_parameter_data
+
+
+def _check_number(value: Any, name: str, op: str) -> float:
+    """``value`` as a float; TypeError unless it is a real number (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{op}: {name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
 
 
 def _check_nonnegative(value: Any, name: str, op: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(value) or value < 0:
+    """``value`` as a float; TypeError for a non-number, ValueError unless finite and >= 0."""
+    number = _check_number(value, name, op)
+    if not math.isfinite(number) or number < 0:
         raise ValueError(f"{op}: {name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return number
+
+
+def _check_betas(betas: Any, op: str) -> tuple[float, float]:
+    """Adam's ``betas``: a pair of numbers, each in [0, 1)."""
+    accepted = "a pair of numbers in [0, 1), e.g. betas=(0.9, 0.999)"
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, (tuple, list, np.ndarray)) or len(betas) != 2:
+        raise TypeError(f"{op}: betas must be {accepted}, got {betas!r}")
+    pair = tuple(_check_number(b, f"betas[{i}]", op) for i, b in enumerate(betas))
+    for i, b in enumerate(pair):
+        if not 0.0 <= b < 1.0:  # also refuses NaN
+            raise ValueError(f"{op}: betas[{i}] must be in [0, 1), got {betas[i]!r} ({accepted})")
+    return pair[0], pair[1]
 
 
 class Optimizer:
@@ -39,13 +59,22 @@ class Optimizer:
     buffers: tuple[str, ...] = ()
 
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
+        op = type(self).__name__
+        if isinstance(params, (Parameter, np.ndarray)) or not isinstance(params, Iterable):
+            raise TypeError(f"{op}: params must be an iterable of Parameters (e.g. model.parameters() or [p]), "
+                            f"got {type(params).__name__}")
         self.params: list[Parameter] = list(params)
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: params is empty; pass model.parameters()")
+            raise ValueError(f"{op}: params is empty; pass model.parameters()")
+        seen: dict[int, int] = {}
         for i, p in enumerate(self.params):
             if not isinstance(p, Parameter):
-                raise TypeError(f"{type(self).__name__}: params[{i}] must be a Parameter, got {type(p).__name__}")
-        self.lr = _check_nonnegative(lr, "lr", type(self).__name__)
+                raise TypeError(f"{op}: params[{i}] must be a Parameter, got {type(p).__name__}")
+            if id(p) in seen:
+                raise ValueError(f"{op}: params[{i}] is the same Parameter as params[{seen[id(p)]}]; "
+                                 f"each may appear once (it would be updated twice per step)")
+            seen[id(p)] = i
+        self.lr = _check_nonnegative(lr, "lr", op)
         self.step_count = 0
         # Per-parameter buffers, allocated lazily on the parameter's device.
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
@@ -57,6 +86,21 @@ class Optimizer:
 
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _parameters_to_update(self) -> list[int]:
+        """Indices of the parameters that have a gradient, after checking every one of
+        them (data, gradient shape/dtype/device) and ``lr``, so that a bad gradient
+        raises before any parameter is changed and never reaches a kernel."""
+        op = f"{type(self).__name__}.step"
+        _check_nonnegative(self.lr, "lr", op)  # a scheduler or the user may have set it
+        indices = []
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            check_parameter_data(p.data, f"{op}: params[{i}].data")
+            p.check_gradient(p.grad, f"{op}: params[{i}].grad")
+            indices.append(i)
+        return indices
 
     def _buffer(self, index: int, name: str) -> Any:
         """The named state buffer of parameter ``index``: zeros of its shape, on its
@@ -83,16 +127,54 @@ class Optimizer:
         return {"type": type(self).__name__, "step_count": self.step_count,
                 "hyperparameters": self.hyperparameters(), "buffers": buffers}
 
+    def _checked_hyperparameter(self, name: str, value: Any, op: str) -> Any:
+        """A saved hyperparameter, checked as the constructor checks it."""
+        if name in ("nesterov", "decoupled_weight_decay"):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{op}: {name} must be a bool, got {value!r}")
+            return bool(value)
+        if name == "betas":
+            return _check_betas(value, op)
+        number = _check_nonnegative(value, name, op)
+        if name == "eps" and number == 0:
+            raise ValueError(f"{op}: eps must be a finite number > 0, got {value!r}")
+        return number
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; buffers must match the parameters."""
+        """Restore from :meth:`state_dict`; buffers must match the parameters.
+
+        Everything is checked before anything changes: a foreign or hand-edited state
+        raises (ValueError / TypeError naming the entry) and leaves the optimizer as
+        it was.
+        """
+        op = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict):
+            raise TypeError(f"{op}: state must be a dict from state_dict(), got {type(state).__name__}")
         if state.get("type") != type(self).__name__:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: state is for {state.get('type')!r}")
+            raise ValueError(f"{op}: state is for {state.get('type')!r}")
+        for key in ("step_count", "hyperparameters", "buffers"):
+            if key not in state:
+                raise ValueError(f"{op}: state has no {key!r} entry (not a state_dict() of {type(self).__name__})")
+        if not isinstance(state["buffers"], dict) or not isinstance(state["hyperparameters"], dict):
+            raise TypeError(f"{op}: state's 'buffers' and 'hyperparameters' must be dicts")
+        step_count = state["step_count"]
+        if isinstance(step_count, bool) or not isinstance(step_count, (int, np.integer)) or step_count < 0:
+            raise ValueError(f"{op}: step_count must be an int >= 0, got {step_count!r}")
+        known = self.hyperparameters()
+        hyperparameters = {}
+        for name, value in state["hyperparameters"].items():
+            if name not in known:
+                raise ValueError(f"{op}: unexpected hyperparameter {name!r}; expected some of {sorted(known)}")
+            hyperparameters[name] = self._checked_hyperparameter(name, value, op)
         new_state: list[dict[str, Any]] = [{} for _ in self.params]
         for key, value in state["buffers"].items():
-            index_text, _, name = key.partition(".")
+            index_text, _, name = str(key).partition(".")
+            if not index_text.isdigit() or int(index_text) >= len(self.params) or name not in self.buffers:
+                raise ValueError(
+                    f"{op}: unexpected buffer {key!r}; expected '<parameter index>.<name>' with an index below "
+                    f"{len(self.params)} and a name in {self.buffers}"
+                )
             index = int(index_text)
-            if index >= len(self.params) or name not in self.buffers:
-                raise KeyError(f"{type(self).__name__}.load_state_dict: unexpected buffer {key!r}")
             p = self.params[index]
             value = np.asarray(value)
             if tuple(value.shape) != p.shape or value.dtype != p.dtype:
@@ -102,8 +184,8 @@ class Optimizer:
                 )
             new_state[index][name] = to_device(np.array(value, copy=True), p.device)
         self.state = new_state
-        self.step_count = int(state["step_count"])
-        for name, value in state["hyperparameters"].items():
+        self.step_count = int(step_count)
+        for name, value in hyperparameters.items():
             setattr(self, name, value)
 
 
@@ -145,11 +227,18 @@ class SGD(Optimizer):
                 "weight_decay": self.weight_decay, "nesterov": self.nesterov}
 
     def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
+        """Update every parameter that has a gradient, in place.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A gradient's shape, dtype or device differs from its parameter's (or a
+            parameter's data was replaced by an unusable array); nothing is updated.
+        """
+        to_update = self._parameters_to_update()
         self.step_count += 1
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
+        for i in to_update:
+            p = self.params[i]
             first = "velocity" not in self.state[i]
             if self.momentum != 0:
                 velocity = self._buffer(i, "velocity").reshape(-1)
@@ -183,15 +272,14 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False) -> None:
         super().__init__(params, lr)
-        if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
-            raise ValueError(f"Adam: betas must be two numbers in [0, 1), got {betas!r}")
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = _check_nonnegative(eps, "eps", "Adam")
+        op = type(self).__name__
+        self.betas = _check_betas(betas, op)
+        self.eps = _check_nonnegative(eps, "eps", op)
         if self.eps == 0:
-            raise ValueError("Adam: eps must be > 0, got 0")
-        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay", "Adam")
+            raise ValueError(f"{op}: eps must be a finite number > 0, got {eps!r}")
+        self.weight_decay = _check_nonnegative(weight_decay, "weight_decay", op)
         if not isinstance(decoupled_weight_decay, bool):
-            raise TypeError(f"Adam: decoupled_weight_decay must be a bool, got {decoupled_weight_decay!r}")
+            raise TypeError(f"{op}: decoupled_weight_decay must be a bool, got {decoupled_weight_decay!r}")
         self.decoupled_weight_decay = decoupled_weight_decay
         self.param_steps = [0] * len(self.params)
 
@@ -200,12 +288,16 @@ class Adam(Optimizer):
                 "decoupled_weight_decay": self.decoupled_weight_decay}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        op = f"{type(self).__name__}.load_state_dict"
+        steps = state.get("param_steps", []) if isinstance(state, dict) else []
+        if isinstance(state, dict) and state.get("type") == type(self).__name__ and (  # else super() says why
+                isinstance(steps, (str, bytes)) or not isinstance(steps, (list, tuple, np.ndarray))
+                or len(steps) != len(self.params)
+                or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 0 for t in steps)):
+            raise ValueError(f"{op}: param_steps must be {len(self.params)} ints >= 0 (one per parameter), "
+                             f"got {steps!r}")
         super().load_state_dict(state)
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        steps = [int(t) for t in state.get("param_steps", [])]
-        if len(steps) != len(self.params):
-            raise ValueError(f"Adam.load_state_dict: param_steps has {len(steps)} entries, expected {len(self.params)}")
-        self.param_steps = steps
+        self.param_steps = [int(t) for t in steps]
 
     def state_dict(self) -> dict[str, Any]:
         out = super().state_dict()
@@ -213,12 +305,18 @@ class Adam(Optimizer):
         return out
 
     def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
+        """Update every parameter that has a gradient, in place.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`SGD.step`; nothing is updated.
+        """
+        to_update = self._parameters_to_update()
         self.step_count += 1
         beta1, beta2 = self.betas
-        for i, p in enumerate(self.params):
-            if p.grad is None:
-                continue
+        for i in to_update:
+            p = self.params[i]
             # Each parameter counts its own steps (PyTorch's per-parameter "step"),
             # so a parameter that missed a step keeps a correct bias correction.
             self.param_steps[i] += 1
@@ -248,6 +346,9 @@ class LRScheduler:
     saved ``last_epoch`` gives the same rates as an uninterrupted run."""
 
     def __init__(self, optimizer: Optimizer) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__}: optimizer must be an Optimizer (SGD, Adam, AdamW), "
+                            f"got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0
@@ -267,10 +368,20 @@ class LRScheduler:
         return {"type": type(self).__name__, "base_lr": self.base_lr, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("type") != type(self).__name__:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: state is for {state.get('type')!r}")
-        self.base_lr = float(state["base_lr"])
-        self.last_epoch = int(state["last_epoch"])
+        """Restore from :meth:`state_dict` (checked first; a bad state changes nothing)."""
+        op = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict) or state.get("type") != type(self).__name__:
+            found = state.get("type") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{op}: state is for {found!r}")
+        for key in ("base_lr", "last_epoch"):
+            if key not in state:
+                raise ValueError(f"{op}: state has no {key!r} entry")
+        base_lr = _check_nonnegative(state["base_lr"], "base_lr", op)
+        last_epoch = state["last_epoch"]
+        if isinstance(last_epoch, bool) or not isinstance(last_epoch, (int, np.integer)) or last_epoch < 0:
+            raise ValueError(f"{op}: last_epoch must be an int >= 0, got {last_epoch!r}")
+        self.base_lr = base_lr
+        self.last_epoch = int(last_epoch)
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
 
