@@ -14,11 +14,14 @@ TINY_VGG_POOL = 2  # CNN Explainer's max pools are 2x2 with stride 2
 
 
 def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0,
-                   strict: bool = True) -> list[tuple[str, int]]:
+                   strict: bool = True, stride: int = 1) -> list[tuple[str, int]]:
     """Spatial size after each stage of Tiny VGG, checking every slide.
 
     With ``strict=False`` an asymmetric slide is allowed (the floor drops border
     pixels, as PyTorch does silently); only an output below 1x1 is an error.
+    ``stride`` is every convolution's (the pools keep 2x2 / stride 2): each conv
+    then divides the size by about ``stride``, so six halvings (stride 2) need an
+    input of at least 64 pixels at Tiny VGG's depth.
 
     Returns
     -------
@@ -34,16 +37,17 @@ def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0,
     """
     size = image_size
     sizes = []
-    plan = [("conv_1_1", kernel_size, 1, padding), ("conv_1_2", kernel_size, 1, padding),
+    plan = [("conv_1_1", kernel_size, stride, padding), ("conv_1_2", kernel_size, stride, padding),
             ("max_pool_1", TINY_VGG_POOL, TINY_VGG_POOL, 0),
-            ("conv_2_1", kernel_size, 1, padding), ("conv_2_2", kernel_size, 1, padding),
+            ("conv_2_1", kernel_size, stride, padding), ("conv_2_2", kernel_size, stride, padding),
             ("max_pool_2", TINY_VGG_POOL, TINY_VGG_POOL, 0)]
     for name, k, s, p in plan:
         explanation = explain_conv(size, k, s, p)
         fits = min(explanation.output_size) >= 1
         if not fits or (strict and not explanation.symmetric):
+            stride_text = f", stride={stride}" if stride != 1 else ""
             raise ValueError(
-                f"tiny_vgg(image_size={image_size}, kernel_size={kernel_size}, padding={padding}): "
+                f"tiny_vgg(image_size={image_size}, kernel_size={kernel_size}, padding={padding}{stride_text}): "
                 f"layer {name} gets a {size}x{size} input: {explanation.message}"
             )
         size = explanation.output_size[0]
@@ -53,7 +57,7 @@ def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0,
 
 def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, filters: int = 10,
              kernel_size: int = 3, padding: int = 0, dtype: Any = np.float32, device: str | None = None,
-             seed: int | np.random.Generator | None = 0, strict: bool = True) -> Sequential:
+             seed: int | np.random.Generator | None = 0, strict: bool = True, stride: int = 1) -> Sequential:
     """CNN Explainer's Tiny VGG: (conv-relu-conv-relu-maxpool) x 2, flatten, linear.
 
     At the defaults the sizes go 64 -> 62 -> 60 -> 30 -> 28 -> 26 -> 13 and the model
@@ -76,7 +80,7 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
     filters : int
         Channels of every convolution.
     kernel_size, padding : int
-        Of every convolution (stride 1).
+        Of every convolution.
     dtype : float32 or float64
     device : str or None
         Where the parameters live (default: the default device).
@@ -86,6 +90,10 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
         When False, build a model whose kernels slide asymmetrically (its layers
         then warn with ``HyperparameterWarning`` on the first forward) instead of
         refusing it; a combination whose output is below 1x1 is refused either way.
+    stride : int
+        Of every convolution (default 1, CNN Explainer's); the 2x2 max pools keep
+        stride 2. A larger stride shrinks every layer faster: on 28x28 Fashion-MNIST
+        stride 2 leaves nothing for the second block's pool (refused as impossible).
 
     Returns
     -------
@@ -102,13 +110,16 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
                         ("image_size", image_size), ("filters", filters), ("kernel_size", kernel_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"tiny_vgg: {name} must be a positive int, got {value!r}")
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"tiny_vgg: stride must be a positive int, got {stride!r}")
     if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
         raise ValueError(f"tiny_vgg: padding must be an int >= 0, got {padding!r}")
-    final = tiny_vgg_sizes(image_size, kernel_size, padding, strict)[-1][1]
+    final = tiny_vgg_sizes(image_size, kernel_size, padding, strict, stride)[-1][1]
     rng = as_rng(seed)
 
     def conv(cin: int) -> Conv2d:
-        return Conv2d(cin, filters, kernel_size, padding=padding, dtype=dtype, device=device, rng=rng)
+        return Conv2d(cin, filters, kernel_size, stride=stride, padding=padding, dtype=dtype, device=device,
+                      rng=rng)
 
     features = Sequential(
         conv(in_channels), ReLU(), conv(filters), ReLU(), MaxPool2d(TINY_VGG_POOL),
