@@ -347,19 +347,35 @@ class Sequential(Module):
         return list(self._modules.values())[index]
 
     def forward(self, x: Any) -> Any:
-        """Apply each layer in turn: x (N, ...) -> the last layer's output."""
-        for layer in self._modules.values():
-            x = layer.forward(x)
-        return x
+        """Apply each layer in turn: x (N, ...) -> the last layer's output.
+
+        Conv2d -> ReLU (-> MaxPool2d) runs go through fused ops (``nn/fusion.py``),
+        which give the same results as the layers one by one."""
+        from numbacnn.nn import fusion
+
+        steps = self._fusion_steps() if fusion.is_enabled() else list(self._modules.values())
+        self.__dict__["_last_steps"] = steps  # what backward must walk back through
+        return fusion.run_forward(steps, x)
+
+    def _fusion_steps(self) -> list:
+        """This Sequential's fusion plan, rebuilt when its layers change."""
+        from numbacnn.nn import fusion
+
+        layers = tuple(self._modules.values())
+        cached = self.__dict__.get("_fusion_plan")
+        if cached is None or len(cached[0]) != len(layers) or any(a is not b for a, b in zip(cached[0], layers)):
+            cached = (layers, fusion.plan(layers))
+            self.__dict__["_fusion_plan"] = cached
+        return cached[1]
 
     def backward(self, gy: Any, input_grad: bool = True) -> Any:
         """Back-propagate ``gy`` (shape of the last forward's output) through the
         layers in reverse. With ``input_grad=False`` the first layer skips its input
         gradient (returns None): the usual case for a model's first convolution."""
-        layers = list(self._modules.values())
-        for i in range(len(layers) - 1, -1, -1):
-            gy = layers[i].backward(gy, input_grad=input_grad if i == 0 else True)
-        return gy
+        from numbacnn.nn import fusion
+
+        steps = self.__dict__.get("_last_steps") or list(self._modules.values())
+        return fusion.run_backward(steps, gy, input_grad)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
