@@ -17,16 +17,12 @@ def _defaults():
     return TrainConfig()
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that set a TrainConfig field (``--dataset`` ... ``--normalize``),
+    one definition shared by ``numbacnn train`` and ``numbacnn sweep`` (whose grid
+    varies the configuration they set). ``--epochs`` and ``--device`` default to
+    None so that a resumed run can tell whether they were given."""
     d = _defaults()
-    parser = subparsers.add_parser(
-        "train", help="train Tiny VGG and print the test accuracy",
-        description="Train CNN Explainer's Tiny VGG. Writes OUT/checkpoint.npz after every epoch and "
-                    "OUT/metrics.json. With --resume, the run continues from a checkpoint with its saved "
-                    "settings (only --epochs and --device may change) to the same result as an "
-                    "uninterrupted run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
     parser.add_argument("--dataset", choices=DATASETS, default=d.dataset,
                         help="fashion-mnist is read from $NUMBACNN_DATA or /usr/share/datasets/fashion-mnist")
     parser.add_argument("--data-dir", default=None,
@@ -54,6 +50,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default=d.dtype)
     parser.add_argument("--normalize", choices=NORMALIZATIONS, default=d.normalize,
                         help="standardize: per-channel mean/std of the training images; scale: x/255")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train Tiny VGG and print the test accuracy",
+        description="Train CNN Explainer's Tiny VGG. Writes OUT/checkpoint.npz after every epoch and "
+                    "OUT/metrics.json. With --resume, the run continues from a checkpoint with its saved "
+                    "settings (only --epochs and --device may change) to the same result as an "
+                    "uninterrupted run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_config_arguments(parser)
     parser.add_argument("--out", default="runs/tiny_vgg", help="folder for checkpoint.npz and metrics.json")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                         help="continue from CHECKPOINT (default: OUT/checkpoint.npz)")
