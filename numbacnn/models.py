@@ -55,6 +55,21 @@ def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0,
     return sizes
 
 
+def tiny_vgg_parameter_count(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, filters: int = 10,
+                             kernel_size: int = 3, padding: int = 0, stride: int = 1) -> int:
+    """Trainable scalars :func:`tiny_vgg` would allocate, from the shapes alone
+    (O(1): nothing is built), so callers can refuse a model that cannot fit in
+    memory before trying (19,920 at the defaults).
+
+    Raises ValueError as :func:`tiny_vgg_sizes` (``strict=False``) when a layer's
+    output would be below 1x1.
+    """
+    final = tiny_vgg_sizes(image_size, kernel_size, padding, strict=False, stride=stride)[-1][1]
+    taps = kernel_size * kernel_size
+    convolutions = filters * (in_channels * taps + 1) + 3 * filters * (filters * taps + 1)
+    return convolutions + num_classes * (filters * final * final + 1)
+
+
 def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, filters: int = 10,
              kernel_size: int = 3, padding: int = 0, dtype: Any = np.float32, device: str | None = None,
              seed: int | np.random.Generator | None = 0, strict: bool = True, stride: int = 1) -> Sequential:

@@ -12,6 +12,7 @@ with the operation, names the argument, says what it got and what was expected.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -476,21 +477,62 @@ def _uncovered(in_size: int, kernel: int, stride: int, padding: int, dilation: i
     return span % stride if span >= 0 else 0
 
 
+# Divisor search bound for the stride suggestions: trial division up to this (exact
+# for spans up to its square, 10**10); beyond it, divisors near the stride are tried.
+_DIVISOR_SEARCH = 10**5
+
+
 def _axis_fixes(in_size: int, kernel: int, stride: int, padding: int, dilation: int,
-                search: int = 4) -> tuple[list[int], list[int]]:
-    """Paddings (same stride) and strides (same padding) that leave nothing uncovered."""
-    fits = lambda p, s: in_size + 2 * p >= effective_kernel_size(kernel, dilation)  # noqa: E731
-    paddings = sorted(
-        (p for p in range(0, padding + search * stride + 1)
-         if fits(p, stride) and _uncovered(in_size, kernel, stride, p, dilation) == 0),
-        key=lambda p: (abs(p - padding), p),
-    )
-    strides = sorted(
-        (s for s in range(1, max(stride + search, 2 * stride) + 1)
-         if fits(padding, s) and _uncovered(in_size, kernel, s, padding, dilation) == 0),
-        key=lambda s: (abs(s - stride), -s),
-    )
-    return paddings, strides
+                search: int = 4, count: int = 3) -> tuple[list[int], list[int]]:
+    """The ``count`` nearest paddings (same stride, at most ``padding + search*stride``)
+    and strides (same padding, at most ``max(stride + search, 2*stride)``) that leave
+    nothing uncovered, nearest first.
+
+    Closed forms, not a scan: the work does not grow with the values (explain conv
+    --stride 1000000000 answers at once). A padding p fits when
+    ``(in + 2p - span) % stride == 0``: the solutions form an arithmetic progression.
+    A stride fits when it divides ``in + 2*padding - span``.
+    """
+    span = effective_kernel_size(kernel, dilation)
+    # paddings: 2p = span - in (mod stride), p >= ceil((span - in) / 2) so the kernel fits
+    lowest = max(0, -((in_size - span) // 2))
+    highest = padding + search * stride
+    residue = (span - in_size) % stride
+    if stride % 2:  # 2 is invertible mod an odd stride: one solution per period
+        period, first = stride, residue * ((stride + 1) // 2) % stride
+    else:  # even stride: solutions only for an even residue, period stride / 2
+        period, first = stride // 2, (residue // 2 if residue % 2 == 0 else None)
+    paddings: list[int] = []
+    if first is not None and lowest <= highest:
+        centre = min(max(padding, lowest), highest)
+        k = (centre - first) // period
+        candidates = (first + j * period for j in range(k - count - 1, k + count + 2))
+        paddings = sorted((p for p in candidates if lowest <= p <= highest), key=lambda p: (abs(p - padding), p))
+    # strides: divisors of the covered length (every stride when it is 0)
+    length = in_size + 2 * padding - span
+    top = max(stride + search, 2 * stride)
+    if length < 0:
+        strides: set[int] = set()
+    elif length == 0:
+        strides = {s for offset in range(count + 1) for s in (stride - offset, stride + offset)}
+    else:
+        strides = set()
+        for d in range(1, min(math.isqrt(length), _DIVISOR_SEARCH) + 1):
+            if length % d == 0:
+                strides.update((d, length // d))
+        strides.update(s for s in range(stride - _DIVISOR_SEARCH // 100, stride + _DIVISOR_SEARCH // 100 + 1)
+                       if s >= 1 and length % s == 0)
+    ordered = sorted((s for s in strides if 1 <= s <= top), key=lambda s: (abs(s - stride), -s))
+    return paddings[:count], ordered[:count]
+
+
+def _unfloored(covered: int, stride: int) -> str:
+    """``covered / stride + 1`` before the floor, for the arithmetic line: 6 digits
+    (``2.33333``) when that still shows it is not whole, else exact (``1 + 4/1000000000``)."""
+    rounded = f"{covered / stride + 1:g}"
+    if "." in rounded and "e" not in rounded:
+        return rounded
+    return f"{covered // stride + 1} + {covered % stride}/{stride}"
 
 
 def explain_conv(input_size: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0,
@@ -526,7 +568,7 @@ def explain_conv(input_size: Any, kernel_size: Any, stride: Any = 1, padding: An
     outputs = tuple(conv_output_size(i, k, s, p, p, d) for i, k, s, p, d in axes)
     arithmetic = tuple(
         f"({i} + 2*{p} - {effective_kernel_size(k, d)}) / {s} + 1 = {o}"
-        + (f"  (floor of {(i + 2 * p - effective_kernel_size(k, d)) / s + 1:g})"
+        + (f"  (floor of {_unfloored(i + 2 * p - effective_kernel_size(k, d), s)})"
            if (i + 2 * p - effective_kernel_size(k, d)) % s else "")
         for (i, k, s, p, d), o in zip(axes, outputs)
     )

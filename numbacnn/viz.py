@@ -42,6 +42,12 @@ VIZ_INSTALL_HINT = 'pip install "numbacnn[viz]"'
 MAX_DRAWN_POSITIONS = 64
 # Cells are annotated with their coverage count only while the numbers stay legible.
 MAX_ANNOTATED_CELLS = 24
+# The slide picture draws every cell of the padded input (and of the output): beyond
+# this many per side the grid is unreadable and the figure tens of thousands of
+# pixels wide, so larger inputs are refused before anything is drawn or allocated.
+MAX_SLIDE_CELLS = 256
+# File written when draw_conv_slide is given a folder.
+SLIDE_FILE_NAME = "conv_slide.png"
 # Activation grids use at most this many columns (Tiny VGG's 10 channels -> 2 rows of 5).
 MAX_GRID_COLUMNS = 5
 
@@ -80,6 +86,52 @@ def _prepare_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+class PictureError(ValueError):
+    """A picture that cannot be drawn, or not where it was asked for; nothing was
+    written. ``str()`` is ``"<what>, <where> (<todo>)"``, the attributes its parts
+    (the CLI puts its own option name in ``where``)."""
+
+    def __init__(self, what: str, where: str, todo: str) -> None:
+        super().__init__(f"{what}, {where} ({todo})")
+        self.what, self.where, self.todo = what, where, todo
+
+
+def png_path(path: str | os.PathLike, default_name: str) -> Path:
+    """The file a PNG asked for as ``path`` is written to, checked before drawing.
+
+    - an existing folder, or a path ending in a separator: ``default_name`` inside it;
+    - a name ending in ``.png`` (any case): itself;
+    - a name without a suffix: ``.png`` appended (what matplotlib would do silently);
+    - any other suffix (``.txt``, ``.jpg``): refused.
+
+    The folder it goes in must be creatable and writable. Every refusal is a
+    :class:`PictureError` naming the path; nothing is created. Callers report the
+    returned path, which is the one really written.
+    """
+    text = os.fspath(path)
+    todo = "give a file name ending in .png, or a folder"
+    if not text:
+        raise PictureError("empty picture path", repr(text), todo)
+    target = Path(text)
+    if target.is_dir() or text.endswith((os.sep, "/")):
+        target = target / default_name
+    elif target.suffix == "":
+        target = target.with_name(target.name + ".png")
+    elif target.suffix.lower() != ".png":
+        raise PictureError(f"the picture is a PNG, not a {target.suffix} file", text, todo)
+    if target.is_dir():
+        raise PictureError(f"{target} is a folder", text, todo)
+    existing = target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PictureError(f"{existing} is a file, so {target} cannot be created below it", text,
+                           "choose a path in a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PictureError(f"cannot write in {existing} (permission denied)", text, "choose a writable folder")
+    return target
 
 
 def _save(fig: Any, path: Path, dpi: int = 100) -> None:
@@ -130,6 +182,20 @@ def _drawn_positions(explanation: ConvExplanation) -> tuple[list[tuple[int, int,
     return [(i, j, i * out_w + j) for i in rows for j in cols], True
 
 
+def check_slide_drawable(explanation: ConvExplanation) -> None:
+    """Raise :class:`PictureError` (a ValueError), before anything is allocated, when
+    the slide picture of ``explanation`` would have more than :data:`MAX_SLIDE_CELLS`
+    cells per side."""
+    (in_h, in_w), (pad_h, pad_w) = explanation.input_size, explanation.padding
+    padded_h, padded_w = in_h + 2 * pad_h, in_w + 2 * pad_w
+    if max(padded_h, padded_w) > MAX_SLIDE_CELLS:
+        raise PictureError(
+            f"the padded input is {padded_h}x{padded_w} cells, too many to draw", "draw_conv_slide",
+            f"at most {MAX_SLIDE_CELLS} per side; draw a smaller input or padding: the arithmetic is the same "
+            f"at any size",
+        )
+
+
 def _hex_to_rgb(colour: str) -> tuple[float, float, float]:
     return tuple(int(colour[k:k + 2], 16) / 255 for k in (1, 3, 5))  # type: ignore[return-value]
 
@@ -149,13 +215,23 @@ def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Pa
     explanation : ConvExplanation
         From :func:`numbacnn.shapes.explain_conv`.
     path : str or PathLike
-        PNG to write (folders are created).
+        PNG to write (folders are created); a folder gets :data:`SLIDE_FILE_NAME`
+        inside it, a name without suffix gets ``.png`` (see :func:`png_path`).
 
     Returns
     -------
     Path
-        ``path``.
+        The file written.
+
+    Raises
+    ------
+    PictureError (a ValueError)
+        The padded input has more than :data:`MAX_SLIDE_CELLS` cells per side, or
+        ``path`` has a suffix other than ``.png``, or its folder cannot be created
+        or written; nothing is written.
     """
+    check_slide_drawable(explanation)
+    path = png_path(path, SLIDE_FILE_NAME)
     matplotlib = _require_matplotlib()
     from matplotlib.patches import Patch, Rectangle
 

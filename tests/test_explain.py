@@ -50,7 +50,8 @@ CONV_CASES = [
     # impossible: kernel larger than the padded input
     (["--input", "3", "--kernel", "5"], 1, ["output -1x-1", "verdict: IMPOSSIBLE", "larger than the padded input"]),
     # bad arguments
-    (["--input", "0", "--kernel", "3"], 2, ["error: explain_conv: input_size must be >= 1"]),
+    (["--input", "0", "--kernel", "3"], 2,
+     ["numbacnn explain conv: error: input must be >= 1 on both axes, got 0, --input (use --input 1 or more)"]),
 ]
 
 
@@ -150,8 +151,9 @@ def test_explain_model_padding_one_keeps_sizes(capsys):
     (["--image-size", "8"], 1, "impossible: tiny_vgg(image_size=8"),
     # max_pool_1 also slides asymmetrically here, but what makes it impossible is conv_2_1's 1x1 input
     (["--image-size", "7"], 1, "layer conv_2_1 gets a 1x1 input"),
-    (["--filters", "0"], 2, "--filters must be >= 1"),
-    (["--padding", "-1"], 2, "--padding must be >= 0"),
+    (["--filters", "0"], 2, "numbacnn explain model: error: filters must be >= 1, got 0, --filters "
+                            "(use --filters 1 or more)"),
+    (["--padding", "-1"], 2, "padding must be >= 0, got -1, --padding"),
 ])
 def test_explain_model_impossible_and_bad_values(capsys, argv, exit_code, text):
     code, out = explain(capsys, "model", *argv)
@@ -171,3 +173,176 @@ def test_describe_layers_names_and_slides():
     assert [d.explainer_name for d in described] == explainer_names([layer for _, layer in leaf_layers(model)])
     assert all(d.symmetric for d in described)
     assert described[-1].output_shape == (1, 3) and described[-1].receptive_field is None
+
+
+# --------------------------------------------------------------------------- #
+# issue 9, class 7: huge values answer at once, pictures and folders are checked
+# first, every error is one line naming the option or file, inputs are untouched
+# --------------------------------------------------------------------------- #
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from numbacnn import shapes  # noqa: E402
+
+HUGE = "1000000000"
+
+
+def run_cli(*argv: str, cwd: Path | None = None, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
+    """``numbacnn argv...`` in a fresh process, as a user runs it; (result, seconds)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "numbacnn.cli", *argv], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+    return done, time.perf_counter() - start
+
+
+def assert_one_error_line(done: subprocess.CompletedProcess, command: str, *names: str) -> str:
+    """rc 2 and exactly one stderr line in the project's format, naming each of ``names``."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"numbacnn explain {command}: error: ") and lines[0].endswith(")"), lines[0]
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]
+
+
+def _old_axis_fixes(in_size, kernel, stride, padding, dilation, search=4):
+    """The scan explain_conv used before (O(padding + stride)): the reference for small values."""
+    span = shapes.effective_kernel_size(kernel, dilation)
+    paddings = sorted((p for p in range(0, padding + search * stride + 1)
+                       if in_size + 2 * p >= span and (in_size + 2 * p - span) % stride == 0),
+                      key=lambda p: (abs(p - padding), p))
+    strides = sorted((s for s in range(1, max(stride + search, 2 * stride) + 1)
+                      if in_size + 2 * padding >= span and (in_size + 2 * padding - span) % s == 0),
+                     key=lambda s: (abs(s - stride), -s))
+    return paddings[:3], strides[:3]
+
+
+def test_suggestions_equal_the_exhaustive_scan_on_small_values():
+    checked = 0
+    for in_size in range(1, 26):
+        for kernel in range(1, 7):
+            for stride in range(1, 11):
+                for padding in range(0, 6):
+                    for dilation in (1, 2, 3):
+                        expected = _old_axis_fixes(in_size, kernel, stride, padding, dilation)
+                        assert shapes._axis_fixes(in_size, kernel, stride, padding, dilation) == expected, \
+                            (in_size, kernel, stride, padding, dilation)
+                        checked += 1
+    assert checked == 25 * 6 * 10 * 6 * 3
+
+
+@pytest.mark.parametrize("values", [dict(input_size=7, kernel_size=3, stride=10**9),
+                                    dict(input_size=7, kernel_size=3, padding=10**9),
+                                    dict(input_size=10**9, kernel_size=3, stride=10**9, padding=10**9),
+                                    dict(input_size=10**18, kernel_size=5, stride=7, padding=10**18, dilation=3)])
+def test_explain_conv_is_instant_for_huge_values_and_its_suggestions_are_symmetric(values):
+    start = time.perf_counter()
+    e = shapes.explain_conv(**values)
+    assert time.perf_counter() - start < 0.5
+    for padding in e.suggested_paddings:
+        assert shapes.explain_conv(e.input_size, e.kernel_size, e.stride, padding, e.dilation).symmetric
+    for stride in e.suggested_strides:
+        assert shapes.explain_conv(e.input_size, e.kernel_size, stride, e.padding, e.dilation).symmetric
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["conv", "--input", "7", "--kernel", "3", "--stride", HUGE],
+     ["(7 + 2*0 - 3) / 1000000000 + 1 = 1  (floor of 1 + 4/1000000000)", "--stride 4: output 2x2"]),
+    (["conv", "--input", "7", "--kernel", "3", "--padding", HUGE], ["output 2000000005x2000000005",
+                                                                    "verdict: symmetric"]),
+    (["conv", "--input", HUGE, "--kernel", "3", "--stride", HUGE, "--padding", HUGE], ["verdict: NOT symmetric"]),
+])
+def test_explain_conv_cli_answers_huge_values_at_once(argv, expected):
+    done, seconds = run_cli("explain", *argv)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert seconds < 20  # a fresh interpreter importing numbacnn; the loop it replaced took minutes
+    for text in expected:
+        assert text in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--filters", HUGE], ["--filters 1000000000", "parameters", "of memory available"]),
+    (["--padding", HUGE], ["--padding 1000000000", "parameters"]),
+    (["--image-size", HUGE], ["--image-size 1000000000"]),
+    (["--num-classes", "100000000000"], ["--num-classes 100000000000"]),
+])
+def test_explain_model_refuses_what_cannot_be_allocated_in_one_line(argv, names):
+    done, seconds = run_cli("explain", "model", *argv)
+    assert_one_error_line(done, "model", *names)
+    assert done.stdout == "" and seconds < 20
+
+
+def test_explain_model_parameter_count_matches_the_built_model():
+    from numbacnn.models import tiny_vgg_parameter_count
+
+    for settings in [{}, dict(in_channels=1, image_size=28, padding=1), dict(filters=7, kernel_size=5, padding=2,
+                                                                           num_classes=3)]:
+        assert tiny_vgg_parameter_count(**settings) == tiny_vgg(**settings, strict=False).num_parameters()
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--stride", "0"], ["stride must be >= 1", "--stride"]),
+    (["--padding", "-1"], ["padding must be >= 0", "--padding"]),
+    (["--dilation", "1,0"], ["dilation must be >= 1 on both axes, got 1,0", "--dilation"]),
+])
+def test_explain_conv_bad_values_name_the_option(argv, names):
+    done, _ = run_cli("explain", "conv", "--input", "7", "--kernel", "3", *argv)
+    assert_one_error_line(done, "conv", *names)
+    assert done.stdout == ""
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("png, names", [
+    ("slide.txt", ["the picture is a PNG, not a .txt file", "--png slide.txt"]),
+    ("notes.md/slide.png", ["notes.md is a file", "--png notes.md/slide.png"]),
+])
+def test_explain_conv_png_refusals_are_one_line_and_write_nothing(tmp_path, png, names):
+    (tmp_path / "notes.md").write_text("keep me")
+    before = _files(tmp_path)
+    done, _ = run_cli("explain", "conv", "--input", "7", "--kernel", "3", "--png", png, cwd=tmp_path)
+    assert_one_error_line(done, "conv", *names)
+    assert done.stdout == ""  # checked before the explanation is printed
+    assert _files(tmp_path) == before
+
+
+def test_explain_conv_png_too_large_to_draw_is_refused_before_allocating(tmp_path):
+    done, seconds = run_cli("explain", "conv", "--input", HUGE, "--kernel", "3", "--png", "big.png", cwd=tmp_path)
+    assert_one_error_line(done, "conv", "1000000000x1000000000 cells", "--png big.png", "at most 256")
+    assert list(tmp_path.iterdir()) == [] and seconds < 20
+
+
+@pytest.mark.parametrize("png, written", [
+    ("pictures", "pictures/conv_slide.png"),          # an existing folder: a file inside it
+    ("new_folder/", "new_folder/conv_slide.png"),     # a path ending in a separator: a folder
+    ("slide", "slide.png"),                           # no suffix: .png added, and said
+    ("Slide.PNG", "Slide.PNG"),
+])
+def test_explain_conv_png_says_the_file_it_really_wrote(tmp_path, png, written):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "pictures").mkdir()
+    done, _ = run_cli("explain", "conv", "--input", "7", "--kernel", "3", "--stride", "3", "--png", png,
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"wrote {written}"
+    assert (tmp_path / written).read_bytes().startswith(b"\x89PNG")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == [written]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_explain_conv_png_in_a_read_only_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        done, _ = run_cli("explain", "conv", "--input", "7", "--kernel", "3", "--png", "locked/x.png", cwd=tmp_path)
+    finally:
+        locked.chmod(0o755)
+    assert_one_error_line(done, "conv", "permission denied", "--png locked/x.png")

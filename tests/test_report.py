@@ -177,3 +177,86 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     # a blank page is one colour; a rendered report has text, images and colour maps
     assert pixels.std() > 0.05
     assert len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
+
+
+# --------------------------------------------------------------------------- #
+# issue 9, class 7: `explain report` with bad checkpoints, images and folders:
+# one stderr line naming the file or option, rc 2, nothing written or changed
+# --------------------------------------------------------------------------- #
+
+import sys  # noqa: E402
+
+
+def _report_cli(*argv, cwd):
+    return subprocess.run([sys.executable, "-m", "numbacnn.cli", "explain", "report", *map(str, argv)],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def _one_error_line(done, *names):
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("numbacnn explain report: error: "), done.stderr
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def workspace(tmp_path, trained, image_file):
+    """A folder with the checkpoint, the image, a NaN checkpoint, bad images and files in the way."""
+    shutil.copy(trained, tmp_path / "good.npz")
+    shutil.copy(image_file, tmp_path / "digit.png")
+    state = dict(np.load(trained, allow_pickle=False))
+    name = next(k for k in state if k.endswith("features.0.weight"))
+    state[name] = np.full_like(state[name], np.nan)
+    np.savez(tmp_path / "diverged.npz", **state)
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<html>the user's own page</html>")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["diverged.npz", "digit.png", "--out", "r"], ["diverged.npz", "features.0.weight", "NaN", "smaller --lr"]),
+    (["good.npz", "digit.png", "--out", "notes.txt"], ["--out notes.txt", "is a file"]),
+    (["good.npz", "digit.png", "--out", "notes.txt/r"], ["--out notes.txt/r", "notes.txt is a file"]),
+    (["good.npz", "digit.png", "--out", "site"], ["site/index.html", "not a numbacnn report", "--out site"]),
+    (["missing.npz", "digit.png", "--out", "r"], ["missing.npz"]),
+    (["good.npz", "missing.png", "--out", "r"], ["missing.png"]),
+    (["good.npz", "text.png", "--out", "r"], ["text.png"]),
+    (["good.npz", "empty.jpg", "--out", "r"], ["empty.jpg"]),
+    (["good.npz", "folder.png", "--out", "r"], ["folder.png"]),
+], ids=["nan-weights", "out-is-a-file", "out-below-a-file", "out-has-users-index", "missing-checkpoint",
+        "missing-image", "text-as-png", "zero-byte-jpeg", "folder-as-png"])
+def test_report_cli_refuses_in_one_line_and_changes_nothing(workspace, argv, names):
+    before = _tree(workspace)
+    done = _report_cli(*argv, cwd=workspace)
+    _one_error_line(done, *names)
+    assert _tree(workspace) == before  # nothing written, nothing changed
+    assert not (workspace / "r").exists()
+
+
+def test_report_overwrites_its_own_previous_report(workspace):
+    first = _report_cli("good.npz", "digit.png", "--out", "r", cwd=workspace)
+    assert first.returncode == 0, first.stderr
+    again = _report_cli("good.npz", "digit.png", "--out", "r", "--invert", cwd=workspace)
+    assert again.returncode == 0, again.stderr
+    assert "(inverted)" in (workspace / "r" / INDEX_NAME).read_text(encoding="utf-8")
+    assert f"wrote {Path('r') / INDEX_NAME}" in again.stdout
+
+
+def test_write_report_refuses_non_finite_parameters(tmp_path):
+    from numbacnn.report import write_report
+
+    model = tiny_vgg(in_channels=1, num_classes=3, image_size=IMAGE_SIZE, filters=4, padding=1)
+    model.parameters()[2].data[...] = np.inf
+    with pytest.raises(ValueError, match=r"parameter features\.2\.weight has \d+ of \d+ values NaN or infinite"):
+        write_report(model, np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8), tmp_path / "r", ["a", "b", "c"])
+    assert not (tmp_path / "r").exists()

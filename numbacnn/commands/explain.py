@@ -21,6 +21,41 @@ from typing import Any
 
 EXIT_OK, EXIT_IMPOSSIBLE, EXIT_ERROR = 0, 1, 2
 
+# explain model builds the model (its weights) to walk its layers; a model whose
+# parameters would take more than this share of the memory available is refused,
+# with the figure, before anything is allocated.
+MEMORY_SHARE = 0.5
+
+
+def _error(command: str, what: str, where: str, todo: str) -> int:
+    """Print the one-line error ``numbacnn explain <command>: error: <what>, <where> (<todo>)``."""
+    print(f"numbacnn explain {command}: error: {what}, {where} ({todo})", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _available_memory_bytes() -> int | None:
+    """Memory the system can give a new allocation (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _bytes_text(count: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} bytes"
+
 
 def _int_or_pair(text: str) -> int | tuple[int, int]:
     """argparse type: ``7`` or ``7,5`` / ``7x5`` (height, width)."""
@@ -186,24 +221,52 @@ def explain_conv_text(explanation: Any) -> str:
     return "\n".join(lines)
 
 
+CONV_OPTIONS = (("input", 1), ("kernel", 1), ("stride", 1), ("padding", 0), ("dilation", 1))
+
+
 def run_conv(args: argparse.Namespace) -> int:
+    """Print the explanation; with --png also draw it. Everything that can be checked
+    (values, the picture's size, where it goes) is checked before anything is printed."""
     from numbacnn.shapes import explain_conv
 
-    try:
-        explanation = explain_conv(args.input, args.kernel, args.stride, args.padding, args.dilation)
-    except (TypeError, ValueError) as exc:
-        print(f"numbacnn explain conv: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    print(explain_conv_text(explanation))
-    if args.png:
-        try:
-            from numbacnn.viz import draw_conv_slide
+    for option, minimum in CONV_OPTIONS:
+        value = getattr(args, option)
+        if min(value if isinstance(value, tuple) else (value,)) < minimum:
+            return _error("conv", f"{option} must be >= {minimum} on both axes, got {_format_value(value)}",
+                          f"--{option}", f"use --{option} {minimum} or more")
+    explanation = explain_conv(args.input, args.kernel, args.stride, args.padding, args.dilation)
+    png = None
+    if args.png is not None:
+        from numbacnn import viz
 
-            print(f"\nwrote {draw_conv_slide(explanation, args.png)}")
-        except (ImportError, OSError) as exc:
-            print(f"numbacnn explain conv: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+        try:
+            viz.check_slide_drawable(explanation)
+        except viz.PictureError as exc:
+            return _error("conv", exc.what, f"--png {args.png}",
+                          f"at most {viz.MAX_SLIDE_CELLS} cells per side; leave out --png, or draw a smaller "
+                          f"--input / --padding: the arithmetic is the same at any size")
+        try:
+            png = viz.png_path(args.png, viz.SLIDE_FILE_NAME)
+        except viz.PictureError as exc:
+            return _error("conv", exc.what, f"--png {args.png}", exc.todo)
+    print(explain_conv_text(explanation))
+    if png is not None:
+        from numbacnn import viz
+
+        try:
+            written = viz.draw_conv_slide(explanation, png)
+        except ImportError as exc:
+            return _error("conv", "cannot draw the picture: matplotlib is not installed", f"--png {args.png}",
+                          f"{viz.VIZ_INSTALL_HINT}; {exc.__class__.__name__}")
+        except OSError as exc:
+            return _error("conv", f"cannot write the picture: {exc.strerror or exc}", f"--png {png}",
+                          "choose a writable folder")
+        print(f"\nwrote {written}")
     return EXIT_OK if min(explanation.output_size) >= 1 else EXIT_IMPOSSIBLE
+
+
+def _format_value(value: int | tuple[int, int]) -> str:
+    return f"{value[0]},{value[1]}" if isinstance(value, tuple) else str(value)
 
 
 # --------------------------------------------------------------------------- #
@@ -211,26 +274,48 @@ def run_conv(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- #
 
 
+def _largest_factor(args: argparse.Namespace) -> str:
+    """The option (with its value) that grows the parameter count most over Tiny
+    VGG's defaults: filters (squared in the convolutions), classes, or the image
+    size and padding (the classifier's input grows with their square)."""
+    from numbacnn.models import tiny_vgg_sizes
+
+    final = tiny_vgg_sizes(args.image_size, args.kernel_size, args.padding, strict=False)[-1][1]
+    growth = {f"--filters {args.filters}": (args.filters / 10) ** 2, f"--num-classes {args.num_classes}":
+              args.num_classes / 10, f"--image-size {args.image_size} / --padding {args.padding}": (final / 13) ** 2}
+    return max(growth, key=growth.get)
+
+
 def run_model(args: argparse.Namespace) -> int:
-    from numbacnn.models import tiny_vgg
+    from numbacnn.models import tiny_vgg, tiny_vgg_parameter_count
     from numbacnn.report import describe_layers, format_layer_table
 
     settings = dict(in_channels=args.in_channels, num_classes=args.num_classes, image_size=args.image_size,
                     filters=args.filters, kernel_size=args.kernel_size, padding=args.padding)
     for name, value in settings.items():
-        if value < (0 if name == "padding" else 1):
-            print(f"numbacnn explain model: error: --{name.replace('_', '-')} must be "
-                  f"{'>= 0' if name == 'padding' else '>= 1'}, got {value}", file=sys.stderr)
-            return EXIT_ERROR
+        minimum = 0 if name == "padding" else 1
+        if value < minimum:
+            option = f"--{name.replace('_', '-')}"
+            return _error("model", f"{name.replace('_', ' ')} must be >= {minimum}, got {value}", option,
+                          f"use {option} {minimum} or more")
     input_shape = (1, args.in_channels, args.image_size, args.image_size)
-    print(f"Tiny VGG: {', '.join(f'{k}={v}' for k, v in settings.items())}")
     try:
-        # strict=False builds an asymmetric slide too, so the table can show where it
-        # happens; it refuses only a layer whose output would be below 1x1, and names it
-        model = tiny_vgg(**settings, strict=False)
+        # O(1) in the values: sizes and parameter count from the shapes, nothing built
+        parameters = tiny_vgg_parameter_count(**settings)
     except ValueError as exc:
+        print(f"Tiny VGG: {', '.join(f'{k}={v}' for k, v in settings.items())}")
         print(f"impossible: {exc}")
         return EXIT_IMPOSSIBLE
+    needed = 4 * parameters  # float32 weights
+    available = _available_memory_bytes()
+    if available is not None and needed > MEMORY_SHARE * available:
+        return _error("model", f"the model would have {parameters:,} parameters ({_bytes_text(needed)} as "
+                               f"float32), more than {MEMORY_SHARE:.0%} of the {_bytes_text(available)} of memory "
+                               f"available", _largest_factor(args), "choose smaller values")
+    print(f"Tiny VGG: {', '.join(f'{k}={v}' for k, v in settings.items())}")
+    # strict=False builds an asymmetric slide too, so the table can show where it
+    # happens; the sizes were checked above
+    model = tiny_vgg(**settings, strict=False)
     described = describe_layers(model, input_shape)
     print(format_layer_table(described, input_shape))
     if not all(layer.symmetric for layer in described):
@@ -249,8 +334,10 @@ def run_model(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from numbacnn.device import DeviceError, resolve_device
     from numbacnn.report import report_from_checkpoint
+    from numbacnn.report.page import check_report_folder
 
     try:
+        check_report_folder(args.out, f"--out {args.out}")  # before any loading
         report = report_from_checkpoint(args.checkpoint, args.image, args.out, invert=args.invert,
                                         device=resolve_device(args.device))
     except (DeviceError, FileNotFoundError, ValueError, KeyError, TypeError, ImportError, OSError) as exc:

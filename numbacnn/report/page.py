@@ -26,6 +26,57 @@ from numbacnn.report.layers import LayerDescription, describe_layers
 INDEX_NAME = "index.html"
 PROBABILITY_BAR_PIXELS = 150  # width of a 100% bar; keeps input, prediction and kernels on one row at 1200 px
 IMAGES_DIR = "images"
+# Every page this module writes carries this line; an index.html without it is the
+# user's own file and is never overwritten.
+REPORT_MARKER = "Written by numbacnn explain report."
+
+
+def check_report_folder(out_dir: str | os.PathLike, where: str | None = None) -> Path:
+    """Raise (nothing written) unless ``out_dir`` can take a report: a folder, or one
+    that can be created, writable, whose ``index.html`` (if any) is a numbacnn report
+    and whose ``images`` (if any) is a folder. Messages name the path.
+
+    ``where`` names the folder in messages (default ``"report folder <out_dir>"``;
+    the CLI passes ``"--out <out_dir>"``).
+
+    Raises
+    ------
+    NotADirectoryError, FileExistsError, PermissionError
+    """
+    out_dir = Path(out_dir)
+    where = where or f"report folder {out_dir}"
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        below = "" if existing == out_dir else f", so {out_dir} cannot be created below it"
+        raise NotADirectoryError(f"{existing} is a file{below}, {where} (choose a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write in {existing} (permission denied), {where} "
+                              f"(choose a writable folder)")
+    index, images = out_dir / INDEX_NAME, out_dir / IMAGES_DIR
+    if index.exists():
+        try:
+            ours = index.is_file() and REPORT_MARKER in index.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            ours = False
+        if not ours:
+            raise FileExistsError(f"{index} exists and is not a numbacnn report, {where} "
+                                  f"(choose another folder; it is left as it is)")
+    if images.exists() and not images.is_dir():
+        raise NotADirectoryError(f"{images} is a file, {where} (choose another folder)")
+    return out_dir
+
+
+def check_finite_parameters(model: Module, where: str) -> None:
+    """ValueError naming the first parameter with NaN or infinite values (a diverged
+    run's weights give NaN activations and probabilities, nothing to explain)."""
+    for name, p in model.named_parameters():
+        values = np.asarray(to_host(p.data))
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise ValueError(f"parameter {name} has {bad} of {values.size} values NaN or infinite, {where} "
+                             f"(the run diverged: use an earlier checkpoint, or retrain with a smaller --lr)")
 
 
 @dataclass
@@ -142,12 +193,23 @@ def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, c
     Returns
     -------
     Report
+
+    Raises
+    ------
+    ValueError
+        Non-finite parameters or outputs (nothing written), class names that do not
+        match the outputs.
+    OSError
+        ``out_dir`` cannot take a report (:func:`check_report_folder`): checked
+        before anything is computed or written.
     """
     from numbacnn import viz
 
     pixels = np.asarray(image)
     if pixels.dtype != np.uint8 or pixels.ndim != 3:
         raise ValueError(f"write_report: image must be uint8 (C, H, W), got {pixels.dtype} {pixels.shape}")
+    check_report_folder(out_dir)
+    check_finite_parameters(model, source or "write_report")
     parameters = model.parameters()
     dtype = np.dtype(dtype or (parameters[0].dtype if parameters else np.float32))
     batch = pixels[None]
@@ -157,6 +219,9 @@ def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, c
     classes = tuple(classes)
     if len(classes) != logits.size:
         raise ValueError(f"write_report: {len(classes)} class names for a model with {logits.size} outputs")
+    if not np.all(np.isfinite(logits)):
+        raise ValueError(f"the model's outputs for this image are not finite ({logits.tolist()}), "
+                         f"{source or 'write_report'} (check the image and the checkpoint)")
     probabilities = softmax(logits)
     predicted = int(np.argmax(probabilities))
 
@@ -284,7 +349,7 @@ def _render_html(title: str, source: str, image_shape: tuple[int, ...], input_pa
 <th>FLOPs</th><th>receptive field</th><th>slide</th></tr>
 {table_rows}
 </table>
-<p class="muted">Written by numbacnn explain report. Static files only: no server, network or scripts.</p>
+<p class="muted">{REPORT_MARKER} Static files only: no server, network or scripts.</p>
 </body>
 </html>
 """
@@ -311,11 +376,20 @@ def report_from_checkpoint(checkpoint: str | os.PathLike, image: str | os.PathLi
     Returns
     -------
     Report
+
+    Raises
+    ------
+    OSError, ValueError
+        As :func:`write_report`, checked in this order before anything is written:
+        the report folder, the checkpoint (its loader's errors, then non-finite
+        weights), the image (its loader's errors). Each message names the file.
     """
     from numbacnn.train import load_checkpoint
 
+    check_report_folder(out_dir)
     loaded = load_checkpoint(checkpoint)
     model = loaded.build_model(device)
+    check_finite_parameters(model, f"checkpoint {checkpoint}")
     spec = loaded.meta["model"]["kwargs"]
     pixels = load_image(image, spec["image_size"], spec["in_channels"])
     if invert:
