@@ -23,6 +23,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from numbacnn.errors import DatasetNotFoundError
+
 DATA_ENV = "NUMBACNN_DATA"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 MNIST_SYSTEM_DIR = Path("/usr/share/datasets/mnist")
@@ -41,10 +43,6 @@ _IDX_STEMS = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The dataset's files are not where they were looked for; the message says how to get them."""
 
 
 @dataclass

@@ -33,6 +33,7 @@ import numpy as np
 
 import numbacnn.functional as F
 from numbacnn.data import BatchLoader, Normalizer, load_dataset, stratified_split
+from numbacnn.errors import NumbacnnError
 from numbacnn.device import resolve_device, synchronize, to_device, to_host
 from numbacnn.models import tiny_vgg
 from numbacnn.nn import Module
@@ -49,8 +50,10 @@ DTYPES = ("float32", "float64")
 EVAL_BATCH_SIZE = 256
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(NumbacnnError, RuntimeError):
     """The loss became NaN or infinite; the message says where and what to try."""
+
+    exit_code = 1
 
 
 @dataclass

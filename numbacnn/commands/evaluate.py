@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,23 +20,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from numbacnn.data import BatchLoader, DatasetNotFoundError, load_dataset
-    from numbacnn.device import DeviceError, resolve_device
+    from numbacnn.data import BatchLoader, load_dataset
+    from numbacnn.device import resolve_device
     from numbacnn.train import evaluate, load_checkpoint
 
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        config = ckpt.config
-        device = resolve_device(args.device)
-        model = ckpt.build_model(device)
-        splits = load_dataset(config.dataset, args.data_dir or config.data_dir, image_size=config.image_size,
-                              channels=config.channels, seed=config.seed)
-        loader = BatchLoader(splits.test, args.batch_size, ckpt.normalizer, shuffle=False, dtype=config.dtype)
-        result = evaluate(model, loader, device)
-    except (DatasetNotFoundError, DeviceError, FileNotFoundError, ValueError, KeyError, TypeError,
-            ImportError) as exc:
-        print(f"numbacnn evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    # errors (bad checkpoint, missing data, ...) become one line in numbacnn.cli.main
+    ckpt = load_checkpoint(args.checkpoint)
+    config = ckpt.config
+    device = resolve_device(args.device)
+    model = ckpt.build_model(device)
+    splits = load_dataset(config.dataset, args.data_dir or config.data_dir, image_size=config.image_size,
+                          channels=config.channels, seed=config.seed)
+    loader = BatchLoader(splits.test, args.batch_size, ckpt.normalizer, shuffle=False, dtype=config.dtype)
+    result = evaluate(model, loader, device)
     result = dict(result, checkpoint=str(args.checkpoint), epoch=ckpt.epoch, dataset=config.dataset)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
@@ -27,18 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from numbacnn.data import load_image
     from numbacnn.report import softmax
-    from numbacnn.device import DeviceError, resolve_device, to_device, to_host
+    from numbacnn.device import resolve_device, to_device, to_host
     from numbacnn.train import load_checkpoint
 
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        device = resolve_device(args.device)
-        model = ckpt.build_model(device).eval()
-        kwargs = ckpt.meta["model"]["kwargs"]
-        images = np.stack([load_image(p, kwargs["image_size"], kwargs["in_channels"]) for p in args.images])
-    except (DeviceError, FileNotFoundError, ValueError, KeyError, TypeError, ImportError, OSError) as exc:
-        print(f"numbacnn predict: error: {exc}", file=sys.stderr)
-        return 2
+    # errors (bad checkpoint, unreadable image, ...) become one line in numbacnn.cli.main
+    ckpt = load_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
+    model = ckpt.build_model(device).eval()
+    kwargs = ckpt.meta["model"]["kwargs"]
+    images = np.stack([load_image(p, kwargs["image_size"], kwargs["in_channels"]) for p in args.images])
     if args.invert:
         images = 255 - images
     x = ckpt.normalizer(images, np.dtype(ckpt.config.dtype))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 from numbacnn.data import DATASETS
@@ -71,29 +70,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from numbacnn.data import DatasetNotFoundError
-    from numbacnn.device import DeviceError
-    from numbacnn.train import CHECKPOINT_NAME, TrainConfig, TrainingDiverged, load_checkpoint, train
+    from numbacnn.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
 
+    # errors (bad option, data, checkpoint, output folder, diverged loss) become one
+    # line in numbacnn.cli.main
     resume = None
-    try:
-        if args.resume is not None:
-            resume = Path(args.resume) if args.resume else Path(args.out) / CHECKPOINT_NAME
-            config = load_checkpoint(resume).config
-            print(f"resuming with the settings saved in {resume}; of the options given, only --epochs and "
-                  f"--device apply")
-        else:
-            fields = {f.name for f in dataclasses.fields(TrainConfig)}
-            config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-        if args.epochs is not None:
-            config.epochs = args.epochs
-        if args.device is not None:
-            config.device = args.device
-        train(config, out=args.out, resume=resume, progress=args.progress)
-    except TrainingDiverged as exc:
-        print(f"numbacnn train: stopped: {exc}", file=sys.stderr)
-        return 1
-    except (DatasetNotFoundError, DeviceError, FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"numbacnn train: error: {exc}", file=sys.stderr)
-        return 2
+    if args.resume is not None:
+        resume = Path(args.resume) if args.resume else Path(args.out) / CHECKPOINT_NAME
+        config = load_checkpoint(resume).config
+        print(f"resuming with the settings saved in {resume}; of the options given, only --epochs and "
+              f"--device apply")
+    else:
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    if args.epochs is not None:
+        config.epochs = args.epochs
+    if args.device is not None:
+        config.device = args.device
+    train(config, out=args.out, resume=resume, progress=args.progress)
     return 0
