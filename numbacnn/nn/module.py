@@ -165,6 +165,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     def __call__(self, x: Any) -> Any:
+        if not (isinstance(x, np.ndarray) or is_cuda_array(x)):
+            # say it here: a layer deep inside would fail on a missing .shape or dtype
+            raise TypeError(f"{type(self).__name__}: input must be a NumPy array or a CUDA device array, got "
+                            f"{type(x).__name__} (e.g. np.asarray(x, dtype=np.float32))")
         return self.forward(x)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -210,6 +214,8 @@ class Module:
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> "Module":
         """Training mode: forward caches what backward needs. Returns self."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"{type(self).__name__}.train: mode must be True or False, got {mode!r}")
         for _, m in self.named_modules():
             object.__setattr__(m, "training", bool(mode))
         return self
@@ -343,7 +349,13 @@ class Sequential(Module):
 
     def __getitem__(self, index: int | str) -> Module:
         if isinstance(index, str):
+            if index not in self._modules:
+                raise KeyError(f"Sequential has no layer named {index!r}; its layers are {list(self._modules)}")
             return self._modules[index]
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"Sequential: index must be an int or a layer name, got {type(index).__name__}")
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"Sequential: index {index} is out of range for {len(self)} layers")
         return list(self._modules.values())[index]
 
     def forward(self, x: Any) -> Any:

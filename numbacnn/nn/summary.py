@@ -4,7 +4,30 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
+
 from numbacnn.nn.module import Module, leaf_layers
+
+
+def checked_input_shape(input_shape: Sequence[int], op: str) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of ints >= 0, or a TypeError / ValueError naming it."""
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence) or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in input_shape):
+        raise TypeError(f"{op}: input_shape must be a sequence of ints such as (3, 64, 64) or (1, 3, 64, 64), "
+                        f"got {input_shape!r}")
+    if any(s < 0 for s in input_shape):
+        raise ValueError(f"{op}: input_shape must not have negative sizes, got {tuple(input_shape)}")
+    return tuple(int(s) for s in input_shape)
+
+
+def layer_step(name: str, layer: Module, shape: tuple[int, ...], op: str) -> tuple[int, tuple[int, ...]]:
+    """(FLOPs, output shape) of one leaf layer for an input ``shape``; a shape the
+    layer cannot take raises ValueError naming the layer and the shape."""
+    try:
+        return layer.flops(shape), tuple(layer.output_shape(shape))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"{op}: layer {name} ({type(layer).__name__}) cannot take an input of shape {shape}: "
+                         f"{exc}") from exc
 
 
 def _format_count(n: int) -> str:
@@ -32,14 +55,13 @@ def summary(model: Module, input_shape: Sequence[int],
     str
         The table. FLOPs count a multiply-add as 2 and a comparison (ReLU, max) as 1.
     """
-    shape = tuple(int(s) for s in input_shape)
+    shape = checked_input_shape(input_shape, "summary")
     if len(shape) == 3:
         shape = (1,) + shape
     rows = [("input", "", str(shape), "", "")]
     total_params = total_flops = 0
     for name, layer in leaf_layers(model):
-        flops = layer.flops(shape)
-        shape = layer.output_shape(shape)
+        flops, shape = layer_step(name, layer, shape, "summary")
         params = sum(p.size for p in layer.parameters())
         total_params += params
         total_flops += flops

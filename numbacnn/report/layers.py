@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, leaf_layers
+from numbacnn.nn.summary import checked_input_shape, layer_step
 from numbacnn.shapes import ConvExplanation, receptive_field_step
 
 
@@ -97,7 +98,7 @@ def describe_layers(model: Module, input_shape: Sequence[int]) -> list[LayerDesc
     list of LayerDescription
         One per leaf layer, in forward order.
     """
-    shape = tuple(int(s) for s in input_shape)
+    shape = checked_input_shape(input_shape, "describe_layers")
     if len(shape) == 3:
         shape = (1,) + shape
     layers = leaf_layers(model)
@@ -106,9 +107,9 @@ def describe_layers(model: Module, input_shape: Sequence[int]) -> list[LayerDesc
     jump = (1, 1)
     described = []
     for (name, layer), explainer_name in zip(layers, names):
+        flops, output_shape = layer_step(name, layer, shape, "describe_layers")
         slide = layer.slide((shape[2], shape[3])) if len(shape) == 4 else None
-        flops = layer.flops(shape)
-        shape = tuple(layer.output_shape(shape))
+        shape = output_shape
         if isinstance(layer, (Conv2d, MaxPool2d)) and field_size is not None:
             field_size, jump = receptive_field_step(field_size, jump, layer.kernel_size, layer.stride,
                                                     layer.dilation)
