@@ -91,8 +91,14 @@ def finished(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 def append_result(out: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Append one JSON line and fsync, so a finished trial survives a crash of the client."""
     path = Path(out) / RESULTS_NAME
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=False) + "\n")
+    line = json.dumps(record, sort_keys=False) + "\n"
+    with open(path, "ab+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":  # a client killed mid-write left half a line: end it, do not extend it
+                line = "\n" + line
+        f.write(line.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
 
@@ -102,7 +108,7 @@ def append_result(out: str | os.PathLike, record: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def local_cluster(workers: int | None = None, dashboard: bool = True):
+def local_cluster(workers: int | None = None):
     """A LocalCluster for sweeps: ``workers`` single-threaded worker processes
     (default: one per core), NUMBA_NUM_THREADS=1 in their environment, no
     MALLOC_TRIM_THRESHOLD_ and no profiler (see ``SWEEP_DASK_CONFIG``)."""
@@ -118,7 +124,7 @@ def local_cluster(workers: int | None = None, dashboard: bool = True):
     with dask.config.set(SWEEP_DASK_CONFIG):
         return distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                         env=dict(SWEEP_WORKER_ENV), silence_logs=logging.ERROR,
-                                        dashboard_address=":0" if dashboard else None)
+                                        dashboard_address=":0")  # any free port: 8787 may be taken
 
 
 def threads_on_host(client: Any) -> dict[str, int]:
