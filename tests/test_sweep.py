@@ -8,11 +8,9 @@ must give the same numbers on any worker and in this process.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
-import time
 
 import numpy as np
 import pytest
