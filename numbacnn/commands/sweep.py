@@ -25,7 +25,9 @@ EXIT_OK, EXIT_FAILED_TRIALS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _error(what: str, where: str, todo: str) -> int:
-    print(f"numbacnn sweep: error: {what}, {where} ({todo})", file=sys.stderr)
+    from numbacnn.errors import format_message
+
+    print(f"numbacnn sweep: error: {format_message(what, where, todo)}", file=sys.stderr)
     return EXIT_ERROR
 
 
