@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from numbacnn.errors import NumbacnnError
 from numbacnn.shapes import ConvExplanation, effective_kernel_size
 
 VIZ_INSTALL_HINT = 'pip install "numbacnn[viz]"'
@@ -88,14 +89,10 @@ def _prepare_path(path: str | os.PathLike) -> Path:
     return path
 
 
-class PictureError(ValueError):
+class PictureError(NumbacnnError, ValueError):
     """A picture that cannot be drawn, or not where it was asked for; nothing was
     written. ``str()`` is ``"<what>, <where> (<todo>)"``, the attributes its parts
     (the CLI puts its own option name in ``where``)."""
-
-    def __init__(self, what: str, where: str, todo: str) -> None:
-        super().__init__(f"{what}, {where} ({todo})")
-        self.what, self.where, self.todo = what, where, todo
 
 
 def png_path(path: str | os.PathLike, default_name: str) -> Path:

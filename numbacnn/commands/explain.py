@@ -16,8 +16,9 @@ padded input, or a model ``tiny_vgg`` refuses to build); 2 bad arguments or file
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
+
+from numbacnn.errors import OutputError, ResourceError, UsageError
 
 EXIT_OK, EXIT_IMPOSSIBLE, EXIT_ERROR = 0, 1, 2
 
@@ -25,12 +26,6 @@ EXIT_OK, EXIT_IMPOSSIBLE, EXIT_ERROR = 0, 1, 2
 # parameters would take more than this share of the memory available is refused,
 # with the figure, before anything is allocated.
 MEMORY_SHARE = 0.5
-
-
-def _error(command: str, what: str, where: str, todo: str) -> int:
-    """Print the one-line error ``numbacnn explain <command>: error: <what>, <where> (<todo>)``."""
-    print(f"numbacnn explain {command}: error: {what}, {where} ({todo})", file=sys.stderr)
-    return EXIT_ERROR
 
 
 def _available_memory_bytes() -> int | None:
@@ -232,8 +227,8 @@ def run_conv(args: argparse.Namespace) -> int:
     for option, minimum in CONV_OPTIONS:
         value = getattr(args, option)
         if min(value if isinstance(value, tuple) else (value,)) < minimum:
-            return _error("conv", f"{option} must be >= {minimum} on both axes, got {_format_value(value)}",
-                          f"--{option}", f"use --{option} {minimum} or more")
+            raise UsageError(f"{option} must be >= {minimum} on both axes, got {_format_value(value)}",
+                             f"--{option}", f"use --{option} {minimum} or more")
     explanation = explain_conv(args.input, args.kernel, args.stride, args.padding, args.dilation)
     png = None
     if args.png is not None:
@@ -242,13 +237,13 @@ def run_conv(args: argparse.Namespace) -> int:
         try:
             viz.check_slide_drawable(explanation)
         except viz.PictureError as exc:
-            return _error("conv", exc.what, f"--png {args.png}",
-                          f"at most {viz.MAX_SLIDE_CELLS} cells per side; leave out --png, or draw a smaller "
-                          f"--input / --padding: the arithmetic is the same at any size")
+            raise UsageError(exc.what, f"--png {args.png}",
+                             f"at most {viz.MAX_SLIDE_CELLS} cells per side; leave out --png, or draw a smaller "
+                             f"--input / --padding: the arithmetic is the same at any size") from exc
         try:
             png = viz.png_path(args.png, viz.SLIDE_FILE_NAME)
         except viz.PictureError as exc:
-            return _error("conv", exc.what, f"--png {args.png}", exc.todo)
+            raise UsageError(exc.what, f"--png {args.png}", exc.todo) from exc
     print(explain_conv_text(explanation))
     if png is not None:
         from numbacnn import viz
@@ -256,11 +251,11 @@ def run_conv(args: argparse.Namespace) -> int:
         try:
             written = viz.draw_conv_slide(explanation, png)
         except ImportError as exc:
-            return _error("conv", "cannot draw the picture: matplotlib is not installed", f"--png {args.png}",
-                          f"{viz.VIZ_INSTALL_HINT}; {exc.__class__.__name__}")
+            raise UsageError("cannot draw the picture: matplotlib is not installed", f"--png {args.png}",
+                             viz.VIZ_INSTALL_HINT) from exc
         except OSError as exc:
-            return _error("conv", f"cannot write the picture: {exc.strerror or exc}", f"--png {png}",
-                          "choose a writable folder")
+            raise OutputError(f"cannot write the picture: {exc.strerror or exc}", f"--png {png}",
+                              "choose a writable folder") from exc
         print(f"\nwrote {written}")
     return EXIT_OK if min(explanation.output_size) >= 1 else EXIT_IMPOSSIBLE
 
@@ -296,8 +291,8 @@ def run_model(args: argparse.Namespace) -> int:
         minimum = 0 if name == "padding" else 1
         if value < minimum:
             option = f"--{name.replace('_', '-')}"
-            return _error("model", f"{name.replace('_', ' ')} must be >= {minimum}, got {value}", option,
-                          f"use {option} {minimum} or more")
+            raise UsageError(f"{name.replace('_', ' ')} must be >= {minimum}, got {value}", option,
+                             f"use {option} {minimum} or more")
     input_shape = (1, args.in_channels, args.image_size, args.image_size)
     try:
         # O(1) in the values: sizes and parameter count from the shapes, nothing built
@@ -309,9 +304,9 @@ def run_model(args: argparse.Namespace) -> int:
     needed = 4 * parameters  # float32 weights
     available = _available_memory_bytes()
     if available is not None and needed > MEMORY_SHARE * available:
-        return _error("model", f"the model would have {parameters:,} parameters ({_bytes_text(needed)} as "
-                               f"float32), more than {MEMORY_SHARE:.0%} of the {_bytes_text(available)} of memory "
-                               f"available", _largest_factor(args), "choose smaller values")
+        raise ResourceError(f"the model would have {parameters:,} parameters ({_bytes_text(needed)} as "
+                            f"float32), more than {MEMORY_SHARE:.0%} of the {_bytes_text(available)} of memory "
+                            f"available", _largest_factor(args), "choose smaller values")
     print(f"Tiny VGG: {', '.join(f'{k}={v}' for k, v in settings.items())}")
     # strict=False builds an asymmetric slide too, so the table can show where it
     # happens; the sizes were checked above
@@ -336,13 +331,14 @@ def run_report(args: argparse.Namespace) -> int:
     from numbacnn.report import report_from_checkpoint
     from numbacnn.report.page import check_report_folder
 
+    check_report_folder(args.out, f"--out {args.out}")  # before any loading
     try:
-        check_report_folder(args.out, f"--out {args.out}")  # before any loading
-        report = report_from_checkpoint(args.checkpoint, args.image, args.out, invert=args.invert,
-                                        device=resolve_device(args.device))
-    except (DeviceError, FileNotFoundError, ValueError, KeyError, TypeError, ImportError, OSError) as exc:
-        print(f"numbacnn explain report: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        device = resolve_device(args.device)
+    except DeviceError as exc:
+        raise UsageError(str(exc).rstrip("."), f"--device {args.device}", "use --device cpu") from exc
+    # errors (checkpoint, image, folder) are numbacnn errors naming the file; cli.main
+    # prints them as one line
+    report = report_from_checkpoint(args.checkpoint, args.image, args.out, invert=args.invert, device=device)
     print(f"predicted: {report.predicted_class} ({report.probabilities[report.predicted]:.1%})")
     for layer in report.layers:
         channels, height, width = layer.shape

@@ -19,6 +19,7 @@ import numpy as np
 
 from numbacnn.data import Normalizer, load_image
 from numbacnn.device import to_device, to_host
+from numbacnn.errors import CheckpointError, ImageError, NumbacnnError, OutputError
 from numbacnn.nn import Conv2d, Module, leaf_layers
 from numbacnn.report.activations import layer_activations, softmax
 from numbacnn.report.layers import LayerDescription, describe_layers
@@ -41,7 +42,7 @@ def check_report_folder(out_dir: str | os.PathLike, where: str | None = None) ->
 
     Raises
     ------
-    NotADirectoryError, FileExistsError, PermissionError
+    numbacnn.errors.OutputError (an OSError)
     """
     out_dir = Path(out_dir)
     where = where or f"report folder {out_dir}"
@@ -50,10 +51,9 @@ def check_report_folder(out_dir: str | os.PathLike, where: str | None = None) ->
         existing = existing.parent
     if not existing.is_dir():
         below = "" if existing == out_dir else f", so {out_dir} cannot be created below it"
-        raise NotADirectoryError(f"{existing} is a file{below}, {where} (choose a folder)")
+        raise OutputError(f"{existing} is a file{below}", where, "choose a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write in {existing} (permission denied), {where} "
-                              f"(choose a writable folder)")
+        raise OutputError(f"cannot write in {existing} (permission denied)", where, "choose a writable folder")
     index, images = out_dir / INDEX_NAME, out_dir / IMAGES_DIR
     if index.exists():
         try:
@@ -61,22 +61,22 @@ def check_report_folder(out_dir: str | os.PathLike, where: str | None = None) ->
         except OSError:
             ours = False
         if not ours:
-            raise FileExistsError(f"{index} exists and is not a numbacnn report, {where} "
-                                  f"(choose another folder; it is left as it is)")
+            raise OutputError(f"{index} exists and is not a numbacnn report", where,
+                              "choose another folder; it is left as it is")
     if images.exists() and not images.is_dir():
-        raise NotADirectoryError(f"{images} is a file, {where} (choose another folder)")
+        raise OutputError(f"{images} is a file", where, "choose another folder")
     return out_dir
 
 
 def check_finite_parameters(model: Module, where: str) -> None:
-    """ValueError naming the first parameter with NaN or infinite values (a diverged
+    """CheckpointError (a ValueError) naming the first parameter with NaN or infinite values (a diverged
     run's weights give NaN activations and probabilities, nothing to explain)."""
     for name, p in model.named_parameters():
         values = np.asarray(to_host(p.data))
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         if bad:
-            raise ValueError(f"parameter {name} has {bad} of {values.size} values NaN or infinite, {where} "
-                             f"(the run diverged: use an earlier checkpoint, or retrain with a smaller --lr)")
+            raise CheckpointError(f"parameter {name} has {bad} of {values.size} values NaN or infinite", where,
+                                  "the run diverged: use an earlier checkpoint, or retrain with a smaller --lr")
 
 
 @dataclass
@@ -220,8 +220,8 @@ def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, c
     if len(classes) != logits.size:
         raise ValueError(f"write_report: {len(classes)} class names for a model with {logits.size} outputs")
     if not np.all(np.isfinite(logits)):
-        raise ValueError(f"the model's outputs for this image are not finite ({logits.tolist()}), "
-                         f"{source or 'write_report'} (check the image and the checkpoint)")
+        raise CheckpointError(f"the model's outputs for this image are not finite ({logits.tolist()})",
+                              source or "write_report", "check the image and the checkpoint")
     probabilities = softmax(logits)
     predicted = int(np.argmax(probabilities))
 
@@ -391,7 +391,13 @@ def report_from_checkpoint(checkpoint: str | os.PathLike, image: str | os.PathLi
     model = loaded.build_model(device)
     check_finite_parameters(model, f"checkpoint {checkpoint}")
     spec = loaded.meta["model"]["kwargs"]
-    pixels = load_image(image, spec["image_size"], spec["in_channels"])
+    try:
+        pixels = load_image(image, spec["image_size"], spec["in_channels"])
+    except (NumbacnnError, FileNotFoundError):
+        raise  # already names the file
+    except (OSError, ValueError) as exc:  # Pillow's errors: say which file, in one line
+        raise ImageError(f"cannot read the image ({getattr(exc, 'strerror', None) or exc})", str(image),
+                         "give a PNG or JPEG image file") from exc
     if invert:
         pixels = 255 - pixels
     return write_report(
