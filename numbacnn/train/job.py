@@ -1,0 +1,189 @@
+"""The whole job from a :class:`TrainConfig`: :func:`train` (data, model, optimizer,
+fit, test accuracy, ``checkpoint.npz`` and ``metrics.json`` in the output folder)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from numbacnn.data import BatchLoader, Normalizer, load_dataset, stratified_split
+from numbacnn.device import resolve_device
+from numbacnn.models import tiny_vgg
+from numbacnn.nn import Module
+from numbacnn.optim import SGD, Adam, CosineAnnealingLR, LRScheduler, Optimizer, StepLR
+from numbacnn.train.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint, save_checkpoint
+from numbacnn.train.config import EVAL_BATCH_SIZE, TrainConfig
+from numbacnn.train.loop import TrainingDiverged, evaluate, fit
+
+METRICS_NAME = "metrics.json"
+CURVES_NAME = "curves.png"
+
+
+def make_optimizer(config: TrainConfig, model: Module) -> Optimizer:
+    """The optimizer named by ``config.optimizer`` over the model's parameters."""
+    if config.optimizer == "sgd":
+        return SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                decoupled_weight_decay=config.optimizer == "adamw")
+
+
+def make_scheduler(config: TrainConfig, optimizer: Optimizer) -> LRScheduler | None:
+    """None, StepLR (x0.1 every third of the epochs) or cosine annealing over ``epochs``."""
+    if config.schedule == "step":
+        return StepLR(optimizer, step_size=max(1, config.epochs // 3), gamma=0.1)
+    if config.schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return None
+
+
+@dataclass
+class PreparedData:
+    """Loaders and facts about the data, built once per run."""
+
+    train: BatchLoader
+    val: BatchLoader | None
+    test: BatchLoader
+    normalizer: Normalizer
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+
+
+def prepare_data(config: TrainConfig, normalizer: Normalizer | None = None) -> PreparedData:
+    """Load ``config.dataset``, hold out the validation split (seeded, stratified),
+    choose the normaliser (``config.normalize``; fitted on the training part) unless
+    one is given, and build loaders."""
+    splits = load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
+                          channels=config.channels, seed=config.seed)
+    train_set, val_set = splits.train, None
+    if config.val_fraction > 0:
+        keep, held = stratified_split(splits.train.labels, config.val_fraction, config.seed)
+        train_set, val_set = splits.train.subset(keep), splits.train.subset(held)
+    if normalizer is None:
+        normalizer = (Normalizer.fit(train_set.images) if config.normalize == "standardize"
+                      else Normalizer.scale_only(train_set.images.shape[1]))
+    dtype = np.dtype(config.dtype)
+    train = BatchLoader(train_set, config.batch_size, normalizer, shuffle=True, seed=config.seed, dtype=dtype)
+    val = BatchLoader(val_set, EVAL_BATCH_SIZE, normalizer, shuffle=False, dtype=dtype) if val_set else None
+    test = BatchLoader(splits.test, EVAL_BATCH_SIZE, normalizer, shuffle=False, dtype=dtype)
+    return PreparedData(train, val, test, normalizer, splits.classes, train_set.image_shape)
+
+
+def _write_curves(path: Path, metrics: dict[str, Any]) -> None:
+    """Loss and accuracy per epoch as a PNG, when matplotlib (the viz extra) is installed."""
+    try:
+        from numbacnn.viz import plot_training_curves
+
+        plot_training_curves(metrics, path)
+    except ImportError:
+        pass  # curves are a bonus; metrics.json holds the same numbers
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(payload, indent=2) + "\n").encode()))
+
+
+def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+          progress: bool | None = None, log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Run a whole training job: data, Tiny VGG, optimizer, fit, test accuracy.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        When resuming, pass the checkpoint's config (``load_checkpoint(p).config``),
+        changing at most ``epochs`` and ``device``.
+    out : folder or None
+        Gets ``checkpoint.npz`` after every epoch and ``metrics.json``.
+    resume : checkpoint path (or its folder) or None
+        Continue from that checkpoint's epoch.
+
+    Returns
+    -------
+    dict
+        The metrics (also written to ``out/metrics.json``): config, per-epoch
+        history, test_loss, test_accuracy, device.
+
+    Raises
+    ------
+    TrainingDiverged
+        NaN/Inf loss; ``out/checkpoint.npz`` still holds the last good epoch.
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    checkpoint = load_checkpoint(resume) if resume is not None else None
+    data = prepare_data(config, checkpoint.normalizer if checkpoint else None)
+    channels, height, width = data.image_shape
+    if height != width:
+        raise ValueError(f"tiny_vgg needs square images, the dataset's are {height}x{width}")
+    model_kwargs = dict(in_channels=channels, num_classes=len(data.classes), image_size=height,
+                        filters=config.filters, kernel_size=config.kernel_size, padding=config.padding,
+                        dtype=config.dtype, seed=config.seed)
+    model = tiny_vgg(**model_kwargs, device=device)
+    optimizer = make_optimizer(config, model)
+    scheduler = make_scheduler(config, optimizer)
+    start_epoch, history = 0, []
+    if checkpoint is not None:
+        saved_kwargs = checkpoint.meta["model"]["kwargs"]
+        if saved_kwargs != json.loads(json.dumps(model_kwargs)):
+            raise ValueError(f"resume: the checkpoint's model {saved_kwargs} differs from this run's {model_kwargs}")
+        model.load_state_dict(checkpoint.model_state)
+        if checkpoint.optimizer_state is None:
+            raise ValueError("resume: the checkpoint has no optimizer state")
+        optimizer.load_state_dict(checkpoint.optimizer_state)
+        if scheduler is not None and checkpoint.meta.get("scheduler"):
+            scheduler.load_state_dict(checkpoint.meta["scheduler"])
+        start_epoch, history = checkpoint.epoch, list(checkpoint.meta.get("history", []))
+        if log:
+            log(f"resuming from {resume} at epoch {start_epoch}/{config.epochs}")
+    out_dir = Path(out) if out is not None else None
+    base_meta = {"config": dataclasses.asdict(config), "model": {"name": "tiny_vgg", "kwargs": model_kwargs},
+                 "normalizer": {"mean": list(data.normalizer.mean), "std": list(data.normalizer.std)},
+                 "classes": list(data.classes)}
+    metrics: dict[str, Any] = {"config": dataclasses.asdict(config), "device": device,
+                               "parameters": model.num_parameters(), "history": history}
+
+    def on_epoch_end(epoch_done: int, hist: list[dict[str, Any]]) -> None:
+        metrics["history"] = hist
+        if out_dir is None:
+            return
+        save_checkpoint(out_dir / CHECKPOINT_NAME, model, optimizer,
+                        dict(base_meta, epoch=epoch_done, history=hist,
+                             scheduler=scheduler.state_dict() if scheduler else None))
+        _write_json(out_dir / METRICS_NAME, metrics)
+
+    if log:
+        log(f"training tiny_vgg ({model.num_parameters():,} parameters, padding {config.padding}) on "
+            f"{config.dataset}: {len(data.train.dataset):,} train / "
+            f"{len(data.val.dataset) if data.val else 0:,} val / {len(data.test.dataset):,} test images, "
+            f"{channels}x{height}x{width}, device {device}")
+    try:
+        history = fit(model, optimizer, data.train, data.val, config.epochs, device, scheduler, start_epoch,
+                      history, on_epoch_end, progress, log)
+    except TrainingDiverged as exc:
+        metrics["stopped"] = str(exc)
+        if out_dir is not None:
+            _write_json(out_dir / METRICS_NAME, metrics)
+            kept = out_dir / CHECKPOINT_NAME
+            raise TrainingDiverged(
+                f"{exc}. " + (f"The last good checkpoint (epoch {len(metrics['history'])}) is kept in {kept}."
+                              if kept.exists() else "No epoch finished, so there is no checkpoint.")
+            ) from None
+        raise
+    test = evaluate(model, data.test, device)
+    metrics.update(history=history, test_loss=test["loss"], test_accuracy=test["accuracy"],
+                   test_images=test["images"])
+    if history:
+        epoch_seconds = [h["seconds"] for h in history]
+        metrics["mean_epoch_seconds"] = float(np.mean(epoch_seconds))
+        metrics["mean_images_per_second"] = float(np.mean([h["images_per_second"] for h in history]))
+    if out_dir is not None:
+        _write_json(out_dir / METRICS_NAME, metrics)
+        _write_curves(out_dir / CURVES_NAME, metrics)
+    if log:
+        log(f"test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}, {test['images']:,} images)")
+    return metrics

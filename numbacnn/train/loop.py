@@ -1,0 +1,150 @@
+"""The training and evaluation loops: :func:`fit`, :func:`train_one_epoch`, :func:`evaluate`."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+import numbacnn.functional as F
+from numbacnn.data import BatchLoader
+from numbacnn.device import synchronize, to_device, to_host
+from numbacnn.errors import NumbacnnError
+from numbacnn.nn import Module
+from numbacnn.optim import LRScheduler, Optimizer
+
+
+class TrainingDiverged(NumbacnnError, RuntimeError):
+    """The loss became NaN or infinite; the message says where and what to try."""
+
+    exit_code = 1
+
+
+def _progress_bar(total: int, desc: str, enabled: bool | None):
+    """A tqdm bar on stderr; disabled when stderr is not a terminal (logs, CI)."""
+    from tqdm.auto import tqdm
+
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def train_one_epoch(model: Module, optimizer: Optimizer, loader: BatchLoader, device: str, epoch: int,
+                    epochs: int, progress: bool | None = None) -> dict[str, float]:
+    """One pass over ``loader`` (set to ``epoch`` first); returns loss, accuracy, seconds, images/s.
+
+    Raises
+    ------
+    TrainingDiverged
+        The loss is NaN or infinite; the model has already been changed by the
+        earlier batches of this epoch, so reload the last checkpoint.
+    """
+    model.train()
+    loader.set_epoch(epoch)
+    loss_sum, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    with _progress_bar(len(loader), f"epoch {epoch + 1}/{epochs}", progress) as bar:
+        for step, (images, labels) in enumerate(loader):
+            x = to_device(images, device)
+            y = to_device(labels, device)
+            logits = model(x)
+            loss, grad = F.softmax_cross_entropy(logits, y)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the training loss became {loss} at epoch {epoch + 1}, batch {step + 1}/{len(loader)} "
+                    f"(lr {optimizer.lr:g}); training stopped. Try a smaller --lr"
+                )
+            optimizer.zero_grad()
+            model.backward(grad, input_grad=False)
+            optimizer.step()
+            n = len(labels)
+            loss_sum += loss * n
+            correct += int(np.sum(np.argmax(to_host(logits), axis=1) == labels))
+            seen += n
+            bar.update(1)
+            if step % 20 == 0 or step == len(loader) - 1:
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}",
+                                img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+            "seconds": seconds, "images_per_second": seen / max(seconds, 1e-9), "train_images": seen}
+
+
+def evaluate(model: Module, loader: BatchLoader, device: str = "cpu") -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` on every batch of ``loader`` (in eval mode).
+
+    Returns
+    -------
+    dict
+        ``loss`` (mean cross-entropy), ``accuracy`` (fraction in [0, 1]), ``images``.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    try:
+        for images, labels in loader:
+            logits = model(to_device(images, device))
+            loss, _ = F.softmax_cross_entropy(logits, to_device(labels, device))
+            n = len(labels)
+            loss_sum += loss * n
+            correct += int(np.sum(np.argmax(to_host(logits), axis=1) == labels))
+            seen += n
+    finally:
+        model.train(was_training)
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "images": seen}
+
+
+def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_loader: BatchLoader | None = None,
+        epochs: int = 1, device: str = "cpu", scheduler: LRScheduler | None = None, start_epoch: int = 0,
+        history: list[dict[str, Any]] | None = None,
+        on_epoch_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
+        progress: bool | None = None, log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+    """Train from epoch ``start_epoch`` up to ``epochs`` (exclusive), validating after each.
+
+    Parameters
+    ----------
+    model, optimizer, train_loader, val_loader
+        The loaders yield (images (B, C, H, W), labels (B,)) NumPy batches; they
+        are moved to ``device`` here.
+    scheduler : LRScheduler or None
+        Stepped once after every epoch.
+    history : list of dict or None
+        Metrics of earlier epochs (when resuming); new epochs are appended.
+    on_epoch_end : callable(epoch_done, history) or None
+        Called after each epoch, e.g. to write a checkpoint and metrics.
+    progress : bool or None
+        Show the tqdm bar; None means only when stderr is a terminal.
+    log : callable or None
+        Receives one summary line per epoch.
+
+    Returns
+    -------
+    list of dict
+        Per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr,
+        seconds, images_per_second.
+    """
+    history = list(history or [])
+    for epoch in range(start_epoch, epochs):
+        lr = optimizer.lr
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+        record.update(train_one_epoch(model, optimizer, train_loader, device, epoch, epochs, progress))
+        if val_loader is not None and len(val_loader.dataset):
+            val = evaluate(model, val_loader, device)
+            record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
+        if scheduler is not None:
+            scheduler.step()
+        history.append(record)
+        if log is not None:
+            val_text = f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}" if "val_loss" in record else ""
+            log(f"epoch {epoch + 1}/{epochs}  train loss {record['train_loss']:.4f} acc "
+                f"{record['train_accuracy']:.2%}{val_text}  {record['seconds']:.1f} s  "
+                f"{record['images_per_second']:.0f} images/s")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, history)
+    return history
