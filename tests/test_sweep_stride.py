@@ -67,3 +67,32 @@ def test_asymmetric_stride_is_refused_unless_not_strict():
 def test_bad_stride_is_refused(stride):
     with pytest.raises(ValueError, match="stride must be a positive int"):
         tiny_vgg(stride=stride)
+
+
+def test_train_with_stride_end_to_end(tmp_path):
+    """TrainConfig.stride reaches the model, the checkpoint and `numbacnn train --stride`.
+
+    64x64 images, 4x4 kernels, padding 1, stride 2: 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1,
+    every slide symmetric ((n + 2 - 4) is even at each conv).
+    """
+    from numbacnn.cli import build_parser
+    from numbacnn.data import write_idx
+    from numbacnn.train import TrainConfig, load_checkpoint, train
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 64, 64)).astype(np.uint8))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    config = TrainConfig(data_dir=str(tmp_path), epochs=1, batch_size=20, device="cpu", kernel_size=4, padding=1,
+                         stride=2)
+    metrics = train(config, out=tmp_path / "run", log=None)
+    expected = tiny_vgg(in_channels=1, image_size=64, kernel_size=4, padding=1, stride=2).num_parameters()
+    assert metrics["parameters"] == expected
+    checkpoint = load_checkpoint(tmp_path / "run")
+    assert checkpoint.meta["model"]["kwargs"]["stride"] == 2 and checkpoint.config.stride == 2
+    model = checkpoint.build_model()
+    assert [layer.stride for layer in model.features if hasattr(layer, "weight")] == [(2, 2)] * 4
+    args = build_parser().parse_args(["train", "--stride", "2"])
+    assert args.stride == 2
+    with pytest.raises(ValueError, match="stride: must be a positive int"):
+        TrainConfig(stride=0).validate()

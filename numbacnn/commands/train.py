@@ -40,6 +40,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--padding", type=int, default=d.padding, help="padding of every convolution")
     parser.add_argument("--filters", type=int, default=d.filters, help="channels of every convolution")
     parser.add_argument("--kernel-size", type=int, default=d.kernel_size)
+    parser.add_argument("--stride", type=int, default=d.stride, help="stride of every convolution")
     parser.add_argument("--image-size", type=int, default=d.image_size,
                         help="imagefolder: resize images to this size")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=d.channels,

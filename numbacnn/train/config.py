@@ -34,6 +34,7 @@ class TrainConfig:
     padding: int = 1
     filters: int = 10
     kernel_size: int = 3
+    stride: int = 1  # of every convolution (tiny_vgg's stride); the 2x2 pools keep stride 2
     image_size: int = 64  # imagefolder only: images are resized to this; other datasets have fixed sizes
     channels: int = 3  # imagefolder only
     val_fraction: float = 0.05
@@ -53,7 +54,7 @@ class TrainConfig:
             raise ValueError(f"normalize: got {self.normalize!r}, expected one of {NORMALIZATIONS}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype: got {self.dtype!r}, expected 'float32' or 'float64'")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive int, got {value!r}")

@@ -123,6 +123,8 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
     model_kwargs = dict(in_channels=channels, num_classes=len(data.classes), image_size=height,
                         filters=config.filters, kernel_size=config.kernel_size, padding=config.padding,
                         dtype=config.dtype, seed=config.seed)
+    if config.stride != 1:  # only when set, so checkpoints written before stride existed still resume
+        model_kwargs["stride"] = config.stride
     model = tiny_vgg(**model_kwargs, device=device)
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer)
