@@ -206,3 +206,29 @@ def test_fused_functional_ops_are_their_compositions(dtype, rng):
     rgx, rgw, rgb = ref.conv2d_backward(ref.relu_backward(gy, y), x, w, padding=1)
     for got, want, what in ((gx, rgx, "gx"), (gw, rgw, "gw"), (gb, rgb, "gb")):
         assert_close(got, want, dtype, f"conv2d_relu_backward {what}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_workspaces_survive_repeated_steps_and_batch_size_changes(dtype):
+    """The fast path keeps bordered buffers between steps: their borders must stay
+    zero and a new batch size must not reuse stale buffers. Steps with batch 3, 1,
+    3 in a row, each equal to the unfused step."""
+    model = tiny_vgg(1, 10, 28, padding=1, dtype=dtype, seed=4)
+    rng = np.random.default_rng(9)
+    for batch in (3, 1, 3):
+        x = random_array(rng, (batch, 1, 28, 28), dtype)
+        _assert_fused_equals_unfused(model, x)
+        _assert_fused_equals_unfused(model, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_group_path_is_taken_on_tiny_vgg(dtype):
+    """The bordered-buffer kernels (not the compositions) run on Tiny VGG's layers,
+    and the conv+ReLU group writes its output straight into the next conv's padded
+    input (no padding copy)."""
+    model = tiny_vgg(1, 10, 28, padding=1, dtype=dtype)
+    model(np.zeros((2, 1, 28, 28), dtype))
+    first, second = model.features._fusion_steps()[:2]
+    assert first._fast is not None and second._fast is not None
+    assert first._fast.y_border == (1, 1)
+    assert second._x_padded is first._fast.y

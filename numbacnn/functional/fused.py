@@ -180,3 +180,184 @@ __all__: list[Any] = [
     "conv2d_backward_relu_mask",
     "conv2d_relu_backward",
 ]
+
+
+# --------------------------------------------------------------------------- #
+# Bordered workspaces: the fast CPU path used by nn/fusion.py.
+#
+# A "bordered buffer" is a C-contiguous (N, C, H + 2*border_h, W + 2*border_w)
+# array whose border is zero and stays zero: it is zeroed once when allocated
+# (:func:`bordered_empty`) and the functions below write interiors only. A conv
+# with padding p reads its input from a buffer bordered by p (no padding copy, the
+# same buffer for forward and grad-weight); its grad-input reads the output gradient
+# from a buffer bordered by K - 1 - p. Offsets are (row, column) of the interior.
+# These functions check shapes cheaply (they run several times per training step);
+# the caller (a fused group) owns the buffers.
+# --------------------------------------------------------------------------- #
+
+def fast_conv_padding(x_shape: tuple, w_shape: tuple, stride: Any, padding: Any, dilation: Any, groups: int,
+                      device: str = "cpu") -> tuple[int, int] | None:
+    """(pad_h, pad_w) when the bordered fast path handles this convolution, else None.
+
+    Needs: CPU, stride 1, dilation 1, groups 1, the register-blocked kernels' filter
+    counts (``conv_fast.fast_path_applies``), the same padding on both sides of each
+    axis and smaller than the kernel, and at least two output rows.
+    """
+    from numbacnn.kernels.cpu.conv_fast import fast_path_applies
+
+    if device != "cpu" or isinstance(padding, str) or len(x_shape) != 4:
+        return None
+    kernel_h, kernel_w = int(w_shape[2]), int(w_shape[3])
+    pad_h, pad_w = padding
+    if not fast_path_applies(int(w_shape[0]), kernel_h, kernel_w, stride[0], stride[1], dilation[0],
+                             dilation[1], groups):
+        return None
+    if pad_h >= kernel_h or pad_w >= kernel_w or x_shape[1] != w_shape[1]:
+        return None
+    if x_shape[2] + 2 * pad_h - kernel_h + 1 < 2 or x_shape[3] + 2 * pad_w - kernel_w + 1 < 1:
+        return None
+    return int(pad_h), int(pad_w)
+
+
+def bordered_empty(shape: tuple, border: tuple[int, int], dtype: Any) -> Any:
+    """A zeroed (N, C, H + 2*border_h, W + 2*border_w) host buffer for an (N, C, H, W) interior."""
+    import numpy as np
+
+    n, c, h, w = shape
+    return np.zeros((n, c, h + 2 * border[0], w + 2 * border[1]), dtype)
+
+
+def interior(buffer: Any, border: tuple[int, int], shape: tuple) -> Any:
+    """The (N, C, H, W) interior view of a bordered buffer."""
+    top, left = border
+    return buffer[:, :, top:top + shape[2], left:left + shape[3]]
+
+
+def copy_into_border(padded: Any, border: tuple[int, int], x: Any) -> None:
+    """padded's interior = x (N, C, H, W): the network input into its first conv's buffer."""
+    from numbacnn.kernels.cpu import fused as kernels
+
+    import numpy as np
+
+    kernels.copy_into_border_kernel(*border)(padded, np.ascontiguousarray(x))
+
+
+def _dummy_indices():
+    import numpy as np
+
+    return np.empty((1, 1, 1, 1), np.int64)
+
+
+def conv2d_relu_padded(
+    x_padded: Any, w: Any, b: Any, out: Any, out_border: tuple[int, int], *, pooled: Any = None,
+    pooled_border: tuple[int, int] = (0, 0), indices: Any = None,
+) -> None:
+    """relu(conv2d) of a padded input into bordered buffers, optionally 2x2-pooled.
+
+    Parameters
+    ----------
+    x_padded : (N, C, OH + KH - 1, OW + KW - 1)
+        The zero-padded input (a bordered buffer).
+    w : (F, C, KH, KW);  b : (F,)
+    out : bordered buffer, interior (N, F, OH, OW) at ``out_border``
+        The ReLU output.
+    pooled, pooled_border, indices : optional
+        With ``pooled``: the 2x2 / stride-2 max pool of the ReLU output into its
+        interior (N, F, OH // 2, OW // 2), and ``indices`` (same shape, int64) the
+        flat ``row * OW + col`` of each window's maximum.
+    """
+    from numbacnn.kernels.cpu import fused as kernels
+
+    filters, _, kernel_h, kernel_w = w.shape
+    if pooled is None:
+        kernel = kernels.conv_rows_kernel(filters, kernel_h, kernel_w, kernels.MODE_RELU, *out_border)
+        kernel(out, out, _dummy_indices(), out, x_padded, w, b)
+    else:
+        kernel = kernels.conv_rows_kernel(filters, kernel_h, kernel_w, kernels.MODE_RELU_POOL, *out_border,
+                                          *pooled_border)
+        kernel(out, pooled, indices, out, x_padded, w, b)
+
+
+def conv2d_backward_padded(
+    gz_padded: Any, gz_border: tuple[int, int], x_padded: Any, w: Any, padding: tuple[int, int], *,
+    gx: Any = None, gx_border: tuple[int, int] = (0, 0), mask: Any = None, mask_border: tuple[int, int] = (0, 0),
+) -> tuple[Any, Any]:
+    """conv2d's backward on bordered buffers: returns (gw, gb), new arrays; writes gx.
+
+    Parameters
+    ----------
+    gz_padded : bordered buffer, interior (N, F, OH, OW) at ``gz_border`` = (KH - 1 - pad_h, KW - 1 - pad_w)
+        The gradient of the conv output, zero-bordered for the grad-input correlation.
+    x_padded : (N, C, OH + KH - 1, OW + KW - 1)
+        The forward's padded input.
+    w : (F, C, KH, KW)
+    padding : (pad_h, pad_w)
+    gx : bordered buffer, interior (N, C, H, W) at ``gx_border``, optional
+        Receives the input gradient (skipped when None).
+    mask : bordered buffer, interior (N, C, H, W) at ``mask_border``, optional
+        When given, gx is zeroed where mask <= 0 (mask is a ReLU output: gx becomes
+        the gradient of that ReLU's input).
+
+    Returns
+    -------
+    gw : (F, C, KH, KW), gb : (F,), in w's dtype (float64 sums)
+    """
+    import numba
+    import numpy as np
+
+    from numbacnn.kernels.cpu import fused as kernels
+    from numbacnn.kernels.cpu.conv import conv2d_backward_input_general
+    from numbacnn.kernels.cpu.conv_fast import MIN_FILTERS
+
+    filters, channels, kernel_h, kernel_w = w.shape
+    batch = x_padded.shape[0]
+    out_height = x_padded.shape[2] - kernel_h + 1
+    chunks = max(1, min(numba.get_num_threads(), batch * out_height))
+    partial_w = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
+    partial_b = np.empty((chunks, filters), np.float64)
+    kernels.weight_bias_gradient_kernel(filters, kernel_h, kernel_w, *gz_border)(partial_w, partial_b, gz_padded,
+                                                                                 x_padded)
+    gw = partial_w.sum(axis=0).astype(w.dtype)
+    gb = partial_b.sum(axis=0).astype(w.dtype)
+    if gx is not None:
+        in_height = x_padded.shape[2] - 2 * padding[0]
+        if channels >= MIN_FILTERS and in_height >= 2:
+            flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW)
+            no_bias = np.zeros(channels, w.dtype)
+            if mask is None:
+                kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_BIAS, *gx_border)
+                kernel(gx, gx, _dummy_indices(), gx, gz_padded, flipped, no_bias)
+            else:
+                kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_MASK, *gx_border, 0, 0,
+                                                  *mask_border)
+                kernel(gx, gx, _dummy_indices(), mask, gz_padded, flipped, no_bias)
+        else:  # few channels (a network's first layer): the general kernel on plain arrays
+            out_shape = (batch, filters, out_height, x_padded.shape[3] - kernel_w + 1)
+            shape = (batch, channels, in_height, x_padded.shape[3] - 2 * padding[1])
+            plain = np.empty(shape, w.dtype)
+            conv2d_backward_input_general(plain, np.ascontiguousarray(interior(gz_padded, gz_border, out_shape)), w,
+                                          1, 1, padding[0], padding[1], 1, 1, 1)
+            if mask is not None:
+                plain = np.where(interior(mask, mask_border, shape) > 0, plain, 0).astype(w.dtype)
+            interior(gx, gx_border, shape)[...] = plain
+    return gw, gb
+
+
+def max_pool2d_relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gp: Any, indices: Any,
+                                    y: Any) -> None:
+    """gz's interior (N, C, OH, OW) = 2x2 pool backward of gp (N, C, PH, PW) from saved
+    ``indices``, times the ReLU mask ``y > 0`` (y (N, C, OH, OW), the pool's input)."""
+    from numbacnn.kernels.cpu import fused as kernels
+
+    import numpy as np
+
+    kernels.max_pool2x2_relu_backward_kernel(*gz_border)(gz_padded, np.ascontiguousarray(gp), indices, y)
+
+
+def relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gy: Any, y: Any) -> None:
+    """gz's interior = gy where y > 0, else 0 (gy, y (N, C, OH, OW))."""
+    from numbacnn.kernels.cpu import fused as kernels
+
+    import numpy as np
+
+    kernels.relu_mask_bordered_kernel(*gz_border)(gz_padded, np.ascontiguousarray(gy), np.ascontiguousarray(y))

@@ -1,0 +1,308 @@
+"""Fused CPU kernels for Conv2d -> ReLU (-> MaxPool2d) and their backwards, on
+zero-bordered workspaces (stride 1, dilation 1, groups 1: Tiny VGG's layers).
+
+Why bordered buffers
+--------------------
+A stride-1 convolution with padding p reads its input zero-padded. Instead of
+copying the input into a padded array on every call (twice: forward and
+grad-weight), the layer that *produces* the input writes it straight into the
+interior of a buffer whose border is zero: the buffer is zeroed once when it is
+allocated, and every kernel here writes interiors only, so the border stays zero.
+The same holds backwards: grad-input is a correlation of the output gradient
+padded by ``K - 1 - p``, so the kernel producing that gradient writes it into a
+bordered buffer too. A bordered buffer is passed as the whole array plus the
+(row, column) offset of its interior; the reading kernels see a plain C-contiguous
+array, which LLVM vectorises.
+
+Kernels
+-------
+``conv_rows_kernel(filters, kh, kw, mode)``  forward correlation, one parallel region,
+    with the store fused: ``MODE_BIAS`` (plain), ``MODE_RELU`` (conv + ReLU),
+    ``MODE_RELU_POOL`` (conv + ReLU + 2x2 max pool with argmax indices, the pool
+    rows made from the two output rows each task computes) and ``MODE_MASK``
+    (grad-input times the previous ReLU's mask ``x > 0``).
+``weight_bias_gradient_kernel(filters, kh, kw)``  grad-weight and grad-bias in one
+    parallel region (float64 partial sums per thread).
+``max_pool2x2_relu_backward_kernel``  pool backward from saved indices times the ReLU mask.
+``relu_mask_bordered_kernel``  gy * (y > 0) into a bordered buffer.
+``copy_into_border_kernel``  x into a bordered buffer's interior (the network's input).
+
+Borders are compile-time constants of each kernel (see ``conv_rows_kernel``).
+
+As everywhere in ``kernels/``: no validation, no allocation of outputs (a task's
+small scratch rows excepted); ``numbacnn/functional/fused.py`` checks and allocates.
+"""
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit, prange
+
+from numbacnn.kernels.common import FASTMATH, is_new_max
+from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, VECTOR_BYTES, filter_block_size
+
+MODE_BIAS = 0
+MODE_RELU = 1
+MODE_RELU_POOL = 2
+MODE_MASK = 3
+
+
+@njit(cache=True, inline="never")
+def _pool_row_pair(pooled, indices, out, n, top_row, out_top, out_left, pool_top, pool_left, out_width):
+    """One row of 2x2 / stride-2 max-pooling windows over output rows top_row and
+    top_row + 1 (stored in out's interior at (out_top, out_left)): the maximum into
+    pooled's interior at (pool_top, pool_left), its flat ``row * OW + col`` into
+    indices. First maximum in row-major order wins; NaN wins (``is_new_max``).
+
+    A separate function, not inlined: inside the convolution kernel this loop made
+    LLVM give up vectorising the convolution itself (8x slower, measured)."""
+    pool_row = top_row // 2
+    top = out_top + top_row
+    for f in range(out.shape[1]):
+        for pw in range(out_width // 2):
+            col = 2 * pw
+            best = out[n, f, top, out_left + col]
+            where = top_row * out_width + col
+            value = out[n, f, top, out_left + col + 1]
+            take = is_new_max(value, best)
+            best = value if take else best
+            where = where + 1 if take else where
+            value = out[n, f, top + 1, out_left + col]
+            take = is_new_max(value, best)
+            best = value if take else best
+            where = (top_row + 1) * out_width + col if take else where
+            value = out[n, f, top + 1, out_left + col + 1]
+            take = is_new_max(value, best)
+            best = value if take else best
+            where = (top_row + 1) * out_width + col + 1 if take else where
+            pooled[n, f, pool_top + pool_row, pool_left + pw] = best
+            indices[n, f, pool_row, pw] = where
+
+
+@lru_cache(maxsize=None)
+def conv_rows_kernel(filters, kernel_h, kernel_w, mode, out_top=0, out_left=0, pool_top=0, pool_left=0,
+                     mask_top=0, mask_left=0):
+    """Stride-1 correlation of a zero-bordered input with a fused store.
+
+    ``conv_rows(out, pooled, indices, mask, x, w, b)``, the borders compiled in::
+
+        x        (N, C, OH + KH - 1, OW + KW - 1)  the padded input (a bordered buffer)
+        w        (F, C, KH, KW);  b (F,)
+        out      bordered (N, F, >= out_top + OH, >= out_left + OW): the interior at
+                 (out_top, out_left) is written with s = b[f] + sum w * x taps, then
+                 MODE_RELU / MODE_RELU_POOL: max(s, 0) (NaN stays NaN)
+                 MODE_MASK: s where mask[n, f, mask_top + oh, mask_left + ow] > 0, else 0
+        pooled   MODE_RELU_POOL: bordered (N, F, ...), interior (OH // 2, OW // 2) at
+                 (pool_top, pool_left): each 2x2 window's maximum of the ReLU output
+                 (first maximum in row-major order, NaN wins, as max_pool2d)
+        indices  MODE_RELU_POOL: (N, F, OH // 2, OW // 2) int64, the maximum's flat
+                 index ``row * OW + col`` in its (OH, OW) plane (PyTorch's format)
+
+    Unused arguments (by mode) may be any arrays of the right type. Parallel over
+    (image, pair of output rows), the structure of ``conv_fast.correlation_kernel``
+    (see its docstring for the register blocking and whole-vector rows); a pair of
+    rows is exactly one row of 2x2 pooling windows, so the pool is computed from the
+    task's own sums, in registers' reach, with no second pass over the output. OH >= 2.
+
+    The offsets are compile-time constants (a handful of values per network): with a
+    run-time offset, ``offset + ow`` might be negative as far as Numba knows, so it
+    adds a wrap-around test to every index and LLVM no longer vectorises the loop
+    (4x slower grad-weight, measured).
+    """
+    filter_block = filter_block_size(filters, kernel_h, kernel_w)
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def conv_rows(out, pooled, indices, mask, x, w, b):
+        batch, channels = x.shape[0], x.shape[1]
+        out_height = x.shape[2] - kernel_h + 1
+        out_width = x.shape[3] - kernel_w + 1
+        vector = VECTOR_BYTES // x.itemsize
+        whole_vectors_width = (out_width + vector - 1) // vector * vector
+        pairs = (out_height + 1) // 2
+        zero = x.dtype.type(0)
+        for task in prange(batch * pairs):
+            n = task // pairs
+            top_row = min(2 * (task % pairs), out_height - 2)
+            first_stored = 2 * (task % pairs) - top_row  # 1 when an odd last row overlaps
+            computed_width = out_width if task == batch * pairs - 1 else whole_vectors_width
+            # pair_sums (2, F, CW): rows top_row and top_row + 1 of every filter's output
+            pair_sums = np.empty((2, filters, computed_width), x.dtype)
+            for f in range(filters):
+                for ow in range(computed_width):
+                    pair_sums[0, f, ow] = b[f]
+                    pair_sums[1, f, ow] = b[f]
+            for c in range(channels):
+                for first_filter in range(0, filters, filter_block):
+                    for ow in range(computed_width):
+                        for f in range(first_filter, first_filter + filter_block):
+                            top = pair_sums[0, f, ow]
+                            bottom = pair_sums[1, f, ow]
+                            for kh in range(kernel_h):
+                                for kw in range(kernel_w):
+                                    weight = w[f, c, kh, kw]
+                                    top += weight * x[n, c, top_row + kh, ow + kw]
+                                    bottom += weight * x[n, c, top_row + 1 + kh, ow + kw]
+                            pair_sums[0, f, ow] = top
+                            pair_sums[1, f, ow] = bottom
+            for row in range(first_stored, 2):
+                oh = top_row + row
+                for f in range(filters):
+                    for ow in range(out_width):
+                        value = pair_sums[row, f, ow]
+                        if mode == MODE_RELU or mode == MODE_RELU_POOL:
+                            # "not <= 0" so NaN passes through, as relu
+                            value = value if not value <= 0 else zero
+                        elif mode == MODE_MASK:
+                            value = value if mask[n, f, mask_top + oh, mask_left + ow] > 0 else zero
+                        out[n, f, out_top + oh, out_left + ow] = value
+            if mode == MODE_RELU_POOL and first_stored == 0 and top_row + 1 < 2 * (out_height // 2):
+                _pool_row_pair(pooled, indices, out, n, top_row, out_top, out_left, pool_top, pool_left,
+                               out_width)
+
+    BUILT_KERNELS.append(conv_rows)
+    return conv_rows
+
+
+@lru_cache(maxsize=None)
+def weight_bias_gradient_kernel(filters, kernel_h, kernel_w, dout_top, dout_left):
+    """Partial weight and bias gradients in one parallel region.
+
+    ``weight_bias_gradient(partial_w, partial_b, dout, x)``, dout's border compiled in
+    (see ``conv_rows_kernel``)::
+
+        partial_w (T, F, C, KH, KW) float64, written: chunk t's sum of
+                  dout[n, f, oh, ow] * x[n, c, oh + kh, ow + kw]
+        partial_b (T, F) float64, written: chunk t's sum of dout[n, f, oh, ow]
+        dout      bordered (N, F, ...): the (OH, OW) gradient at (dout_top, dout_left)
+        x         (N, C, OH + KH - 1, OW + KW - 1), the padded input
+
+    The caller sums over T. The loops are ``conv_fast.weight_gradient_kernel``'s
+    (a vectorised dot product per (filter pair, channel, tap) over each output row,
+    float64 accumulation across rows); the bias sums ride along the same rows.
+    """
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def weight_bias_gradient(partial_w, partial_b, dout, x):
+        chunks = partial_w.shape[0]
+        batch, channels = x.shape[0], x.shape[1]
+        out_height = x.shape[2] - kernel_h + 1
+        out_width = x.shape[3] - kernel_w + 1
+        total_rows = batch * out_height
+        zero = dout.dtype.type(0)  # the row sums' type: float32 for float32 data
+        for chunk in prange(chunks):
+            for f in range(filters):
+                partial_b[chunk, f] = 0.0
+                for c in range(channels):
+                    for kh in range(kernel_h):
+                        for kw in range(kernel_w):
+                            partial_w[chunk, f, c, kh, kw] = 0.0
+            for row in range(chunk * total_rows // chunks, (chunk + 1) * total_rows // chunks):
+                n = row // out_height
+                oh = row % out_height
+                drow = dout_top + oh
+                for f in range(filters):
+                    row_sum = zero
+                    for ow in range(out_width):
+                        row_sum += dout[n, f, drow, dout_left + ow]
+                    partial_b[chunk, f] += row_sum
+                for first in range(0, filters, 2):
+                    second = min(first + 1, filters - 1)
+                    for c in range(channels):
+                        for kh in range(kernel_h):
+                            for kw in range(kernel_w):
+                                first_sum = zero
+                                second_sum = zero
+                                for ow in range(out_width):
+                                    pixel = x[n, c, oh + kh, ow + kw]
+                                    first_sum += dout[n, first, drow, dout_left + ow] * pixel
+                                    second_sum += dout[n, second, drow, dout_left + ow] * pixel
+                                partial_w[chunk, first, c, kh, kw] += first_sum
+                                if second != first:
+                                    partial_w[chunk, second, c, kh, kw] += second_sum
+
+    BUILT_KERNELS.append(weight_bias_gradient)
+    return weight_bias_gradient
+
+
+@lru_cache(maxsize=None)
+def max_pool2x2_relu_backward_kernel(gz_top, gz_left):
+    """The 2x2 / stride-2 pool's backward from saved indices, times the ReLU mask y > 0.
+
+    ``pool_relu_backward(gz, gp, indices, y)``, gz's border compiled in::
+
+        gz       bordered (N, C, ...): interior (OH, OW) at (gz_top, gz_left), written
+        gp       (N, C, PH, PW)  gradient of the pooled output
+        indices  (N, C, PH, PW)  int64 flat ``row * OW + col`` of each window's maximum
+        y        (N, C, OH, OW)  the ReLU output the pool read
+
+    Windows do not overlap, so each interior element is written once: the window's
+    gradient where its saved index points and y > 0, else 0; rows and columns outside
+    every window (odd OH or OW) get 0. Parallel over (image, channel) planes; each
+    window row is written as two vectorised passes (one per input row).
+    """
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def pool_relu_backward(gz, gp, indices, y):
+        batch, channels, out_height, out_width = y.shape
+        pool_height, pool_width = gp.shape[2], gp.shape[3]
+        zero = gz.dtype.type(0)
+        for plane in prange(batch * channels):
+            n = plane // channels
+            c = plane % channels
+            for ph in range(pool_height):
+                for row in range(2 * ph, 2 * ph + 2):
+                    for pw in range(pool_width):
+                        grad = gp[n, c, ph, pw]
+                        index = indices[n, c, ph, pw]
+                        left = row * out_width + 2 * pw
+                        gz[n, c, gz_top + row, gz_left + 2 * pw] = (
+                            grad if index == left and y[n, c, row, 2 * pw] > 0 else zero)
+                        gz[n, c, gz_top + row, gz_left + 2 * pw + 1] = (
+                            grad if index == left + 1 and y[n, c, row, 2 * pw + 1] > 0 else zero)
+                    for col in range(2 * pool_width, out_width):
+                        gz[n, c, gz_top + row, gz_left + col] = zero
+            for row in range(2 * pool_height, out_height):
+                for col in range(out_width):
+                    gz[n, c, gz_top + row, gz_left + col] = zero
+
+    BUILT_KERNELS.append(pool_relu_backward)
+    return pool_relu_backward
+
+
+@lru_cache(maxsize=None)
+def relu_mask_bordered_kernel(gz_top, gz_left):
+    """``relu_mask(gz, gy, y)``: gz's interior (at gz_top, gz_left, compiled in) = gy
+    where y > 0, else 0; gy, y (N, C, OH, OW)."""
+
+    @njit(parallel=True, cache=True)
+    def relu_mask(gz, gy, y):
+        batch, channels, out_height, out_width = y.shape
+        zero = gz.dtype.type(0)
+        for plane in prange(batch * channels):
+            n = plane // channels
+            c = plane % channels
+            for oh in range(out_height):
+                for ow in range(out_width):
+                    gz[n, c, gz_top + oh, gz_left + ow] = gy[n, c, oh, ow] if y[n, c, oh, ow] > 0 else zero
+
+    BUILT_KERNELS.append(relu_mask)
+    return relu_mask
+
+
+@lru_cache(maxsize=None)
+def copy_into_border_kernel(top, left):
+    """``copy(padded, x)``: padded's interior at (top, left), compiled in, = x (N, C, H, W);
+    the border is left as it is (zero)."""
+
+    @njit(parallel=True, cache=True)
+    def copy(padded, x):
+        batch, channels, height, width = x.shape
+        for plane in prange(batch * channels):
+            n = plane // channels
+            c = plane % channels
+            for row in range(height):
+                for col in range(width):
+                    padded[n, c, top + row, left + col] = x[n, c, row, col]
+
+    BUILT_KERNELS.append(copy)
+    return copy
