@@ -72,13 +72,33 @@ def test_fashion_mnist_from_environment(tmp_path, monkeypatch):
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("NUMBACNN_DATA", str(tmp_path))
+    monkeypatch.delenv("NUMBACNN_DATA", raising=False)
     monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere")
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("fashion-mnist")
     message = str(info.value)
     assert "apt-get install dataset-fashion-mnist" in message and "--data-dir" in message
-    assert "never downloads" in message
+    assert "never downloads" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("how", ["env", "data_dir"])
+def test_a_named_data_folder_is_used_or_refused_never_skipped(tmp_path, monkeypatch, how):
+    """A missing or incomplete folder the user named is refused, even though the
+    system folder (here a complete one) exists."""
+    write_fake_idx_dataset(tmp_path / "system")
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.delenv("NUMBACNN_DATA", raising=False)
+    assert len(load_dataset("fashion-mnist").train) == 40  # nothing named: the system folder
+    partial = write_fake_idx_dataset(tmp_path / "partial")
+    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    for folder, missing in ((tmp_path / "absent", "does not exist"), (partial, "t10k-labels-idx1-ubyte[.gz] missing")):
+        if how == "env":
+            monkeypatch.setenv("NUMBACNN_DATA", str(folder))
+        with pytest.raises(DatasetNotFoundError) as info:
+            load_dataset("fashion-mnist", folder if how == "data_dir" else None)
+        message = str(info.value)
+        assert missing in message and str(folder) in message
+        assert ("$NUMBACNN_DATA" if how == "env" else "--data-dir") in message
 
 
 def test_mnist_loader(tmp_path):
