@@ -351,3 +351,17 @@ def test_cli_without_distributed_says_what_to_install(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ('numbacnn sweep: error: Dask distributed is not installed, needed for --workers N and '
                    '--cluster (pip install "numbacnn[distributed]", or --workers 0 to run the trials in this process)')
+
+
+def test_cli_runs_on_an_existing_cluster_with_a_progress_bar(data_dir, client, tmp_path, capsys):
+    from numbacnn.cli import main
+
+    out = tmp_path / "cluster"
+    argv = ["sweep", "--grid", "seed=0,1", "--epochs", "1", "--batch-size", "32", "--data-dir", str(data_dir),
+            "--device", "cpu", "--cluster", client.scheduler.address, "--out", str(out), "--progress"]
+    assert main(argv) == 0
+    records = read_results(out)
+    assert len(records) == 2 and {r["worker"] for r in records} <= set(client.scheduler_info()["workers"])
+    err = capsys.readouterr().err
+    assert "trials" in err and "done=2" in err and "failed=0" in err
+    assert client.status == "running"  # the command closed its own connection, not the cluster
