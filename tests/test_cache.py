@@ -83,7 +83,9 @@ def test_first_run_and_cached_run_are_bit_identical(tmp_path):
         counts.append(tuple(int(v) for v in done.stdout.split()[-2:]))
     (hits_cold, misses_cold), (hits_warm, misses_warm) = counts
     assert misses_cold > 0 and hits_cold == 0, f"the first run did not compile: {counts}"
-    assert hits_warm == misses_cold and misses_warm == 0, f"the second run did not load everything: {counts}"
+    # (a helper compiled only as part of its callers counts as a miss in the first run and
+    # is not needed at all in the second, so hits_warm may be below misses_cold)
+    assert hits_warm > 0 and misses_warm == 0, f"the second run did not load everything: {counts}"
 
     cold = np.load(tmp_path / "empty_cache.npz")
     warm = np.load(tmp_path / "warm_cache.npz")
@@ -92,3 +94,43 @@ def test_first_run_and_cached_run_are_bit_identical(tmp_path):
                  if cold[name].dtype != warm[name].dtype or cold[name].tobytes() != warm[name].tobytes()]
     worst = {name: float(np.max(np.abs(cold[name].astype(np.float64) - warm[name]))) for name in differing}
     assert not differing, f"compiled and cached kernels disagree (max abs difference): {worst}"
+
+
+@pytest.mark.slow
+def test_train_command_gives_identical_metrics_with_an_empty_and_a_warm_cache(tmp_path):
+    """The README's promise through the command a user runs: the first run (every
+    kernel compiled) and the second (every kernel loaded) write the same losses,
+    accuracies and weights."""
+    import json
+
+    from test_data import write_fake_idx_dataset
+
+    data = write_fake_idx_dataset(tmp_path / "mnist", n_train=40, n_test=10, size=12)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba_cache"))
+    runs = []
+    for name in ("empty_cache", "warm_cache"):
+        done = subprocess.run([sys.executable, "-m", "numbacnn.cli", "train", "--dataset", "mnist", "--data-dir",
+                               str(data), "--epochs", "1", "--batch-size", "8", "--val-fraction", "0", "--device",
+                               "cpu", "--out", str(tmp_path / name), "--no-progress"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        runs.append(tmp_path / name)
+
+    def without_timings(value):
+        """metrics.json without its wall-clock figures (seconds, images per second)."""
+        if isinstance(value, dict):
+            return {k: without_timings(v) for k, v in value.items() if "second" not in k}
+        if isinstance(value, list):
+            return [without_timings(v) for v in value]
+        return value
+
+    def metrics(run):
+        return without_timings(json.loads((run / "metrics.json").read_text()))
+
+    first, second = (metrics(run) for run in runs)
+    assert first["history"][0]["train_loss"] == second["history"][0]["train_loss"]  # the figure the issue saw
+    assert first == second
+    with np.load(runs[0] / "checkpoint.npz") as a, np.load(runs[1] / "checkpoint.npz") as b:
+        weights = [k for k in a.files if a[k].dtype.kind == "f"]
+        assert weights
+        assert [k for k in weights if a[k].tobytes() != b[k].tobytes()] == []
