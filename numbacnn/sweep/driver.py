@@ -43,10 +43,6 @@ SWEEP_DASK_CONFIG = {
 SWEEP_WORKER_ENV = {"NUMBA_NUM_THREADS": "1"}
 
 
-class SweepError(RuntimeError):
-    """The sweep itself cannot run (not a trial's failure, which is recorded)."""
-
-
 def import_distributed():
     """``distributed``, or ImportError saying what to install."""
     try:
@@ -375,5 +371,5 @@ def _run_on_dask(pending: list[Trial], client: Any, workers: int | None,
             own_cluster.close()
 
 
-__all__ = ["INSTALL_HINT", "RESULTS_NAME", "SWEEP_NAME", "SweepError", "SweepResult", "append_result",
+__all__ = ["INSTALL_HINT", "RESULTS_NAME", "SWEEP_NAME", "SweepResult", "append_result",
            "finished", "import_distributed", "local_cluster", "read_results", "run", "threads_on_host"]
