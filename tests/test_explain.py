@@ -346,3 +346,11 @@ def test_explain_conv_png_in_a_read_only_folder(tmp_path):
     finally:
         locked.chmod(0o755)
     assert_one_error_line(done, "conv", "permission denied", "--png locked/x.png")
+
+
+def test_explain_debug_shows_the_traceback_instead_of_the_line():
+    done, _ = run_cli("explain", "conv", "--input", "7", "--kernel", "3", "--stride", "0", "--debug")
+    assert done.returncode != 0
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith("stride must be >= 1 on both axes, got 0, --stride "
+                                                          "(use --stride 1 or more)")
