@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/tiny_vgg", help="folder for checkpoint.npz and metrics.json")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                         help="continue from CHECKPOINT (default: OUT/checkpoint.npz)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a checkpoint already in OUT (without it, a new run into a folder holding "
+                             "another run's checkpoint is refused)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show the progress bar (default: only when stderr is a terminal)")
     parser.set_defaults(func=run)
@@ -88,5 +91,5 @@ def run(args: argparse.Namespace) -> int:
         config.epochs = args.epochs
     if args.device is not None:
         config.device = args.device
-    train(config, out=args.out, resume=resume, progress=args.progress)
+    train(config, out=args.out, resume=resume, progress=args.progress, overwrite=args.overwrite)
     return 0

@@ -4,7 +4,9 @@ epoch, the config and the history, written atomically (:func:`atomic_write`)."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -15,10 +17,12 @@ import numpy as np
 
 from numbacnn.data import Normalizer
 from numbacnn.device import resolve_device
-from numbacnn.models import tiny_vgg
+from numbacnn.errors import CheckpointError, format_message
+from numbacnn.models import tiny_vgg, tiny_vgg_parameter_count
 from numbacnn.nn import Module
 from numbacnn.optim import Optimizer
-from numbacnn.train.config import TrainConfig
+from numbacnn.train.config import DTYPES, TrainConfig
+from numbacnn.train.outdir import set_umask_mode
 
 CHECKPOINT_NAME = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1
@@ -64,7 +68,7 @@ class Checkpoint:
         name, shape and dtype), on ``device``."""
         spec = self.meta["model"]
         if spec["name"] != "tiny_vgg":
-            raise ValueError(f"checkpoint: unknown model {spec['name']!r}")
+            raise CheckpointError(f"unknown model {spec['name']!r}", "meta.model.name", "expected 'tiny_vgg'")
         model = tiny_vgg(**spec["kwargs"], device=resolve_device(device))
         model.load_state_dict(self.model_state)
         return model
@@ -72,7 +76,10 @@ class Checkpoint:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then
-    rename it over ``path``: readers see the old file or the new one, never half."""
+    rename it over ``path``: readers see the old file or the new one, never half.
+    The file gets the permissions ``open()`` would give (``0o666 & ~umask``); a
+    temporary file left by a kill is removed by the next run's
+    :func:`numbacnn.train.outdir.clean_stale_temp_files`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -81,6 +88,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        set_umask_mode(tmp)  # mkstemp made it 0600; the user's umask decides, as for open()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -102,21 +110,124 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: Optimizer
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (no pickles are loaded).
+FOREIGN = "the file was edited or written by another program; use a checkpoint written by numbacnn train"
+MODEL_INTS = ("in_channels", "num_classes", "image_size", "filters", "kernel_size", "padding")
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _finite_numbers(value: Any, length: int) -> bool:
+    return (isinstance(value, list) and len(value) == length
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+def _check_meta(path: Path, meta: Any, model_state: dict[str, np.ndarray]) -> None:
+    """Every metadata entry a command reads, checked once at load (see load_checkpoint)."""
+
+    def fail(what: str, key: str, todo: str = FOREIGN) -> None:
+        raise CheckpointError(what, f"{path} [{key}]", todo)
+
+    if not isinstance(meta, dict):
+        fail(f"the metadata is a {type(meta).__name__}, not a JSON object", "meta")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        fail(f"format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT}", "meta.format",
+             "written by another numbacnn version or program" if "format" in meta else FOREIGN)
+    for key in ("epoch", "model", "config", "classes", "normalizer"):
+        if key not in meta:
+            fail(f"the metadata has no {key!r} entry", f"meta.{key}")
+    if not _is_int(meta["epoch"], 0):
+        fail(f"epoch must be an int >= 0, got {meta['epoch']!r}", "meta.epoch")
+    spec = meta["model"]
+    if not isinstance(spec, dict) or spec.get("name") != "tiny_vgg" or not isinstance(spec.get("kwargs"), dict):
+        fail(f"model must be {{'name': 'tiny_vgg', 'kwargs': {{...}}}}, got {spec!r:.120}", "meta.model")
+    kwargs = spec["kwargs"]
+    allowed = set(inspect.signature(tiny_vgg).parameters) - {"device"}
+    for name in sorted(set(kwargs) - allowed):
+        fail(f"unknown model setting {name!r}", f"meta.model.kwargs.{name}")
+    for name in MODEL_INTS:
+        if not _is_int(kwargs.get(name), 0 if name == "padding" else 1):
+            fail(f"{name} must be an int >= {0 if name == 'padding' else 1}, got {kwargs.get(name)!r}",
+                 f"meta.model.kwargs.{name}")
+    if "stride" in kwargs and not _is_int(kwargs["stride"], 1):
+        fail(f"stride must be an int >= 1, got {kwargs['stride']!r}", "meta.model.kwargs.stride")
+    if kwargs.get("dtype") not in DTYPES:
+        fail(f"dtype must be one of {DTYPES}, got {kwargs.get('dtype')!r}", "meta.model.kwargs.dtype")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        fail("classes must be a list of names", "meta.classes")
+    if len(classes) != kwargs["num_classes"]:
+        fail(f"{len(classes)} class names for a model with {kwargs['num_classes']} outputs", "meta.classes")
+    normalizer, channels = meta["normalizer"], kwargs["in_channels"]
+    if (not isinstance(normalizer, dict) or not _finite_numbers(normalizer.get("mean"), channels)
+            or not _finite_numbers(normalizer.get("std"), channels) or min(normalizer["std"]) <= 0):
+        fail(f"normalizer must hold {channels} finite means and {channels} stds > 0", "meta.normalizer")
+    if not isinstance(meta["config"], dict):
+        fail("config must be a JSON object", "meta.config")
+    try:
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        TrainConfig(**{k: v for k, v in meta["config"].items() if k in known}).validate()
+    except (TypeError, ValueError) as exc:
+        fail(f"invalid training settings ({exc})", "meta.config")
+    if not isinstance(meta.get("history", []), list) or not all(isinstance(h, dict) for h in meta.get("history", [])):
+        fail("history must be a list of per-epoch records", "meta.history")
+    if "optimizer" in meta and not isinstance(meta["optimizer"], dict):
+        fail("optimizer must be a JSON object", "meta.optimizer")
+    # the weights: a model built from the settings says which names, shapes and dtypes
+    # to expect; the count from the shapes alone comes first, so a hand-edited
+    # "filters": 1000000000 is refused without allocating it
+    stored = sum(int(v.size) for v in model_state.values())
+    try:
+        counted = tiny_vgg_parameter_count(**{k: kwargs[k] for k in MODEL_INTS if k != "in_channels"},
+                                           in_channels=kwargs["in_channels"], stride=kwargs.get("stride", 1))
+    except ValueError as exc:
+        fail(f"the model settings are impossible ({exc})", "meta.model.kwargs")
+    if counted > stored:
+        fail(f"the settings describe {counted:,} weights, the file holds {stored:,}", "model/")
+    try:
+        expected = tiny_vgg(**kwargs, device="cpu").state_dict()
+    except (TypeError, ValueError) as exc:
+        fail(f"the model settings cannot build tiny_vgg ({exc})", "meta.model.kwargs")
+    for name, reference in expected.items():
+        if name not in model_state:
+            fail(f"weight {name} is missing", f"model/{name}")
+        value = model_state[name]
+        if value.shape != reference.shape:
+            fail(f"weight {name} has shape {value.shape}, expected {reference.shape}", f"model/{name}")
+        if value.dtype != reference.dtype:
+            fail(f"weight {name} has dtype {value.dtype}, expected {reference.dtype}", f"model/{name}")
+    for name in model_state:
+        if name not in expected:
+            fail(f"unexpected weight {name} (not in tiny_vgg with these settings)", f"model/{name}")
+
+
+def load_checkpoint(path: str | os.PathLike, check_finite: bool = True) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (no pickles are loaded)
+    and check all of it: every metadata entry a command reads (format, epoch, model
+    settings, class names against the model's outputs, normaliser, config), and every
+    weight against the model those settings build (name, shape, dtype).
+
+    Parameters
+    ----------
+    path : checkpoint file, or a folder holding ``checkpoint.npz``
+    check_finite : bool
+        Refuse NaN or infinite weights and optimizer buffers (a model that cannot
+        predict anything); False loads them, e.g. to inspect a broken run.
 
     Raises
     ------
     FileNotFoundError
         ``path`` does not exist.
-    ValueError
-        Not a numbacnn checkpoint, or an unknown format version.
+    numbacnn.errors.CheckpointError
+        (a ``ValueError``) anything above is wrong; the message names the file
+        and the entry (``[meta.model]``, ``[model/features.0.weight]``).
     """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint: {path} does not exist")
+        raise FileNotFoundError(format_message("checkpoint: the file does not exist", path, "check the path"))
     try:
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):  # a bare .npy array, not an .npz archive
@@ -126,15 +237,23 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             model_state = {k[len("model/"):]: data[k] for k in files if k.startswith("model/")}
             buffers = {k[len("optim/"):]: data[k] for k in files if k.startswith("optim/")}
     except Exception as exc:  # truncated or foreign file: BadZipFile, OSError, pickled data refused...
-        raise ValueError(f"checkpoint: {path} cannot be read as a numbacnn .npz ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"cannot be read as a numbacnn .npz ({type(exc).__name__}: {exc})", path,
+                              "the file is damaged or not a checkpoint; use another one or train again") from exc
     if meta_text is None:
-        raise ValueError(f"checkpoint: {path} has no 'meta' entry; not a numbacnn checkpoint")
+        raise CheckpointError("no 'meta' entry; not a numbacnn checkpoint", path, FOREIGN)
     try:
         meta = json.loads(meta_text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"checkpoint: {path} has an unreadable 'meta' entry ({exc})") from exc
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint: {path} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        raise CheckpointError(f"an unreadable 'meta' entry ({exc})", f"{path} [meta]", FOREIGN) from exc
+    _check_meta(path, meta, model_state)
+    if check_finite:
+        for prefix, arrays in (("model/", model_state), ("optim/", buffers)):
+            for name, value in arrays.items():
+                if value.dtype.kind == "f" and not np.isfinite(value).all():
+                    bad = int(np.size(value) - np.isfinite(value).sum())
+                    raise CheckpointError(
+                        f"{prefix}{name} holds {bad} NaN or infinite values", f"{path} [{prefix}{name}]",
+                        "the run diverged or the file was changed; use an earlier checkpoint or train again")
     optimizer_state = None
     if "optimizer" in meta:
         optimizer_state = dict(meta["optimizer"], buffers=buffers)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+
+import numpy as np
+
+from numbacnn.data import DATASETS
+from numbacnn.errors import UsageError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
@@ -45,20 +51,54 @@ class TrainConfig:
     normalize: str = "standardize"
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer: got {self.optimizer!r}, expected one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule: got {self.schedule!r}, expected one of {SCHEDULES}")
-        if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize: got {self.normalize!r}, expected one of {NORMALIZATIONS}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype: got {self.dtype!r}, expected 'float32' or 'float64'")
-        for name in ("epochs", "batch_size", "stride"):
+        """Check every field's type and range before any work.
+
+        Raises
+        ------
+        numbacnn.errors.UsageError
+            (a ``ValueError``) naming the first bad field as its command-line
+            option (``--val-fraction``) and what it accepts.
+        """
+        choices = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+                   "normalize": NORMALIZATIONS, "dtype": DTYPES, "device": DEVICES}
+        for name, allowed in choices.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be a positive int, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: must be a finite number > 0, got {self.lr!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction!r}")
+            if name == "dataset" and isinstance(value, str):  # load_dataset's spellings
+                value = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(
+                    value.lower().replace("_", "-"), value.lower().replace("_", "-"))
+            if value not in allowed:
+                _refuse(name, f"must be one of {', '.join(allowed)}, got {value!r}", f"use {_option(name)} {allowed[0]}")
+        minimums = {"epochs": 1, "batch_size": 1, "filters": 1, "kernel_size": 1, "stride": 1, "image_size": 1,
+                    "padding": 0, "seed": 0}
+        for name, minimum in minimums.items():
+            value = getattr(self, name, minimum)  # stride and any later field may be absent in old configs
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                _refuse(name, f"must be an int >= {minimum}, got {value!r}", f"use {_option(name)} {minimum} or more")
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            _refuse("channels", f"must be 1 (grey) or 3 (RGB), got {self.channels!r}", "use --channels 1 or 3")
+        if self.data_dir is not None and not isinstance(self.data_dir, (str, os.PathLike)):
+            _refuse("data_dir", f"must be a path, got {self.data_dir!r}", "use --data-dir FOLDER")
+        numbers = {"lr": (False, "a finite number > 0"), "momentum": (True, "a finite number >= 0"),
+                   "weight_decay": (True, "a finite number >= 0")}
+        for name, (zero_ok, text) in numbers.items():
+            value = getattr(self, name)
+            good = (isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+                    and math.isfinite(value) and (value >= 0 if zero_ok else value > 0))
+            if not good:
+                _refuse(name, f"must be {text}, got {value!r}", f"e.g. {_option(name)} {getattr(TrainConfig, name)}")
+        value = self.val_fraction
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value)
+                or not 0.0 <= value < 1.0):
+            _refuse("val_fraction", f"must be in [0, 1), got {value!r}", "e.g. --val-fraction 0.05, or 0 for none")
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _option(name: str) -> str:
+    """The command-line option of a TrainConfig field: ``val_fraction`` -> ``--val-fraction``."""
+    return "--" + name.replace("_", "-")
+
+
+def _refuse(name: str, what: str, todo: str) -> None:
+    raise UsageError(f"{name.replace('_', ' ')} {what}", _option(name), todo)

@@ -14,12 +14,15 @@ import numpy as np
 
 from numbacnn.data import BatchLoader, Normalizer, load_dataset, stratified_split
 from numbacnn.device import resolve_device
+from numbacnn.errors import CheckpointError, DatasetError, OutputError, UsageError
 from numbacnn.models import tiny_vgg
 from numbacnn.nn import Module
 from numbacnn.optim import SGD, Adam, CosineAnnealingLR, LRScheduler, Optimizer, StepLR
 from numbacnn.train.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint, save_checkpoint
 from numbacnn.train.config import EVAL_BATCH_SIZE, TrainConfig
 from numbacnn.train.loop import TrainingDiverged, evaluate, fit
+from numbacnn.train.memory import check_training_memory
+from numbacnn.train.outdir import open_output_folder
 
 METRICS_NAME = "metrics.json"
 CURVES_NAME = "curves.png"
@@ -52,6 +55,7 @@ class PreparedData:
     normalizer: Normalizer
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]
+    folder: Path | None = None  # where the files were read
 
 
 def prepare_data(config: TrainConfig, normalizer: Normalizer | None = None) -> PreparedData:
@@ -60,10 +64,23 @@ def prepare_data(config: TrainConfig, normalizer: Normalizer | None = None) -> P
     one is given, and build loaders."""
     splits = load_dataset(config.dataset, config.data_dir, image_size=config.image_size,
                           channels=config.channels, seed=config.seed)
+    where = splits.folder if splits.folder is not None else config.dataset
+    if not len(splits.test):
+        raise DatasetError(f"{config.dataset}: the test split has no images", where, "the test files are empty")
+    if not len(splits.train):
+        raise DatasetError(f"{config.dataset}: the training split has no images", where, "the training files are empty")
     train_set, val_set = splits.train, None
     if config.val_fraction > 0:
         keep, held = stratified_split(splits.train.labels, config.val_fraction, config.seed)
         train_set, val_set = splits.train.subset(keep), splits.train.subset(held)
+        before = np.bincount(splits.train.labels, minlength=len(splits.classes))
+        after = np.bincount(train_set.labels, minlength=len(splits.classes))
+        lost = np.flatnonzero((before > 0) & (after == 0))
+        if lost.size:
+            raise UsageError(
+                f"val fraction {config.val_fraction:g} leaves {len(train_set)} of {len(splits.train)} images for "
+                f"training and class {splits.classes[lost[0]]!r} none", "--val-fraction",
+                "use a smaller --val-fraction; 0 keeps every image for training")
     if normalizer is None:
         normalizer = (Normalizer.fit(train_set.images) if config.normalize == "standardize"
                       else Normalizer.scale_only(train_set.images.shape[1]))
@@ -71,7 +88,7 @@ def prepare_data(config: TrainConfig, normalizer: Normalizer | None = None) -> P
     train = BatchLoader(train_set, config.batch_size, normalizer, shuffle=True, seed=config.seed, dtype=dtype)
     val = BatchLoader(val_set, EVAL_BATCH_SIZE, normalizer, shuffle=False, dtype=dtype) if val_set else None
     test = BatchLoader(splits.test, EVAL_BATCH_SIZE, normalizer, shuffle=False, dtype=dtype)
-    return PreparedData(train, val, test, normalizer, splits.classes, train_set.image_shape)
+    return PreparedData(train, val, test, normalizer, splits.classes, train_set.image_shape, splits.folder)
 
 
 def _write_curves(path: Path, metrics: dict[str, Any]) -> None:
@@ -88,9 +105,41 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(payload, indent=2) + "\n").encode()))
 
 
+def _refuse_overwrite(out_dir: Path, resume: Path | None, overwrite: bool) -> None:
+    """A new run never replaces another run's checkpoint silently."""
+    existing = out_dir / CHECKPOINT_NAME
+    if overwrite or not existing.exists():
+        return
+    if resume is not None and resume.resolve() == existing.resolve():
+        return  # continuing the run that lives here
+    try:
+        described = f"a checkpoint of epoch {load_checkpoint(existing, check_finite=False).epoch}"
+    except (ValueError, OSError):
+        described = "a checkpoint"
+    raise OutputError(f"the output folder already holds {described}", existing,
+                      "continue it with --resume, replace it with --overwrite, or choose another --out")
+
+
+def _save_failed(exc: OSError, path: Path, epoch: int) -> OutputError:
+    """One line for a checkpoint or metrics file that could not be written mid-run."""
+    reason = (exc.strerror or str(exc)).lower()
+    kept = (f"the checkpoint of epoch {epoch - 1} is kept; free space and continue with --resume" if epoch > 1
+            else "no earlier checkpoint exists; free space and train again")
+    error = OutputError(f"could not save epoch {epoch} ({reason})", path, kept)
+    error.exit_code = 1  # failed while working, not refused up front
+    return error
+
+
 def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-          progress: bool | None = None, log: Callable[[str], None] | None = print) -> dict[str, Any]:
+          progress: bool | None = None, log: Callable[[str], None] | None = print,
+          overwrite: bool = False) -> dict[str, Any]:
     """Run a whole training job: data, Tiny VGG, optimizer, fit, test accuracy.
+
+    Before any data is read or any kernel compiled, everything that can be checked
+    is: the settings (:meth:`TrainConfig.validate`), the memory the model and its
+    activations need (:func:`numbacnn.train.memory.check_training_memory`), the
+    output folder (writable, free space, not locked by another run, no other run's
+    checkpoint in it) and the checkpoint to resume from.
 
     Parameters
     ----------
@@ -98,9 +147,17 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
         When resuming, pass the checkpoint's config (``load_checkpoint(p).config``),
         changing at most ``epochs`` and ``device``.
     out : folder or None
-        Gets ``checkpoint.npz`` after every epoch and ``metrics.json``.
+        Gets ``checkpoint.npz`` after every epoch and ``metrics.json``; locked for
+        the run (``OUT/.numbacnn.lock``).
     resume : checkpoint path (or its folder) or None
         Continue from that checkpoint's epoch.
+    progress : bool or None
+        Show the tqdm bar; None: only when stderr is a terminal.
+    log : callable or None
+        Receives the progress lines.
+    overwrite : bool
+        Allow replacing a checkpoint already in ``out`` that this run does not
+        resume from.
 
     Returns
     -------
@@ -110,39 +167,76 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
 
     Raises
     ------
+    numbacnn.errors.UsageError, ResourceError, OutputError, FolderInUseError,
+    DatasetError, DatasetNotFoundError, CheckpointError
+        Refused before any training, with a one-line message.
     TrainingDiverged
         NaN/Inf loss; ``out/checkpoint.npz`` still holds the last good epoch.
     """
     config.validate()
+    estimate = check_training_memory(config)
     device = resolve_device(config.device)
+    resume_path = Path(resume).absolute() if resume is not None else None
+    if resume_path is not None and resume_path.is_dir():
+        resume_path = resume_path / CHECKPOINT_NAME
+    if out is None:
+        return _train(config, None, resume_path, device, progress, log)
+    out_dir = Path(out).absolute()
+    # a checkpoint beside its temporary copy, plus metrics: twice the weights and buffers
+    lock = open_output_folder(out_dir, needed_bytes=2 * estimate.checkpoint_bytes + 2**20, log=log)
+    try:
+        _refuse_overwrite(out_dir, resume_path, overwrite)
+        return _train(config, out_dir, resume_path, device, progress, log)
+    finally:
+        lock.release()
+
+
+def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, device: str,
+           progress: bool | None, log: Callable[[str], None] | None) -> dict[str, Any]:
+    """:func:`train` once the output folder is checked and locked."""
     checkpoint = load_checkpoint(resume) if resume is not None else None
+    if config.data_dir is not None:
+        # absolute, so a resume started from another folder reads the same files
+        config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).absolute()))
     data = prepare_data(config, checkpoint.normalizer if checkpoint else None)
+    if config.data_dir is None and data.folder is not None:
+        config = dataclasses.replace(config, data_dir=str(Path(data.folder).absolute()))
     channels, height, width = data.image_shape
     if height != width:
-        raise ValueError(f"tiny_vgg needs square images, the dataset's are {height}x{width}")
+        raise DatasetError(f"tiny_vgg needs square images, the dataset's are {height}x{width}",
+                           data.folder or config.dataset, "resize the images")
     model_kwargs = dict(in_channels=channels, num_classes=len(data.classes), image_size=height,
                         filters=config.filters, kernel_size=config.kernel_size, padding=config.padding,
                         dtype=config.dtype, seed=config.seed)
     if config.stride != 1:  # only when set, so checkpoints written before stride existed still resume
         model_kwargs["stride"] = config.stride
-    model = tiny_vgg(**model_kwargs, device=device)
+    try:
+        model = tiny_vgg(**model_kwargs, device=device)
+    except ValueError as exc:  # an asymmetric slide (strict): the sizes were checked to fit
+        raise UsageError(str(exc), f"--kernel-size {config.kernel_size} --padding {config.padding}",
+                         "choose a kernel size and padding that slide evenly (numbacnn explain conv helps)") from None
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer)
     start_epoch, history = 0, []
     if checkpoint is not None:
         saved_kwargs = checkpoint.meta["model"]["kwargs"]
         if saved_kwargs != json.loads(json.dumps(model_kwargs)):
-            raise ValueError(f"resume: the checkpoint's model {saved_kwargs} differs from this run's {model_kwargs}")
-        model.load_state_dict(checkpoint.model_state)
+            raise CheckpointError(f"the checkpoint's model {saved_kwargs} differs from this run's {model_kwargs}",
+                                  resume, "resume with the checkpoint's own settings (numbacnn train --resume)")
         if checkpoint.optimizer_state is None:
-            raise ValueError("resume: the checkpoint has no optimizer state")
-        optimizer.load_state_dict(checkpoint.optimizer_state)
-        if scheduler is not None and checkpoint.meta.get("scheduler"):
-            scheduler.load_state_dict(checkpoint.meta["scheduler"])
+            raise CheckpointError("the checkpoint has no optimizer state", f"{resume} [meta.optimizer]",
+                                  "it cannot be resumed; train again")
+        try:
+            model.load_state_dict(checkpoint.model_state)
+            optimizer.load_state_dict(checkpoint.optimizer_state)
+            if scheduler is not None and checkpoint.meta.get("scheduler"):
+                scheduler.load_state_dict(checkpoint.meta["scheduler"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"cannot restore the training state ({exc})", f"{resume} [meta.optimizer]",
+                                  "the file was edited or written by another program") from None
         start_epoch, history = checkpoint.epoch, list(checkpoint.meta.get("history", []))
         if log:
             log(f"resuming from {resume} at epoch {start_epoch}/{config.epochs}")
-    out_dir = Path(out) if out is not None else None
     base_meta = {"config": dataclasses.asdict(config), "model": {"name": "tiny_vgg", "kwargs": model_kwargs},
                  "normalizer": {"mean": list(data.normalizer.mean), "std": list(data.normalizer.std)},
                  "classes": list(data.classes)}
@@ -153,10 +247,15 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
         metrics["history"] = hist
         if out_dir is None:
             return
-        save_checkpoint(out_dir / CHECKPOINT_NAME, model, optimizer,
-                        dict(base_meta, epoch=epoch_done, history=hist,
-                             scheduler=scheduler.state_dict() if scheduler else None))
-        _write_json(out_dir / METRICS_NAME, metrics)
+        path = out_dir / CHECKPOINT_NAME
+        try:
+            save_checkpoint(path, model, optimizer,
+                            dict(base_meta, epoch=epoch_done, history=hist,
+                                 scheduler=scheduler.state_dict() if scheduler else None))
+            path = out_dir / METRICS_NAME
+            _write_json(path, metrics)
+        except OSError as exc:
+            raise _save_failed(exc, path, epoch_done) from exc
 
     if log:
         log(f"training tiny_vgg ({model.num_parameters():,} parameters, padding {config.padding}) on "
@@ -184,8 +283,16 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
         metrics["mean_epoch_seconds"] = float(np.mean(epoch_seconds))
         metrics["mean_images_per_second"] = float(np.mean([h["images_per_second"] for h in history]))
     if out_dir is not None:
-        _write_json(out_dir / METRICS_NAME, metrics)
-        _write_curves(out_dir / CURVES_NAME, metrics)
+        try:
+            _write_json(out_dir / METRICS_NAME, metrics)
+            _write_curves(out_dir / CURVES_NAME, metrics)
+        except OSError as exc:
+            error = OutputError(f"could not write the final metrics ({(exc.strerror or str(exc)).lower()})",
+                                out_dir / METRICS_NAME,
+                                f"the checkpoint of epoch {len(history)} is complete; free space and run "
+                                f"numbacnn evaluate on it")
+            error.exit_code = 1
+            raise error from exc
     if log:
         log(f"test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}, {test['images']:,} images)")
     return metrics
