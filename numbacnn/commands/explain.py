@@ -28,30 +28,6 @@ EXIT_OK, EXIT_IMPOSSIBLE, EXIT_ERROR = 0, 1, 2
 MEMORY_SHARE = 0.5
 
 
-def _available_memory_bytes() -> int | None:
-    """Memory the system can give a new allocation (MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import os
-
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _bytes_text(count: int) -> str:
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if count >= size:
-            return f"{count / size:.3g} {unit}"
-    return f"{count} bytes"
-
-
 def _int_or_pair(text: str) -> int | tuple[int, int]:
     """argparse type: ``7`` or ``7,5`` / ``7x5`` (height, width)."""
     parts = text.lower().replace("x", ",").split(",")
@@ -284,6 +260,7 @@ def _largest_factor(args: argparse.Namespace) -> str:
 def run_model(args: argparse.Namespace) -> int:
     from numbacnn.models import tiny_vgg, tiny_vgg_parameter_count
     from numbacnn.report import describe_layers, format_layer_table
+    from numbacnn.train.memory import available_memory_bytes, format_bytes
 
     settings = dict(in_channels=args.in_channels, num_classes=args.num_classes, image_size=args.image_size,
                     filters=args.filters, kernel_size=args.kernel_size, padding=args.padding)
@@ -302,10 +279,10 @@ def run_model(args: argparse.Namespace) -> int:
         print(f"impossible: {exc}")
         return EXIT_IMPOSSIBLE
     needed = 4 * parameters  # float32 weights
-    available = _available_memory_bytes()
+    available = available_memory_bytes()
     if available is not None and needed > MEMORY_SHARE * available:
-        raise ResourceError(f"the model would have {parameters:,} parameters ({_bytes_text(needed)} as "
-                            f"float32), more than {MEMORY_SHARE:.0%} of the {_bytes_text(available)} of memory "
+        raise ResourceError(f"the model would have {parameters:,} parameters ({format_bytes(needed)} as "
+                            f"float32), more than {MEMORY_SHARE:.0%} of the {format_bytes(available)} of memory "
                             f"available", _largest_factor(args), "choose smaller values")
     print(f"Tiny VGG: {', '.join(f'{k}={v}' for k, v in settings.items())}")
     # strict=False builds an asymmetric slide too, so the table can show where it
