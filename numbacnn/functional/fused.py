@@ -312,11 +312,17 @@ def conv2d_backward_padded(
     filters, channels, kernel_h, kernel_w = w.shape
     batch = x_padded.shape[0]
     out_height = x_padded.shape[2] - kernel_h + 1
-    chunks = max(1, min(numba.get_num_threads(), batch * out_height))
+    planes = (kernel_h, kernel_w) == (3, 3) and tuple(padding) == (1, 1) and tuple(gz_border) == (1, 1) \
+        and gz_padded.shape[2:] == x_padded.shape[2:]
+    # threads' shares: of the images (plane kernel) or of the N * OH output rows
+    chunks = max(1, min(numba.get_num_threads(), batch if planes else batch * out_height))
     partial_w = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
     partial_b = np.empty((chunks, filters), np.float64)
-    kernels.weight_bias_gradient_kernel(filters, kernel_h, kernel_w, *gz_border)(partial_w, partial_b, gz_padded,
-                                                                                 x_padded)
+    if planes:  # the same row width in both buffers: whole planes as single dot products
+        kernel = kernels.weight_bias_gradient_3x3_kernel(filters, x_padded.shape[3])
+    else:
+        kernel = kernels.weight_bias_gradient_kernel(filters, kernel_h, kernel_w, *gz_border)
+    kernel(partial_w, partial_b, gz_padded, x_padded)
     gw = partial_w.sum(axis=0).astype(w.dtype)
     gb = partial_b.sum(axis=0).astype(w.dtype)
     if gx is not None:

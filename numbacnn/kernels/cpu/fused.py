@@ -21,8 +21,9 @@ Kernels
     ``MODE_RELU_POOL`` (conv + ReLU + 2x2 max pool with argmax indices, the pool
     rows made from the two output rows each task computes) and ``MODE_MASK``
     (grad-input times the previous ReLU's mask ``x > 0``).
-``weight_bias_gradient_kernel(filters, kh, kw)``  grad-weight and grad-bias in one
-    parallel region (float64 partial sums per thread).
+``weight_bias_gradient_kernel(filters, kh, kw, ...)``  grad-weight and grad-bias in one
+    parallel region (float64 partial sums per thread); for 3x3 kernels with padding 1
+    ``weight_bias_gradient_3x3_kernel``, which runs over whole planes.
 ``max_pool2x2_relu_backward_kernel``  pool backward from saved indices times the ReLU mask.
 ``relu_mask_bordered_kernel``  gy * (y > 0) into a bordered buffer.
 ``copy_into_border_kernel``  x into a bordered buffer's interior (the network's input).
@@ -219,6 +220,112 @@ def weight_bias_gradient_kernel(filters, kernel_h, kernel_w, dout_top, dout_left
                                 partial_w[chunk, first, c, kh, kw] += first_sum
                                 if second != first:
                                     partial_w[chunk, second, c, kh, kw] += second_sum
+
+    BUILT_KERNELS.append(weight_bias_gradient)
+    return weight_bias_gradient
+
+
+@lru_cache(maxsize=None)
+def weight_bias_gradient_3x3_kernel(filters, width):
+    """Partial weight and bias gradients of a 3x3 convolution with padding 1, each
+    plane as one long vectorised loop.
+
+    ``weight_bias_gradient(partial_w, partial_b, gz, x)``::
+
+        partial_w (T, F, C, 3, 3), partial_b (T, F) float64, written (chunk t's sums)
+        gz        (N, F, OH + 2, OW + 2): the output gradient bordered by 1 (zero border)
+        x         (N, C, OH + 2, OW + 2): the input padded by 1
+        width     OW + 2, compiled in
+
+    With padding 1 both buffers have the same row width, so in the flattened planes
+    tap (kh, kw) is the constant offset ``kh * width + kw``: the sum over an image of
+    ``gz[oh, ow] * x[oh + kh, ow + kw]`` is one dot product over ``OH * width - 2``
+    consecutive elements, the border columns of gz contributing zeros. The per-row
+    dot products of ``weight_bias_gradient_kernel`` end in a horizontal sum every 14
+    to 62 elements; here there is one per plane, and the nine taps of two filters are
+    18 accumulators sharing each load (2 gz + 9 x loads for 18 FMAs instead of 3
+    for 2). Written out by hand because LLVM vectorises named scalar accumulators,
+    not a local array of them. The float32 dot products are added into float64
+    per-thread partial sums once per plane. Parallel over chunks of images.
+    """
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def weight_bias_gradient(partial_w, partial_b, gz, x):
+        chunks = partial_w.shape[0]
+        batch, channels = x.shape[0], x.shape[1]
+        length = (x.shape[2] - 2) * width - 2  # from gz's first interior element to its last
+        zero = gz.dtype.type(0)
+        for chunk in prange(chunks):
+            partial_w[chunk] = 0.0
+            partial_b[chunk] = 0.0
+            for n in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
+                for first in range(0, filters, 2):
+                    second = min(first + 1, filters - 1)  # an odd last filter pairs with itself
+                    g0 = gz[n, first].reshape(-1)[width + 1:]
+                    g1 = gz[n, second].reshape(-1)[width + 1:]
+                    b0 = zero
+                    b1 = zero
+                    for i in range(length):
+                        b0 += g0[i]
+                        b1 += g1[i]
+                    partial_b[chunk, first] += b0
+                    if second != first:
+                        partial_b[chunk, second] += b1
+                    for c in range(channels):
+                        xs = x[n, c].reshape(-1)
+                        a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = zero  # first filter's taps
+                        c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = zero  # second filter's
+                        for i in range(length):
+                            u = g0[i]
+                            v = g1[i]
+                            p = xs[i]
+                            a00 += u * p
+                            c00 += v * p
+                            p = xs[i + 1]
+                            a01 += u * p
+                            c01 += v * p
+                            p = xs[i + 2]
+                            a02 += u * p
+                            c02 += v * p
+                            p = xs[i + width]
+                            a10 += u * p
+                            c10 += v * p
+                            p = xs[i + width + 1]
+                            a11 += u * p
+                            c11 += v * p
+                            p = xs[i + width + 2]
+                            a12 += u * p
+                            c12 += v * p
+                            p = xs[i + 2 * width]
+                            a20 += u * p
+                            c20 += v * p
+                            p = xs[i + 2 * width + 1]
+                            a21 += u * p
+                            c21 += v * p
+                            p = xs[i + 2 * width + 2]
+                            a22 += u * p
+                            c22 += v * p
+                        sums = partial_w[chunk, first, c]
+                        sums[0, 0] += a00
+                        sums[0, 1] += a01
+                        sums[0, 2] += a02
+                        sums[1, 0] += a10
+                        sums[1, 1] += a11
+                        sums[1, 2] += a12
+                        sums[2, 0] += a20
+                        sums[2, 1] += a21
+                        sums[2, 2] += a22
+                        if second != first:
+                            sums = partial_w[chunk, second, c]
+                            sums[0, 0] += c00
+                            sums[0, 1] += c01
+                            sums[0, 2] += c02
+                            sums[1, 0] += c10
+                            sums[1, 1] += c11
+                            sums[1, 2] += c12
+                            sums[2, 0] += c20
+                            sums[2, 1] += c21
+                            sums[2, 2] += c22
 
     BUILT_KERNELS.append(weight_bias_gradient)
     return weight_bias_gradient
