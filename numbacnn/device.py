@@ -183,6 +183,9 @@ def to_device(a: Any, device_name: str | None = None) -> Any:
     # "cuda" was checked by resolve_device, or when it became the default device
     if is_cuda_array(a):
         return a
+    # importing the backend first installs its memory pool (an EMM plugin) before
+    # this upload creates the CUDA context; see kernels/cuda/memory.py
+    backend("cuda")
     from numba import cuda
 
     return cuda.to_device(np.ascontiguousarray(np.asarray(a)))
@@ -199,6 +202,13 @@ def to_host(a: Any) -> np.ndarray:
 
         return cuda.as_cuda_array(a).copy_to_host()
     return np.asarray(a)
+
+
+def cuda_memory_stats() -> dict[str, int]:
+    """Counters of numbacnn's CUDA memory pool (see ``numbacnn/kernels/cuda/memory.py``):
+    ``allocations`` (each one a ``cudaMalloc`` on a GPU), ``reuses``, ``bytes_in_use``
+    and ``bytes_cached``."""
+    return backend("cuda").memory.pool_stats()
 
 
 def synchronize(device_name: str | None = None) -> None:

@@ -335,3 +335,117 @@ def test_importing_numbacnn_does_not_import_numba_cuda():
     """)
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- #
+# memory pool (kernels/cuda/memory.py)
+# --------------------------------------------------------------------------- #
+
+
+def _pool():
+    return importlib.import_module("numbacnn.kernels.cuda.memory").POOL
+
+
+def _training_steps(optimizer_name: str, steps: int) -> tuple[list[int], int]:
+    """Pool allocations made by each of ``steps`` Tiny VGG training steps on CUDA, and
+    the model's number of parameters."""
+    import gc
+
+    from numbacnn.models import tiny_vgg
+    from numbacnn.optim import SGD, Adam
+
+    rng = np.random.default_rng(0)
+    model = tiny_vgg(in_channels=1, num_classes=3, image_size=8, filters=2, padding=1, dtype=np.float32,
+                     seed=0).to("cuda")
+    optimizer = {"sgd": lambda p: SGD(p, lr=0.1), "momentum": lambda p: SGD(p, lr=0.1, momentum=0.9),
+                 "adam": lambda p: Adam(p, lr=1e-3)}[optimizer_name](model.parameters())
+    x = numbacnn.to_device(rng.standard_normal((2, 1, 8, 8)).astype(np.float32), "cuda")
+    labels = numbacnn.to_device(np.array([0, 2]), "cuda")
+    made = []
+    for _ in range(steps):
+        before = _pool().allocations
+        optimizer.zero_grad()
+        _, grad = F.softmax_cross_entropy(model(x), labels)
+        model.backward(grad, input_grad=False)
+        optimizer.step()
+        del grad
+        gc.collect()  # the simulator's arrays can sit in reference cycles; a GPU frees them at once
+        made.append(_pool().allocations - before)
+    return made, len(list(model.parameters()))
+
+
+@needs_cuda
+@pytest.mark.skipif(not CUDA_SIMULATED, reason="on a GPU the pool also serves other allocations")
+def test_a_training_step_allocates_device_memory_only_on_its_first_step():
+    made, _ = _training_steps("sgd", 4)
+    assert made[0] > 0 and made[1:] == [0, 0, 0], made
+
+
+@needs_cuda
+@pytest.mark.skipif(not CUDA_SIMULATED, reason="on a GPU the pool also serves other allocations")
+@pytest.mark.parametrize("optimizer_name", ["momentum", "adam"])
+def test_optimizer_state_made_in_the_first_step_is_topped_up_once(optimizer_name):
+    """The optimizer's buffers (velocity, moments: one or two per parameter) are made at
+    the end of the first step from blocks the pool had cached, so the second step makes
+    up at most that many; from the third step on nothing is allocated."""
+    made, parameters = _training_steps(optimizer_name, 5)
+    buffers = {"momentum": 1, "adam": 2}[optimizer_name] * parameters
+    assert made[0] > 0 and made[1] <= buffers and made[2:] == [0, 0, 0], made
+
+
+@needs_cuda
+@pytest.mark.skipif(not CUDA_SIMULATED, reason="looks at the simulator's host blocks")
+def test_a_pool_block_is_reused_only_when_no_view_of_its_array_is_left():
+    import gc
+
+    from numbacnn.kernels.cuda.memory import empty
+
+    pool = _pool()
+    shape = (3, 977)  # a size (23448 bytes) no other test uses, so no other block can serve it
+    a = empty(shape, np.float64)
+    view = a.reshape(-1)[5:]
+    del a
+    gc.collect()
+    allocations = pool.allocations
+    b = empty(shape, np.float64)
+    assert pool.allocations == allocations + 1  # the view still holds a's block: b needs a new one
+    del view, b
+    gc.collect()
+    reuses = pool.reuses
+    c = empty((2931,), np.float64)  # same rounded size: served from the free list
+    assert pool.allocations == allocations + 1 and pool.reuses == reuses + 1 and c.shape == (2931,)
+
+
+def test_the_pool_is_a_numba_emm_plugin_that_reuses_freed_blocks():
+    """Outside the simulator (no GPU needed): numbacnn installs PooledMemoryManager as
+    Numba's memory manager, and a freed MemoryPointer's block serves the next request
+    without a new cudaMalloc (counted through the pool)."""
+    probe = textwrap.dedent("""
+        import gc
+        from numba.cuda.cudadrv import driver
+        from numbacnn.kernels.cuda import memory
+        assert memory.POOL_ENABLED and driver._memory_manager is memory.PooledMemoryManager
+        made = []
+        memory.POOL._raw_alloc = lambda n: (made.append(n), 0x10000 * len(made))[1]  # stands in for cuMemAlloc
+        class Context:
+            pass
+        context = Context()
+        manager = memory.PooledMemoryManager(context=context)
+        first = manager.memalloc(1000)
+        view = first.view(0, 10)
+        del first
+        gc.collect()
+        assert memory.pool_stats()["bytes_in_use"] == 1024  # the view keeps the block
+        del view
+        gc.collect()
+        second = manager.memalloc(900)  # same 512-byte rounding: the cached block
+        assert made == [1024] and memory.pool_stats()["reuses"] == 1, (made, memory.pool_stats())
+        assert int(second.handle) == 0x10000
+        print("ok")
+    """)
+    import os
+
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -28,7 +28,7 @@ from __future__ import annotations
 from numba import cuda
 
 from numbacnn.kernels.common import end_valid_output, first_valid_output
-from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
+from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, launch_bounds
 from numbacnn.kernels.cuda.reduce import block_sum
 
 # ---- forward, tiled path (dilation 1, groups 1: the Tiny VGG layers) -------------
@@ -38,6 +38,12 @@ MAX_TILED_KERNEL = 7                          # kernel sides up to this take the
 MAX_TILED_STRIDE = 2                          # strides up to this take the tiled path
 PATCH = (TILE - 1) * MAX_TILED_STRIDE + MAX_TILED_KERNEL  # side of the input patch tile in shared memory
 FORWARD_MAX_BLOCKS = 2 if SIMULATOR else 65535
+# Blocks of one SM that run the tiled forward at the same time: with one, the SM idles
+# at every syncthreads while its only block loads tiles. Two blocks of 256 threads
+# leave 65536 / 512 = 128 registers per thread; without the bound ptxas took 143
+# (float32) and 165 (float64), i.e. one block per SM. tests/test_cuda_compile.py
+# checks the figure and that nothing spills.
+TILED_BLOCKS_PER_SM = 2
 # shared memory per block: PATCH**2 + FILTERS_PER_BLOCK * MAX_TILED_KERNEL**2 elements
 # (float64 on a GPU: 37*37*8 + 8*49*8 = 14 KB, well under the 48 KB static limit)
 
@@ -55,7 +61,7 @@ REDUCE_MAX_BLOCKS = 2 if SIMULATOR else 65535
 # --------------------------------------------------------------------------- #
 
 
-@cuda.jit
+@cuda.jit(**launch_bounds(TILE * TILE, TILED_BLOCKS_PER_SM))
 def conv2d_forward_tiled_kernel(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
     # out (N, F, OH, OW); x (N, C, H, W); w (F, C, KH, KW) with KH, KW <= MAX_TILED_KERNEL;
     # b (F,); stride_h, stride_w <= MAX_TILED_STRIDE. Block: (TILE, TILE) threads.

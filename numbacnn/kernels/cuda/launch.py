@@ -22,3 +22,13 @@ def blocks_for(work_items: int, items_per_block: int, max_blocks: int) -> int:
     at most ``max_blocks`` (the kernels' grid-stride loops cover the rest), at least 1."""
     needed = -(-int(work_items) // int(items_per_block))
     return max(1, min(int(max_blocks), needed))
+
+
+def launch_bounds(max_threads_per_block: int, min_blocks_per_sm: int) -> dict:
+    """``cuda.jit`` options that promise ptxas at most ``max_threads_per_block`` threads
+    per block and ask for registers few enough that ``min_blocks_per_sm`` blocks fit
+    on one SM (CUDA's ``__launch_bounds__``). Empty under the simulator, which has
+    no such option (and no registers)."""
+    if SIMULATOR:
+        return {}
+    return {"launch_bounds": (int(max_threads_per_block), int(min_blocks_per_sm))}
