@@ -20,17 +20,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from numbacnn.data import BatchLoader, load_dataset
+    from numbacnn.data import BatchLoader, check_labels, load_dataset
     from numbacnn.device import resolve_device
+    from numbacnn.errors import DatasetError, UsageError
     from numbacnn.train import evaluate, load_checkpoint
 
     # errors (bad checkpoint, missing data, ...) become one line in numbacnn.cli.main
+    if args.batch_size < 1:
+        raise UsageError(f"batch size must be an int >= 1, got {args.batch_size}", "--batch-size",
+                         "use --batch-size 1 or more")
     ckpt = load_checkpoint(args.checkpoint)
     config = ckpt.config
     device = resolve_device(args.device)
     model = ckpt.build_model(device)
     splits = load_dataset(config.dataset, args.data_dir or config.data_dir, image_size=config.image_size,
                           channels=config.channels, seed=config.seed)
+    where = splits.folder or args.data_dir or config.data_dir or config.dataset
+    kwargs = ckpt.meta["model"]["kwargs"]
+    expected_shape = (kwargs["in_channels"], kwargs["image_size"], kwargs["image_size"])
+    if splits.test.image_shape != expected_shape:
+        raise DatasetError(f"the test images are {'x'.join(map(str, splits.test.image_shape))}, the checkpoint's "
+                           f"model takes {'x'.join(map(str, expected_shape))}", where,
+                           "evaluate on the dataset the checkpoint was trained on")
+    if splits.classes != ckpt.classes and config.dataset == "imagefolder":
+        raise DatasetError(f"the folder's classes {splits.classes} differ from the checkpoint's {ckpt.classes}",
+                           where, "evaluate on the dataset the checkpoint was trained on")
+    check_labels(splits.test.labels, len(ckpt.classes), where)
+    if not len(splits.test):
+        raise DatasetError("the test split has no images", where, "evaluate on a dataset with test images")
     loader = BatchLoader(splits.test, args.batch_size, ckpt.normalizer, shuffle=False, dtype=config.dtype)
     result = evaluate(model, loader, device)
     result = dict(result, checkpoint=str(args.checkpoint), epoch=ckpt.epoch, dataset=config.dataset)
