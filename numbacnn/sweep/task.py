@@ -86,10 +86,9 @@ def _describe(config: Any, image_shape: tuple[int, int, int], classes: int) -> d
     from numbacnn.report import describe_layers
 
     channels, height, _ = image_shape
-    stride = getattr(config, "stride", 1)
-    sizes = tiny_vgg_sizes(height, config.kernel_size, config.padding, strict=False, stride=stride)
+    sizes = tiny_vgg_sizes(height, config.kernel_size, config.padding, strict=False, stride=config.stride)
     model = tiny_vgg(in_channels=channels, num_classes=classes, image_size=height, filters=config.filters,
-                     kernel_size=config.kernel_size, padding=config.padding, stride=stride,
+                     kernel_size=config.kernel_size, padding=config.padding, stride=config.stride,
                      dtype=np.dtype(config.dtype), strict=False, seed=0)
     layers = describe_layers(model, (1, channels, height, height))
     asymmetric = [f"{layer.explainer_name}: {layer.slide.message}" for layer in layers if not layer.symmetric]
@@ -115,7 +114,7 @@ def _warm_up(config: Any, image_shape: tuple[int, int, int], classes: int) -> No
     device = resolve_device(config.device)
     channels, height, width = image_shape
     model = tiny_vgg(in_channels=channels, num_classes=classes, image_size=height, filters=config.filters,
-                     kernel_size=config.kernel_size, padding=config.padding, stride=getattr(config, "stride", 1),
+                     kernel_size=config.kernel_size, padding=config.padding, stride=config.stride,
                      dtype=np.dtype(config.dtype), device=device, seed=0)
     x = to_device(np.zeros((2, channels, height, width), np.dtype(config.dtype)), device)
     labels = to_device(np.zeros(2, np.int64), device)
