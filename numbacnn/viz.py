@@ -51,6 +51,13 @@ MAX_SLIDE_CELLS = 256
 SLIDE_FILE_NAME = "conv_slide.png"
 # Activation grids use at most this many columns (Tiny VGG's 10 channels -> 2 rows of 5).
 MAX_GRID_COLUMNS = 5
+# A grid draws at most this many panels (the first channels; the title says so): a
+# model with thousands of filters would otherwise need minutes and a figure beyond
+# matplotlib's 2**16-pixel limit, and nobody reads a thousand panels.
+MAX_GRID_PANELS = 64
+# Kernel pictures show at most this many input channels per filter (and as many
+# filters as fit in MAX_GRID_PANELS).
+MAX_KERNEL_CHANNELS = 8
 
 INPUT_COLOUR = "#ffffff"
 PADDING_COLOUR = "#d9d9d9"
@@ -379,7 +386,8 @@ def save_activation_grid(maps: Any, path: str | os.PathLike, title: str = "",
     Returns
     -------
     int
-        Number of panels drawn: the channel count.
+        Number of panels drawn: the channel count, or the first
+        :data:`MAX_GRID_PANELS` channels (said in the title) when there are more.
     """
     values = np.asarray(maps, dtype=np.float64)
     if values.ndim == 2:
@@ -387,9 +395,12 @@ def save_activation_grid(maps: Any, path: str | os.PathLike, title: str = "",
     if values.ndim != 3:
         raise ValueError(f"save_activation_grid: maps must be (C, H, W) or (H, W), got shape {values.shape}")
     path = _prepare_path(path)
+    cmap, vmin, vmax = _colour_scale(values)  # over every channel, drawn or not
+    if values.shape[0] > MAX_GRID_PANELS:
+        title = f"{title} (first {MAX_GRID_PANELS} of {values.shape[0]} channels)".strip()
+        values = values[:MAX_GRID_PANELS]
     channels = values.shape[0]
     rows, cols = _grid_shape(channels, columns)
-    cmap, vmin, vmax = _colour_scale(values)
     fig, axes = _panel_figure(channels, rows, cols, panel_inches, title)
     image = None
     for channel, ax in enumerate(axes[:channels]):
@@ -420,19 +431,28 @@ def save_kernels(weights: Any, path: str | os.PathLike, title: str = "", panel_i
     Returns
     -------
     int
-        Number of panels drawn: ``F * C``.
+        Number of panels drawn: ``F * C``, or fewer for a large weight (at most
+        :data:`MAX_KERNEL_CHANNELS` channels and :data:`MAX_GRID_PANELS` panels,
+        the first filters and channels, said in the title).
     """
     values = np.asarray(weights, dtype=np.float64)
     if values.ndim != 4:
         raise ValueError(f"save_kernels: weights must be (F, C, KH, KW), got shape {values.shape}")
     path = _prepare_path(path)
+    bound = float(np.max(np.abs(values))) if values.size else 0.0  # over every weight, drawn or not
+    shown_channels = min(values.shape[1], MAX_KERNEL_CHANNELS)
+    shown_filters = min(values.shape[0], max(1, MAX_GRID_PANELS // shown_channels))
+    if (shown_filters, shown_channels) != values.shape[:2]:
+        title = (f"{title} (first {shown_filters} of {values.shape[0]} filters, {shown_channels} of "
+                 f"{values.shape[1]} channels)").strip()
+        values = values[:shown_filters, :shown_channels]
     filters, channels = values.shape[:2]
     panels = filters * channels
     if channels == 1:
         rows, cols = _grid_shape(filters, None)
     else:
         rows, cols = filters, channels
-    bound = float(np.max(np.abs(values))) or 1.0  # weights are signed: centre the scale on 0
+    bound = bound or 1.0  # weights are signed: centre the scale on 0
     fig, axes = _panel_figure(panels, rows, cols, panel_inches, title)
     image = None
     for index, ax in enumerate(axes[:panels]):

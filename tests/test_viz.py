@@ -124,3 +124,38 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     with pytest.raises(ImportError, match=r'pip install "numbacnn\[viz\]"'):
         viz.save_activation_grid(np.zeros((1, 2, 2)), tmp_path / "x.png")
+
+
+def test_grids_of_thousands_of_channels_draw_the_first_ones_and_say_so(tmp_path):
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((3000, 5, 5))
+    assert viz.save_activation_grid(maps, tmp_path / "a.png", "conv") == viz.MAX_GRID_PANELS
+    assert (tmp_path / "a.png").read_bytes().startswith(PNG_SIGNATURE)
+    weights = rng.standard_normal((500, 40, 3, 3))
+    drawn = viz.save_kernels(weights, tmp_path / "k.png", "kernels")
+    assert drawn == (viz.MAX_GRID_PANELS // viz.MAX_KERNEL_CHANNELS) * viz.MAX_KERNEL_CHANNELS
+    assert viz.save_kernels(weights[:10, :3], tmp_path / "small.png") == 30  # Tiny VGG's first layer: all
+
+
+@pytest.mark.parametrize("path, written", [("pic", "pic.png"), ("pic.PNG", "pic.PNG"), ("folder", "folder/x.png"),
+                                           ("new/", "new/x.png")])
+def test_png_path_resolves_folders_and_missing_suffixes(tmp_path, path, written):
+    (tmp_path / "folder").mkdir()
+    assert viz.png_path(tmp_path / path if not path.endswith("/") else f"{tmp_path}/{path}", "x.png") == \
+        tmp_path / written
+
+
+@pytest.mark.parametrize("path, match", [("pic.txt", r"the picture is a PNG, not a \.txt file"),
+                                         ("file.md/pic.png", r"file\.md is a file"),
+                                         ("", r"empty picture path")])
+def test_png_path_refuses_what_it_cannot_write(tmp_path, path, match):
+    (tmp_path / "file.md").write_text("keep")
+    with pytest.raises(viz.PictureError, match=match):
+        viz.png_path(tmp_path / path if path else "", "x.png")
+    assert (tmp_path / "file.md").read_text() == "keep"
+
+
+def test_draw_conv_slide_refuses_huge_inputs_before_allocating(tmp_path):
+    with pytest.raises(ValueError, match=r"the padded input is 1000000002x7 cells, too many to draw"):
+        viz.draw_conv_slide(explain_conv((10**9, 5), 3, padding=1), tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []
