@@ -99,6 +99,15 @@ class Optimizer:
                 continue
             check_parameter_data(p.data, f"{op}: params[{i}].data")
             p.check_gradient(p.grad, f"{op}: params[{i}].grad")
+            for name, buf in self.state[i].items():
+                # a parameter whose data was replaced by another shape would make the
+                # kernel walk past the end of its old-sized buffer
+                if tuple(buf.shape) != p.shape or np.dtype(buf.dtype) != p.dtype:
+                    raise ValueError(
+                        f"{op}: params[{i}] is now {p.shape} {p.dtype} but its {name!r} buffer is "
+                        f"{tuple(buf.shape)} {np.dtype(buf.dtype)}: its data was replaced after the optimizer "
+                        f"started (create a new optimizer for the new parameters)"
+                    )
             indices.append(i)
         return indices
 

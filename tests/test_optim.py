@@ -448,3 +448,20 @@ def test_schedulers_name_bad_arguments():
     with pytest.raises(ValueError, match=r"StepLR\.load_state_dict: last_epoch must be an int >= 0, got -1"):
         sched.load_state_dict({"type": "StepLR", "base_lr": 0.1, "last_epoch": -1})
     assert (sched.last_epoch, opt.lr) == (0, 0.1)
+
+
+@pytest.mark.parametrize("make, buffer", [(lambda ps: SGD(ps, lr=0.1, momentum=0.9), "velocity"),
+                                          (lambda ps: Adam(ps), "exp_avg")])
+def test_step_refuses_a_parameter_resized_after_its_buffers_were_made(make, buffer):
+    params = _params(np.float64)
+    opt = make(params)
+    for p in params:
+        p.grad = np.ones(p.shape)
+    opt.step()
+    params[1].data = np.zeros(50)  # was (5,): the kernel would walk past the old buffer's end
+    params[1].grad = np.ones(50)
+    before = _snapshot(opt)
+    with pytest.raises(ValueError, match=rf"params\[1\] is now \(50,\) float64 but its '{buffer}' buffer is "
+                                         rf"\(5,\) float64"):
+        opt.step()
+    _assert_untouched(opt, before)
