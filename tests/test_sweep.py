@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from numbacnn.data import write_idx
+from numbacnn.data import load_dataset, write_idx
 from numbacnn.sweep import read_results, run, write_report
 from numbacnn.sweep.driver import append_result, finished
 from numbacnn.sweep.grid import expand, parse_grid, trial_id
@@ -149,7 +149,9 @@ def test_diverging_and_dataset_less_trials_are_recorded_not_fatal(base, tmp_path
         report=False)
     failed = read_results(out)[-1]
     assert failed["status"] == "failed"
-    assert "were not found in" in failed["message"] and str(missing) in failed["message"]
+    with pytest.raises(FileNotFoundError) as loader:
+        load_dataset("fashion-mnist", str(missing))
+    assert failed["message"] == str(loader.value) and str(missing) in failed["message"]
 
 
 def test_failed_trials_run_again_finished_ones_do_not(base, tmp_path):
