@@ -449,3 +449,88 @@ def test_the_pool_is_a_numba_emm_plugin_that_reuses_freed_blocks():
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+# --------------------------------------------------------------------------- #
+# per-step overhead: loss kept on the device, read back every k steps
+# --------------------------------------------------------------------------- #
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_running_metrics_on_cuda_match_a_host_reference(rng, dtype):
+    from reference import softmax_cross_entropy as reference_loss
+
+    totals = {"loss": 0.0, "correct": 0}
+    metrics = F.RunningMetrics("cuda")
+    for batch in (5, 3, 7):
+        logits = random_array(rng, (batch, 4), dtype)
+        logits[0, 1] = logits[0, 2] = logits[0].max() + 1  # a tie: the first maximum is the prediction
+        labels = rng.integers(0, 4, batch)
+        labels[0] = 1
+        losses, grad = F.softmax_cross_entropy_rows(*to_cuda(logits, labels))
+        metrics.add(losses, *to_cuda(logits, labels))
+        loss, expected_grad = reference_loss(logits.astype(np.float64), labels)
+        assert_close(grad, expected_grad, dtype, "grad")
+        totals["loss"] += loss * batch
+        totals["correct"] += int(np.sum(np.argmax(logits, axis=1) == labels))
+    loss_sum, correct, rows = metrics.read()
+    assert rows == 15 and correct == totals["correct"]
+    assert abs(loss_sum - totals["loss"]) <= (1e-5 if dtype == np.float32 else 1e-12) * abs(totals["loss"])
+
+
+def _tiny_loader(batches: int, batch: int = 2, poison: int | None = None):
+    from numbacnn.data import BatchLoader, Dataset, Normalizer
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (batches * batch, 1, 8, 8)).astype(np.uint8)
+    labels = rng.integers(0, 3, batches * batch).astype(np.int64)
+    normalizer = Normalizer((0.5,), (0.25,)) if poison is None else Normalizer((0.5,), (0.0,))
+    return BatchLoader(Dataset(images, labels, ("a", "b", "c")), batch, normalizer, shuffle=False, seed=0,
+                       dtype=np.float64)
+
+
+@needs_cuda
+def test_a_cuda_epoch_reads_back_once_per_k_steps_and_matches_the_cpu(monkeypatch):
+    from numbacnn.models import tiny_vgg
+    from numbacnn.optim import SGD
+    from numbacnn.train import train_one_epoch
+
+    batches, k = 7, 3
+    results = {}
+    for device in ("cpu", "cuda"):
+        model = tiny_vgg(in_channels=1, num_classes=3, image_size=8, filters=2, padding=1, dtype=np.float64,
+                         seed=0).to(device)
+        optimizer = SGD(model.parameters(), lr=0.1)
+        copies = []
+        if device == "cuda":
+            cuda_array_type = type(numbacnn.to_device(np.zeros(1), "cuda"))
+            original = cuda_array_type.copy_to_host
+
+            def counting_copy(self, *args, **kwargs):
+                copies.append(self.shape)
+                return original(self, *args, **kwargs)
+
+            monkeypatch.setattr(cuda_array_type, "copy_to_host", counting_copy)
+        results[device] = train_one_epoch(model, optimizer, _tiny_loader(batches), device, 0, 1, progress=False,
+                                          readback_every=k)
+        if device == "cuda":
+            # after batches 3, 6 and 7 (the last): the two totals, nothing else
+            assert copies == [(2,)] * 3
+    for key in ("train_loss", "train_accuracy", "train_images"):
+        assert abs(results["cuda"][key] - results["cpu"][key]) <= 1e-12 * max(1.0, abs(results["cpu"][key])), key
+
+
+@needs_cuda
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the std-0 normaliser divides by zero on purpose
+def test_a_nan_loss_on_cuda_is_caught_at_the_next_read_back():
+    from numbacnn.models import tiny_vgg
+    from numbacnn.optim import SGD
+    from numbacnn.train import TrainingDiverged, train_one_epoch
+
+    model = tiny_vgg(in_channels=1, num_classes=3, image_size=8, filters=2, padding=1, dtype=np.float64,
+                     seed=0).to("cuda")
+    loader = _tiny_loader(4, poison=1)  # std 0: every image is inf/nan after normalising
+    with pytest.raises(TrainingDiverged, match=r"nan at epoch 1, between batches 1 and 2/4"):
+        train_one_epoch(model, SGD(model.parameters(), lr=0.1), loader, "cuda", 0, 1, progress=False,
+                        readback_every=2)

@@ -83,6 +83,11 @@ def _record_library_paths() -> list:
                     _, grad = F.softmax_cross_entropy(model(x), labels)
                     model.backward(grad, input_grad=False)
                 optimizer.step()
+                # the train loop's way: per-row losses and metrics kept on the device
+                metrics = F.RunningMetrics("cuda")
+                logits = model(x)
+                losses, grad = F.softmax_cross_entropy_rows(logits, labels, check_labels=False)
+                metrics.add(losses, logits, labels)
             # a general convolution: stride 3, dilation, groups (the direct kernel)
             x = numbacnn.to_device(rng.standard_normal((1, 4, 9, 9)).astype(dtype), "cuda")
             w = numbacnn.to_device(rng.standard_normal((4, 2, 3, 2)).astype(dtype), "cuda")

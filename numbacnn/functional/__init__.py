@@ -46,3 +46,4 @@ __all__ = [
     "softmax",
     "softmax_backward",
 ]
+from numbacnn.functional.metrics import RunningMetrics, softmax_cross_entropy_rows  # noqa: E402,F401

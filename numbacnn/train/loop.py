@@ -13,8 +13,15 @@ import numbacnn.functional as F
 from numbacnn.data import BatchLoader
 from numbacnn.device import synchronize, to_device, to_host
 from numbacnn.errors import NumbacnnError
+from numbacnn.functional.loss import _check_labels
 from numbacnn.nn import Module
 from numbacnn.optim import LRScheduler, Optimizer
+
+
+# On a GPU, reading the loss back every step waits for each step to finish and
+# costs a transfer; every this many batches is often enough for the NaN check and
+# the progress bar (issue 12).
+GPU_READBACK_EVERY = 20
 
 
 class TrainingDiverged(NumbacnnError, RuntimeError):
@@ -34,8 +41,14 @@ def _progress_bar(total: int, desc: str, enabled: bool | None):
 
 
 def train_one_epoch(model: Module, optimizer: Optimizer, loader: BatchLoader, device: str, epoch: int,
-                    epochs: int, progress: bool | None = None) -> dict[str, float]:
+                    epochs: int, progress: bool | None = None,
+                    readback_every: int = GPU_READBACK_EVERY) -> dict[str, float]:
     """One pass over ``loader`` (set to ``epoch`` first); returns loss, accuracy, seconds, images/s.
+
+    On CUDA the loss and the correct predictions are summed on the device and read
+    back every ``readback_every`` batches and after the last one (one small copy each
+    time, see ``functional/metrics.py``); the NaN/Inf check runs on each read. The
+    labels are range-checked once for the whole dataset, on the host.
 
     Raises
     ------
@@ -47,26 +60,47 @@ def train_one_epoch(model: Module, optimizer: Optimizer, loader: BatchLoader, de
     loader.set_epoch(epoch)
     loss_sum, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
+    on_gpu = device == "cuda"
+    metrics = F.RunningMetrics(device) if on_gpu else None
+    checked = 0  # batches whose loss has been read back (on the GPU)
     with _progress_bar(len(loader), f"epoch {epoch + 1}/{epochs}", progress) as bar:
         for step, (images, labels) in enumerate(loader):
             x = to_device(images, device)
             y = to_device(labels, device)
             logits = model(x)
-            loss, grad = F.softmax_cross_entropy(logits, y)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the training loss became {loss} at epoch {epoch + 1}, batch {step + 1}/{len(loader)} "
-                    f"(lr {optimizer.lr:g}); training stopped. Try a smaller --lr"
-                )
+            if on_gpu:
+                if step == 0:  # the whole dataset's labels, on the host: no per-batch read-back
+                    dataset_labels = getattr(getattr(loader, "dataset", None), "labels", labels)
+                    _check_labels("train", np.asarray(dataset_labels), len(dataset_labels), int(logits.shape[1]))
+                losses, grad = F.softmax_cross_entropy_rows(logits, y, check_labels=False)
+            else:
+                loss, grad = F.softmax_cross_entropy(logits, y)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"the training loss became {loss} at epoch {epoch + 1}, batch {step + 1}/{len(loader)} "
+                        f"(lr {optimizer.lr:g}); training stopped. Try a smaller --lr"
+                    )
             optimizer.zero_grad()
             model.backward(grad, input_grad=False)
             optimizer.step()
             n = len(labels)
-            loss_sum += loss * n
-            correct += int(np.sum(np.argmax(to_host(logits), axis=1) == labels))
-            seen += n
+            if on_gpu:
+                metrics.add(losses, logits, y)
+                if (step + 1) % readback_every == 0 or step == len(loader) - 1:
+                    loss_sum, correct, seen = metrics.read()
+                    if not math.isfinite(loss_sum):
+                        raise TrainingDiverged(
+                            f"the training loss became {loss_sum} at epoch {epoch + 1}, between batches "
+                            f"{checked + 1} and {step + 1}/{len(loader)} (lr {optimizer.lr:g}); training stopped. "
+                            f"Try a smaller --lr"
+                        )
+                    checked = step + 1
+            else:
+                loss_sum += loss * n
+                correct += int(np.sum(np.argmax(to_host(logits), axis=1) == labels))
+                seen += n
             bar.update(1)
-            if step % 20 == 0 or step == len(loader) - 1:
+            if (step % 20 == 0 and not on_gpu) or step + 1 == checked or step == len(loader) - 1:
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.2%}",
                                 img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
@@ -87,14 +121,23 @@ def evaluate(model: Module, loader: BatchLoader, device: str = "cpu") -> dict[st
     was_training = model.training
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
+    metrics = F.RunningMetrics(device) if device == "cuda" else None  # read back once, at the end
     try:
         for images, labels in loader:
             logits = model(to_device(images, device))
+            if metrics is not None:
+                _check_labels("evaluate", np.asarray(labels), len(labels), int(logits.shape[1]))  # on the host
+                y = to_device(labels, device)
+                losses, _ = F.softmax_cross_entropy_rows(logits, y, check_labels=False)
+                metrics.add(losses, logits, y)
+                continue
             loss, _ = F.softmax_cross_entropy(logits, to_device(labels, device))
             n = len(labels)
             loss_sum += loss * n
             correct += int(np.sum(np.argmax(to_host(logits), axis=1) == labels))
             seen += n
+        if metrics is not None:
+            loss_sum, correct, seen = metrics.read()
     finally:
         model.train(was_training)
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "images": seen}

@@ -35,3 +35,4 @@ from numbacnn.kernels.cpu.softmax import (  # noqa: E402,F401
     cross_entropy_backward, cross_entropy_forward, cross_entropy_probs_backward, cross_entropy_probs_forward,
     log_softmax_backward, log_softmax_forward, nll_loss_backward, nll_loss_forward, softmax_backward, softmax_forward,
 )
+from numbacnn.kernels.cpu.metrics import accumulate_loss_and_correct  # noqa: E402,F401

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import importlib
 import importlib.util
 import json
@@ -73,6 +72,8 @@ def _min_blocks_per_sm() -> dict[str, int]:
 
 def _describe(value: Any) -> Any:
     """JSON description of one backend-function argument."""
+    if isinstance(value, type) and issubclass(value, np.generic):  # a dtype given as a scalar type
+        return {"dtype_object": np.dtype(value).str}
     if hasattr(value, "shape") and hasattr(value, "dtype") and not np.isscalar(value):
         return {"array": [int(s) for s in value.shape], "dtype": np.dtype(value.dtype).str}
     if isinstance(value, np.dtype):

@@ -1,0 +1,57 @@
+"""Training metrics kept on the GPU: running sums of the loss and of correct predictions.
+
+Shapes::
+
+    totals  (2,) float64   updated: [sum of per-row losses, number of correct rows]
+    losses  (N,)           per-row losses of one batch (softmax_cross_entropy's)
+    logits  (N, K)         scores; a row is correct when its first maximum is its label
+    labels  (N,)           integer class indices
+
+Reading a loss back to the host waits for the GPU to finish the step and costs a
+transfer; adding each batch into ``totals`` on the device lets the train loop read
+them back once every k steps instead (issue 12). One block, a fixed-order shared-
+memory reduction (``block_sum``): the sums are the same, bitwise, on every run.
+"""
+
+from __future__ import annotations
+
+from numba import cuda, float64
+
+from numbacnn.kernels.common import is_new_max
+from numbacnn.kernels.cuda.launch import SIMULATOR
+from numbacnn.kernels.cuda.reduce import block_sum
+
+METRICS_THREADS = 4 if SIMULATOR else 256  # a power of two (tree reduction); one block
+
+
+@cuda.jit
+def accumulate_loss_and_correct_kernel(totals, losses, logits, labels):
+    # totals (2,) float64 updated; losses (N,); logits (N, K); labels (N,). One block.
+    batch, classes = logits.shape
+    loss_part = cuda.shared.array(METRICS_THREADS, dtype=float64)
+    correct_part = cuda.shared.array(METRICS_THREADS, dtype=float64)
+    thread = cuda.threadIdx.x
+    loss_sum = 0.0
+    correct = 0.0
+    for n in range(thread, batch, METRICS_THREADS):
+        loss_sum += losses[n]
+        best_k = 0
+        best = logits[n, 0]
+        for k in range(1, classes):
+            if is_new_max(logits[n, k], best):
+                best = logits[n, k]
+                best_k = k
+        if best_k == labels[n]:
+            correct += 1.0
+    loss_part[thread] = loss_sum
+    correct_part[thread] = correct
+    block_sum(loss_part, thread)
+    block_sum(correct_part, thread)
+    if thread == 0:
+        totals[0] += loss_part[0]
+        totals[1] += correct_part[0]
+
+
+def accumulate_loss_and_correct(totals, losses, logits, labels) -> None:
+    """totals[0] += sum(losses); totals[1] += number of rows whose argmax is the label."""
+    accumulate_loss_and_correct_kernel[1, METRICS_THREADS](totals, losses, logits, labels)
