@@ -281,6 +281,7 @@ def conv2d_relu_padded(
 def conv2d_backward_padded(
     gz_padded: Any, gz_border: tuple[int, int], x_padded: Any, w: Any, padding: tuple[int, int], *,
     gx: Any = None, gx_border: tuple[int, int] = (0, 0), mask: Any = None, mask_border: tuple[int, int] = (0, 0),
+    gz_bordered_by_1: Any = None,
 ) -> tuple[Any, Any]:
     """conv2d's backward on bordered buffers: returns (gw, gb), new arrays; writes gx.
 
@@ -312,8 +313,11 @@ def conv2d_backward_padded(
     filters, channels, kernel_h, kernel_w = w.shape
     batch = x_padded.shape[0]
     out_height = x_padded.shape[2] - kernel_h + 1
-    planes = (kernel_h, kernel_w) == (3, 3) and tuple(padding) == (1, 1) and tuple(gz_border) == (1, 1) \
-        and gz_padded.shape[2:] == x_padded.shape[2:]
+    gz_for_weights, gz_weights_border = gz_padded, gz_border
+    if gz_bordered_by_1 is not None:
+        gz_for_weights, gz_weights_border = gz_bordered_by_1, (1, 1)
+    planes = (kernel_h, kernel_w) == (3, 3) and tuple(gz_weights_border) == (1, 1) \
+        and gz_for_weights.shape[2:] == x_padded.shape[2:]
     # threads' shares: of the images (plane kernel) or of the N * OH output rows
     chunks = max(1, min(numba.get_num_threads(), batch if planes else batch * out_height))
     partial_w = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
@@ -321,8 +325,8 @@ def conv2d_backward_padded(
     if planes:  # the same row width in both buffers: whole planes as single dot products
         kernel = kernels.weight_bias_gradient_3x3_kernel(filters, x_padded.shape[3])
     else:
-        kernel = kernels.weight_bias_gradient_kernel(filters, kernel_h, kernel_w, *gz_border)
-    kernel(partial_w, partial_b, gz_padded, x_padded)
+        kernel = kernels.weight_bias_gradient_kernel(filters, kernel_h, kernel_w, *gz_weights_border)
+    kernel(partial_w, partial_b, gz_for_weights, x_padded)
     gw = partial_w.sum(axis=0).astype(w.dtype)
     gb = partial_b.sum(axis=0).astype(w.dtype)
     if gx is not None:
@@ -358,6 +362,13 @@ def max_pool2d_relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], 
     import numpy as np
 
     kernels.max_pool2x2_relu_backward_kernel(*gz_border)(gz_padded, np.ascontiguousarray(gp), indices, y)
+
+
+def copy_interior(dst: Any, dst_border: tuple[int, int], src: Any, src_border: tuple[int, int]) -> None:
+    """dst's interior = src's interior (bordered buffers around the same (N, C, H, W))."""
+    from numbacnn.kernels.cpu import fused as kernels
+
+    kernels.copy_interior_kernel(*src_border, *dst_border)(dst, src)
 
 
 def relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gy: Any, y: Any) -> None:

@@ -82,6 +82,11 @@ class _Workspace:
         self.gz_border = (kernel_h - 1 - pad[0], kernel_w - 1 - pad[1])
         self.gz = FF.bordered_empty(self.y_shape, self.gz_border, dtype)
         self.gz_view = FF.interior(self.gz, self.gz_border, self.y_shape)
+        # 3x3 without padding: the gradient again, bordered by 1 like x_padded, so
+        # grad-weight can run over whole planes (see conv2d_backward_padded)
+        self.gz_by_1 = None
+        if (kernel_h, kernel_w) == (3, 3) and pad == (0, 0):
+            self.gz_by_1 = FF.bordered_empty(self.y_shape, (1, 1), dtype)
         self.gx = np.empty(x_shape, dtype)  # a plain input gradient (to a pool or outside)
 
 
@@ -265,20 +270,24 @@ class ConvReLUGroup:
         else:
             FF.relu_backward_padded(ws.gz, ws.gz_border, gy.reshape(ws.y_shape), ws.y_view)
         x_padded, pad = self._x_padded, ws.pad
+        if ws.gz_by_1 is not None:
+            FF.copy_interior(ws.gz_by_1, (1, 1), ws.gz, ws.gz_border)
         previous = self.previous
         handed = previous._fast if previous is not None else None
         gx = None
         if not input_grad:
-            gw, gb = FF.conv2d_backward_padded(ws.gz, ws.gz_border, x_padded, self.conv.weight.data, pad)
+            gw, gb = FF.conv2d_backward_padded(ws.gz, ws.gz_border, x_padded, self.conv.weight.data, pad,
+                                               gz_bordered_by_1=ws.gz_by_1)
         elif mask_input and handed is not None and previous._x is not None:
             # straight into the previous group's bordered output gradient, through its ReLU mask
             gw, gb = FF.conv2d_backward_padded(ws.gz, ws.gz_border, x_padded, self.conv.weight.data, pad,
                                                gx=handed.gz, gx_border=handed.gz_border, mask=x_padded,
-                                               mask_border=pad)
+                                               mask_border=pad, gz_bordered_by_1=ws.gz_by_1)
             gx = handed.gz_view
         else:
             gw, gb = FF.conv2d_backward_padded(ws.gz, ws.gz_border, x_padded, self.conv.weight.data, pad,
-                                               gx=ws.gx, mask=x_padded if mask_input else None, mask_border=pad)
+                                               gx=ws.gx, mask=x_padded if mask_input else None, mask_border=pad,
+                                               gz_bordered_by_1=ws.gz_by_1)
             gx = ws.gx
         self._accumulate(gw, gb)
         self._x = self._x_padded = None

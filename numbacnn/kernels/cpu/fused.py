@@ -413,3 +413,24 @@ def copy_into_border_kernel(top, left):
 
     BUILT_KERNELS.append(copy)
     return copy
+
+
+@lru_cache(maxsize=None)
+def copy_interior_kernel(src_top, src_left, dst_top, dst_left):
+    """``copy(dst, src)``: dst's interior = src's interior, two bordered buffers around
+    the same (N, C, H, W) (H, W from dst's shape and its border); borders compiled in."""
+
+    @njit(parallel=True, cache=True)
+    def copy(dst, src):
+        batch, channels = dst.shape[0], dst.shape[1]
+        height = dst.shape[2] - 2 * dst_top
+        width = dst.shape[3] - 2 * dst_left
+        for plane in prange(batch * channels):
+            n = plane // channels
+            c = plane % channels
+            for row in range(height):
+                for col in range(width):
+                    dst[n, c, dst_top + row, dst_left + col] = src[n, c, src_top + row, src_left + col]
+
+    BUILT_KERNELS.append(copy)
+    return copy
