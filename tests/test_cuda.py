@@ -534,3 +534,25 @@ def test_a_nan_loss_on_cuda_is_caught_at_the_next_read_back():
     with pytest.raises(TrainingDiverged, match=r"nan at epoch 1, between batches 1 and 2/4"):
         train_one_epoch(model, SGD(model.parameters(), lr=0.1), loader, "cuda", 0, 1, progress=False,
                         readback_every=2)
+
+
+@needs_cuda
+def test_launch_configurations_are_made_once_per_shape(rng):
+    from numbacnn.kernels.cuda import launch
+
+    x = numbacnn.to_device(random_array(rng, (3, 5), np.float64), "cuda")
+    F.relu(x)
+    made = dict(launch._CONFIGURED)
+    for _ in range(3):
+        F.relu(x)
+    assert launch._CONFIGURED == made  # no new configuration for the same shape
+    relu_kernel = importlib.import_module("numbacnn.kernels.cuda.activation").relu_forward_kernel
+    (key,) = [k for k in made if k[0] is relu_kernel and k[1] == launch.blocks_for(15, *_relu_launch())]
+    assert launch.configured(*key) is made[key]
+    F.relu(numbacnn.to_device(random_array(rng, (40, 7), np.float64), "cuda"))  # another shape, maybe another grid
+    assert all(launch._CONFIGURED[k] is v for k, v in made.items())
+
+
+def _relu_launch():
+    activation = importlib.import_module("numbacnn.kernels.cuda.activation")
+    return activation.RELU_THREADS, activation.RELU_MAX_BLOCKS

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
+from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured
 
 RELU_THREADS = 8 if SIMULATOR else 256
 RELU_MAX_BLOCKS = 2 if SIMULATOR else 4096
@@ -33,9 +33,11 @@ def relu_backward_kernel(dx, dout, x):
 
 def relu_forward(out, x) -> None:
     """out = max(x, 0); out and x are 1-D device arrays of the same length."""
-    relu_forward_kernel[blocks_for(x.shape[0], RELU_THREADS, RELU_MAX_BLOCKS), RELU_THREADS](out, x)
+    blocks = blocks_for(x.shape[0], RELU_THREADS, RELU_MAX_BLOCKS)
+    configured(relu_forward_kernel, blocks, RELU_THREADS)(out, x)
 
 
 def relu_backward(dx, dout, x) -> None:
     """dx = dout where x > 0, else 0 (the gradient at exactly 0 is 0)."""
-    relu_backward_kernel[blocks_for(x.shape[0], RELU_THREADS, RELU_MAX_BLOCKS), RELU_THREADS](dx, dout, x)
+    blocks = blocks_for(x.shape[0], RELU_THREADS, RELU_MAX_BLOCKS)
+    configured(relu_backward_kernel, blocks, RELU_THREADS)(dx, dout, x)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from numba import cuda
 
 from numbacnn.kernels.common import end_valid_output, first_valid_output
-from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, launch_bounds
+from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured, launch_bounds
 from numbacnn.kernels.cuda.reduce import block_sum
 
 # ---- forward, tiled path (dilation 1, groups 1: the Tiny VGG layers) -------------
@@ -182,10 +182,10 @@ def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, d
         tiles = (batch * -(-out_channels // FILTERS_PER_BLOCK)
                  * -(-out_height // TILE) * -(-out_width // TILE))
         blocks = blocks_for(tiles, 1, FORWARD_MAX_BLOCKS)
-        conv2d_forward_tiled_kernel[blocks, (TILE, TILE)](out, x, w, b, stride_h, stride_w, pad_h, pad_w)
+        configured(conv2d_forward_tiled_kernel, blocks, (TILE, TILE))(out, x, w, b, stride_h, stride_w, pad_h, pad_w)
     else:
         blocks = blocks_for(out.size, DIRECT_THREADS, DIRECT_MAX_BLOCKS)
-        conv2d_forward_direct_kernel[blocks, DIRECT_THREADS](
+        configured(conv2d_forward_direct_kernel, blocks, DIRECT_THREADS)(
             out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
 
 
@@ -230,7 +230,7 @@ def conv2d_backward_input_kernel(dx, dout, w, stride_h, stride_w, pad_h, pad_w, 
 def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups) -> None:
     """dx[n, c_in, ih, iw] = sum of w[f, c, kh, kw] * dout[n, f, oh, ow] over the taps that read it."""
     blocks = blocks_for(dx.size, DIRECT_THREADS, DIRECT_MAX_BLOCKS)
-    conv2d_backward_input_kernel[blocks, DIRECT_THREADS](
+    configured(conv2d_backward_input_kernel, blocks, DIRECT_THREADS)(
         dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
 
 
@@ -280,7 +280,7 @@ def conv2d_backward_weight_kernel(dw, dout, x, stride_h, stride_w, pad_h, pad_w,
 def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups) -> None:
     """dw[f, c, kh, kw] = sum over n, oh, ow of dout[n, f, oh, ow] * x[n, c_in, ih, iw]."""
     blocks = blocks_for(dw.size, 1, REDUCE_MAX_BLOCKS)
-    conv2d_backward_weight_kernel[blocks, REDUCE_THREADS](
+    configured(conv2d_backward_weight_kernel, blocks, REDUCE_THREADS)(
         dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
 
 
@@ -305,4 +305,4 @@ def conv2d_backward_bias_kernel(db, dout):
 def conv2d_backward_bias(db, dout) -> None:
     """db[f] = sum over n, oh, ow of dout[n, f, oh, ow]."""
     blocks = blocks_for(dout.shape[1], 1, REDUCE_MAX_BLOCKS)
-    conv2d_backward_bias_kernel[blocks, REDUCE_THREADS](db, dout)
+    configured(conv2d_backward_bias_kernel, blocks, REDUCE_THREADS)(db, dout)

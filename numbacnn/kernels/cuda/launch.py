@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import numba
 
+# configured launchers, kernel[grid, block], by (kernel, grid, block): see configured()
+_CONFIGURED: dict = {}
+_CONFIGURED_LIMIT = 4096  # distinct (kernel, grid, block) kept; past it the cache starts over
+
 # True when numba.cuda is the simulator (read once, when this module is imported)
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 
@@ -32,3 +36,21 @@ def launch_bounds(max_threads_per_block: int, min_blocks_per_sm: int) -> dict:
     if SIMULATOR:
         return {}
     return {"launch_bounds": (int(max_threads_per_block), int(min_blocks_per_sm))}
+
+
+def configured(kernel, grid, block):
+    """``kernel[grid, block]``, made once per (kernel, grid, block) and then reused.
+
+    Making a launch configuration is not free in numba-cuda: it normalises the
+    dimensions, looks up the stream and, for grids under 128 blocks, issues a
+    low-occupancy warning through Python's warnings machinery, on every launch. A
+    training step launches the same kernels on the same shapes every time, so the
+    configured launcher is kept (issue 12: launch configurations once per shape).
+    """
+    key = (kernel, grid, block)
+    launcher = _CONFIGURED.get(key)
+    if launcher is None:
+        if len(_CONFIGURED) >= _CONFIGURED_LIMIT:
+            _CONFIGURED.clear()
+        launcher = _CONFIGURED[key] = kernel[grid, block]
+    return launcher

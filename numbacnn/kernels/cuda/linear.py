@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
+from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured
 
 TPB = 4 if SIMULATOR else 16  # threads per block along each axis = tile side
 TPB_PADDED = TPB + 1           # row length of a tile stored transposed (one padding column)
@@ -128,14 +128,14 @@ def _blocks(rows: int, cols: int) -> int:
 
 def linear_forward(out, x, w, b) -> None:
     """out[n, o] = b[o] + sum_i x[n, i] * w[o, i]."""
-    linear_forward_kernel[_blocks(out.shape[0], out.shape[1]), (TPB, TPB)](out, x, w, b)
+    configured(linear_forward_kernel, _blocks(out.shape[0], out.shape[1]), (TPB, TPB))(out, x, w, b)
 
 
 def linear_backward_input(dx, dout, w) -> None:
     """dx[n, i] = sum_o dout[n, o] * w[o, i]."""
-    linear_backward_input_kernel[_blocks(dx.shape[0], dx.shape[1]), (TPB, TPB)](dx, dout, w)
+    configured(linear_backward_input_kernel, _blocks(dx.shape[0], dx.shape[1]), (TPB, TPB))(dx, dout, w)
 
 
 def linear_backward_weight(dw, dout, x) -> None:
     """dw[o, i] = sum_n dout[n, o] * x[n, i]."""
-    linear_backward_weight_kernel[_blocks(dw.shape[0], dw.shape[1]), (TPB, TPB)](dw, dout, x)
+    configured(linear_backward_weight_kernel, _blocks(dw.shape[0], dw.shape[1]), (TPB, TPB))(dw, dout, x)

@@ -21,7 +21,7 @@ import math
 from numba import cuda
 
 from numbacnn.kernels.common import is_new_max
-from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
+from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured
 from numbacnn.kernels.cuda.reduce import block_max, block_sum
 
 SOFTMAX_THREADS = 4 if SIMULATOR else 128  # a power of two (tree reduction)
@@ -64,4 +64,4 @@ def softmax_cross_entropy_kernel(grad, losses, logits, labels):
 def softmax_cross_entropy(grad, losses, logits, labels) -> None:
     """losses[n] = logsumexp(logits[n]) - logits[n, labels[n]]; grad = (softmax - one_hot) / N."""
     blocks = blocks_for(logits.shape[0], 1, SOFTMAX_MAX_BLOCKS)
-    softmax_cross_entropy_kernel[blocks, SOFTMAX_THREADS](grad, losses, logits, labels)
+    configured(softmax_cross_entropy_kernel, blocks, SOFTMAX_THREADS)(grad, losses, logits, labels)

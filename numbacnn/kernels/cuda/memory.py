@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 from numba import cuda
 
-from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
+from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured
 
 # fill: a grid-stride loop over the flat array
 FILL_THREADS = 8 if SIMULATOR else 256
@@ -224,7 +224,7 @@ def zeros(shape: tuple, dtype: np.dtype):
     out = empty(shape, dtype)
     if out.size:
         flat = out.reshape(-1)
-        fill_kernel[blocks_for(flat.shape[0], FILL_THREADS, FILL_MAX_BLOCKS), FILL_THREADS](flat, 0)
+        configured(fill_kernel, blocks_for(flat.shape[0], FILL_THREADS, FILL_MAX_BLOCKS), FILL_THREADS)(flat, 0)
     return out
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from numba import cuda, float64
 
 from numbacnn.kernels.common import is_new_max
-from numbacnn.kernels.cuda.launch import SIMULATOR
+from numbacnn.kernels.cuda.launch import SIMULATOR, configured
 from numbacnn.kernels.cuda.reduce import block_sum
 
 METRICS_THREADS = 4 if SIMULATOR else 256  # a power of two (tree reduction); one block
@@ -54,4 +54,4 @@ def accumulate_loss_and_correct_kernel(totals, losses, logits, labels):
 
 def accumulate_loss_and_correct(totals, losses, logits, labels) -> None:
     """totals[0] += sum(losses); totals[1] += number of rows whose argmax is the label."""
-    accumulate_loss_and_correct_kernel[1, METRICS_THREADS](totals, losses, logits, labels)
+    configured(accumulate_loss_and_correct_kernel, 1, METRICS_THREADS)(totals, losses, logits, labels)

@@ -14,7 +14,7 @@ import math
 from numba import cuda
 
 from numbacnn.kernels.common import adam_update, sgd_update
-from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for
+from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured
 
 OPTIM_THREADS = 8 if SIMULATOR else 256
 OPTIM_MAX_BLOCKS = 2 if SIMULATOR else 4096
@@ -59,21 +59,21 @@ def _blocks(n: int) -> int:
 
 def sgd_step(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov) -> None:
     """PyTorch's SGD update of one flat parameter, in place (see the CPU kernel)."""
-    sgd_step_kernel[_blocks(param.shape[0]), OPTIM_THREADS](
+    configured(sgd_step_kernel, _blocks(param.shape[0]), OPTIM_THREADS)(
         param, grad, velocity, float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov))
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled,
               bias_correction1, bias_correction2) -> None:
     """PyTorch's Adam / AdamW update of one flat parameter, in place (see the CPU kernel)."""
-    adam_step_kernel[_blocks(param.shape[0]), OPTIM_THREADS](
+    configured(adam_step_kernel, _blocks(param.shape[0]), OPTIM_THREADS)(
         param, grad, exp_avg, exp_avg_sq, float(lr), float(beta1), float(beta2), float(eps), float(weight_decay),
         bool(decoupled), float(bias_correction1), float(bias_correction2))
 
 
 def grad_accumulate(grad, delta) -> None:
     """grad += delta on flat (n,) device arrays."""
-    grad_accumulate_kernel[_blocks(grad.shape[0]), OPTIM_THREADS](grad, delta)
+    configured(grad_accumulate_kernel, _blocks(grad.shape[0]), OPTIM_THREADS)(grad, delta)
 
 
 __all__ = ["adam_step", "grad_accumulate", "sgd_step"]
