@@ -528,8 +528,6 @@ def load_imagefolder(data_dir: str | os.PathLike, image_size: int = 64, channels
     is held out for testing. Classes are the sorted subfolder names.
     """
     if data_dir is None:
-        data_dir = os.environ.get(DATA_ENV) or None
-    if data_dir is None:
         raise DatasetNotFoundError("imagefolder: no data folder given", "--data-dir",
                                    "pass --data-dir FOLDER, a folder with one subfolder per class")
     root = Path(data_dir)

@@ -519,3 +519,33 @@ def test_errno_messages_are_single_lines():
     line = error_line("train", PermissionError(errno.EACCES, "Permission denied", "/srv/runs/x"))
     assert line == ("numbacnn train: error: permission denied, /srv/runs/x "
                     "(check the permissions, or choose another path)")
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = tree_checksums(out)
+    result = run_cli("train", "--resume", "--epochs", "0", "--out", out, "--no-progress")
+    one_error_line(result, "--epochs")
+    shutil.copy(out / CHECKPOINT_NAME, tmp_path / "copy.npz")
+    edited = _edited_checkpoint(tmp_path / "copy.npz", tmp_path / "epoch3.npz", "none")
+    with np.load(edited) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["epoch"] = 3
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(edited, **arrays)
+    result = run_cli("train", "--resume", edited, "--epochs", "2", "--out", tmp_path / "other", "--no-progress")
+    one_error_line(result, "--epochs 2", "3 epochs")
+    assert tree_checksums(out) == before
+
+
+def test_unusable_device_names_the_option(idx_dir, tmp_path):
+    no_simulator = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    probe = subprocess.run([sys.executable, "-c", "import numba.cuda; print(numba.cuda.is_available())"],
+                           capture_output=True, text=True, env=no_simulator, timeout=120)
+    if probe.stdout.strip() != "False":
+        pytest.skip("a GPU is usable here")
+    result = run_cli("train", *SMALL, "--data-dir", idx_dir, "--epochs", "1", "--out", tmp_path / "o",
+                     "--device", "cuda", env={"NUMBA_ENABLE_CUDASIM": "0"})
+    one_error_line(result, "--device cuda", "--device cpu")

@@ -21,9 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from numbacnn.data import BatchLoader, check_labels, load_dataset
-    from numbacnn.device import resolve_device
     from numbacnn.errors import DatasetError, UsageError
     from numbacnn.train import evaluate, load_checkpoint
+    from numbacnn.train.config import resolve_device_option
 
     # errors (bad checkpoint, missing data, ...) become one line in numbacnn.cli.main
     if args.batch_size < 1:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                          "use --batch-size 1 or more")
     ckpt = load_checkpoint(args.checkpoint)
     config = ckpt.config
-    device = resolve_device(args.device)
+    device = resolve_device_option(args.device)
     model = ckpt.build_model(device)
     splits = load_dataset(config.dataset, args.data_dir or config.data_dir, image_size=config.image_size,
                           channels=config.channels, seed=config.seed)

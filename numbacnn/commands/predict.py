@@ -26,12 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from numbacnn.data import load_image
     from numbacnn.report import softmax
-    from numbacnn.device import resolve_device, to_device, to_host
+    from numbacnn.device import to_device, to_host
     from numbacnn.train import load_checkpoint
+    from numbacnn.train.config import resolve_device_option
 
     # errors (bad checkpoint, unreadable image, ...) become one line in numbacnn.cli.main
     ckpt = load_checkpoint(args.checkpoint)
-    device = resolve_device(args.device)
+    device = resolve_device_option(args.device)
     model = ckpt.build_model(device).eval()
     kwargs = ckpt.meta["model"]["kwargs"]
     images = np.stack([load_image(p, kwargs["image_size"], kwargs["in_channels"]) for p in args.images])

@@ -102,3 +102,17 @@ def _option(name: str) -> str:
 
 def _refuse(name: str, what: str, todo: str) -> None:
     raise UsageError(f"{name.replace('_', ' ')} {what}", _option(name), todo)
+
+
+def resolve_device_option(device: str) -> str:
+    """:func:`numbacnn.device.resolve_device`, with an unusable device reported as a
+    :class:`numbacnn.errors.UsageError` naming ``--device``."""
+    from numbacnn.device import DeviceError, resolve_device
+
+    try:
+        return resolve_device(device)
+    except DeviceError as exc:
+        what = str(exc).split(". ")[0]  # the reason; the rest is advice, replaced by the todo below
+        raise UsageError(what, f"--device {device}",
+                         "use --device cpu, or set NUMBA_ENABLE_CUDASIM=1 for Numba's CUDA simulator") from None
+

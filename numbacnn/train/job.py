@@ -13,13 +13,12 @@ from typing import Any, Callable
 import numpy as np
 
 from numbacnn.data import BatchLoader, Normalizer, load_dataset, stratified_split
-from numbacnn.device import resolve_device
 from numbacnn.errors import CheckpointError, DatasetError, OutputError, UsageError
 from numbacnn.models import tiny_vgg
 from numbacnn.nn import Module
 from numbacnn.optim import SGD, Adam, CosineAnnealingLR, LRScheduler, Optimizer, StepLR
 from numbacnn.train.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint, save_checkpoint
-from numbacnn.train.config import EVAL_BATCH_SIZE, TrainConfig
+from numbacnn.train.config import EVAL_BATCH_SIZE, TrainConfig, resolve_device_option
 from numbacnn.train.loop import TrainingDiverged, evaluate, fit
 from numbacnn.train.memory import check_training_memory
 from numbacnn.train.outdir import open_output_folder
@@ -175,7 +174,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
     """
     config.validate()
     estimate = check_training_memory(config)
-    device = resolve_device(config.device)
+    device = resolve_device_option(config.device)
     resume_path = Path(resume).absolute() if resume is not None else None
     if resume_path is not None and resume_path.is_dir():
         resume_path = resume_path / CHECKPOINT_NAME
@@ -195,6 +194,9 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
            progress: bool | None, log: Callable[[str], None] | None) -> dict[str, Any]:
     """:func:`train` once the output folder is checked and locked."""
     checkpoint = load_checkpoint(resume) if resume is not None else None
+    if checkpoint is not None and config.epochs < checkpoint.epoch:
+        raise UsageError(f"epochs {config.epochs} is less than the {checkpoint.epoch} epochs the checkpoint has done",
+                         f"--epochs {config.epochs}", f"use --epochs {checkpoint.epoch + 1} or more to continue")
     if config.data_dir is not None:
         # absolute, so a resume started from another folder reads the same files
         config = dataclasses.replace(config, data_dir=str(Path(config.data_dir).absolute()))

@@ -96,10 +96,9 @@ def data_facts(config: TrainConfig) -> tuple[int, int, int, int]:
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(key, key)
     if key in KNOWN_DATASETS:
         return KNOWN_DATASETS[key]
-    from numbacnn.data import DATA_ENV, count_images
+    from numbacnn.data import count_images
 
-    folder = config.data_dir or os.environ.get(DATA_ENV)
-    images, classes = count_images(folder) if folder else (0, 0)
+    images, classes = count_images(config.data_dir) if config.data_dir else (0, 0)
     return images, config.channels, config.image_size, max(classes, 1)
 
 
