@@ -126,12 +126,12 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
         viz.save_activation_grid(np.zeros((1, 2, 2)), tmp_path / "x.png")
 
 
-def test_grids_of_thousands_of_channels_draw_the_first_ones_and_say_so(tmp_path):
+def test_grids_of_many_channels_draw_the_first_ones(tmp_path):
     rng = np.random.default_rng(0)
-    maps = rng.standard_normal((3000, 5, 5))
+    maps = rng.standard_normal((100, 5, 5))
     assert viz.save_activation_grid(maps, tmp_path / "a.png", "conv") == viz.MAX_GRID_PANELS
     assert (tmp_path / "a.png").read_bytes().startswith(PNG_SIGNATURE)
-    weights = rng.standard_normal((500, 40, 3, 3))
+    weights = rng.standard_normal((40, 20, 3, 3))
     drawn = viz.save_kernels(weights, tmp_path / "k.png", "kernels")
     assert drawn == (viz.MAX_GRID_PANELS // viz.MAX_KERNEL_CHANNELS) * viz.MAX_KERNEL_CHANNELS
     assert viz.save_kernels(weights[:10, :3], tmp_path / "small.png") == 30  # Tiny VGG's first layer: all
