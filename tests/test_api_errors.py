@@ -4,7 +4,6 @@ instead of an AttributeError or an unpacking error from deep inside a layer."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from numbacnn.models import tiny_vgg
