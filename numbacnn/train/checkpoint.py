@@ -74,6 +74,21 @@ class Checkpoint:
         return model
 
 
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a power cut after os.replace could
+    otherwise bring back the old name); not possible on every system."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then
     rename it over ``path``: readers see the old file or the new one, never half.
@@ -90,6 +105,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
             os.fsync(f.fileno())
         set_umask_mode(tmp)  # mkstemp made it 0600; the user's umask decides, as for open()
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
