@@ -4,7 +4,8 @@ CUDA: with a real GPU (``nvidia-smi`` on the PATH, or ``NUMBACNN_TEST_REAL_GPU=1
 the "cuda" tests run on it. Otherwise the CUDA kernels run in Numba's CUDA
 simulator: ``NUMBA_ENABLE_CUDASIM=1`` has to be set before numba is first
 imported, so it is set here, at the very top. ``NUMBACNN_TEST_REAL_GPU=0`` forces
-the simulator; an explicit ``NUMBA_ENABLE_CUDASIM`` is left as it is.
+the simulator; an explicit ``NUMBA_ENABLE_CUDASIM`` is left as it is, except that
+``NUMBACNN_TEST_REAL_GPU=1`` turns the simulator off and refuses to run without a GPU.
 """
 
 import os
@@ -12,9 +13,14 @@ import shutil
 import sys
 
 _real_gpu = os.environ.get("NUMBACNN_TEST_REAL_GPU")
+# asked for explicitly (benchmarks/gpu_check.sh): the real GPU or a usage error, never
+# a silent fall-back to the simulator or to CPU-only tests
+_real_gpu_required = _real_gpu == "1"
 if _real_gpu is None:
     _real_gpu = "1" if shutil.which("nvidia-smi") else "0"
-if _real_gpu != "1":
+if _real_gpu_required:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+elif _real_gpu != "1":
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     # The simulator runs each CUDA thread as a Python thread and implements
@@ -57,6 +63,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers import available_devices  # noqa: E402
+
+
+def pytest_configure(config) -> None:
+    if _real_gpu_required and "cuda" not in available_devices():
+        raise pytest.UsageError(
+            "NUMBACNN_TEST_REAL_GPU=1 but numba finds no usable GPU (numba.cuda.is_available() is False); "
+            "check the driver with nvidia-smi, or unset NUMBACNN_TEST_REAL_GPU to use the simulator")
 
 
 @pytest.fixture(params=available_devices())

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One-shot GPU check for a short loan of a machine with an NVIDIA GPU (about 5 minutes):
+#   (a) the test suite's CUDA tests against the real GPU (NUMBACNN_TEST_REAL_GPU=1),
+#   (b) a Tiny VGG training step and each kernel beside PyTorch/cuDNN (NCHW and
+#       channels_last) at batch 32/128/512, for 3x64x64 and the main job's 1x28x28,
+#   (c) one epoch of `numbacnn train --device cuda` on Fashion-MNIST,
+# written as one Markdown table (GPU model, driver, versions, ms, ratio) to --out.
+#
+#   bash benchmarks/gpu_check.sh [--out gpu_check.md] [--data-dir DIR] [--tiny]
+#
+# --tiny: batch 2, 8x8 images, a generated 40-image dataset and one CUDA test
+# file, under Numba's CUDA simulator: what CI runs to check this script's plumbing
+# (tests/test_gpu_check.py). Time limits: the tests get TESTS_SECONDS (default
+# 150), the Python part BUDGET_SECONDS (default 140); each section stops starting
+# new work when its time is up and the report says what was skipped.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+out="gpu_check.md"
+data_dir=""
+tiny=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) out="$2"; shift 2 ;;
+        --data-dir) data_dir="$2"; shift 2 ;;
+        --tiny) tiny=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "gpu_check.sh: error: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+python=${PYTHON:-python}
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+start=$(date +%s)
+
+# (a) the tests that run on the "cuda" device, against the GPU
+if [ "$tiny" = 1 ]; then
+    export NUMBA_ENABLE_CUDASIM=1 NUMBACNN_TEST_REAL_GPU=0
+    timeout "${TESTS_SECONDS:-150}" "$python" -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+        -k "launch_configurations" >"$log" 2>&1
+else
+    export NUMBACNN_TEST_REAL_GPU=1
+    unset NUMBA_ENABLE_CUDASIM
+    timeout "${TESTS_SECONDS:-150}" "$python" -m pytest -q -p no:cacheprovider -k "cuda" >"$log" 2>&1
+fi
+tests_status=$?
+[ "$tests_status" = 124 ] && echo "stopped after ${TESTS_SECONDS:-150} s" >>"$log"
+tail -n 3 "$log"
+
+# (b) + (c) and the report
+args=(--out "$out" --tests-log "$log" --tests-status "$tests_status" --budget-s "${BUDGET_SECONDS:-140}")
+[ -n "$data_dir" ] && args+=(--data-dir "$data_dir")
+[ "$tiny" = 1 ] && args+=(--tiny)
+"$python" benchmarks/gpu_check.py "${args[@]}"
+report_status=$?
+
+echo "gpu_check: $(( $(date +%s) - start )) s, report in $out (tests exit $tests_status)"
+[ "$tests_status" = 0 ] && [ "$report_status" = 0 ]

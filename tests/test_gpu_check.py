@@ -1,0 +1,43 @@
+"""benchmarks/gpu_check.sh's plumbing, under Numba's CUDA simulator with tiny sizes
+(``--tiny``): every section runs and lands in the report. The figures themselves
+mean nothing here; on a GPU the same script writes the real table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import CUDA_SIMULATED
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CUDA_SIMULATED, reason="the --tiny plumbing check runs under the simulator")
+def test_gpu_check_tiny_writes_every_section(tmp_path):
+    out = tmp_path / "gpu_check.md"
+    result = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--tiny", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = out.read_text()
+    for heading in ("- GPU: none: Numba's CUDA simulator", "- driver:", "- numba-cuda:", "- torch:",
+                    "- load average:", "## (a) test suite against the GPU", "exit status 0: 1 passed",
+                    "## (b) milliseconds per call", "## (c) one epoch of the main job", "- status: ok"):
+        assert heading in text, heading
+    rows = [line for line in text.splitlines() if line.startswith("| 3x8x8 |") or line.startswith("| 1x8x8 |")]
+    cases = {row.split("|")[3].strip() for row in rows}
+    assert cases == {"training step", "conv2d forward", "conv2d backward", "relu", "max_pool2d 2x2", "linear",
+                     "softmax cross-entropy"}
+    assert len(rows) == 14
+    for row in rows:
+        assert float(row.split("|")[4]) > 0  # a numbacnn time in every row
+
+
+def test_gpu_check_refuses_an_unknown_argument():
+    result = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--bogus"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "unknown argument --bogus" in result.stderr
