@@ -1,0 +1,129 @@
+"""The bordered-buffer fused kernels (kernels/cpu/fused.py through the functional
+wrappers in functional/fused.py) against the float64 NumPy reference, called
+directly: Tiny VGG's shapes and awkward ones (odd sizes, batch 1, one channel,
+filter counts that are not a multiple of the register block, non-square kernels),
+and borders that must stay zero."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numbacnn.functional as F
+import numbacnn.functional.fused as FF
+import reference as ref
+from helpers import DTYPES, assert_close, random_array
+
+# (batch, channels, height, width, filters, (kernel_h, kernel_w), padding)
+CASES = [
+    (2, 10, 28, 28, 10, (3, 3), 1),   # Tiny VGG, main job
+    (1, 10, 30, 30, 10, (3, 3), 0),   # Tiny VGG 64x64's third conv, batch 1
+    (1, 1, 7, 9, 7, (3, 3), 1),       # one channel, 7 filters (block of 7), odd sizes
+    (3, 5, 9, 6, 11, (3, 3), 0),      # 11 filters, odd height
+    (2, 4, 6, 9, 4, (2, 3), (1, 0)),  # non-square kernel, different padding per axis
+]
+
+
+def _bordered(a, border):
+    buffer = FF.bordered_empty(a.shape, border, a.dtype)
+    FF.interior(buffer, border, a.shape)[...] = a
+    return buffer
+
+
+def _assert_border_zero(buffer, border, shape, name):
+    inside = np.zeros(buffer.shape, bool)
+    inside[:, :, border[0]:border[0] + shape[2], border[1]:border[1] + shape[3]] = True
+    assert not np.any(buffer[~inside]), f"{name}: border written"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])))
+def test_bordered_forward_relu_and_pool_match_reference(case, dtype, rng):
+    batch, channels, height, width, filters, kernel, padding = case
+    pad = (padding, padding) if isinstance(padding, int) else padding
+    x = random_array(rng, (batch, channels, height, width), dtype)
+    w = random_array(rng, (filters, channels, *kernel), dtype)
+    b = random_array(rng, (filters,), dtype)
+    assert FF.fast_conv_padding(x.shape, w.shape, (1, 1), pad, (1, 1), 1) == pad
+    expected_y = ref.relu(ref.conv2d(x, w, b, padding=pad))
+    x_padded = _bordered(x, pad)
+    out_border = (1, 2)  # any border: the next conv's padding
+    y = FF.bordered_empty(expected_y.shape, out_border, dtype)
+    FF.conv2d_relu_padded(x_padded, w, b, y, out_border)
+    assert_close(FF.interior(y, out_border, expected_y.shape), expected_y, dtype, "conv2d_relu y")
+    _assert_border_zero(y, out_border, expected_y.shape, "y")
+
+    y_plain = FF.bordered_empty(expected_y.shape, (0, 0), dtype)
+    pooled_shape = (batch, filters, expected_y.shape[2] // 2, expected_y.shape[3] // 2)
+    pooled = FF.bordered_empty(pooled_shape, (1, 1), dtype)
+    indices = np.empty(pooled_shape, np.int64)
+    FF.conv2d_relu_padded(x_padded, w, b, y_plain, (0, 0), pooled=pooled, pooled_border=(1, 1), indices=indices)
+    assert_close(y_plain, expected_y, dtype, "y with pool")
+    assert_close(FF.interior(pooled, (1, 1), pooled_shape), ref.max_pool2d(expected_y, 2), dtype, "pooled")
+    _assert_border_zero(pooled, (1, 1), pooled_shape, "pooled")
+    _, want_indices = F.max_pool2d(y_plain, 2, return_indices=True)
+    np.testing.assert_array_equal(indices, want_indices)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])))
+def test_bordered_backward_matches_reference(case, dtype, rng):
+    batch, channels, height, width, filters, kernel, padding = case
+    pad = (padding, padding) if isinstance(padding, int) else padding
+    x = random_array(rng, (batch, channels, height, width), dtype)
+    w = random_array(rng, (filters, channels, *kernel), dtype)
+    y_shape = ref.conv2d(x, w, padding=pad).shape
+    gz = random_array(rng, y_shape, dtype)
+    rgx, rgw, rgb = ref.conv2d_backward(gz, x, w, padding=pad)
+    gz_border = (kernel[0] - 1 - pad[0], kernel[1] - 1 - pad[1])
+    gz_padded = _bordered(gz, gz_border)
+    x_padded = _bordered(x, pad)
+    mask = _bordered(np.maximum(random_array(rng, x.shape, dtype), 0), pad)  # a ReLU output, zeros included
+    gx_border = (2, 1)
+    for masked in (False, True):
+        gx = FF.bordered_empty(x.shape, gx_border, dtype)
+        gw, gb = FF.conv2d_backward_padded(gz_padded, gz_border, x_padded, w, pad, gx=gx, gx_border=gx_border,
+                                           mask=mask if masked else None, mask_border=pad)
+        want_gx = ref.relu_backward(rgx, FF.interior(mask, pad, x.shape)) if masked else rgx
+        assert_close(FF.interior(gx, gx_border, x.shape), want_gx, dtype, f"gx (masked={masked})")
+        _assert_border_zero(gx, gx_border, x.shape, "gx")
+        assert_close(gw, rgw, dtype, "gw")
+        assert_close(gb, rgb, dtype, "gb")
+    if kernel == (3, 3) and pad == (0, 0):  # the whole-plane grad-weight through the 1-bordered copy
+        by_1 = FF.bordered_empty(y_shape, (1, 1), dtype)
+        FF.copy_interior(by_1, (1, 1), gz_padded, gz_border)
+        gw, gb = FF.conv2d_backward_padded(gz_padded, gz_border, x_padded, w, pad, gz_bordered_by_1=by_1)
+        assert_close(gw, rgw, dtype, "gw (planes)")
+        assert_close(gb, rgb, dtype, "gb (planes)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 10, 28, 28), (1, 3, 7, 9)])
+def test_pool_and_relu_backward_into_borders(shape, dtype, rng):
+    y = np.maximum(random_array(rng, shape, dtype), 0)
+    y[0, 0, 0, :2] = y[0, 0, 1, :2] = 0.0  # a window whose maximum is 0: no gradient through the ReLU
+    pooled, indices = F.max_pool2d(y, 2, return_indices=True)
+    gp = random_array(rng, pooled.shape, dtype)
+    gz = FF.bordered_empty(shape, (2, 1), dtype)
+    FF.max_pool2d_relu_backward_padded(gz, (2, 1), gp, indices, y)
+    assert_close(FF.interior(gz, (2, 1), shape), ref.relu_backward(ref.max_pool2d_backward(gp, y, 2), y), dtype,
+                 "max_pool2d_relu_backward")
+    _assert_border_zero(gz, (2, 1), shape, "gz")
+    gy = random_array(rng, shape, dtype)
+    FF.relu_backward_padded(gz, (2, 1), gy, y)
+    assert_close(FF.interior(gz, (2, 1), shape), ref.relu_backward(gy, y), dtype, "relu mask")
+    _assert_border_zero(gz, (2, 1), shape, "gz")
+
+
+def test_nan_reaches_the_fused_outputs():
+    """No fast-math flag drops NaN: a NaN input shows in y and in the pooled output."""
+    x = np.zeros((1, 4, 6, 6), np.float32)
+    x[0, 0, 2, 2] = np.nan
+    w = np.ones((4, 4, 3, 3), np.float32)
+    y = FF.bordered_empty((1, 4, 6, 6), (0, 0), np.float32)
+    pooled = FF.bordered_empty((1, 4, 3, 3), (0, 0), np.float32)
+    indices = np.empty((1, 4, 3, 3), np.int64)
+    FF.conv2d_relu_padded(_bordered(x, (1, 1)), w, np.zeros(4, np.float32), y, (0, 0), pooled=pooled,
+                          indices=indices)
+    assert np.isnan(y[0, :, 1:4, 1:4]).all() and np.isnan(pooled[0, :, :2, :2]).all()
+    assert not np.isnan(pooled[0, :, 2, 2]).any()
