@@ -232,3 +232,44 @@ def test_fast_group_path_is_taken_on_tiny_vgg(dtype):
     assert first._fast is not None and second._fast is not None
     assert first._fast.y_border == (1, 1)
     assert second._x_padded is first._fast.y
+
+
+def test_fused_gradients_match_finite_differences():
+    """float64, the fast path (4 filters, padding 1 and 0, both group kinds): a few
+    entries of every parameter gradient and of the input gradient against central
+    differences of the loss."""
+    rng = np.random.default_rng(5)  # (seed 2 puts a ReLU/pool kink within eps of one bias: fused and unfused agree)
+    c = dict(dtype=np.float64, rng=rng)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, **c), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1, **c),
+                          nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(5, 4, 3, **c), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 2 * 2, 3, **c))
+    assert sum(isinstance(s, fusion.ConvReLUGroup) for s in model._fusion_steps()) == 3
+    x = rng.standard_normal((2, 1, 8, 8))
+    labels = np.array([0, 2])
+
+    def loss():
+        return F.softmax_cross_entropy(model(x), labels)[0]
+
+    model.zero_grad()
+    _, grad = F.softmax_cross_entropy(model(x), labels)
+    assert all(s._fast is not None for s in model._fusion_steps()[:3])  # the bordered kernels ran
+    gx = np.array(model.backward(grad))
+    eps = 1e-6
+    for name, p in model.named_parameters():
+        flat = p.data.reshape(-1)
+        for i in rng.choice(flat.size, size=min(4, flat.size), replace=False):
+            old = flat[i]
+            flat[i] = old + eps
+            up = loss()
+            flat[i] = old - eps
+            down = loss()
+            flat[i] = old
+            assert p.grad.reshape(-1)[i] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-8), name
+    for index in [(0, 0, 0, 0), (1, 0, 3, 4), (1, 0, 7, 7)]:
+        saved = x[index]
+        x[index] = saved + eps
+        up = loss()
+        x[index] = saved - eps
+        down = loss()
+        x[index] = saved
+        assert gx[index] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-8)
