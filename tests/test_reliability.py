@@ -549,3 +549,9 @@ def test_unusable_device_names_the_option(idx_dir, tmp_path):
     result = run_cli("train", *SMALL, "--data-dir", idx_dir, "--epochs", "1", "--out", tmp_path / "o",
                      "--device", "cuda", env={"NUMBA_ENABLE_CUDASIM": "0"})
     one_error_line(result, "--device cuda", "--device cpu")
+
+
+def test_a_diverged_run_is_one_line_and_exit_1(idx_dir, tmp_path):
+    result = run_cli("train", *SMALL, "--data-dir", idx_dir, "--epochs", "2", "--lr", "1e300", "--out", tmp_path / "o")
+    one_error_line(result, "the training loss became nan at epoch 1", "smaller --lr", "no epoch finished", rc=1)
+    assert not (tmp_path / "o" / CHECKPOINT_NAME).exists()

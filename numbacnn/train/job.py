@@ -272,10 +272,12 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
         if out_dir is not None:
             _write_json(out_dir / METRICS_NAME, metrics)
             kept = out_dir / CHECKPOINT_NAME
+            what = str(exc).split("; training stopped")[0]  # "the training loss became nan at epoch 2, ..."
             raise TrainingDiverged(
-                f"{exc}. " + (f"The last good checkpoint (epoch {len(metrics['history'])}) is kept in {kept}."
-                              if kept.exists() else "No epoch finished, so there is no checkpoint.")
-            ) from None
+                what, kept if kept.exists() else out_dir,
+                "training stopped; try a smaller --lr; " + (
+                    f"the last good checkpoint (epoch {len(metrics['history'])}) is kept" if kept.exists()
+                    else "no epoch finished, so there is no checkpoint")) from None
         raise
     test = evaluate(model, data.test, device)
     metrics.update(history=history, test_loss=test["loss"], test_accuracy=test["accuracy"],
