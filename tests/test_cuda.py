@@ -354,6 +354,8 @@ def _training_steps(optimizer_name: str, steps: int) -> tuple[list[int], int]:
     from numbacnn.models import tiny_vgg
     from numbacnn.optim import SGD, Adam
 
+    gc.collect()
+    _pool().empty_cache()  # blocks cached by earlier tests would serve the first step too
     rng = np.random.default_rng(0)
     model = tiny_vgg(in_channels=1, num_classes=3, image_size=8, filters=2, padding=1, dtype=np.float32,
                      seed=0).to("cuda")
@@ -431,6 +433,9 @@ def test_the_pool_is_a_numba_emm_plugin_that_reuses_freed_blocks():
             pass
         context = Context()
         manager = memory.PooledMemoryManager(context=context)
+        manager.get_memory_info = lambda: memory.MemoryInfo(free=1, total=4096)  # stands in for cuMemGetInfo
+        manager.initialize()  # sizes the pending host-frees queue, as Numba's manager does
+        assert manager.deallocations.memory_capacity == 4096 and manager.interface_version == 1
         first = manager.memalloc(1000)
         view = first.view(0, 10)
         del first

@@ -179,3 +179,14 @@ def test_too_many_registers_for_the_block_fails_the_check(records):
     result = _check(records, "9.0", "--extra", extra, "--only", "cuda_broken_kernels")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "register_hungry_kernel" in result.stdout and "registers x 1024 threads" in result.stdout
+
+
+def test_missing_compilers_are_named_in_the_skip_reason():
+    """The reason the compile tests skip on a machine without the NVIDIA wheels."""
+    probe = ("import numbacnn.kernels.cuda.compile_check as c; c.find_ptxas = lambda: None; "
+             "print(c.compilers_missing())")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=_compiler_environment())
+    assert result.returncode == 0, result.stderr
+    reason = result.stdout.strip()
+    assert reason.startswith("ptxas was not found") or reason.startswith("libnvvm is not usable"), reason

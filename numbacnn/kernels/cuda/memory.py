@@ -175,7 +175,12 @@ else:
             return MemoryPointer(weakref.proxy(self.context), block, size, finalizer=finalizer)
 
         def initialize(self) -> None:
-            super().initialize()
+            # as Numba's own manager does: size the queue of pending host-memory frees
+            # (pinned and mapped allocations stay with HostOnlyCUDAMemoryManager)
+            from numba.cuda.cudadrv.driver import _SizeNotSet
+
+            if self.deallocations.memory_capacity == _SizeNotSet:
+                self.deallocations.memory_capacity = self.get_memory_info().total
 
         def get_memory_info(self):
             free, total = driver.cuMemGetInfo()
