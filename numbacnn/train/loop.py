@@ -60,6 +60,8 @@ def train_one_epoch(model: Module, optimizer: Optimizer, loader: BatchLoader, de
     loader.set_epoch(epoch)
     loss_sum, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
+    if not isinstance(readback_every, int) or readback_every < 1:
+        raise ValueError(f"train_one_epoch: readback_every is {readback_every!r}, expected an integer >= 1 (batches)")
     on_gpu = device == "cuda"
     metrics = F.RunningMetrics(device) if on_gpu else None
     checked = 0  # batches whose loss has been read back (on the GPU)
