@@ -427,25 +427,31 @@ def test_the_pool_is_a_numba_emm_plugin_that_reuses_freed_blocks():
         from numba.cuda.cudadrv import driver
         from numbacnn.kernels.cuda import memory
         assert memory.POOL_ENABLED and driver._memory_manager is memory.PooledMemoryManager
-        made = []
-        memory.POOL._raw_alloc = lambda n: (made.append(n), 0x10000 * len(made))[1]  # stands in for cuMemAlloc
         class Context:
             pass
         context = Context()
         manager = memory.PooledMemoryManager(context=context)
-        manager.get_memory_info = lambda: memory.MemoryInfo(free=1, total=4096)  # stands in for cuMemGetInfo
+        made = []
+        manager.pool._raw_alloc = lambda n: (made.append(n), 0x10000 * len(made))[1]  # stands in for cuMemAlloc
+        manager.pool._raw_free = lambda block: None  # and cuMemFree
+        manager.get_memory_info = lambda: memory.MemoryInfo(free=1, total=4096)  # and cuMemGetInfo
         manager.initialize()  # sizes the pending host-frees queue, as Numba's manager does
         assert manager.deallocations.memory_capacity == 4096 and manager.interface_version == 1
         first = manager.memalloc(1000)
         view = first.view(0, 10)
         del first
         gc.collect()
-        assert memory.pool_stats()["bytes_in_use"] == 1024  # the view keeps the block
+        assert manager.pool.stats()["bytes_in_use"] == 1024  # the view keeps the block
         del view
         gc.collect()
         second = manager.memalloc(900)  # same 512-byte rounding: the cached block
-        assert made == [1024] and memory.pool_stats()["reuses"] == 1, (made, memory.pool_stats())
-        assert int(second.handle) == 0x10000
+        assert made == [1024] and manager.pool.stats()["reuses"] == 1, (made, manager.pool.stats())
+        assert int(second.handle) == 0x10000 and memory.pool_stats()["allocations"] == 1
+        manager.reset()  # the context goes away: a block freed afterwards must not be reused
+        del second
+        gc.collect()
+        third = manager.memalloc(900)
+        assert made == [1024, 1024] and int(third.handle) == 0x20000, made
         print("ok")
     """)
     import os

@@ -1,6 +1,7 @@
 """Device allocation for the CUDA backend: ``empty``, ``zeros`` and the caching pool.
 
-Every device array numbacnn makes goes through one :class:`DevicePool` (``POOL``):
+Every device array numbacnn makes goes through a :class:`DevicePool` (one per CUDA
+context on a GPU, ``POOL`` in the simulator):
 a block freed by Python (the last view of an array is collected) goes back to a
 free list keyed by its rounded size, and the next request of that size gets it
 back instead of a new ``cudaMalloc``. A training step asks for the same sizes
@@ -44,6 +45,7 @@ FILL_MAX_BLOCKS = 2 if SIMULATOR else 1024
 # block sizes are rounded up to this many bytes (cudaMalloc's own alignment is 256),
 # so arrays whose sizes differ by a few elements share a free list
 POOL_ROUNDING = 512
+CUDA_ERROR_OUT_OF_MEMORY = 2  # CUresult of a failed cuMemAlloc
 
 
 class DevicePool:
@@ -78,6 +80,7 @@ class DevicePool:
         self.reuses = 0
         self.bytes_in_use = 0
         self.bytes_cached = 0
+        self.generation = 0  # bumped by reset()
 
     @staticmethod
     def rounded(nbytes: int) -> int:
@@ -100,7 +103,8 @@ class DevicePool:
         except MemoryError:
             raise
         except Exception as exc:  # CUDA out of memory: give the cached blocks back and retry once
-            if "OUT_OF_MEMORY" not in str(exc).upper().replace(" ", "_"):
+            code = getattr(exc, "code", None)  # numba's CudaAPIError carries the CUresult
+            if not ((code is not None and int(code) == CUDA_ERROR_OUT_OF_MEMORY) or "OUT_OF_MEMORY" in str(exc)):
                 raise
             self.empty_cache()
             block = self._raw_alloc(size)
@@ -109,12 +113,23 @@ class DevicePool:
             self.bytes_in_use += size
         return block, size
 
-    def release(self, block: Any, size: int) -> None:
-        """Put a block (from :meth:`acquire`) back on its free list."""
+    def release(self, block: Any, size: int, generation: int | None = None) -> None:
+        """Put a block (from :meth:`acquire`) back on its free list. A block acquired
+        before the last :meth:`reset` (``generation`` older than the pool's) is only
+        forgotten: its memory went with the context that owned it."""
         with self._lock:
-            self._free[size].append(block)
             self.bytes_in_use -= size
+            if generation is not None and generation != self.generation:
+                return
+            self._free[size].append(block)
             self.bytes_cached += size
+
+    def reset(self) -> None:
+        """The context is being reset: free the cached blocks and forget those in use."""
+        self.empty_cache()
+        with self._lock:
+            self.generation += 1
+            self.bytes_in_use = 0
 
     def empty_cache(self) -> None:
         """Give every cached (free) block back to the device."""
@@ -158,21 +173,31 @@ else:
     from numba.cuda import GetIpcHandleMixin, HostOnlyCUDAMemoryManager, MemoryInfo, MemoryPointer
     from numba.cuda.cudadrv.driver import driver
 
-    POOL = DevicePool(lambda nbytes: driver.cuMemAlloc(nbytes), lambda block: driver.cuMemFree(block))
+    _MANAGERS: "weakref.WeakSet" = weakref.WeakSet()  # for pool_stats()
 
     class PooledMemoryManager(GetIpcHandleMixin, HostOnlyCUDAMemoryManager):
-        """numba-cuda EMM plugin whose device allocations come from ``POOL``.
+        """numba-cuda EMM plugin whose device allocations come from a :class:`DevicePool`.
 
-        Host (pinned, mapped) allocations stay with ``HostOnlyCUDAMemoryManager``.
-        Shaped after the plugin example in Numba's EMM documentation
+        One pool per context (a pointer belongs to one device). Host (pinned, mapped)
+        allocations stay with ``HostOnlyCUDAMemoryManager``. Shaped after the plugin
+        example in Numba's EMM documentation
         (https://numba.readthedocs.io/en/stable/cuda/external-memory.html).
         """
 
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.pool = DevicePool(lambda nbytes: driver.cuMemAlloc(nbytes), lambda block: driver.cuMemFree(block))
+            _MANAGERS.add(self)
+
         def memalloc(self, size: int):
-            block, rounded = POOL.acquire(size)
-            # called when the last array using this pointer is collected
-            finalizer = _release_finalizer(block, rounded)
-            return MemoryPointer(weakref.proxy(self.context), block, size, finalizer=finalizer)
+            pool = self.pool
+            block, rounded = pool.acquire(size)
+            generation = pool.generation
+
+            def release() -> None:  # called when the last array using this pointer is collected
+                pool.release(block, rounded, generation)
+
+            return MemoryPointer(weakref.proxy(self.context), block, size, finalizer=release)
 
         def initialize(self) -> None:
             # as Numba's own manager does: size the queue of pending host-memory frees
@@ -188,16 +213,11 @@ else:
 
         def reset(self) -> None:
             super().reset()
-            POOL.empty_cache()
+            self.pool.reset()
 
         @property
         def interface_version(self) -> int:
             return 1
-
-    def _release_finalizer(block, size):
-        def release():
-            POOL.release(block, size)
-        return release
 
     def _pooled_array(shape: tuple, dtype: np.dtype):
         return cuda.device_array(shape, dtype=dtype)
@@ -234,7 +254,14 @@ def zeros(shape: tuple, dtype: np.dtype):
 
 
 def pool_stats() -> dict[str, int]:
-    """The pool's counters: ``allocations`` (each a ``cudaMalloc`` on a GPU), ``reuses``,
-    ``bytes_in_use``, ``bytes_cached``. On a GPU without the EMM plugin (disabled, or a
-    context made before numbacnn's CUDA backend was imported) they stay at zero."""
-    return POOL.stats()
+    """The pools' counters: ``allocations`` (each a ``cudaMalloc`` on a GPU), ``reuses``,
+    ``bytes_in_use``, ``bytes_cached``; on a GPU summed over the contexts. Without the
+    EMM plugin (disabled, or a context made before numbacnn's CUDA backend was
+    imported) they stay at zero."""
+    if SIMULATOR:
+        return POOL.stats()
+    total = {"allocations": 0, "reuses": 0, "bytes_in_use": 0, "bytes_cached": 0}
+    for manager in list(_MANAGERS):
+        for key, value in manager.pool.stats().items():
+            total[key] += value
+    return total
