@@ -567,3 +567,49 @@ def test_launch_configurations_are_made_once_per_shape(rng):
 def _relu_launch():
     activation = importlib.import_module("numbacnn.kernels.cuda.activation")
     return activation.RELU_THREADS, activation.RELU_MAX_BLOCKS
+
+
+# --------------------------------------------------------------------------- #
+# the simulator's shared arrays (conftest.py's lock)
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.skipif(not CUDA_SIMULATED, reason="about Numba's CUDA simulator")
+def test_simulator_shared_arrays_are_made_once_per_block_even_with_a_thread_switch():
+    """Two threads of one block reach ``cuda.shared.array`` on the same line; a thread
+    switch right after the lookup (forced here by a slow lookup) used to let both
+    make an array, so one thread wrote to an array no other thread read. With
+    conftest.py's lock both get the same array; without it, they do not."""
+    import threading
+    import time
+
+    from numba.cuda.simulator import kernelapi
+
+    conftest = sys.modules["conftest"]
+
+    class SlowLookup(dict):
+        def get(self, key, default=None):
+            found = super().get(key, default)
+            time.sleep(0.02)  # the other thread runs now
+            return found
+
+    def arrays_seen_by_two_threads(array_method):
+        shared = kernelapi.FakeCUDAShared(0)
+        shared._allocations = SlowLookup()
+        seen = []
+
+        def thread_body():
+            seen.append(array_method(shared, 4, np.float32))  # one source line for both threads
+
+        threads = [threading.Thread(target=thread_body) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return seen
+
+    assert kernelapi.FakeCUDAShared.array is conftest._locked_shared_array
+    first, second = arrays_seen_by_two_threads(conftest._locked_shared_array)
+    assert first is second
+    first, second = arrays_seen_by_two_threads(conftest._unlocked_shared_array)
+    assert first is not second  # the race the lock removes
