@@ -41,11 +41,13 @@ def launch_bounds(max_threads_per_block: int, min_blocks_per_sm: int) -> dict:
 def configured(kernel, grid, block):
     """``kernel[grid, block]``, made once per (kernel, grid, block) and then reused.
 
-    Making a launch configuration is not free in numba-cuda: it normalises the
-    dimensions, looks up the stream and, for grids under 128 blocks, issues a
-    low-occupancy warning through Python's warnings machinery, on every launch. A
-    training step launches the same kernels on the same shapes every time, so the
-    configured launcher is kept (issue 12: launch configurations once per shape).
+    numba-cuda builds a launch configuration on every ``kernel[grid, block]``: it
+    normalises the dimensions, looks up the stream and, for grids under 128 blocks,
+    goes through Python's warnings machinery (a low-occupancy warning). A training
+    step launches the same kernels on the same shapes every time, so the configured
+    launcher is kept (issue 12: launch configurations once per shape). Measured
+    without a GPU: 0.9 us -> 0.1 us per launch, small beside the argument handling of
+    the launch itself (tens of microseconds, not addressed here).
     """
     key = (kernel, grid, block)
     launcher = _CONFIGURED.get(key)
