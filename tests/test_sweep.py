@@ -367,3 +367,29 @@ def test_cli_runs_on_an_existing_cluster_with_a_progress_bar(data_dir, client, t
     err = capsys.readouterr().err
     assert "trials" in err and "done=2" in err and "failed=0" in err
     assert client.status == "running"  # the command closed its own connection, not the cluster
+
+
+def test_sigterm_stops_the_command_like_ctrl_c_and_a_rerun_resumes(data_dir, tmp_path):
+    import subprocess
+
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "numbacnn", "sweep", "--grid", "seed=0,1,2,3,4,5,6,7", "--epochs", "1",
+               "--batch-size", "32", "--data-dir", str(data_dir), "--device", "cpu", "--workers", "0",
+               "--out", str(out), "--no-progress"]
+    # started the way `nohup ... &` starts it: SIGINT ignored, so only SIGTERM can stop it cleanly
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    for line in process.stdout:
+        if line.startswith("[1/8]"):
+            break
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "run the same command again to resume" in err
+    first = read_results(out)
+    assert 1 <= len(first) < 8
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(first)} already done" in done.stdout
+    records = read_results(out)
+    assert len(records) == 8 and len({r["trial"] for r in records}) == 8

@@ -9,7 +9,7 @@
 
 Exit codes: 0 every trial recorded (a diverged or impossible trial is a result);
 1 some trial failed (its message is recorded; a re-run retries it); 2 bad
-arguments or no cluster; 130 interrupted (a re-run resumes).
+arguments or no cluster; 130 interrupted by Ctrl-C or SIGTERM (a re-run resumes).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 
 from numbacnn.commands.train import add_config_arguments
@@ -29,6 +30,10 @@ def _error(what: str, where: str, todo: str) -> int:
 
     print(f"numbacnn sweep: error: {format_message(what, where, todo)}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -106,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
             except (OSError, TimeoutError) as exc:
                 return _error(f"cannot reach a Dask scheduler ({exc})", f"--cluster {args.cluster}",
                               "check the address and that the scheduler is running")
+    # A sweep started with nohup or `&` ignores Ctrl-C's SIGINT, and schedulers stop jobs with
+    # SIGTERM: both end the sweep the way Ctrl-C does (trials cancelled, local cluster closed).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_sweep(grid, base, args.out, client=client, workers=args.workers, progress=args.progress)
     except ValueError as exc:
@@ -115,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
               f"run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if client is not None:
             client.close()
     counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
