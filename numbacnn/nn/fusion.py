@@ -63,7 +63,7 @@ class _Workspace:
     once here; the kernels write their interiors only."""
 
     def __init__(self, x_shape: tuple, dtype: Any, conv: Conv2d, pad: tuple[int, int],
-                 out_border: tuple[int, int], pooled: bool) -> None:
+                 out_border: tuple[int, int], pooled: bool, training: bool) -> None:
         n, _, h, w = x_shape
         filters, _, kernel_h, kernel_w = conv.weight.shape
         self.pad = pad
@@ -78,13 +78,15 @@ class _Workspace:
             self.pooled = FF.bordered_empty(self.pooled_shape, out_border, dtype)
             self.pooled_view = FF.interior(self.pooled, out_border, self.pooled_shape)
             self.indices = np.empty(self.pooled_shape, np.int64)
-        # the output gradient, bordered by K - 1 - p for the grad-input correlation
         self.gz_border = (kernel_h - 1 - pad[0], kernel_w - 1 - pad[1])
+        self.gz = self.gz_view = self.gz_by_1 = self.gx = None
+        if not training:
+            return  # no backward after an eval-mode forward: no gradient buffers
+        # the output gradient, bordered by K - 1 - p for the grad-input correlation
         self.gz = FF.bordered_empty(self.y_shape, self.gz_border, dtype)
         self.gz_view = FF.interior(self.gz, self.gz_border, self.y_shape)
         # 3x3 without padding: the gradient again, bordered by 1 like x_padded, so
         # grad-weight can run over whole planes (see conv2d_backward_padded)
-        self.gz_by_1 = None
         if (kernel_h, kernel_w) == (3, 3) and pad == (0, 0):
             self.gz_by_1 = FF.bordered_empty(self.y_shape, (1, 1), dtype)
         self.gx = np.empty(x_shape, dtype)  # a plain input gradient (to a pool or outside)
@@ -103,9 +105,9 @@ class ConvReLUGroup:
     (its output is written straight into the next conv's padded input; the next
     group's grad-input straight into this group's bordered output gradient); every
     other case runs the compositions of ``functional/fused.py``.
-    In training mode a fast group's outputs are its workspaces, overwritten by the
-    next forward (as the layers' own buffers); in eval mode each forward returns new
-    arrays.
+    In training mode a fast group's outputs and input gradient are its workspaces,
+    overwritten by the next step (as the layers' own buffers); in eval mode each
+    forward returns new arrays and allocates no gradient buffers.
     """
 
     def __init__(self, conv: Conv2d, relu: ReLU, pool: MaxPool2d | None = None) -> None:
@@ -199,7 +201,7 @@ class ConvReLUGroup:
         key = (tuple(x.shape), x.dtype.str, out_border)
         ws = self._workspaces.get(key) if training else None
         if ws is None:
-            ws = _Workspace(tuple(x.shape), x.dtype, conv, pad, out_border, self.pool is not None)
+            ws = _Workspace(tuple(x.shape), x.dtype, conv, pad, out_border, self.pool is not None, training)
             if training:
                 self._workspaces = {key: ws}  # one shape at a time: a new batch shape replaces it
         previous = self.previous
