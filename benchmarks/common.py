@@ -132,13 +132,37 @@ def conv_backward_flops(name: str, batch: int, input_grad: bool = True) -> int:
     return conv_forward_flops(name, batch) * (2 if input_grad else 1)
 
 
+def tiny_vgg_conv_layers(in_channels: int, image_size: int, padding: int) -> list[tuple[str, int, int, int, int]]:
+    """(name, in_channels, out_channels, input size, output size) of Tiny VGG's four
+    3x3 convolutions (stride 1) for a square input, and the size after the last pool
+    as the last entry's name ``"final"``."""
+    rows, channels, size = [], in_channels, image_size
+    for index, name in enumerate(("conv_1_1", "conv_1_2", "conv_2_1", "conv_2_2")):
+        out = size + 2 * padding - KERNEL + 1
+        rows.append((name, channels, FILTERS, size, out))
+        channels, size = FILTERS, out // POOL if index % 2 else out
+    rows.append(("final", FILTERS, FILTERS, size, size))
+    return rows
+
+
+def tiny_vgg_step_flops(batch: int, in_channels: int = IN_CHANNELS, image_size: int = IMAGE_SIZE,
+                        padding: int = 0) -> int:
+    """FLOPs of one training step at any input: the four convolutions forward,
+    grad-weight and (all but the first) grad-input, each 2 * multiply-adds, and the
+    linear layer's three matrix products; ReLU, pooling, loss and SGD are left out.
+    426 MFLOP for the main job (1x28x28, batch 64, padding 1), 1,010 for 3x64x64
+    batch 32 padding 0."""
+    *convs, (_, _, _, final, _) = tiny_vgg_conv_layers(in_channels, image_size, padding)
+    forward = [2 * batch * cout * cin * KERNEL * KERNEL * out * out for _, cin, cout, _, out in convs]
+    linear = 2 * batch * FILTERS * final * final * CLASSES
+    return 3 * sum(forward) - forward[0] + 3 * linear
+
+
 def training_step_flops(batch: int) -> int:
-    """Forward + backward of the four convolutions and the linear layer (the first
-    convolution needs no input gradient); ReLU, pooling and loss are left out."""
-    convs = sum(conv_forward_flops(name, batch) for name in CONV_SHAPES)
-    first = conv_forward_flops("conv_1_1", batch)
-    linear = 2 * batch * LINEAR_FEATURES * CLASSES
-    return convs + (3 * convs - first) + 3 * linear
+    """:func:`tiny_vgg_step_flops` of the 64x64x3, padding-0 step. (Until issue 10 this
+    counted the forward convolutions twice, 4x instead of 3x, which overstated the
+    step's GFLOP/s in older RESULTS.md tables by ~35%.)"""
+    return tiny_vgg_step_flops(batch)
 
 
 # --------------------------------------------------------------------------- #
@@ -148,14 +172,17 @@ def training_step_flops(batch: int) -> int:
 
 class TinyVGGStep:
     """One Tiny VGG training step (forward, loss, backward, SGD update) and one
-    inference pass on a fixed batch of 64x64x3 images, with ``numbacnn.models.tiny_vgg``
-    and ``numbacnn.optim.SGD``."""
+    inference pass on a fixed batch of images (64x64x3, padding 0 by default; the main
+    job is ``in_channels=1, image_size=28, padding=1``), with
+    ``numbacnn.models.tiny_vgg`` and ``numbacnn.optim.SGD``."""
 
-    def __init__(self, batch: int, dtype: str = "float32", lr: float = 0.01, seed: int = 0) -> None:
+    def __init__(self, batch: int, dtype: str = "float32", lr: float = 0.01, seed: int = 0,
+                 in_channels: int = IN_CHANNELS, image_size: int = IMAGE_SIZE, padding: int = 0) -> None:
         rng = np.random.default_rng(seed)
-        self.x = rng.standard_normal((batch, IN_CHANNELS, IMAGE_SIZE, IMAGE_SIZE)).astype(dtype)
+        self.x = rng.standard_normal((batch, in_channels, image_size, image_size)).astype(dtype)
         self.labels = rng.integers(0, CLASSES, batch).astype(np.int64)
-        self.model = tiny_vgg(IN_CHANNELS, CLASSES, IMAGE_SIZE, FILTERS, dtype=np.dtype(dtype), seed=seed)
+        self.model = tiny_vgg(in_channels, CLASSES, image_size, FILTERS, padding=padding, dtype=np.dtype(dtype),
+                              seed=seed)
         self.optimizer = SGD(self.model.parameters(), lr=lr)
 
     def step(self) -> float:

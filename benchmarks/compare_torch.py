@@ -1,17 +1,33 @@
 """numbacnn vs PyTorch (CPU) side by side, in one process, with the same thread count.
 
-    python benchmarks/compare_torch.py                 # batches 1, 32, 128, float32
-    python benchmarks/compare_torch.py --batches 32 --ops conv --min-time 0.5
+    python benchmarks/compare_torch.py                 # whole Tiny VGG steps + per-kernel table (~1-2 min)
+    python benchmarks/compare_torch.py --busy          # the same with one competing `yes > /dev/null`
+    python benchmarks/compare_torch.py --no-compile    # without torch.compile (no compiler warm-up)
+    python benchmarks/compare_torch.py --ops conv pool layers model --batches 32   # the per-op table
     python benchmarks/compare_torch.py --first-call    # also cold-start times
 
-For every op and batch size both libraries are warmed up, then called alternately
-(numbacnn, torch, numbacnn, ...) so that noise from other processes hits both
-alike; the table shows the median time of each, the ratio numbacnn / torch (< 1
-means numbacnn is faster) and the rate each reaches: GFLOP/s for convolutions,
-linear layers and whole steps, GB/s (bytes read + written) for pooling and ReLU.
+Default run: a whole training step (forward, loss, backward, SGD update) of
+numbacnn's ``tiny_vgg`` + ``SGD`` (the fused Sequential path, the default) against
+the same network in PyTorch three ways: NCHW (the default layout), ``channels_last``
+(oneDNN's faster path) and ``torch.compile`` (default mode, Inductor). Two shapes:
+the main job (1x28x28, batch 64, padding 1) and CNN Explainer's (3x64x64, batch 32,
+padding 0). All run in this process on the same number of threads (numba's, 2 on
+the development machine), in alternating blocks of steps (numbacnn, NCHW,
+channels_last, compiled, numbacnn, ...) so that other processes' noise hits all
+alike; each figure is the median over blocks of the mean step time. Every ratio is
+numbacnn / PyTorch's best of the three (< 1: numbacnn faster).
+
+Then a per-kernel table: each kernel a numbacnn training step calls, timed inside
+real steps, with GFLOP/s and the percentage of this machine's float32 roof, measured
+here as NumPy's float32 matmul (OpenBLAS sgemm) on the same number of threads.
+``os.getloadavg()`` is printed before and after: on a shared machine quote ratios
+from one run, not absolute times.
+
+``--ops`` gives the older per-op table (each kernel against PyTorch's NCHW op).
 
 Needs PyTorch's CPU build: ``pip install torch==2.13.0`` (never a bare
-``pip install torch``, which pulls gigabytes of CUDA packages).
+``pip install torch``, which pulls gigabytes of CUDA packages). torch.compile needs
+a C++ compiler (g++).
 """
 
 from __future__ import annotations
@@ -33,7 +49,8 @@ import numbacnn  # noqa: E402
 import numbacnn.functional as F  # noqa: E402
 from benchmarks.common import (CLASSES, CONV_SHAPES, FILTERS, IN_CHANNELS, KERNEL,  # noqa: E402
                                LINEAR_FEATURES, POOL, POOL_SHAPES, TinyVGGStep, conv_forward_flops,
-                               conv_inputs, pool_inputs, training_step_flops)
+                               conv_inputs, pool_inputs, tiny_vgg_conv_layers, tiny_vgg_step_flops,
+                               training_step_flops)
 
 
 def median_times(functions, min_time: float, min_runs: int = 5, max_runs: int = 200, warmup: int = 2):
@@ -156,6 +173,325 @@ GROUPS = {"conv": conv_cases, "pool": pool_cases, "layers": layer_cases, "model"
 
 
 # --------------------------------------------------------------------------- #
+# whole training steps: numbacnn vs PyTorch NCHW, channels_last, torch.compile
+# --------------------------------------------------------------------------- #
+
+# (label, in_channels, image size, batch, padding)
+STEP_SHAPES = [
+    ("main job: 1x28x28, batch 64, padding 1", 1, 28, 64, 1),
+    ("CNN Explainer: 3x64x64, batch 32, padding 0", 3, 64, 32, 0),
+]
+TORCH_VARIANTS = ("NCHW", "channels_last", "compile")
+
+
+def torch_tiny_vgg_like(torch, ours: TinyVGGStep, padding: int):
+    """PyTorch's Tiny VGG with numbacnn's initial weights (same layers, same order)."""
+    nn = torch.nn
+    in_channels, size = ours.x.shape[1], ours.x.shape[2]
+    final = tiny_vgg_conv_layers(in_channels, size, padding)[-1][3]
+
+    def conv(cin):
+        return nn.Conv2d(cin, FILTERS, KERNEL, padding=padding)
+
+    model = nn.Sequential(
+        conv(in_channels), nn.ReLU(), conv(FILTERS), nn.ReLU(), nn.MaxPool2d(POOL),
+        conv(FILTERS), nn.ReLU(), conv(FILTERS), nn.ReLU(), nn.MaxPool2d(POOL),
+        nn.Flatten(), nn.Linear(FILTERS * final * final, CLASSES)).to(getattr(torch, str(ours.x.dtype)))
+    theirs, mine = list(model.parameters()), ours.model.parameters()
+    if [tuple(p.shape) for p in theirs] != [tuple(p.data.shape) for p in mine]:
+        raise AssertionError("compare_torch: the PyTorch Tiny VGG's parameters do not match numbacnn's")
+    with torch.no_grad():
+        for t, p in zip(theirs, mine):
+            t.copy_(torch.from_numpy(np.ascontiguousarray(p.data)))
+    return model
+
+
+def torch_step(torch, ours: TinyVGGStep, padding: int, variant: str):
+    """A PyTorch training step (zero_grad, forward, cross-entropy, backward, SGD) on
+    ours' batch, in the given variant; returns (step function, its model)."""
+    model = torch_tiny_vgg_like(torch, ours, padding)
+    x = torch.from_numpy(ours.x.copy())
+    labels = torch.from_numpy(ours.labels)
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    run = torch.compile(model) if variant == "compile" else model  # default mode (Inductor)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(run(x), labels)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def alternating_blocks(functions: dict, blocks: int, block_time: float) -> dict:
+    """{name: per-call seconds of each block} with the functions' blocks in turn.
+
+    Each function was warmed up by the caller; repetitions per block are set from
+    three timed calls so that a block lasts about ``block_time`` seconds."""
+    reps = {}
+    for name, fn in functions.items():
+        calls = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            calls.append(time.perf_counter() - t0)
+        reps[name] = max(1, min(500, int(round(block_time / max(float(np.median(calls)), 1e-6)))))
+    samples = {name: [] for name in functions}
+    for _ in range(blocks):
+        for name, fn in functions.items():
+            t0 = time.perf_counter()
+            for _ in range(reps[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / reps[name])
+    return samples
+
+
+def measure_roof(threads: int, size: int = 2048, seconds: float = 1.5) -> float:
+    """This machine's float32 roof in GFLOP/s: the best of repeated NumPy float32
+    matmuls (OpenBLAS sgemm, ``size`` square) on ``threads`` threads, in a fresh
+    process so that BLAS's thread count can be set before NumPy loads."""
+    code = (
+        "import time, numpy as np\n"
+        f"n = {size}\n"
+        "rng = np.random.default_rng(0)\n"
+        "a = rng.standard_normal((n, n), dtype=np.float32); b = rng.standard_normal((n, n), dtype=np.float32)\n"
+        "a @ b\n"
+        "best, start = float('inf'), time.perf_counter()\n"
+        f"while time.perf_counter() - start < {seconds} or best == float('inf'):\n"
+        "    t0 = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t0)\n"
+        "print(2 * n ** 3 / best / 1e9)\n")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    if result.returncode:
+        raise RuntimeError(f"compare_torch: the roof measurement failed: {result.stderr.strip()[-300:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def load_average() -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+
+
+def whole_steps(torch, blocks: int, block_time: float, compile_: bool, dtype: str) -> list[dict]:
+    """For each of STEP_SHAPES: numbacnn's and PyTorch's step times (alternating blocks)."""
+    results = []
+    variants = [v for v in TORCH_VARIANTS if compile_ or v != "compile"]
+    for label, in_channels, size, batch, padding in STEP_SHAPES:
+        ours = TinyVGGStep(batch, dtype, in_channels=in_channels, image_size=size, padding=padding)
+        functions = {"numbacnn": ours.step}
+        compile_seconds = None
+        if compile_:
+            torch._dynamo.reset()  # a fresh compile per shape, never a dynamic-shape recompile
+        for variant in variants:
+            functions[variant] = torch_step(torch, ours, padding, variant)
+        for name, fn in functions.items():  # warm-up: JIT compilation, caches, torch.compile
+            t0 = time.perf_counter()
+            losses = [fn() for _ in range(3)]
+            if name == "compile":
+                compile_seconds = time.perf_counter() - t0
+            if not all(np.isfinite(losses)):
+                raise AssertionError(f"compare_torch: {name} step loss is not finite: {losses}")
+        samples = alternating_blocks(functions, blocks, block_time)
+        results.append(dict(label=label, shape=(in_channels, size, batch, padding), samples=samples,
+                            flops=tiny_vgg_step_flops(batch, in_channels, size, padding),
+                            compile_seconds=compile_seconds))
+    return results
+
+
+def print_whole_steps(results: list[dict], roof: float) -> None:
+    print("| step | numbacnn ms | torch NCHW ms | torch channels_last ms | torch.compile ms | "
+          "numbacnn / best torch | numbacnn / NCHW | numbacnn GFLOP/s (% roof) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        medians = {name: float(np.median(times)) for name, times in r["samples"].items()}
+        torch_names = [n for n in TORCH_VARIANTS if n in medians]
+        best = min(torch_names, key=medians.get)
+        ours = medians["numbacnn"]
+        cells = []
+        for name in ("numbacnn",) + TORCH_VARIANTS:
+            if name not in medians:
+                cells.append("-")
+                continue
+            times = r["samples"][name]
+            cell = f"{medians[name] * 1e3:.2f} ({min(times) * 1e3:.2f}-{max(times) * 1e3:.2f})"
+            cells.append(f"**{cell}**" if name == best else cell)
+        rate = r["flops"] / ours / 1e9
+        print(f"| {r['label']} | " + " | ".join(cells) + f" | **{ours / medians[best]:.2f}** (vs {best}) | "
+              f"{ours / medians['NCHW']:.2f} | {rate:.1f} ({100 * rate / roof:.0f}%) |")
+    print()
+    print("ms: median of the blocks' mean step time (fastest-slowest block in brackets); bold: PyTorch's best; "
+          "ratio < 1: numbacnn faster.")
+    for r in results:
+        if r["compile_seconds"] is not None:
+            print(f"torch.compile warm-up (compile + 3 steps), {r['label']}: {r['compile_seconds']:.1f} s")
+
+
+# --------------------------------------------------------------------------- #
+# per-kernel table: the calls a numbacnn step makes, timed inside real steps
+# --------------------------------------------------------------------------- #
+
+
+def _conv_dims(x_padded, w):
+    n, (f, c, kh, kw) = x_padded.shape[0], w.shape
+    oh, ow = x_padded.shape[2] - kh + 1, x_padded.shape[3] - kw + 1
+    return n, c, f, oh, ow, 2 * n * f * c * kh * kw * oh * ow
+
+
+def _describe(name: str, args: tuple, kwargs: dict) -> tuple[str, float, str]:
+    """(row label, work, unit) of one call: FLOPs for convolutions and matrix
+    products, bytes read + written for memory-bound copies and masks."""
+    if name == "conv2d_relu_padded":
+        n, c, f, oh, ow, flops = _conv_dims(args[0], args[1])
+        pool = " + max-pool (indices)" if kwargs.get("pooled") is not None else ""
+        return f"conv {c}->{f} {oh}x{ow}: forward + ReLU{pool}", flops, "GFLOP/s"
+    if name == "conv2d_backward_padded":
+        n, c, f, oh, ow, flops = _conv_dims(args[2], args[3])
+        if kwargs.get("gx") is None:
+            return f"conv {c}->{f} {oh}x{ow}: grad-weight + grad-bias", flops, "GFLOP/s"
+        mask = " x ReLU mask" if kwargs.get("mask") is not None else ""
+        return f"conv {c}->{f} {oh}x{ow}: grad-weight + grad-bias + grad-input{mask}", 2 * flops, "GFLOP/s"
+    if name == "max_pool2d_relu_backward_padded":
+        gp = args[2]
+        return f"max-pool backward (indices) x ReLU mask {tuple(gp.shape[1:])}", 6 * gp.nbytes, "GB/s"
+    if name in ("copy_into_border", "copy_interior"):
+        src = args[2] if name == "copy_into_border" else args[2]
+        what = "input into the padded buffer" if name == "copy_into_border" else "gradient re-bordered (plane grad-weight)"
+        return f"copy: {what}", 2 * np.asarray(src).nbytes, "GB/s"
+    if name == "relu_backward_padded":
+        return "ReLU backward into bordered buffer", 3 * args[2].nbytes, "GB/s"
+    if name == "linear":
+        x, w = args[0], args[1]
+        return f"linear {w.shape[1]}->{w.shape[0]} forward", 2 * x.shape[0] * w.shape[0] * w.shape[1], "GFLOP/s"
+    if name == "linear_backward":
+        gy, x, w = args[0], args[1], args[2]
+        return f"linear {w.shape[1]}->{w.shape[0]} backward", 4 * gy.shape[0] * w.shape[0] * w.shape[1], "GFLOP/s"
+    if name == "softmax_cross_entropy":
+        return "softmax cross-entropy (loss + gradient)", 0, ""
+    return name.replace("_", " "), 0, ""
+
+
+def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
+    """Run ``steps`` training steps with every functional call the step makes wrapped
+    in a timer; returns ([(label, median seconds per step, work, unit)], median step
+    seconds). Only the outermost call is timed (a fused op calling an unfused one is
+    one row)."""
+    import numbacnn.functional.fused as FF
+
+    wrapped, depth = [], [0]
+    order: list[str] = []
+    times: dict[str, list[float]] = {}
+    described: dict[str, tuple[float, str]] = {}
+    current: dict[str, float] = {}
+
+    def wrap(module, name):
+        original = getattr(module, name, None)
+        if original is None or not callable(original):
+            return
+
+        def timed(*args, **kwargs):
+            if depth[0]:
+                return original(*args, **kwargs)
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - t0
+                depth[0] -= 1
+                label, work, unit = _describe(name, args, kwargs)
+                key = label
+                while key in current:  # the same kind of call twice in one step: its own row
+                    key += " "
+                current[key] = elapsed
+                described[key] = (work, unit)
+
+        wrapped.append((module, name, original))
+        setattr(module, name, timed)
+
+    for name in ("conv2d_relu_padded", "conv2d_backward_padded", "max_pool2d_relu_backward_padded",
+                 "copy_into_border", "copy_interior", "relu_backward_padded", "conv2d_relu",
+                 "conv2d_relu_max_pool2d", "max_pool2d_relu_backward", "conv2d_backward_relu_mask"):
+        wrap(FF, name)
+    for name in ("linear", "linear_backward", "softmax_cross_entropy", "conv2d", "conv2d_backward", "relu",
+                 "relu_backward", "max_pool2d", "max_pool2d_backward"):
+        wrap(F, name)
+    optimizer = ours.optimizer
+    original_step = optimizer.step
+
+    def sgd_step():
+        t0 = time.perf_counter()
+        original_step()
+        current["SGD update"] = time.perf_counter() - t0
+        described["SGD update"] = (0, "")
+
+    optimizer.step = sgd_step
+    step_times = []
+    try:
+        for _ in range(steps):
+            current.clear()
+            t0 = time.perf_counter()
+            ours.step()
+            step_times.append(time.perf_counter() - t0)
+            for key, elapsed in current.items():
+                if key not in times:
+                    order.append(key)
+                    times[key] = []
+                times[key].append(elapsed)
+    finally:
+        for module, name, original in reversed(wrapped):
+            setattr(module, name, original)
+        del optimizer.step
+    rows = [(key.rstrip(), float(np.median(times[key])), *described[key]) for key in order]
+    return rows, float(np.median(step_times))
+
+
+def print_kernel_tables(dtype: str, steps: int, roof: float) -> None:
+    for label, in_channels, size, batch, padding in STEP_SHAPES:
+        ours = TinyVGGStep(batch, dtype, in_channels=in_channels, image_size=size, padding=padding)
+        for _ in range(3):
+            ours.step()
+        rows, step_seconds = kernel_table(ours, steps)
+        print(f"numbacnn per kernel, {label} (median of {steps} steps, calls in step order):")
+        print()
+        print("| kernel | ms per step | % of step | rate | % of roof |")
+        print("|---|---:|---:|---:|---:|")
+        for name, seconds, work, unit in rows:
+            rate = f"{work / seconds / 1e9:.1f} {unit}" if work and seconds > 0 else "-"
+            share = f"{100 * work / seconds / 1e9 / roof:.0f}%" if unit == "GFLOP/s" and seconds > 0 else "-"
+            print(f"| {name} | {seconds * 1e3:.3f} | {100 * seconds / step_seconds:.0f}% | {rate} | {share} |")
+        rest = step_seconds - sum(row[1] for row in rows)
+        print(f"| everything else (Python, dispatch, Flatten, zero_grad) | {rest * 1e3:.3f} | "
+              f"{100 * rest / step_seconds:.0f}% | - | - |")
+        flops = tiny_vgg_step_flops(batch, in_channels, size, padding)
+        print(f"| **whole step** | {step_seconds * 1e3:.3f} | 100% | {flops / step_seconds / 1e9:.1f} GFLOP/s | "
+              f"{100 * flops / step_seconds / 1e9 / roof:.0f}% |")
+        print()
+
+
+class BusyProcess:
+    """One competing busy process, ``yes > /dev/null``, for the duration of a block."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.process = enabled, None
+
+    def __enter__(self):
+        if self.enabled:
+            self.process = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+# --------------------------------------------------------------------------- #
 # reporting
 # --------------------------------------------------------------------------- #
 
@@ -191,22 +527,8 @@ def first_call_times() -> tuple[float, float]:
     return cold, warm
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--ops", nargs="+", default=list(GROUPS), choices=list(GROUPS))
-    parser.add_argument("--min-time", type=float, default=0.3,
-                        help="seconds of calls per op and library, at least (default 0.3)")
-    parser.add_argument("--first-call", action="store_true",
-                        help="also time a fresh process's first training step, with and without a disk cache")
-    args = parser.parse_args(argv)
-
-    import torch
-
-    torch.set_num_threads(numba.get_num_threads())
-    print(machine_description(torch))
-    print()
+def per_op_table(torch, args) -> None:
+    """The older table: each kernel against PyTorch's NCHW op, alternating calls."""
     print("| op | batch | numbacnn ms | torch ms | ratio | numbacnn rate | torch rate |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for batch in args.batches:
@@ -217,6 +539,61 @@ def main(argv=None) -> int:
                 print(f"| {name} | {batch} | {our_time * 1e3:.3f} | {their_time * 1e3:.3f} | "
                       f"{our_time / their_time:.2f} | {work / our_time / scale:.1f} {unit} | "
                       f"{work / their_time / scale:.1f} {unit} |", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--busy", action="store_true",
+                        help="run the steps and kernels with one competing busy process (`yes > /dev/null`, "
+                             "started and killed here); the roof is measured before it starts")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave torch.compile out (its first compile takes ~1 min on 2 busy cores; "
+                             "later runs reuse Inductor's on-disk cache)")
+    parser.add_argument("--blocks", type=int, default=7, help="alternating blocks per library (default 7)")
+    parser.add_argument("--block-time", type=float, default=0.2,
+                        help="seconds per block, about (default 0.2)")
+    parser.add_argument("--kernel-steps", type=int, default=15,
+                        help="instrumented steps for the per-kernel table (0: no table; default 15)")
+    parser.add_argument("--roof", type=float, default=None,
+                        help="float32 roof in GFLOP/s to rate kernels against, instead of measuring it now "
+                             "(a busy machine measures a lower roof)")
+    parser.add_argument("--ops", nargs="+", default=None, choices=list(GROUPS),
+                        help="instead: the older per-op table against PyTorch NCHW, for these groups")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128], help="batches of --ops")
+    parser.add_argument("--min-time", type=float, default=0.3,
+                        help="--ops: seconds of calls per op and library, at least (default 0.3)")
+    parser.add_argument("--first-call", action="store_true",
+                        help="also time a fresh process's first training step, with and without a disk cache")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    threads = numba.get_num_threads()
+    torch.set_num_threads(threads)
+    print(machine_description(torch))
+    if args.ops:
+        with BusyProcess(args.busy):
+            per_op_table(torch, args)
+    else:
+        if args.roof:
+            roof = args.roof
+            print(f"float32 roof: {roof:.1f} GFLOP/s (given with --roof; measured now: {measure_roof(threads):.1f})")
+        else:
+            roof = measure_roof(threads)
+            print(f"float32 roof: {roof:.1f} GFLOP/s (best NumPy float32 2048x2048 matmul, OpenBLAS, "
+                  f"{threads} threads, measured now)")
+        print(f"competing busy process (yes > /dev/null): {'yes' if args.busy else 'no'}")
+        print()
+        with BusyProcess(args.busy):
+            results = whole_steps(torch, args.blocks, args.block_time, not args.no_compile, args.dtype)
+            print(f"load average after the steps: {load_average()}")
+            print()
+            print_whole_steps(results, roof)
+            print()
+            if args.kernel_steps > 0:
+                print_kernel_tables(args.dtype, args.kernel_steps, roof)
+    print(f"load average at the end: {load_average()}")
     if args.first_call:
         cold, warm = first_call_times()
         print()
