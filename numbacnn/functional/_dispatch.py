@@ -62,3 +62,78 @@ def _drop_batch_axis(a: Array, added: bool) -> Array:
     if a is None or not added:
         return a
     return a.reshape(tuple(a.shape[1:]))
+
+
+def _byte_range(a: Array) -> tuple[int, int] | None:
+    """[start, end) of the memory ``a`` spans, or None when it cannot be told."""
+    host = a if isinstance(a, np.ndarray) else getattr(a, "_ary", None)  # the CUDA simulator wraps NumPy
+    if isinstance(host, np.ndarray):
+        low, high = np.lib.array_utils.byte_bounds(host)
+        return low, high
+    interface = getattr(a, "__cuda_array_interface__", None)
+    if interface is not None:
+        start = int(interface["data"][0])
+        return start, start + int(a.nbytes)
+    return None
+
+
+def _overlap(a: Array, b: Array) -> str:
+    """"same" when a and b are the same memory with the same shape, "partial" when
+    their memory overlaps otherwise, "" when it does not."""
+    ra, rb = _byte_range(a), _byte_range(b)
+    if ra is None or rb is None or ra[0] >= rb[1] or rb[0] >= ra[1] or a.nbytes == 0 or b.nbytes == 0:
+        return ""
+    return "same" if ra == rb and tuple(a.shape) == tuple(b.shape) else "partial"
+
+
+def _output(op: str, name: str, out: Array | None, kernels: Any, where: str, shape: tuple, dtype: Any,
+            inputs: dict[str, Array] | None = None, elementwise: bool = False) -> Array:
+    """The array an op writes its result ``name`` into: ``out`` when given (checked:
+    shape, dtype, device, C-contiguous and writable, and not overlapping an input,
+    except that an elementwise op may write over an input exactly, as PyTorch's
+    in-place ops), else a new ``kernels.empty(shape, dtype)``.
+
+    Parameters
+    ----------
+    name : str
+        The argument as the user spells it (``out``, ``out[1]``), named in every error.
+    inputs : dict of name -> array
+        The op's inputs that ``out`` must not overlap.
+    """
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    if out is None:
+        return kernels.empty(shape, dtype)
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise TypeError(f"{op}: {name} must be an array or None, got {type(out).__name__}")
+    if tuple(int(s) for s in out.shape) != shape:
+        raise ValueError(f"{op}: {name} has shape {tuple(out.shape)}, expected {shape}")
+    if np.dtype(out.dtype) != dtype:
+        raise TypeError(f"{op}: {name} has dtype {np.dtype(out.dtype).name}, expected {dtype.name} (nothing is cast)")
+    out_device = device_of(out)
+    if out_device != where:
+        raise ValueError(f"{op}: {name} is on {out_device} but the inputs are on {where}; "
+                         f"pass an output array on {where}")
+    if isinstance(out, np.ndarray):
+        if not (out.flags.c_contiguous and out.flags.writeable):
+            raise ValueError(f"{op}: {name} must be a C-contiguous writable array (a strided view or read-only "
+                             f"array cannot be written in place)")
+    elif not out.is_c_contiguous():
+        raise ValueError(f"{op}: {name} is a non-contiguous CUDA array; expected a C-contiguous one")
+    for input_name, a in (inputs or {}).items():
+        if a is None:
+            continue
+        kind = _overlap(out, a)
+        if kind == "partial" or (kind == "same" and not elementwise):
+            raise ValueError(f"{op}: {name} shares memory with {input_name}; the op reads {input_name} while it "
+                             f"writes {name} (pass a separate array)")
+    return out
+
+
+def _split_out(op: str, out: tuple | None, count: int) -> tuple:
+    """The entries of a multi-output ``out=`` tuple (all None when out is None)."""
+    if out is None:
+        return (None,) * count
+    if not isinstance(out, (tuple, list)) or len(out) != count:
+        raise TypeError(f"{op}: out must be a tuple of {count} arrays or None entries, got {type(out).__name__}"
+                        + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    return tuple(out)

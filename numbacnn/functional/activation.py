@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from numbacnn.functional._dispatch import Array, _prepare
+from numbacnn.functional._dispatch import Array, _output, _prepare
 from numbacnn.shapes import check_array, check_same_dtype, check_shape
 
 
-def relu(x: Array, inplace: bool = False) -> Array:
+def relu(x: Array, inplace: bool = False, *, out: Array | None = None) -> Array:
     """``max(x, 0)`` elementwise, any shape (0-d and zero-size included). NaN stays NaN.
 
     ``inplace=True`` writes the result into x (which must then be contiguous) and
-    returns x, as PyTorch's ``relu(x, inplace=True)``.
+    returns x, as PyTorch's ``relu(x, inplace=True)``. ``out=`` (x's shape, dtype and
+    device, C-contiguous; x itself allowed, a partial overlap refused) receives the
+    result instead of a new array: a workspace kept between calls.
 
     Returns
     -------
@@ -20,19 +22,24 @@ def relu(x: Array, inplace: bool = False) -> Array:
     """
     op = "relu"
     check_array(x, "x", op, empty="any")
-    _, kernels, arrays = _prepare(op, x=x)
+    where, kernels, arrays = _prepare(op, x=x)
+    if inplace and out is not None:
+        raise ValueError(f"{op}: pass inplace=True or out=, not both")
     if inplace:
         if arrays["x"] is not x:
             raise ValueError(f"{op}: inplace=True needs a C-contiguous x, got a strided view (copy it first)")
         kernels.relu_forward(x.reshape(-1), x.reshape(-1))
         return x
-    out = kernels.empty(tuple(x.shape), np.dtype(x.dtype))
+    out = _output(op, "out", out, kernels, where, tuple(x.shape), np.dtype(x.dtype), arrays, elementwise=True)
     kernels.relu_forward(out.reshape(-1), arrays["x"].reshape(-1))
     return out
 
 
-def relu_backward(gy: Array, x: Array) -> Array:
+def relu_backward(gy: Array, x: Array, *, out: Array | None = None) -> Array:
     """Gradient of ``sum(gy * relu(x))``: gy where x > 0, else 0 (0 at x == 0).
+
+    ``out=`` (x's shape, dtype and device, C-contiguous; gy or x itself allowed, a
+    partial overlap refused) receives the gradient instead of a new array.
 
     Returns
     -------
@@ -43,7 +50,7 @@ def relu_backward(gy: Array, x: Array) -> Array:
     check_array(x, "x", op, empty="any")
     dtype = check_same_dtype(op, gy=gy, x=x)
     check_shape(gy, "gy", op, tuple(x.shape), " (x's shape)")
-    _, kernels, arrays = _prepare(op, gy=gy, x=x)
-    gx = kernels.empty(tuple(x.shape), dtype)
+    where, kernels, arrays = _prepare(op, gy=gy, x=x)
+    gx = _output(op, "out", out, kernels, where, tuple(x.shape), dtype, arrays, elementwise=True)
     kernels.relu_backward(gx.reshape(-1), arrays["gy"].reshape(-1), arrays["x"].reshape(-1))
     return gx

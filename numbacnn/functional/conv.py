@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from numbacnn.functional._dispatch import Array, IntOrPair, _add_batch_axis, _drop_batch_axis, _prepare
+from numbacnn.functional._dispatch import Array, IntOrPair, _add_batch_axis, _drop_batch_axis, _output, _prepare, _split_out
 from numbacnn.shapes import check_array, check_same_dtype, check_shape, conv2d_geometry
 
 
 def conv2d(
     x: Array, w: Array, b: Array | None = None, stride: IntOrPair = 1,
-    padding: IntOrPair | str = 0, dilation: IntOrPair = 1, groups: int = 1,
+    padding: IntOrPair | str = 0, dilation: IntOrPair = 1, groups: int = 1, *, out: Array | None = None,
 ) -> Array:
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
@@ -29,6 +29,9 @@ def conv2d(
     groups : int
         Split channels into groups convolved separately; must divide C and F.
         ``groups == C`` is a depthwise convolution.
+    out : array of the output's shape and x's dtype and device, optional
+        Written and returned instead of a new array (a workspace kept between
+        calls); C-contiguous, not overlapping x, w or b.
 
     Returns
     -------
@@ -46,9 +49,11 @@ def conv2d(
     geometry = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups, op)
     if b is not None:
         check_shape(b, "b", op, (geometry.out_channels,), f" (one bias per filter; w.shape={tuple(w.shape)})")
-    _, kernels, arrays = _prepare(op, x=x, w=w, b=b)
+    where, kernels, arrays = _prepare(op, x=x, w=w, b=b)
     bias = arrays["b"] if b is not None else kernels.zeros((geometry.out_channels,), dtype)
-    out = kernels.empty(geometry.output_shape, dtype)
+    if out is not None and unbatched:
+        out, _ = _add_batch_axis(out, 4)
+    out = _output(op, "out", out, kernels, where, geometry.output_shape, dtype, arrays)
     if geometry.batch:  # N = 0: nothing to compute
         kernels.conv2d_forward(out, arrays["x"], arrays["w"], bias, *geometry.kernel_args())
     return _drop_batch_axis(out, unbatched)
@@ -56,7 +61,8 @@ def conv2d(
 
 def conv2d_backward(
     gy: Array, x: Array, w: Array, stride: IntOrPair = 1, padding: IntOrPair | str = 0,
-    dilation: IntOrPair = 1, groups: int = 1, input_grad: bool = True,
+    dilation: IntOrPair = 1, groups: int = 1, input_grad: bool = True, *,
+    out: tuple[Array | None, Array | None, Array | None] | None = None,
 ) -> tuple[Array | None, Array, Array]:
     """Gradients of ``sum(gy * conv2d(x, w, b, ...))``.
 
@@ -68,6 +74,10 @@ def conv2d_backward(
         As passed to :func:`conv2d`.
     input_grad : bool
         Compute gx; a network's first layer can skip it (returns None).
+    out : (gx, gw, gb) tuple of arrays or None, optional
+        Where to write each gradient (None entries are allocated): workspaces kept
+        between steps. Each is checked as :func:`conv2d`'s ``out``; none may overlap
+        gy, x, w or another entry.
 
     Returns
     -------
@@ -85,18 +95,23 @@ def conv2d_backward(
     dtype = check_same_dtype(op, gy=gy, x=x, w=w)
     geometry = conv2d_geometry(x.shape, w.shape, stride, padding, dilation, groups, op)
     check_shape(gy, "gy", op, geometry.output_shape, " (conv2d's output shape for these x, w and hyperparameters)")
-    _, kernels, arrays = _prepare(op, gy=gy, x=x, w=w)
+    where, kernels, arrays = _prepare(op, gy=gy, x=x, w=w)
     args = geometry.kernel_args()
+    gx_out, gw_out, gb_out = _split_out(op, out, 3)
+    if gx_out is not None and unbatched:
+        gx_out, _ = _add_batch_axis(gx_out, 4)
     if not geometry.batch:  # N = 0: an empty gx, and sums over no images are zero
         gx = kernels.empty(geometry.input_shape, dtype) if input_grad else None
         gw, gb = kernels.zeros(geometry.weight_shape, dtype), kernels.zeros((geometry.out_channels,), dtype)
         return _drop_batch_axis(gx, unbatched), gw, gb
     gx = None
     if input_grad:
-        gx = kernels.empty(geometry.input_shape, dtype)
+        gx = _output(op, "out[0]", gx_out, kernels, where, geometry.input_shape, dtype, arrays)
         kernels.conv2d_backward_input(gx, arrays["gy"], arrays["w"], *args)
-    gw = kernels.empty(geometry.weight_shape, dtype)
+    gw = _output(op, "out[1]", gw_out, kernels, where, geometry.weight_shape, dtype, dict(arrays, **{"out[0]": gx}))
     kernels.conv2d_backward_weight(gw, arrays["gy"], arrays["x"], *args)
-    gb = kernels.empty((geometry.out_channels,), dtype)
+    gb = _output(op, "out[2]", gb_out, kernels, where, (geometry.out_channels,), dtype,
+                 dict(arrays, **{"out[0]": gx, "out[1]": gw}))
     kernels.conv2d_backward_bias(gb, arrays["gy"])
     return _drop_batch_axis(gx, unbatched), gw, gb
+

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbacnn.functional._dispatch import Array, _prepare
+from numbacnn.functional._dispatch import Array, _output, _prepare, _split_out
 from numbacnn.shapes import ShapeError, check_array, check_same_dtype, check_shape
 
 
@@ -34,7 +34,7 @@ def _check_linear(op: str, x: Array, w: Array) -> tuple[Array, Array, tuple[int,
     return x.reshape((rows, features)), matrix_w, out_shape
 
 
-def linear(x: Array, w: Array, b: Array | None = None) -> Array:
+def linear(x: Array, w: Array, b: Array | None = None, *, out: Array | None = None) -> Array:
     """Fully connected layer: ``x @ w.T + b``.
 
     Parameters
@@ -43,6 +43,9 @@ def linear(x: Array, w: Array, b: Array | None = None) -> Array:
         Any number of leading axes (none: a single vector), which may be empty.
     w : array (OUT, IN), or (IN,) for one output feature without its axis
     b : array (OUT,) (() for a 1-D w), optional
+    out : array (*, OUT), optional
+        Written and returned instead of a new array (a workspace kept between
+        calls): x's dtype and device, C-contiguous, not overlapping x, w or b.
 
     Returns
     -------
@@ -58,15 +61,20 @@ def linear(x: Array, w: Array, b: Array | None = None) -> Array:
         if one_output:
             b = b.reshape((1,))
         check_shape(b, "b", op, (w.shape[0],), f" (one bias per output feature; w.shape={tuple(w.shape)})")
-    _, kernels, arrays = _prepare(op, x=x, w=w, b=b)
+    where, kernels, arrays = _prepare(op, x=x, w=w, b=b)
     bias = arrays["b"] if b is not None else kernels.zeros((w.shape[0],), dtype)
-    out = kernels.empty((x.shape[0], w.shape[0]), dtype)
+    if out is not None:
+        out = _output(op, "out", out, kernels, where, out_shape, dtype, arrays).reshape((x.shape[0], w.shape[0]))
+    else:
+        out = kernels.empty((x.shape[0], w.shape[0]), dtype)
     if x.shape[0]:  # M = 0: nothing to compute
         kernels.linear_forward(out, arrays["x"], arrays["w"], bias)
     return out.reshape(out_shape)
 
 
-def linear_backward(gy: Array, x: Array, w: Array) -> tuple[Array, Array, Array]:
+def linear_backward(gy: Array, x: Array, w: Array, *,
+                    out: tuple[Array | None, Array | None, Array | None] | None = None,
+                    ) -> tuple[Array, Array, Array]:
     """Gradients of ``sum(gy * linear(x, w, b))``.
 
     Parameters
@@ -75,6 +83,10 @@ def linear_backward(gy: Array, x: Array, w: Array) -> tuple[Array, Array, Array]
         Gradient with respect to linear's output.
     x, w
         As passed to :func:`linear`.
+    out : (gx, gw, gb) tuple of arrays or None, optional
+        Where to write each gradient (None entries are allocated), in the returned
+        shapes: workspaces kept between steps, checked as :func:`linear`'s ``out``;
+        none may overlap gy, x, w or another entry.
 
     Returns
     -------
@@ -91,15 +103,18 @@ def linear_backward(gy: Array, x: Array, w: Array) -> tuple[Array, Array, Array]
     check_shape(gy, "gy", op, out_shape, " (linear's output shape (*, OUT))")
     gy = gy.reshape((x.shape[0], w.shape[0]))
     gb_shape = (w.shape[0],) if len(w_shape) == 2 else ()
-    _, kernels, arrays = _prepare(op, gy=gy, x=x, w=w)
+    where, kernels, arrays = _prepare(op, gy=gy, x=x, w=w)
+    gx_out, gw_out, gb_out = _split_out(op, out, 3)
     if not x.shape[0]:  # no rows: an empty gx, and the sums over rows are zero
         return (kernels.empty(x_shape, dtype), kernels.zeros(w_shape, dtype),
                 kernels.zeros(gb_shape if gb_shape else (1,), dtype).reshape(gb_shape))
-    gx = kernels.empty(tuple(x.shape), dtype)
+    gx = _output(op, "out[0]", gx_out, kernels, where, x_shape, dtype, arrays).reshape(tuple(x.shape))
     kernels.linear_backward_input(gx, arrays["gy"], arrays["w"])
-    gw = kernels.empty(tuple(w.shape), dtype)
+    gw = _output(op, "out[1]", gw_out, kernels, where, w_shape, dtype,
+                 dict(arrays, **{"out[0]": gx})).reshape(tuple(w.shape))
     kernels.linear_backward_weight(gw, arrays["gy"], arrays["x"])
-    gb = kernels.empty((w.shape[0],), dtype)
+    gb = _output(op, "out[2]", gb_out, kernels, where, gb_shape, dtype,
+                 dict(arrays, **{"out[0]": gx, "out[1]": gw})).reshape((w.shape[0],))
     # the bias gradient sums gy over the batch: conv's bias kernel on (N, OUT, 1, 1)
     kernels.conv2d_backward_bias(gb, arrays["gy"].reshape(gy.shape[0], gy.shape[1], 1, 1))
     return gx.reshape(x_shape), gw.reshape(w_shape), gb.reshape(gb_shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numbacnn.functional._dispatch import Array, _prepare
+from numbacnn.functional._dispatch import Array, _output, _prepare
 from numbacnn.shapes import check_array, check_shape
 
 
@@ -28,7 +28,7 @@ def _host_copy(a: Array) -> np.ndarray:
     return to_host(a)
 
 
-def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[float, Array]:
+def softmax_cross_entropy(logits: Array, labels: Array, *, out: Array | None = None) -> tuple[float, Array]:
     """Mean cross-entropy of ``softmax(logits)`` against integer labels.
 
     Parameters
@@ -37,6 +37,9 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[float, Array]:
         Unnormalised class scores, float32 or float64.
     labels : integer array (N,)
         Class indices, ``0 <= label < K``, on the same device as logits.
+    out : array (N, K), optional
+        Receives the gradient instead of a new array (a workspace kept between
+        steps): logits' dtype and device, C-contiguous, not overlapping logits.
 
     Returns
     -------
@@ -56,7 +59,7 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[float, Array]:
         # lossless after the range check; one label dtype means one compiled kernel
         label_array = label_array.astype(np.int64, copy=False)
     dtype = np.dtype(logits.dtype)
-    grad = kernels.empty((batch, classes), dtype)
+    grad = _output(op, "out", out, kernels, where, (batch, classes), dtype, {"logits": arrays["logits"]})
     losses = kernels.empty((batch,), dtype)
     kernels.softmax_cross_entropy(grad, losses, arrays["logits"], label_array)
     host_losses = losses if where == "cpu" else _host_copy(losses)

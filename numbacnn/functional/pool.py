@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from numbacnn.functional._dispatch import Array, IntOrPair, _add_batch_axis, _drop_batch_axis, _prepare
+from numbacnn.functional._dispatch import Array, IntOrPair, _add_batch_axis, _drop_batch_axis, _output, _prepare
 from numbacnn.shapes import (
     ShapeError, check_array, check_same_dtype, check_shape, pool2d_geometry, unpool2d_output_size,
 )
@@ -41,7 +41,8 @@ def _check_indices(indices: Array, name: str, op: str, expected: tuple, plane_si
 
 def max_pool2d(
     x: Array, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0,
-    dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False,
+    dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False, *,
+    out: Array | None = None,
 ) -> Array | tuple[Array, Array]:
     """2-D max pooling.
 
@@ -62,6 +63,9 @@ def max_pool2d(
     return_indices : bool
         Also return where each maximum is (for :func:`max_unpool2d` and the
         cheaper backward ``max_pool2d_backward(..., indices=)``).
+    out : array of y's shape, x's dtype and device, optional
+        Receives y instead of a new array (a workspace kept between calls);
+        C-contiguous, not overlapping x.
 
     Returns
     -------
@@ -76,8 +80,10 @@ def max_pool2d(
     x, unbatched = _add_batch_axis(x, 4)
     check_array(x, "x", op, 4, batched_image=True, empty="batch")
     geometry = pool2d_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, op)
-    _, kernels, arrays = _prepare(op, x=x)
-    out = kernels.empty(geometry.output_shape, np.dtype(x.dtype))
+    where, kernels, arrays = _prepare(op, x=x)
+    if out is not None and unbatched:
+        out, _ = _add_batch_axis(out, 4)
+    out = _output(op, "out", out, kernels, where, geometry.output_shape, np.dtype(x.dtype), arrays)
     if not return_indices:
         if geometry.batch:
             kernels.max_pool2d_forward(out, arrays["x"], *geometry.kernel_args())
@@ -91,7 +97,7 @@ def max_pool2d(
 def max_pool2d_backward(
     gy: Array, x: Array | None, kernel_size: IntOrPair, stride: IntOrPair | None = None,
     padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False, *,
-    indices: Array | None = None, input_shape: Sequence[int] | None = None,
+    indices: Array | None = None, input_shape: Sequence[int] | None = None, out: Array | None = None,
 ) -> Array:
     """Gradient of ``sum(gy * max_pool2d(x, ...))`` with respect to x.
 
@@ -111,6 +117,9 @@ def max_pool2d_backward(
         From ``max_pool2d(..., return_indices=True)``: the windows are not rescanned.
     input_shape : sequence of int, optional
         x's shape, when x is None.
+    out : array of x's shape and gy's dtype and device, optional
+        Receives the gradient instead of a new array (a workspace kept between
+        steps); C-contiguous, not overlapping gy, x or indices.
 
     Returns
     -------
@@ -143,7 +152,9 @@ def max_pool2d_backward(
     else:
         where, kernels, arrays = _prepare(op, gy=gy, indices=indices)
         _check_indices(arrays["indices"], "indices", op, geometry.output_shape, shape[2] * shape[3], where)
-    gx = kernels.empty(shape, dtype)
+    if out is not None and unbatched:
+        out, _ = _add_batch_axis(out, 4)
+    gx = _output(op, "out", out, kernels, where, shape, dtype, arrays)
     if not geometry.batch:
         return _drop_batch_axis(gx, unbatched)
     if indices is None:

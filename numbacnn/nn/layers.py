@@ -4,6 +4,10 @@ Each layer's forward and backward sit next to each other and call
 ``numbacnn.functional`` only; there is no kernel code here. Forward caches its
 input in training mode; backward returns the input gradient and adds the
 parameter gradients into ``Parameter.grad``.
+
+Inside a ``Sequential`` the layers write into buffers they keep between steps
+(``numbacnn/nn/workspace.py`` gives the rule: arrays returned to the caller stay
+valid; a layer called on its own returns new arrays).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import numbacnn.functional as F
 from numbacnn.device import get_default_device, resolve_device, to_device
 from numbacnn.nn.module import Module, Parameter
+from numbacnn.nn.workspace import Workspaces, key_of
 from numbacnn.shapes import (
     ConvExplanation,
     HyperparameterWarning,
@@ -57,6 +62,15 @@ def _check_positive_int(value: Any, name: str, layer: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def _grad_buffer(ws: Workspaces, name: str, parameter: Parameter | None, key: tuple) -> Any:
+    """The kept buffer for a parameter's gradient, only when the parameter already
+    has a ``grad`` to add it into: a first gradient after ``zero_grad`` becomes
+    ``grad`` itself and must be a new array (the next step would overwrite it)."""
+    if parameter is None or parameter.grad is None:
+        return None
+    return ws.get(name, key)
 
 
 def _warn_if_asymmetric(layer: Module, x: Any) -> None:
@@ -134,6 +148,7 @@ class Conv2d(Module):
         )
         self.bias = _uniform_parameter((self.out_channels,), bound, generator, dt, device) if bias else None
         self._x: Any = None
+        self._ws = Workspaces()
         self._warned = False
         self._checked_sizes: set[tuple[int, int]] = set()
 
@@ -150,15 +165,26 @@ class Conv2d(Module):
     def forward(self, x: Any) -> Any:
         """x (N, C, H, W) -> (N, F, HO, WO); caches x in training mode."""
         _warn_if_asymmetric(self, x)
-        y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, **self._hyper())
+        key = key_of(x, self.weight.data)
+        y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data, **self._hyper(),
+                     out=self._ws.get("y", key, x))
         self._x = x if self.training else None
-        return y
+        return self._ws.keep("y", key, y)
 
     def backward(self, gy: Any, input_grad: bool = True) -> Any:
         """gy (N, F, HO, WO) -> gx (N, C, H, W) or None; accumulates weight/bias grads."""
         if self._x is None:
             raise RuntimeError("Conv2d.backward: no cached input; call forward in training mode (model.train()) first")
-        gx, gw, gb = F.conv2d_backward(gy, self._x, self.weight.data, input_grad=input_grad, **self._hyper())
+        key = key_of(gy, self._x, self.weight.data)
+        out = (self._ws.get("gx", key, gy) if input_grad else None, _grad_buffer(self._ws, "gw", self.weight, key),
+               _grad_buffer(self._ws, "gb", self.bias, key))
+        gx, gw, gb = F.conv2d_backward(gy, self._x, self.weight.data, input_grad=input_grad, **self._hyper(),
+                                       out=out)
+        self._ws.keep("gx", key, gx)
+        if self.weight.grad is not None:
+            self._ws.keep("gw", key, gw)
+        if self.bias is not None and self.bias.grad is not None:
+            self._ws.keep("gb", key, gb)
         self.weight.accumulate(gw)
         if self.bias is not None:
             self.bias.accumulate(gb)
@@ -186,16 +212,21 @@ class ReLU(Module):
     def __init__(self) -> None:
         super().__init__()
         self._x: Any = None
+        self._ws = Workspaces()
 
     def forward(self, x: Any) -> Any:
-        y = F.relu(x)
+        key = key_of(x)
+        y = F.relu(x, out=self._ws.get("y", key, x))
         self._x = x if self.training else None
-        return y
+        return self._ws.keep("y", key, y)
 
     def backward(self, gy: Any, input_grad: bool = True) -> Any:
         if self._x is None:
             raise RuntimeError("ReLU.backward: no cached input; call forward in training mode first")
-        gx = F.relu_backward(gy, self._x) if input_grad else None
+        gx = None
+        if input_grad:
+            key = key_of(gy, self._x)
+            gx = self._ws.keep("gx", key, F.relu_backward(gy, self._x, out=self._ws.get("gx", key, gy, self._x)))
         self._x = None
         return gx
 
@@ -223,6 +254,7 @@ class MaxPool2d(Module):
             raise TypeError(f"{name}: ceil_mode must be a bool, got {ceil_mode!r}")
         self.ceil_mode = bool(ceil_mode)
         self._x: Any = None
+        self._ws = Workspaces()
         self._warned = False
         self._checked_sizes: set[tuple[int, int]] = set()
 
@@ -238,14 +270,20 @@ class MaxPool2d(Module):
 
     def forward(self, x: Any) -> Any:
         _warn_if_asymmetric(self, x)
-        y = F.max_pool2d(x, self.kernel_size, **self._hyper())
+        key = key_of(x)
+        y = F.max_pool2d(x, self.kernel_size, **self._hyper(), out=self._ws.get("y", key, x))
         self._x = x if self.training else None
-        return y
+        return self._ws.keep("y", key, y)
 
     def backward(self, gy: Any, input_grad: bool = True) -> Any:
         if self._x is None:
             raise RuntimeError("MaxPool2d.backward: no cached input; call forward in training mode first")
-        gx = F.max_pool2d_backward(gy, self._x, self.kernel_size, **self._hyper()) if input_grad else None
+        gx = None
+        if input_grad:
+            key = key_of(gy, self._x)
+            gx = F.max_pool2d_backward(gy, self._x, self.kernel_size, **self._hyper(),
+                                       out=self._ws.get("gx", key, gy, self._x))
+            self._ws.keep("gx", key, gx)
         self._x = None
         return gx
 
@@ -303,16 +341,27 @@ class Linear(Module):
         self.weight = _uniform_parameter((self.out_features, self.in_features), bound, generator, dt, device)
         self.bias = _uniform_parameter((self.out_features,), bound, generator, dt, device) if bias else None
         self._x: Any = None
+        self._ws = Workspaces()
 
     def forward(self, x: Any) -> Any:
-        y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        key = key_of(x, self.weight.data)
+        y = F.linear(x, self.weight.data, None if self.bias is None else self.bias.data,
+                     out=self._ws.get("y", key, x))
         self._x = x if self.training else None
-        return y
+        return self._ws.keep("y", key, y)
 
     def backward(self, gy: Any, input_grad: bool = True) -> Any:
         if self._x is None:
             raise RuntimeError("Linear.backward: no cached input; call forward in training mode first")
-        gx, gw, gb = F.linear_backward(gy, self._x, self.weight.data)
+        key = key_of(gy, self._x, self.weight.data)
+        out = (self._ws.get("gx", key, gy), _grad_buffer(self._ws, "gw", self.weight, key),
+               _grad_buffer(self._ws, "gb", self.bias, key))
+        gx, gw, gb = F.linear_backward(gy, self._x, self.weight.data, out=out)
+        self._ws.keep("gx", key, gx)
+        if self.weight.grad is not None:
+            self._ws.keep("gw", key, gw)
+        if self.bias is not None and self.bias.grad is not None:
+            self._ws.keep("gb", key, gb)
         self.weight.accumulate(gw)
         if self.bias is not None:
             self.bias.accumulate(gb)

@@ -365,9 +365,14 @@ class Sequential(Module):
         which give the same results as the layers one by one."""
         from numbacnn.nn import fusion
 
+        from numbacnn.nn import workspace
+
         steps = self._fusion_steps() if fusion.is_enabled() else list(self._modules.values())
         self.__dict__["_last_steps"] = steps  # what backward must walk back through
-        return fusion.run_forward(steps, x)
+        with workspace.scope() as outermost:  # layers write into kept buffers inside
+            y = fusion.run_forward(steps, x)
+        # what leaves the model is the caller's: a copy, so the next step cannot change it
+        return workspace.detached(y) if outermost and y is not x else y
 
     def _fusion_steps(self) -> list:
         """This Sequential's fusion plan, rebuilt when its layers change."""
@@ -386,8 +391,12 @@ class Sequential(Module):
         gradient (returns None): the usual case for a model's first convolution."""
         from numbacnn.nn import fusion
 
+        from numbacnn.nn import workspace
+
         steps = self.__dict__.get("_last_steps") or list(self._modules.values())
-        return fusion.run_backward(steps, gy, input_grad)
+        with workspace.scope() as outermost:
+            gx = fusion.run_backward(steps, gy, input_grad)
+        return workspace.detached(gx) if outermost and gx is not gy else gx
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = tuple(input_shape)
