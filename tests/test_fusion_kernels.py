@@ -105,7 +105,7 @@ def test_pool_and_relu_backward_into_borders(shape, dtype, rng):
     pooled, indices = F.max_pool2d(y, 2, return_indices=True)
     gp = random_array(rng, pooled.shape, dtype)
     gz = FF.bordered_empty(shape, (2, 1), dtype)
-    FF.max_pool2d_relu_backward_padded(gz, (2, 1), gp, indices, y)
+    FF.max_pool2d_relu_backward_padded(gz, (2, 1), gp, indices, _bordered(pooled, (1, 1)), (1, 1))
     assert_close(FF.interior(gz, (2, 1), shape), ref.relu_backward(ref.max_pool2d_backward(gp, y, 2), y), dtype,
                  "max_pool2d_relu_backward")
     _assert_border_zero(gz, (2, 1), shape, "gz")

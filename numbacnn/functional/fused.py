@@ -354,14 +354,20 @@ def conv2d_backward_padded(
 
 
 def max_pool2d_relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gp: Any, indices: Any,
-                                    y: Any) -> None:
+                                    pooled: Any, pooled_border: tuple[int, int] = (0, 0)) -> None:
     """gz's interior (N, C, OH, OW) = 2x2 pool backward of gp (N, C, PH, PW) from saved
-    ``indices``, times the ReLU mask ``y > 0`` (y (N, C, OH, OW), the pool's input)."""
+    ``indices``, through the ReLU before the pool.
+
+    ``pooled`` is the pool's output (a bordered buffer, interior (N, C, PH, PW) at
+    ``pooled_border``): the ReLU output at a window's maximum is the pooled value, so
+    ``pooled > 0`` is the ReLU mask wherever a gradient lands.
+    """
     from numbacnn.kernels.cpu import fused as kernels
 
     import numpy as np
 
-    kernels.max_pool2x2_relu_backward_kernel(*gz_border)(gz_padded, np.ascontiguousarray(gp), indices, y)
+    kernels.max_pool2x2_relu_backward_kernel(*gz_border, *pooled_border)(gz_padded, np.ascontiguousarray(gp),
+                                                                         indices, pooled)
 
 
 def copy_interior(dst: Any, dst_border: tuple[int, int], src: Any, src_border: tuple[int, int]) -> None:

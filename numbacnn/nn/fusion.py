@@ -265,7 +265,7 @@ class ConvReLUGroup:
         gy = np.asarray(gy)
         if self.pool is not None:
             FF.max_pool2d_relu_backward_padded(ws.gz, ws.gz_border, gy.reshape(ws.pooled_shape), ws.indices,
-                                               ws.y)
+                                               ws.pooled, ws.pooled_border)
         elif gy_is_masked:
             if gy is not ws.gz_view:  # handed over by a group on the composed path
                 FF.copy_into_border(ws.gz, ws.gz_border, gy.reshape(ws.y_shape))
