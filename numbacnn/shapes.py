@@ -621,3 +621,66 @@ __all__ = [
     "describe", "effective_kernel_size", "explain_conv", "pair", "pool2d_geometry",
     "pool_output_size", "receptive_field_step", "same_padding", "unpool2d_output_size",
 ]
+
+
+# --------------------------------------------------------------------------- #
+# average and adaptive pooling windows (issue 11)
+# --------------------------------------------------------------------------- #
+
+
+def avg_pool2d_windows(geometry: Pool2dGeometry, count_include_pad: bool = True,
+                       divisor_override: int | None = None) -> tuple[np.ndarray, ...]:
+    """Clipped windows and divisors of ``avg_pool2d`` (PyTorch's rules).
+
+    Window ``oh`` starts at ``oh * stride - pad`` and ends at ``min(start + kernel,
+    H + pad)``; that span (padding included) is the divisor with
+    ``count_include_pad``, the span clipped to [0, H) without; ``divisor_override``
+    replaces both.
+
+    Returns
+    -------
+    h_start, h_end (OH,), w_start, w_end (OW,) : int64, clipped to the input
+    divisor : float64 (OH, OW)
+    """
+    def axis(out: int, size: int, kernel: int, stride: int, pad: int) -> tuple[np.ndarray, ...]:
+        start = np.arange(out, dtype=np.int64) * stride - pad
+        end = np.minimum(start + kernel, size + pad)
+        padded_span = end - start
+        start, end = np.maximum(start, 0), np.minimum(end, size)
+        return start, end, padded_span, end - start
+
+    hs, he, h_padded, h_span = axis(geometry.out_height, geometry.in_height, geometry.kernel_height,
+                                    geometry.stride_h, geometry.pad_h)
+    ws, we, w_padded, w_span = axis(geometry.out_width, geometry.in_width, geometry.kernel_width,
+                                    geometry.stride_w, geometry.pad_w)
+    if divisor_override is not None:
+        divisor = np.full((geometry.out_height, geometry.out_width), float(divisor_override))
+    elif count_include_pad:
+        divisor = np.outer(h_padded, w_padded).astype(np.float64)
+    else:
+        divisor = np.outer(h_span, w_span).astype(np.float64)
+    return hs, he, ws, we, divisor
+
+
+def adaptive_pool_windows(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's adaptive windows along one axis: output i reads
+    [floor(i * in / out), ceil((i + 1) * in / out)). Returns (start, end), int64 (out,)."""
+    i = np.arange(out_size, dtype=np.int64)
+    return (i * in_size) // out_size, -(-((i + 1) * in_size) // out_size)
+
+
+def adaptive_output_size(output_size: Any, x_shape: Sequence[int], op: str) -> tuple[int, int]:
+    """``output_size`` (int, or a pair whose entries may be None = keep the input's
+    size) as (OH, OW), each >= 1."""
+    height, width = int(x_shape[-2]), int(x_shape[-1])
+    if _is_int(output_size):
+        value = (int(output_size), int(output_size))
+    elif (isinstance(output_size, (tuple, list)) and len(output_size) == 2
+          and all(v is None or _is_int(v) for v in output_size)):
+        value = (height if output_size[0] is None else int(output_size[0]),
+                 width if output_size[1] is None else int(output_size[1]))
+    else:
+        raise TypeError(f"{op}: output_size must be an int or a pair of ints or None, got {output_size!r}")
+    if min(value) < 1:
+        raise ValueError(f"{op}: output_size must be >= 1 on both axes, got {output_size!r}")
+    return value

@@ -47,3 +47,13 @@ __all__ = [
     "softmax_backward",
 ]
 from numbacnn.functional.metrics import RunningMetrics, softmax_cross_entropy_rows  # noqa: E402,F401
+from numbacnn.functional.activation import leaky_relu, leaky_relu_backward  # noqa: E402,F401
+from numbacnn.functional.dropout import dropout, dropout_backward, dropout_mask  # noqa: E402,F401
+from numbacnn.functional.norm import batch_norm, batch_norm_backward  # noqa: E402,F401
+from numbacnn.functional.avg_pool import (  # noqa: E402,F401
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d, adaptive_max_pool2d_backward, avg_pool2d,
+    avg_pool2d_backward,
+)
+__all__ += ["leaky_relu", "leaky_relu_backward", "dropout", "dropout_backward", "batch_norm",  # noqa: E305
+            "batch_norm_backward", "avg_pool2d", "avg_pool2d_backward", "adaptive_avg_pool2d",
+            "adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "adaptive_max_pool2d_backward"]

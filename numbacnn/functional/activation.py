@@ -54,3 +54,53 @@ def relu_backward(gy: Array, x: Array, *, out: Array | None = None) -> Array:
     gx = _output(op, "out", out, kernels, where, tuple(x.shape), dtype, arrays, elementwise=True)
     kernels.relu_backward(gx.reshape(-1), arrays["gy"].reshape(-1), arrays["x"].reshape(-1))
     return gx
+
+
+def _check_slope(negative_slope: object, op: str) -> float:
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: negative_slope must be a number, got {negative_slope!r}")
+    return float(negative_slope)
+
+
+def leaky_relu(x: Array, negative_slope: float = 0.01, inplace: bool = False) -> Array:
+    """``x`` where x > 0, else ``negative_slope * x``, elementwise, any shape
+    (PyTorch's ``F.leaky_relu``). NaN stays NaN.
+
+    Returns
+    -------
+    array of x's shape (x itself with ``inplace=True``, which needs a contiguous x)
+    """
+    op = "leaky_relu"
+    check_array(x, "x", op, empty="any")
+    slope = _check_slope(negative_slope, op)
+    if not isinstance(inplace, (bool, np.bool_)):
+        raise TypeError(f"{op}: inplace must be a bool, got {inplace!r}")
+    where, kernels, arrays = _prepare(op, x=x)
+    if inplace and arrays["x"] is not x:
+        raise ValueError(f"{op}: inplace=True needs a C-contiguous x, got a strided view (copy it first)")
+    out = x if inplace else kernels.empty(tuple(x.shape), np.dtype(x.dtype))
+    if x.size:
+        kernels.leaky_relu_forward(out.reshape(-1), arrays["x"].reshape(-1), np.dtype(x.dtype).type(slope))
+    return out
+
+
+def leaky_relu_backward(gy: Array, x: Array, negative_slope: float = 0.01) -> Array:
+    """Gradient of ``sum(gy * leaky_relu(x, negative_slope))``: gy where x > 0, else
+    ``negative_slope * gy`` (the slope at x == 0, as PyTorch).
+
+    Returns
+    -------
+    array of x's shape
+    """
+    op = "leaky_relu_backward"
+    check_array(gy, "gy", op, empty="any")
+    check_array(x, "x", op, empty="any")
+    dtype = check_same_dtype(op, gy=gy, x=x)
+    check_shape(gy, "gy", op, tuple(x.shape), " (x's shape)")
+    slope = _check_slope(negative_slope, op)
+    where, kernels, arrays = _prepare(op, gy=gy, x=x)
+    gx = kernels.empty(tuple(x.shape), dtype)
+    if x.size:
+        kernels.leaky_relu_backward(gx.reshape(-1), arrays["gy"].reshape(-1), arrays["x"].reshape(-1),
+                                    dtype.type(slope))
+    return gx

@@ -35,3 +35,8 @@ from numbacnn.kernels.cuda.softmax import (  # noqa: E402,F401
     log_softmax_backward, log_softmax_forward, nll_loss_backward, nll_loss_forward, softmax_backward, softmax_forward,
 )
 from numbacnn.kernels.cuda.metrics import accumulate_loss_and_correct  # noqa: E402,F401
+from numbacnn.kernels.cuda.leaky_relu import dropout_apply, leaky_relu_backward, leaky_relu_forward  # noqa: E402,F401
+from numbacnn.kernels.cuda.avg_pool import (  # noqa: E402,F401
+    window_avg_backward, window_avg_forward, window_max_backward, window_max_forward,
+)
+from numbacnn.kernels.cuda.norm import batch_norm_backward, batch_norm_forward, batch_norm_stats  # noqa: E402,F401
