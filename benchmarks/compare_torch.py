@@ -278,6 +278,20 @@ def load_average() -> str:
     return f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
 
 
+def page_faults_per_step(fn, steps: int = 20) -> float:
+    """Minor page faults per call of ``fn`` (``getrusage``'s ``ru_minflt``) over
+    ``steps`` warm calls: the cost of arrays allocated afresh each step (large NumPy
+    arrays are mmap'd, touched page by page, and given back when freed). Counted
+    outside any timed block."""
+    import resource
+
+    fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(steps):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+
+
 def whole_steps(torch, blocks: int, block_time: float, compile_: bool, dtype: str) -> list[dict]:
     """For each of STEP_SHAPES: numbacnn's and PyTorch's step times (alternating blocks)."""
     results = []
@@ -298,7 +312,8 @@ def whole_steps(torch, blocks: int, block_time: float, compile_: bool, dtype: st
             if not all(np.isfinite(losses)):
                 raise AssertionError(f"compare_torch: {name} step loss is not finite: {losses}")
         samples = alternating_blocks(functions, blocks, block_time)
-        results.append(dict(label=label, shape=(in_channels, size, batch, padding), samples=samples,
+        faults = {name: page_faults_per_step(fn) for name, fn in functions.items()}
+        results.append(dict(label=label, shape=(in_channels, size, batch, padding), samples=samples, faults=faults,
                             flops=tiny_vgg_step_flops(batch, in_channels, size, padding),
                             compile_seconds=compile_seconds))
     return results
@@ -327,6 +342,10 @@ def print_whole_steps(results: list[dict], roof: float) -> None:
     print()
     print("ms: median of the blocks' mean step time (fastest-slowest block in brackets); bold: PyTorch's best; "
           "ratio < 1: numbacnn faster.")
+    for r in results:
+        faults = r.get("faults") or {}
+        print(f"minor page faults per step (ru_minflt over 20 warm steps, untimed), {r['label']}: "
+              + ", ".join(f"{name} {count:.0f}" for name, count in faults.items()))
     for r in results:
         if r["compile_seconds"] is not None:
             print(f"torch.compile warm-up (compile + 3 steps), {r['label']}: {r['compile_seconds']:.1f} s")
