@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, as_rng
+from numbacnn.nn import BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, as_rng
 from numbacnn.shapes import explain_conv
 
 TINY_VGG_POOL = 2  # CNN Explainer's max pools are 2x2 with stride 2
@@ -72,7 +72,8 @@ def tiny_vgg_parameter_count(in_channels: int = 3, num_classes: int = 10, image_
 
 def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, filters: int = 10,
              kernel_size: int = 3, padding: int = 0, dtype: Any = np.float32, device: str | None = None,
-             seed: int | np.random.Generator | None = 0, strict: bool = True, stride: int = 1) -> Sequential:
+             seed: int | np.random.Generator | None = 0, strict: bool = True, stride: int = 1,
+             batch_norm: bool = False, dropout: float = 0.0) -> Sequential:
     """CNN Explainer's Tiny VGG: (conv-relu-conv-relu-maxpool) x 2, flatten, linear.
 
     At the defaults the sizes go 64 -> 62 -> 60 -> 30 -> 28 -> 26 -> 13 and the model
@@ -109,6 +110,14 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
         Of every convolution (default 1, CNN Explainer's); the 2x2 max pools keep
         stride 2. A larger stride shrinks every layer faster: on 28x28 Fashion-MNIST
         stride 2 leaves nothing for the second block's pool (refused as impossible).
+    batch_norm : bool
+        Insert ``BatchNorm2d(filters)`` after every convolution (before its ReLU):
+        ``features`` then goes conv, bn, relu, conv, bn, relu, pool, ..., i.e.
+        ``features.{0,3,7,10}`` are the convolutions and ``features.{1,4,8,11}`` the
+        batch norms (weight, bias, running_mean, running_var, num_batches_tracked).
+    dropout : float in [0, 1)
+        When > 0, ``Dropout(dropout)`` before the classifier's Linear, which becomes
+        ``classifier.2``. Its mask generator is seeded from ``seed``.
 
     Returns
     -------
@@ -129,6 +138,10 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
         raise ValueError(f"tiny_vgg: stride must be a positive int, got {stride!r}")
     if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
         raise ValueError(f"tiny_vgg: padding must be an int >= 0, got {padding!r}")
+    if not isinstance(batch_norm, (bool, np.bool_)):
+        raise TypeError(f"tiny_vgg: batch_norm must be True or False, got {batch_norm!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) or not 0 <= dropout < 1:
+        raise ValueError(f"tiny_vgg: dropout must be a probability 0 <= p < 1, got {dropout!r}")
     final = tiny_vgg_sizes(image_size, kernel_size, padding, strict, stride)[-1][1]
     rng = as_rng(seed)
 
@@ -136,12 +149,19 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
         return Conv2d(cin, filters, kernel_size, stride=stride, padding=padding, dtype=dtype, device=device,
                       rng=rng)
 
+    def block(cin: int) -> list:
+        # Conv -> (BatchNorm) -> ReLU; without batch norm exactly CNN Explainer's layers
+        bn = [BatchNorm2d(filters, dtype=dtype, device=device)] if batch_norm else []
+        return [conv(cin), *bn, ReLU()]
+
     features = Sequential(
-        conv(in_channels), ReLU(), conv(filters), ReLU(), MaxPool2d(TINY_VGG_POOL),
-        conv(filters), ReLU(), conv(filters), ReLU(), MaxPool2d(TINY_VGG_POOL),
+        *block(in_channels), *block(filters), MaxPool2d(TINY_VGG_POOL),
+        *block(filters), *block(filters), MaxPool2d(TINY_VGG_POOL),
     )
-    classifier = Sequential(Flatten(), Linear(filters * final * final, num_classes, dtype=dtype, device=device,
-                                              rng=rng))
+    linear = Linear(filters * final * final, num_classes, dtype=dtype, device=device, rng=rng)
+    # the dropout generator is seeded from the same rng, after the weights (same weights as without it)
+    drop = [Dropout(float(dropout), seed=np.random.default_rng(rng.integers(2**63)))] if dropout > 0 else []
+    classifier = Sequential(Flatten(), *drop, linear)
     return Sequential(OrderedDict([("features", features), ("classifier", classifier)]))
 
 

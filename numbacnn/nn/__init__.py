@@ -16,3 +16,8 @@ from numbacnn.nn.summary import summary
 
 __all__ = ["Conv2d", "Flatten", "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential",
            "as_rng", "leaf_layers", "summary"]
+from numbacnn.nn.activation import LeakyReLU  # noqa: E402
+from numbacnn.nn.dropout import Dropout  # noqa: E402
+from numbacnn.nn.normalization import BatchNorm2d  # noqa: E402
+from numbacnn.nn.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d  # noqa: E402
+__all__ += ["AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BatchNorm2d", "Dropout", "LeakyReLU"]  # noqa: E305

@@ -142,6 +142,7 @@ class Module:
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())  # non-trainable state (BatchNorm's running stats)
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -149,7 +150,9 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before setting attributes")
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
-        if isinstance(value, Parameter):
+        if name in self.__dict__.get("_buffers", ()):
+            self._buffers[name] = value  # reassigning a buffer keeps it a buffer
+        elif isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
@@ -203,6 +206,31 @@ class Module:
         for name, child in self._modules.items():
             yield from child.named_parameters(f"{prefix}.{name}" if prefix else name)
 
+    def register_buffer(self, name: str, value: Any) -> None:
+        """Keep ``value`` (an array) as state that is saved and loaded with the
+        parameters but not trained, e.g. BatchNorm's ``running_mean``; it is the
+        attribute ``name`` and appears in :meth:`state_dict` after this module's
+        parameters, as in PyTorch."""
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        """``(name, array)`` pairs of every buffer, dotted names, state_dict order."""
+        for name, b in self.__dict__.get("_buffers", {}).items():
+            yield (f"{prefix}.{name}" if prefix else name), b
+        for name, child in self._modules.items():
+            yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+
+    def _named_state(self, prefix: str = "") -> Iterator[tuple[str, Any, "Module", str, bool]]:
+        """(dotted name, value, owning module, attribute, is_parameter) in PyTorch's
+        state_dict order: a module's parameters, its buffers, then its children."""
+        for name, p in self._parameters.items():
+            yield (f"{prefix}.{name}" if prefix else name), p, self, name, True
+        for name, b in self.__dict__.get("_buffers", {}).items():
+            yield (f"{prefix}.{name}" if prefix else name), b, self, name, False
+        for name, child in self._modules.items():
+            yield from child._named_state(f"{prefix}.{name}" if prefix else name)
+
     def parameters(self) -> list[Parameter]:
         """Every Parameter of this module and its sub-modules, in state_dict order."""
         return [p for _, p in self.named_parameters()]
@@ -237,6 +265,10 @@ class Module:
             p.data = to_device(p.data, target)
             if p.grad is not None:
                 p.grad = to_device(p.grad, target)
+        for _, b, owner, attr, _ in list(self._named_state()):
+            # float buffers follow the parameters; counters (num_batches_tracked) stay on the host
+            if not isinstance(b, Parameter) and np.dtype(b.dtype).kind == "f":
+                setattr(owner, attr, to_device(b, target))
         return self
 
     @property
@@ -247,52 +279,66 @@ class Module:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Host copies of every parameter, keyed by PyTorch-style name."""
-        return OrderedDict((name, np.array(to_host(p.data), copy=True)) for name, p in self.named_parameters())
+        """Host copies of every parameter and buffer, keyed by PyTorch-style name."""
+        return OrderedDict((name, np.array(to_host(v.data if is_param else v), copy=True))
+                           for name, v, _, _, is_param in self._named_state())
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy values into the parameters, checking names, shapes and dtypes.
+        """Copy values into the parameters and buffers, checking names, shapes, dtypes.
 
         Parameters
         ----------
         state : mapping of name -> array
-            E.g. from :meth:`state_dict`, a checkpoint, or a converted PyTorch
-            ``state_dict`` (arrays must already have the parameters' dtype).
+            E.g. from :meth:`state_dict`, a checkpoint, or a PyTorch model's
+            ``state_dict()`` as it is: tensors are converted with
+            ``.detach().cpu().numpy()`` (torch itself is never imported here). Values
+            must already have the model's dtypes (nothing is cast: build the model
+            with ``dtype=np.float32`` for a float32 PyTorch model).
         strict : bool
-            When True, missing and unexpected names are errors.
+            When True (PyTorch's default), missing and unexpected names are errors.
 
         Raises
         ------
         KeyError
             Names missing from ``state`` or not in the model (strict mode).
         ValueError, TypeError
-            A shape or dtype differs; the message names the parameter.
+            A shape or dtype differs, or a value is not an array; the message names it.
         """
-        params = OrderedDict(self.named_parameters())
-        missing = [n for n in params if n not in state]
-        unexpected = [n for n in state if n not in params]
+        if not isinstance(state, Mapping):
+            raise TypeError(f"load_state_dict: state must be a mapping of name -> array, got {type(state).__name__}")
+        targets = OrderedDict((name, (value, owner, attr, is_param))
+                              for name, value, owner, attr, is_param in self._named_state())
+        missing = [n for n in targets if n not in state]
+        unexpected = [n for n in state if n not in targets]
         if strict and (missing or unexpected):
             raise KeyError(
-                f"load_state_dict: names do not match the model; missing {missing}, unexpected {unexpected}"
+                f"load_state_dict: names do not match the model; missing {missing}, unexpected {unexpected} "
+                f"(pass strict=False to load the common names only)"
             )
         # Check everything before copying anything, so a bad state leaves the model untouched.
         checked = []
-        for name, p in params.items():
+        for name, (current, owner, attr, is_param) in targets.items():
             if name not in state:
                 continue
-            value = to_host(state[name])
+            value = _as_numpy(state[name])
             if not isinstance(value, np.ndarray):
                 raise TypeError(f"load_state_dict: {name} must be an array, got {type(state[name]).__name__}")
-            if tuple(value.shape) != p.shape:
-                raise ValueError(f"load_state_dict: {name} has shape {tuple(value.shape)}, expected {p.shape}")
-            if value.dtype != p.dtype:
+            shape = current.shape if is_param else tuple(current.shape)
+            dtype = current.dtype if is_param else np.dtype(current.dtype)
+            if tuple(value.shape) != tuple(shape):
+                raise ValueError(f"load_state_dict: {name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+            if value.dtype != dtype:
                 raise TypeError(
-                    f"load_state_dict: {name} has dtype {value.dtype}, expected {p.dtype} "
+                    f"load_state_dict: {name} has dtype {value.dtype}, expected {dtype} "
                     f"(convert it explicitly with .astype)"
                 )
-            checked.append((p, value))
-        for p, value in checked:
-            p.data = to_device(np.array(value, copy=True, order="C"), p.device)
+            checked.append((current, owner, attr, is_param, value))
+        for current, owner, attr, is_param, value in checked:
+            copy = np.array(value, copy=True, order="C")
+            if is_param:
+                current.data = to_device(copy, current.device)
+            else:
+                setattr(owner, attr, to_device(copy, device_of(current)))
 
     # ------------------------------------------------------------------ printing
     def extra_repr(self) -> str:
@@ -316,6 +362,18 @@ class Module:
         from numbacnn.nn.summary import summary
 
         return summary(self, input_shape, print_fn=print_fn)
+
+
+def _as_numpy(value: Any) -> Any:
+    """A host NumPy array from a NumPy/CUDA array or a PyTorch tensor (duck-typed:
+    ``.detach().cpu().numpy()``, so torch is not imported); other values unchanged."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray) or is_cuda_array(value):
+        return to_host(value)
+    if hasattr(value, "numpy"):
+        return value.numpy()
+    return value
 
 
 class Sequential(Module):
