@@ -41,6 +41,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filters", type=int, default=d.filters, help="channels of every convolution")
     parser.add_argument("--kernel-size", type=int, default=d.kernel_size)
     parser.add_argument("--stride", type=int, default=d.stride, help="stride of every convolution")
+    parser.add_argument("--batch-norm", action="store_true", default=d.batch_norm,
+                        help="BatchNorm2d after every convolution (train/eval modes handled by fit/evaluate)")
+    parser.add_argument("--dropout", type=float, default=d.dropout, metavar="P",
+                        help="dropout probability before the classifier's Linear layer (0: none)")
     parser.add_argument("--image-size", type=int, default=d.image_size,
                         help="imagefolder: resize images to this size")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=d.channels,

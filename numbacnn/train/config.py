@@ -41,6 +41,8 @@ class TrainConfig:
     filters: int = 10
     kernel_size: int = 3
     stride: int = 1  # of every convolution (tiny_vgg's stride); the 2x2 pools keep stride 2
+    batch_norm: bool = False  # BatchNorm2d after every convolution (tiny_vgg's batch_norm)
+    dropout: float = 0.0  # Dropout before the classifier's Linear when > 0 (tiny_vgg's dropout)
     image_size: int = 64  # imagefolder only: images are resized to this; other datasets have fixed sizes
     channels: int = 3  # imagefolder only
     val_fraction: float = 0.05
@@ -86,6 +88,12 @@ class TrainConfig:
                     and math.isfinite(value) and (value >= 0 if zero_ok else value > 0))
             if not good:
                 _refuse(name, f"must be {text}, got {value!r}", f"e.g. {_option(name)} {getattr(TrainConfig, name)}")
+        if not isinstance(getattr(self, "batch_norm", False), (bool, np.bool_)):
+            _refuse("batch_norm", f"must be true or false, got {self.batch_norm!r}", "use --batch-norm or leave it out")
+        value = getattr(self, "dropout", 0.0)
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value)
+                or not 0.0 <= value < 1.0):
+            _refuse("dropout", f"must be a probability in [0, 1), got {value!r}", "e.g. --dropout 0.25, or 0 for none")
         value = self.val_fraction
         if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value)
                 or not 0.0 <= value < 1.0):

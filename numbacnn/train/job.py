@@ -212,6 +212,10 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
                         dtype=config.dtype, seed=config.seed)
     if config.stride != 1:  # only when set, so checkpoints written before stride existed still resume
         model_kwargs["stride"] = config.stride
+    if config.batch_norm:  # likewise only when set (issue 11)
+        model_kwargs["batch_norm"] = True
+    if config.dropout:
+        model_kwargs["dropout"] = float(config.dropout)
     try:
         model = tiny_vgg(**model_kwargs, device=device)
     except ValueError as exc:  # an asymmetric slide (strict): the sizes were checked to fit
