@@ -174,10 +174,16 @@ def test_eval_mode_fuses_forward_and_backward_needs_a_training_forward():
     model = tiny_vgg(1, 10, 28, padding=1, dtype=np.float64).eval()
     x = random_array(np.random.default_rng(0), (2, 1, 28, 28), np.float64)
     y = model(x)
+    kept = y.copy()
     with fusion.disabled():
         assert _relative_error(y, model(x)) <= 1e-12
     with pytest.raises(RuntimeError, match="no cached input"):
         model.backward(np.ones_like(y))
+    # eval workspaces are reused: what the model returned must not change with the next calls
+    model(random_array(np.random.default_rng(1), (2, 1, 28, 28), np.float64))
+    model(random_array(np.random.default_rng(2), (3, 1, 28, 28), np.float64))
+    np.testing.assert_array_equal(y, kept)
+    assert _relative_error(model(x), kept) <= 1e-15
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

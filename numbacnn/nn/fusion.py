@@ -105,9 +105,9 @@ class ConvReLUGroup:
     (its output is written straight into the next conv's padded input; the next
     group's grad-input straight into this group's bordered output gradient); every
     other case runs the compositions of ``functional/fused.py``.
-    In training mode a fast group's outputs and input gradient are its workspaces,
-    overwritten by the next step (as the layers' own buffers); in eval mode each
-    forward returns new arrays and allocates no gradient buffers.
+    A fast group's outputs and input gradient are its workspaces, overwritten by the
+    next step (as the layers' own buffers; the outermost Sequential hands copies to
+    its caller); an eval-mode workspace has no gradient buffers.
     """
 
     def __init__(self, conv: Conv2d, relu: ReLU, pool: MaxPool2d | None = None) -> None:
@@ -120,7 +120,7 @@ class ConvReLUGroup:
         self._indices: Any = None  # the pool's argmax indices
         self._fast: _Workspace | None = None  # the last forward's workspace, when it took the fast path
         self._x_padded: Any = None
-        self._workspaces: dict[tuple, _Workspace] = {}
+        self._workspaces: dict[bool, _Workspace] = {}  # by training mode
 
     def __repr__(self) -> str:
         return "ConvReLUGroup(" + ", ".join(type(layer).__name__ for layer in self.layers) + ")"
@@ -198,12 +198,15 @@ class ConvReLUGroup:
         y_shape = (x.shape[0], filters, x.shape[2] + 2 * pad[0] - kernel_h + 1, x.shape[3] + 2 * pad[1] - kernel_w + 1)
         out_shape = y_shape if self.pool is None else (y_shape[0], filters, y_shape[2] // 2, y_shape[3] // 2)
         out_border = self._next_border(out_shape, x.dtype)
-        key = (tuple(x.shape), x.dtype.str, out_border)
-        ws = self._workspaces.get(key) if training else None
-        if ws is None:
+        key = (tuple(x.shape), x.dtype.str, out_border, training)
+        ws = self._workspaces.get(training)
+        if ws is None or ws.key != key:
+            # one workspace per mode (an eval forward has no gradient buffers); a new
+            # batch shape replaces that mode's. What leaves the outermost Sequential is
+            # copied there (nn/workspace.py), so reusing buffers in eval mode is safe too.
             ws = _Workspace(tuple(x.shape), x.dtype, conv, pad, out_border, self.pool is not None, training)
-            if training:
-                self._workspaces = {key: ws}  # one shape at a time: a new batch shape replaces it
+            ws.key = key
+            self._workspaces[training] = ws
         previous = self.previous
         handed = previous._fast if previous is not None else None
         if handed is not None and previous.pool is None and x is handed.y_view and handed.y_border == pad:
