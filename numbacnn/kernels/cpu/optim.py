@@ -54,15 +54,42 @@ from numba import njit, prange
 from numbacnn.kernels.common import adam_update, sgd_update
 
 
+# Updates of fewer elements than this run on one thread. A parallel region costs a
+# fork/join (microseconds on a quiet machine, milliseconds when another process holds
+# a core: every worker waits for a descheduled one), more than the work: Tiny VGG's
+# SGD step over its 7,740 scalars takes ~0.1 ms serially. Measured beside a loaded
+# machine (load 11, 2 cores): a Tiny VGG SGD step (10 parameters, one parallel
+# region each) 15 ms, the same step serial 0.1 ms (issue 10).
+SERIAL_BELOW = 1 << 15
+
+
+@njit(cache=True)
+def _sgd_at(param, grad, velocity, i, lr, momentum, dampening, weight_decay, nesterov):
+    new_param, new_velocity = sgd_update(param[i], grad[i], velocity[i], lr, momentum, dampening,
+                                         weight_decay, nesterov)
+    param[i] = new_param
+    if momentum != 0.0:
+        velocity[i] = new_velocity
+
+
 @njit(parallel=True, cache=True)
 def sgd_step(param, grad, velocity, lr, momentum, dampening, weight_decay, nesterov):
     # param, grad: (n,) updated / read; velocity: (n,) momentum buffer, used when momentum != 0
-    for i in prange(param.shape[0]):
-        new_param, new_velocity = sgd_update(param[i], grad[i], velocity[i], lr, momentum, dampening,
-                                             weight_decay, nesterov)
-        param[i] = new_param
-        if momentum != 0.0:
-            velocity[i] = new_velocity
+    n = param.shape[0]
+    if n < SERIAL_BELOW:
+        for i in range(n):
+            _sgd_at(param, grad, velocity, i, lr, momentum, dampening, weight_decay, nesterov)
+    else:
+        for i in prange(n):
+            _sgd_at(param, grad, velocity, i, lr, momentum, dampening, weight_decay, nesterov)
+
+
+@njit(cache=True)
+def _adam_at(param, grad, exp_avg, exp_avg_sq, i, lr, beta1, beta2, eps, weight_decay, decoupled, step_size,
+             sqrt_bias_correction2):
+    param[i], exp_avg[i], exp_avg_sq[i] = adam_update(
+        param[i], grad[i], exp_avg[i], exp_avg_sq[i], lr, beta1, beta2, eps, weight_decay, decoupled,
+        step_size, sqrt_bias_correction2)
 
 
 @njit(parallel=True, cache=True)
@@ -71,17 +98,27 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_de
     # param, grad, exp_avg (first moment), exp_avg_sq (second moment): all (n,)
     step_size = lr / bias_correction1
     sqrt_bias_correction2 = math.sqrt(bias_correction2)
-    for i in prange(param.shape[0]):
-        param[i], exp_avg[i], exp_avg_sq[i] = adam_update(
-            param[i], grad[i], exp_avg[i], exp_avg_sq[i], lr, beta1, beta2, eps, weight_decay, decoupled,
-            step_size, sqrt_bias_correction2)
+    n = param.shape[0]
+    if n < SERIAL_BELOW:
+        for i in range(n):
+            _adam_at(param, grad, exp_avg, exp_avg_sq, i, lr, beta1, beta2, eps, weight_decay, decoupled,
+                     step_size, sqrt_bias_correction2)
+    else:
+        for i in prange(n):
+            _adam_at(param, grad, exp_avg, exp_avg_sq, i, lr, beta1, beta2, eps, weight_decay, decoupled,
+                     step_size, sqrt_bias_correction2)
 
 
 @njit(parallel=True, cache=True)
 def grad_accumulate(grad, delta):
     # grad += delta; both (n,)
-    for i in prange(grad.shape[0]):
-        grad[i] += delta[i]
+    n = grad.shape[0]
+    if n < SERIAL_BELOW:
+        for i in range(n):
+            grad[i] += delta[i]
+    else:
+        for i in prange(n):
+            grad[i] += delta[i]
 
 
 __all__ = ["adam_step", "grad_accumulate", "sgd_step"]
