@@ -165,3 +165,131 @@ def softmax_cross_entropy(logits, labels):
     grad = np.exp(log_probs)
     grad[rows, labels] -= 1.0
     return loss, grad / len(z)
+
+
+# --------------------------------------------------------------------------- #
+# issue 11 items 2-4 (PARITY-2): leaky_relu, avg/adaptive pooling, batch_norm
+# --------------------------------------------------------------------------- #
+
+
+def leaky_relu(x, slope):
+    x = np.asarray(x, np.float64)
+    return np.where(x > 0, x, slope * x)
+
+
+def leaky_relu_backward(gy, x, slope):
+    return np.where(np.asarray(x) > 0, gy, slope * np.asarray(gy, np.float64))
+
+
+def avg_pool2d_matrix(in_hw, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                      divisor_override=None):
+    """The (OH*OW, H*W) matrix A with avg_pool2d(plane) = A @ plane.ravel(), from
+    PyTorch's documented rule, one window at a time in plain loops."""
+    (h, w), (kh, kw) = in_hw, _pair(kernel_size)
+    sh, sw = _pair(stride if stride is not None else kernel_size)
+    ph, pw = _pair(padding)
+    oh_, ow_ = pool_output_size(h, kh, sh, ph, 1, ceil_mode), pool_output_size(w, kw, sw, pw, 1, ceil_mode)
+    a = np.zeros((oh_ * ow_, h * w))
+    for oh in range(oh_):
+        for ow in range(ow_):
+            h0, w0 = oh * sh - ph, ow * sw - pw
+            h1, w1 = min(h0 + kh, h + ph), min(w0 + kw, w + pw)
+            cells = [(i, j) for i in range(max(h0, 0), min(h1, h)) for j in range(max(w0, 0), min(w1, w))]
+            if divisor_override is not None:
+                divisor = divisor_override
+            elif count_include_pad:
+                divisor = (h1 - h0) * (w1 - w0)
+            else:
+                divisor = len(cells)
+            for i, j in cells:
+                a[oh * ow_ + ow, i * w + j] = 1.0 / divisor
+    return a, (oh_, ow_)
+
+
+def adaptive_cells(in_hw, out_hw):
+    """For each output (oh, ow), the input cells PyTorch's adaptive pools read."""
+    (h, w), (oh_, ow_) = in_hw, out_hw
+    return [[(i, j) for i in range(math.floor(oh * h / oh_), math.ceil((oh + 1) * h / oh_))
+             for j in range(math.floor(ow * w / ow_), math.ceil((ow + 1) * w / ow_))]
+            for oh in range(oh_) for ow in range(ow_)]
+
+
+def adaptive_avg_pool2d_matrix(in_hw, out_hw):
+    a = np.zeros((out_hw[0] * out_hw[1], in_hw[0] * in_hw[1]))
+    for row, cells in enumerate(adaptive_cells(in_hw, out_hw)):
+        for i, j in cells:
+            a[row, i * in_hw[1] + j] = 1.0 / len(cells)
+    return a
+
+
+def apply_plane_matrix(x, a, out_hw):
+    """Apply a per-plane linear map (N, C, H, W) -> (N, C, OH, OW)."""
+    x = np.asarray(x, np.float64)
+    n, c = x.shape[:2]
+    return (x.reshape(n, c, a.shape[1]) @ a.T).reshape(n, c, *out_hw)
+
+
+def apply_plane_matrix_transposed(gy, a, in_hw):
+    gy = np.asarray(gy, np.float64)
+    n, c = gy.shape[:2]
+    return (gy.reshape(n, c, a.shape[0]) @ a).reshape(n, c, *in_hw)
+
+
+def adaptive_max_pool2d(x, out_hw):
+    """(y, indices): each window's first maximum in row-major order, NaN winning."""
+    x = np.asarray(x, np.float64)
+    n_, c_, h, w = x.shape
+    y = np.zeros((n_, c_, *out_hw))
+    idx = np.zeros((n_, c_, *out_hw), np.int64)
+    for n in range(n_):
+        for c in range(c_):
+            for row, cells in enumerate(adaptive_cells((h, w), out_hw)):
+                best = None
+                for i, j in cells:
+                    v = x[n, c, i, j]
+                    if best is None or v > best[0] or math.isnan(v):
+                        best = (v, i * w + j)
+                y[n, c, row // out_hw[1], row % out_hw[1]] = best[0]
+                idx[n, c, row // out_hw[1], row % out_hw[1]] = best[1]
+    return y, idx
+
+
+def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps):
+    """(y, new_running_mean, new_running_var) in float64 with np.mean / np.var."""
+    x = np.asarray(x, np.float64)
+    axes = (0, *range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        count = x.size // x.shape[1]
+        new_mean = None if running_mean is None else (1 - momentum) * running_mean + momentum * mean
+        new_var = None if running_var is None else (1 - momentum) * running_var + momentum * var * count / (count - 1)
+    else:
+        mean, var = np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64)
+        new_mean, new_var = running_mean, running_var
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    if weight is not None:
+        y = y * np.reshape(weight, shape)
+    if bias is not None:
+        y = y + np.reshape(bias, shape)
+    return y, new_mean, new_var
+
+
+def batch_norm_backward(gy, x, running_mean, running_var, weight, training, eps):
+    """(gx, gweight, gbias) by the chain rule written out in float64."""
+    x, gy = np.asarray(x, np.float64), np.asarray(gy, np.float64)
+    axes = (0, *range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+    else:
+        mean, var = np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64)
+    invstd = (1 / np.sqrt(var + eps)).reshape(shape)
+    xhat = (x - mean.reshape(shape)) * invstd
+    w = np.ones(x.shape[1]) if weight is None else np.asarray(weight, np.float64)
+    g = gy * w.reshape(shape)  # gradient w.r.t. xhat
+    if training:
+        gx = invstd * (g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+    else:
+        gx = invstd * g
+    return gx, (gy * xhat).sum(axis=axes), gy.sum(axis=axes)

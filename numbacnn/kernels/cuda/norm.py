@@ -26,12 +26,12 @@ def batch_norm_stats_kernel(mean, invstd, running_mean, running_var, x, eps, mom
         total = 0.0
         for n in range(n_):
             for i in range(l_):
-                total += x[n, c, i]
+                total += float(x[n, c, i])  # float(): float64 also under the simulator (NumPy scalars)
         m = total / count
         squares = 0.0
         for n in range(n_):
             for i in range(l_):
-                d = x[n, c, i] - m
+                d = float(x[n, c, i]) - m
                 squares += d * d
         mean[c] = m
         invstd[c] = 1.0 / math.sqrt(squares / count + eps)
@@ -60,17 +60,17 @@ def batch_norm_backward_kernel(gx, gweight, gbias, gy, x, mean, invstd, weight, 
         sum_gy_xhat = 0.0
         for n in range(n_):
             for i in range(l_):
-                g = gy[n, c, i]
+                g = float(gy[n, c, i])
                 sum_gy += g
-                sum_gy_xhat += g * (x[n, c, i] - mean[c]) * invstd[c]
+                sum_gy_xhat += g * (float(x[n, c, i]) - mean[c]) * invstd[c]
         gweight[c] = sum_gy_xhat
         gbias[c] = sum_gy
         scale = weight[c] * invstd[c]
         for n in range(n_):
             for i in range(l_):
-                g = gy[n, c, i] * 1.0
+                g = float(gy[n, c, i])
                 if training:
-                    xhat = (x[n, c, i] - mean[c]) * invstd[c]
+                    xhat = (float(x[n, c, i]) - mean[c]) * invstd[c]
                     g = g - (sum_gy + xhat * sum_gy_xhat) / count
                 gx[n, c, i] = scale * g
 
