@@ -482,3 +482,34 @@ def test_tiny_vgg_options_and_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(restored(x), model(x))
     with pytest.raises(ValueError, match="dropout"):
         tiny_vgg(dropout=1.0)
+
+
+def test_batchnorm2d_to_device_moves_running_stats(device):
+    rng = np.random.default_rng(3)
+    x = random_array(rng, (3, 2, 3, 3), np.float64)
+    cpu_bn, moved = nn.BatchNorm2d(2, dtype=np.float64), nn.BatchNorm2d(2, dtype=np.float64).to(device)
+    assert numbacnn.device_of(moved.running_mean) == device and isinstance(moved.num_batches_tracked, np.ndarray)
+    y_cpu, y = cpu_bn(x), numbacnn.to_host(moved(numbacnn.to_device(x, device)))
+    assert_close(y, y_cpu, np.float64, "BatchNorm2d on the device")
+    for name, value in cpu_bn.state_dict().items():
+        np.testing.assert_allclose(moved.state_dict()[name], value, rtol=1e-12, err_msg=name)
+
+
+def test_train_options_batch_norm_and_dropout():
+    import argparse
+
+    from numbacnn.commands.train import add_config_arguments
+    from numbacnn.train import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--batch-norm", "--dropout", "0.25"])
+    assert args.batch_norm is True and args.dropout == 0.25
+    defaults = parser.parse_args([])
+    assert defaults.batch_norm is False and defaults.dropout == 0.0
+    TrainConfig(batch_norm=True, dropout=0.25).validate()
+    for bad in (1.0, -0.1, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="--dropout"):
+            TrainConfig(dropout=bad).validate()
+    with pytest.raises(ValueError, match="--batch-norm"):
+        TrainConfig(batch_norm="yes").validate()
