@@ -397,7 +397,7 @@ def _describe(name: str, args: tuple, kwargs: dict) -> tuple[str, float, str]:
 
 def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
     """Run ``steps`` training steps with every functional call the step makes wrapped
-    in a timer; returns ([(label, median seconds per step, work, unit)], median step
+    in a timer; returns ([(label, mean seconds per step, work, unit)], mean step
     seconds). Only the outermost call is timed (a fused op calling an unfused one is
     one row)."""
     import numbacnn.functional.fused as FF
@@ -466,8 +466,11 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
         for module, name, original in reversed(wrapped):
             setattr(module, name, original)
         del optimizer.step
-    rows = [(key.rstrip(), float(np.median(times[key])), *described[key]) for key in order]
-    return rows, float(np.median(step_times))
+    # means, not medians: the rows must add up to the step (on a busy machine a few
+    # calls per step are hit by a descheduled thread, and per-row medians would leave
+    # those hits in "everything else")
+    rows = [(key.rstrip(), float(np.sum(times[key])) / steps, *described[key]) for key in order]
+    return rows, float(np.mean(step_times))
 
 
 def print_kernel_tables(dtype: str, steps: int, roof: float) -> None:
@@ -476,7 +479,7 @@ def print_kernel_tables(dtype: str, steps: int, roof: float) -> None:
         for _ in range(3):
             ours.step()
         rows, step_seconds = kernel_table(ours, steps)
-        print(f"numbacnn per kernel, {label} (median of {steps} steps, calls in step order):")
+        print(f"numbacnn per kernel, {label} (mean of {steps} steps, calls in step order):")
         print()
         print("| kernel | ms per step | % of step | rate | % of roof |")
         print("|---|---:|---:|---:|---:|")
