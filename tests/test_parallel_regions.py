@@ -61,3 +61,41 @@ def test_grad_accumulate_both_branches(n):
     expected = grad.astype(np.float64) + delta
     K.grad_accumulate(grad, delta)
     assert_close(grad, expected, np.float32, "grad")
+
+
+@pytest.mark.parametrize("shape", [(64, 490, 10), (3, 5, 2), (64, 2048, 10)])  # serial, serial, parallel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_kernels_both_branches(shape, dtype):
+    from numbacnn.kernels.cpu import linear as L
+
+    batch, inputs, outputs = shape
+    assert (batch * inputs * outputs < L.SERIAL_BELOW) == (inputs != 2048)
+    rng = np.random.default_rng(batch + inputs)
+    x, w = rng.standard_normal((batch, inputs)).astype(dtype), rng.standard_normal((outputs, inputs)).astype(dtype)
+    b, gy = rng.standard_normal(outputs).astype(dtype), rng.standard_normal((batch, outputs)).astype(dtype)
+    out, gx, gw = np.empty((batch, outputs), dtype), np.full((batch, inputs), np.nan, dtype), \
+        np.full((outputs, inputs), np.nan, dtype)
+    L.linear_forward(out, x, w, b)
+    L.linear_backward_input(gx, gy, w)
+    L.linear_backward_weight(gw, gy, x)
+    x64, w64, gy64 = x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64)
+    assert_close(out, x64 @ w64.T + b, dtype, "out")
+    assert_close(gx, gy64 @ w64, dtype, "gx")
+    assert_close(gw, gy64.T @ x64, dtype, "gw")
+
+
+@pytest.mark.parametrize("batch", [64, 8000])  # serial, parallel
+def test_softmax_cross_entropy_both_branches(batch):
+    from numbacnn.kernels.cpu import loss as S
+
+    rng = np.random.default_rng(batch)
+    logits = rng.standard_normal((batch, 10)) * 5
+    labels = rng.integers(0, 10, batch)
+    grad, losses = np.full(logits.shape, np.nan), np.full(batch, np.nan)
+    S.softmax_cross_entropy(grad, losses, logits, labels)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    assert_close(losses, -log_probs[np.arange(batch), labels], np.float64, "losses")
+    expected = np.exp(log_probs)
+    expected[np.arange(batch), labels] -= 1
+    assert_close(grad, expected / batch, np.float64, "grad")

@@ -17,21 +17,37 @@ import numpy as np
 from numba import njit, prange
 
 
+# Batches of fewer logits than this run on one thread: a parallel region's
+# fork/join costs more than the work (64 x 10 logits take microseconds) once another
+# process holds a core (issue 10).
+SERIAL_BELOW = 1 << 16
+
+
+@njit(cache=True)
+def _softmax_cross_entropy_row(grad, losses, logits, labels, n):
+    batch, classes = logits.shape
+    row_max = -np.inf
+    for k in range(classes):
+        value = logits[n, k]
+        if value > row_max or math.isnan(value):
+            row_max = value
+    sum_exp = 0.0
+    for k in range(classes):
+        sum_exp += math.exp(logits[n, k] - row_max)
+    log_sum_exp = row_max + math.log(sum_exp)
+    label = labels[n]
+    losses[n] = log_sum_exp - logits[n, label]
+    for k in range(classes):
+        probability = math.exp(logits[n, k] - log_sum_exp)
+        grad[n, k] = (probability - (1.0 if k == label else 0.0)) / batch
+
+
 @njit(parallel=True, cache=True)
 def softmax_cross_entropy(grad, losses, logits, labels):
     batch, classes = logits.shape
-    for n in prange(batch):
-        row_max = -np.inf
-        for k in range(classes):
-            value = logits[n, k]
-            if value > row_max or math.isnan(value):
-                row_max = value
-        sum_exp = 0.0
-        for k in range(classes):
-            sum_exp += math.exp(logits[n, k] - row_max)
-        log_sum_exp = row_max + math.log(sum_exp)
-        label = labels[n]
-        losses[n] = log_sum_exp - logits[n, label]
-        for k in range(classes):
-            probability = math.exp(logits[n, k] - log_sum_exp)
-            grad[n, k] = (probability - (1.0 if k == label else 0.0)) / batch
+    if batch * classes < SERIAL_BELOW:
+        for n in range(batch):
+            _softmax_cross_entropy_row(grad, losses, logits, labels, n)
+    else:
+        for n in prange(batch):
+            _softmax_cross_entropy_row(grad, losses, logits, labels, n)
