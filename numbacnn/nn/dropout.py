@@ -35,7 +35,7 @@ class Dropout(Module):
     def forward(self, x: Any) -> Any:
         if not self.training:
             self._mask = None
-            return F.dropout(x, self.p, training=False)
+            return x  # the identity, as PyTorch's nn.Dropout in eval mode (no copy, no mask)
         y, self._mask = F.dropout(x, self.p, training=True, seed=self._rng, return_mask=True)
         return y
 
