@@ -265,3 +265,34 @@ def test_same_layer_twice_in_a_row_does_not_overwrite_its_input():
     with fusion.disabled():
         for _ in range(2):
             np.testing.assert_array_equal(model(x), conv(conv(x)))
+
+
+@pytest.mark.skipif("cuda" not in available_devices(), reason="no CUDA backend (simulator or GPU)")
+def test_layer_workspaces_on_cuda_match_a_fresh_model_and_returned_arrays_stay_valid():
+    """The same rule on the device: kept buffers are CUDA arrays, the model boundary
+    copies on the device. Small shapes: the simulator runs every thread in Python."""
+
+    def small(seed=0):
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=seed, device="cuda"), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(36, 3, rng=seed, device="cuda"))
+
+    rng = np.random.default_rng(10)
+    kept = small()
+    held = []
+    for batch in [2, 2, 1]:
+        x = random_array(rng, (batch, 1, 6, 6), np.float32)
+        gy = random_array(rng, (batch, 3), np.float32)
+        results = []
+        for model in (kept, small()):
+            model.zero_grad()
+            y = model(numbacnn.to_device(x, "cuda"))
+            gx = model.backward(numbacnn.to_device(gy, "cuda"), input_grad=True)
+            results.append([numbacnn.to_host(a) for a in (y, gx)]
+                           + [numbacnn.to_host(p.grad) for p in model.parameters()])
+            if model is kept:
+                held.append((y, numbacnn.to_host(y)))
+        for got, expected in zip(*results):
+            np.testing.assert_array_equal(got, expected)
+    assert numbacnn.device_of(kept[4]._ws._buffers["y"][1]) == "cuda"  # Linear kept a device buffer
+    for y, value in held:  # what the caller got back earlier did not change
+        np.testing.assert_array_equal(numbacnn.to_host(y), value)
