@@ -502,7 +502,11 @@ def test_ctrl_c_is_one_line_with_exit_130(idx_dir, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "numbacnn", "train", *SMALL, "--data-dir", str(idx_dir),
                              "--epochs", "50", "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            # as from a terminal: a test run started in the background (`cmd &`
+                            # in a script) inherits SIGINT ignored, and Python keeps an ignored
+                            # SIGINT ignored, so the Ctrl-C below would never arrive
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out / CHECKPOINT_NAME).exists():
         time.sleep(0.05)
