@@ -46,6 +46,22 @@ def is_new_max(value, best):
 
 
 @numba.jit(nopython=True, inline="always")
+def row_argmax(logits, n):
+    """Column of row n's first maximum in logits (N, K), compared with :func:`is_new_max`.
+
+    The metrics kernels on both backends call this, so they count the same rows as
+    correct bit for bit.
+    """
+    best_k = 0
+    best = logits[n, 0]
+    for k in range(1, logits.shape[1]):
+        if is_new_max(logits[n, k], best):
+            best = logits[n, k]
+            best_k = k
+    return best_k
+
+
+@numba.jit(nopython=True, inline="always")
 def window_argmax(x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                   dilation_h, dilation_w):
     """(row, col, value) of max-pooling window (oh, ow)'s first maximum in x (N, C, H, W).

@@ -17,17 +17,22 @@ from __future__ import annotations
 
 from numba import cuda, float64
 
-from numbacnn.kernels.common import is_new_max
+from numbacnn.kernels.common import row_argmax as _row_argmax_source
 from numbacnn.kernels.cuda.launch import SIMULATOR, configured
 from numbacnn.kernels.cuda.reduce import block_sum
 
 METRICS_THREADS = 4 if SIMULATOR else 256  # a power of two (tree reduction); one block
 
+# row_argmax takes an array: the simulator cannot pass its fake device arrays to a
+# CPU-compiled @numba.jit function, so the kernel calls the same Python source as a
+# CUDA device function (as kernels/cuda/pool.py does with window_argmax).
+row_argmax = cuda.jit(device=True)(_row_argmax_source.py_func)
+
 
 @cuda.jit
 def accumulate_loss_and_correct_kernel(totals, losses, logits, labels):
     # totals (2,) float64 updated; losses (N,); logits (N, K); labels (N,). One block.
-    batch, classes = logits.shape
+    batch = logits.shape[0]
     loss_part = cuda.shared.array(METRICS_THREADS, dtype=float64)
     correct_part = cuda.shared.array(METRICS_THREADS, dtype=float64)
     thread = cuda.threadIdx.x
@@ -35,13 +40,7 @@ def accumulate_loss_and_correct_kernel(totals, losses, logits, labels):
     correct = 0.0
     for n in range(thread, batch, METRICS_THREADS):
         loss_sum += losses[n]
-        best_k = 0
-        best = logits[n, 0]
-        for k in range(1, classes):
-            if is_new_max(logits[n, k], best):
-                best = logits[n, k]
-                best_k = k
-        if best_k == labels[n]:
+        if row_argmax(logits, n) == labels[n]:
             correct += 1.0
     loss_part[thread] = loss_sum
     correct_part[thread] = correct
