@@ -62,6 +62,66 @@ def row_argmax(logits, n):
 
 
 @numba.jit(nopython=True, inline="always")
+def window_avg(x, n, c, oh, ow, h_start, h_end, w_start, w_end, divisor):
+    """Mean of avg/adaptive pooling's window (oh, ow) of x (N, C, H, W), plane (n, c).
+
+    The window is rows [h_start[oh], h_end[oh]) x columns [w_start[ow], w_end[ow]),
+    summed in a float64 accumulator (both dtypes) and divided by divisor[oh, ow].
+    """
+    total = 0.0
+    for h in range(h_start[oh], h_end[oh]):
+        for w in range(w_start[ow], w_end[ow]):
+            total += x[n, c, h, w]
+    return total / divisor[oh, ow]
+
+
+@numba.jit(nopython=True, inline="always")
+def window_avg_plane_backward(gx, gy, n, c, h_start, h_end, w_start, w_end, divisor):
+    """avg pooling's backward for one (n, c) plane: zero gx's plane, then add each
+    gy[n, c, oh, ow] / divisor[oh, ow] over its window (one caller per plane: no races)."""
+    for h in range(gx.shape[2]):
+        for w in range(gx.shape[3]):
+            gx[n, c, h, w] = 0
+    for oh in range(gy.shape[2]):
+        for ow in range(gy.shape[3]):
+            share = gy[n, c, oh, ow] / divisor[oh, ow]
+            for h in range(h_start[oh], h_end[oh]):
+                for w in range(w_start[ow], w_end[ow]):
+                    gx[n, c, h, w] += share
+
+
+@numba.jit(nopython=True, inline="always")
+def window_max(x, n, c, oh, ow, h_start, h_end, w_start, w_end):
+    """(value, row, col) of adaptive max pooling's window (oh, ow) maximum in x's plane
+    (n, c); PyTorch's test: a later NaN wins, so NaN propagates."""
+    best_h = h_start[oh]
+    best_w = w_start[ow]
+    best = x[n, c, best_h, best_w]
+    for h in range(h_start[oh], h_end[oh]):
+        for w in range(w_start[ow], w_end[ow]):
+            value = x[n, c, h, w]
+            if value > best or value != value:
+                best = value
+                best_h = h
+                best_w = w
+    return best, best_h, best_w
+
+
+@numba.jit(nopython=True, inline="always")
+def window_max_plane_backward(gx, gy, indices, n, c):
+    """Max pooling's backward for one (n, c) plane: zero gx's plane, then add each
+    gy[n, c, oh, ow] at its flat index h * W + w (one caller per plane: no races)."""
+    width = gx.shape[3]
+    for h in range(gx.shape[2]):
+        for w in range(width):
+            gx[n, c, h, w] = 0
+    for oh in range(gy.shape[2]):
+        for ow in range(gy.shape[3]):
+            index = indices[n, c, oh, ow]
+            gx[n, c, index // width, index % width] += gy[n, c, oh, ow]
+
+
+@numba.jit(nopython=True, inline="always")
 def window_argmax(x, n, c, oh, ow, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                   dilation_h, dilation_w):
     """(row, col, value) of max-pooling window (oh, ow)'s first maximum in x (N, C, H, W).

@@ -10,6 +10,8 @@ per parallel iteration, so overlapping windows add up without races.
 
 from numba import njit, prange
 
+from numbacnn.kernels.common import window_avg, window_avg_plane_backward, window_max, window_max_plane_backward
+
 
 @njit(parallel=True, cache=True)
 def window_avg_forward(out, x, h_start, h_end, w_start, w_end, divisor):
@@ -19,28 +21,15 @@ def window_avg_forward(out, x, h_start, h_end, w_start, w_end, divisor):
         n, c = plane // c_, plane % c_
         for oh in range(oh_):
             for ow in range(ow_):
-                total = 0.0  # float64 accumulator in both dtypes
-                for h in range(h_start[oh], h_end[oh]):
-                    for w in range(w_start[ow], w_end[ow]):
-                        total += x[n, c, h, w]
-                out[n, c, oh, ow] = total / divisor[oh, ow]
+                out[n, c, oh, ow] = window_avg(x, n, c, oh, ow, h_start, h_end, w_start, w_end, divisor)
 
 
 @njit(parallel=True, cache=True)
 def window_avg_backward(gx, gy, h_start, h_end, w_start, w_end, divisor):
     # gx (N, C, H, W) zero-filled here; gy (N, C, OH, OW)
-    n_, c_, oh_, ow_ = gy.shape
+    n_, c_ = gy.shape[0], gy.shape[1]
     for plane in prange(n_ * c_):
-        n, c = plane // c_, plane % c_
-        for h in range(gx.shape[2]):
-            for w in range(gx.shape[3]):
-                gx[n, c, h, w] = 0
-        for oh in range(oh_):
-            for ow in range(ow_):
-                share = gy[n, c, oh, ow] / divisor[oh, ow]
-                for h in range(h_start[oh], h_end[oh]):
-                    for w in range(w_start[ow], w_end[ow]):
-                        gx[n, c, h, w] += share
+        window_avg_plane_backward(gx, gy, plane // c_, plane % c_, h_start, h_end, w_start, w_end, divisor)
 
 
 @njit(parallel=True, cache=True)
@@ -52,14 +41,7 @@ def window_max_forward(out, indices, x, h_start, h_end, w_start, w_end):
         n, c = plane // c_, plane % c_
         for oh in range(oh_):
             for ow in range(ow_):
-                best_h, best_w = h_start[oh], w_start[ow]
-                best = x[n, c, best_h, best_w]
-                for h in range(h_start[oh], h_end[oh]):
-                    for w in range(w_start[ow], w_end[ow]):
-                        value = x[n, c, h, w]
-                        # PyTorch's test: a later NaN wins, so NaN propagates
-                        if value > best or value != value:
-                            best, best_h, best_w = value, h, w
+                best, best_h, best_w = window_max(x, n, c, oh, ow, h_start, h_end, w_start, w_end)
                 out[n, c, oh, ow] = best
                 indices[n, c, oh, ow] = best_h * width + best_w
 
@@ -67,14 +49,6 @@ def window_max_forward(out, indices, x, h_start, h_end, w_start, w_end):
 @njit(parallel=True, cache=True)
 def window_max_backward(gx, gy, indices):
     # gx (N, C, H, W): each gy element added at its flat index in the plane
-    n_, c_, oh_, ow_ = gy.shape
-    width = gx.shape[3]
+    n_, c_ = gy.shape[0], gy.shape[1]
     for plane in prange(n_ * c_):
-        n, c = plane // c_, plane % c_
-        for h in range(gx.shape[2]):
-            for w in range(width):
-                gx[n, c, h, w] = 0
-        for oh in range(oh_):
-            for ow in range(ow_):
-                index = indices[n, c, oh, ow]
-                gx[n, c, index // width, index % width] += gy[n, c, oh, ow]
+        window_max_plane_backward(gx, gy, indices, plane // c_, plane % c_)

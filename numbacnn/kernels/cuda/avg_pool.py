@@ -7,10 +7,18 @@ from __future__ import annotations
 
 from numba import cuda
 
+from numbacnn.kernels import common
 from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured
 
 THREADS = 8 if SIMULATOR else 128
 MAX_BLOCKS = 2 if SIMULATOR else 4096
+
+# The CPU backend's window helpers, compiled from the same Python source as CUDA device
+# functions (the simulator cannot pass its arrays into a CPU-compiled helper).
+window_avg = cuda.jit(device=True)(common.window_avg.py_func)
+window_avg_plane_backward = cuda.jit(device=True)(common.window_avg_plane_backward.py_func)
+window_max = cuda.jit(device=True)(common.window_max.py_func)
+window_max_plane_backward = cuda.jit(device=True)(common.window_max_plane_backward.py_func)
 
 
 @cuda.jit
@@ -21,27 +29,14 @@ def window_avg_forward_kernel(out, x, h_start, h_end, w_start, w_end, divisor):
         oh = (item // ow_) % oh_
         c = (item // (ow_ * oh_)) % c_
         n = item // (ow_ * oh_ * c_)
-        total = 0.0
-        for h in range(h_start[oh], h_end[oh]):
-            for w in range(w_start[ow], w_end[ow]):
-                total += x[n, c, h, w]
-        out[n, c, oh, ow] = total / divisor[oh, ow]
+        out[n, c, oh, ow] = window_avg(x, n, c, oh, ow, h_start, h_end, w_start, w_end, divisor)
 
 
 @cuda.jit
 def window_avg_backward_kernel(gx, gy, h_start, h_end, w_start, w_end, divisor):
-    n_, c_, oh_, ow_ = gy.shape
+    n_, c_ = gy.shape[0], gy.shape[1]
     for plane in range(cuda.grid(1), n_ * c_, cuda.gridsize(1)):
-        n, c = plane // c_, plane % c_
-        for h in range(gx.shape[2]):
-            for w in range(gx.shape[3]):
-                gx[n, c, h, w] = 0
-        for oh in range(oh_):
-            for ow in range(ow_):
-                share = gy[n, c, oh, ow] / divisor[oh, ow]
-                for h in range(h_start[oh], h_end[oh]):
-                    for w in range(w_start[ow], w_end[ow]):
-                        gx[n, c, h, w] += share
+        window_avg_plane_backward(gx, gy, plane // c_, plane % c_, h_start, h_end, w_start, w_end, divisor)
 
 
 @cuda.jit
@@ -53,33 +48,16 @@ def window_max_forward_kernel(out, indices, x, h_start, h_end, w_start, w_end):
         oh = (item // ow_) % oh_
         c = (item // (ow_ * oh_)) % c_
         n = item // (ow_ * oh_ * c_)
-        best_h = h_start[oh]
-        best_w = w_start[ow]
-        best = x[n, c, best_h, best_w]
-        for h in range(h_start[oh], h_end[oh]):
-            for w in range(w_start[ow], w_end[ow]):
-                value = x[n, c, h, w]
-                if value > best or value != value:  # PyTorch's test: NaN propagates
-                    best = value
-                    best_h = h
-                    best_w = w
+        best, best_h, best_w = window_max(x, n, c, oh, ow, h_start, h_end, w_start, w_end)
         out[n, c, oh, ow] = best
         indices[n, c, oh, ow] = best_h * width + best_w
 
 
 @cuda.jit
 def window_max_backward_kernel(gx, gy, indices):
-    n_, c_, oh_, ow_ = gy.shape
-    width = gx.shape[3]
+    n_, c_ = gy.shape[0], gy.shape[1]
     for plane in range(cuda.grid(1), n_ * c_, cuda.gridsize(1)):
-        n, c = plane // c_, plane % c_
-        for h in range(gx.shape[2]):
-            for w in range(width):
-                gx[n, c, h, w] = 0
-        for oh in range(oh_):
-            for ow in range(ow_):
-                index = indices[n, c, oh, ow]
-                gx[n, c, index // width, index % width] += gy[n, c, oh, ow]
+        window_max_plane_backward(gx, gy, indices, plane // c_, plane % c_)
 
 
 def _elements(a) -> int:
