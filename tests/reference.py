@@ -118,10 +118,15 @@ def _first_max(taps):
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     x = np.asarray(x, np.float64)
-    y = None
-    for n, c, oh, ow, oh_size, ow_size, taps in _windows(x, kernel_size, stride, padding, dilation, ceil_mode):
-        if y is None:
-            y = np.full((x.shape[0], x.shape[1], oh_size, ow_size), -np.inf)
+    kh_size, kw_size = _pair(kernel_size)
+    sh, sw = _pair(stride if stride is not None else kernel_size)
+    ph, pw = _pair(padding)
+    dh, dw = _pair(dilation)
+    # sized here, not from the first window: an empty batch has no windows
+    y = np.full((x.shape[0], x.shape[1],
+                 pool_output_size(x.shape[2], kh_size, sh, ph, dh, ceil_mode),
+                 pool_output_size(x.shape[3], kw_size, sw, pw, dw, ceil_mode)), -np.inf)
+    for n, c, oh, ow, _, _, taps in _windows(x, kernel_size, stride, padding, dilation, ceil_mode):
         y[n, c, oh, ow] = _first_max(taps)[0] if taps else -np.inf
     return y
 
@@ -165,6 +170,197 @@ def softmax_cross_entropy(logits, labels):
     grad = np.exp(log_probs)
     grad[rows, labels] -= 1.0
     return loss, grad / len(z)
+
+
+# --------------------------------------------------------------------------- #
+# issue 11 item 1: indices, unpooling, softmax family and losses with PyTorch's options
+# --------------------------------------------------------------------------- #
+
+
+def max_pool2d_with_indices(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """(y, indices): indices are ``row * W + col`` of each window's first maximum in its plane."""
+    x = np.asarray(x, np.float64)
+    y = max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    indices = np.full(y.shape, -1, np.int64)
+    for n, c, oh, ow, _, _, taps in _windows(x, kernel_size, stride, padding, dilation, ceil_mode):
+        if taps:
+            _, ih, iw = _first_max(taps)
+            indices[n, c, oh, ow] = ih * x.shape[3] + iw
+    return y, indices
+
+
+def max_pool2d_backward_from_indices(gy, indices, input_shape):
+    """gx: each gy element added at its flat index, plane by plane."""
+    gy = np.asarray(gy, np.float64)
+    gx = np.zeros(input_shape)
+    for n in range(gy.shape[0]):
+        for c in range(gy.shape[1]):
+            plane = gx[n, c].reshape(-1)
+            for position, index in np.ndenumerate(indices[n, c]):
+                plane[index] += gy[n, c][position]
+    return gx
+
+
+def max_unpool2d(x, indices, output_hw):
+    """out (N, C, OH, OW): zeros, with x[n, c, h, w] placed at indices[n, c, h, w] (later wins)."""
+    x = np.asarray(x, np.float64)
+    out = np.zeros((x.shape[0], x.shape[1], *output_hw))
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            plane = out[n, c].reshape(-1)
+            for position, index in np.ndenumerate(indices[n, c]):
+                plane[index] = x[n, c][position]
+    return out
+
+
+def max_unpool2d_backward(gy, indices):
+    gy = np.asarray(gy, np.float64)
+    gx = np.zeros(indices.shape)
+    for n in range(gy.shape[0]):
+        for c in range(gy.shape[1]):
+            plane = gy[n, c].reshape(-1)
+            for position, index in np.ndenumerate(indices[n, c]):
+                gx[n, c][position] = plane[index]
+    return gx
+
+
+def _rows(x, dim):
+    """x with the axis ``dim`` moved last, as (rows, K), and the function undoing it."""
+    moved = np.moveaxis(np.atleast_1d(x), dim, -1)
+    shape = moved.shape
+
+    def back(rows):
+        return np.moveaxis(rows.reshape(shape), -1, dim).reshape(np.shape(x))
+
+    return moved.reshape(-1, shape[-1]), back
+
+
+def softmax(x, dim):
+    rows, back = _rows(np.asarray(x, np.float64), dim)
+    out = np.empty_like(rows)
+    for r, row in enumerate(rows):
+        e = np.exp(row - row.max())
+        out[r] = e / e.sum()
+    return back(out)
+
+
+def log_softmax(x, dim):
+    rows, back = _rows(np.asarray(x, np.float64), dim)
+    out = np.empty_like(rows)
+    for r, row in enumerate(rows):
+        shifted = row - row.max()
+        out[r] = shifted - math.log(np.exp(shifted).sum())
+    return back(out)
+
+
+def softmax_backward(gy, x, dim):
+    """J^T gy per row with the explicit Jacobian diag(p) - p p^T."""
+    p_rows, back = _rows(softmax(x, dim), dim)
+    g_rows, _ = _rows(np.asarray(gy, np.float64), dim)
+    out = np.empty_like(p_rows)
+    for r, (p, g) in enumerate(zip(p_rows, g_rows)):
+        out[r] = (np.diag(p) - np.outer(p, p)).T @ g
+    return back(out)
+
+
+def log_softmax_backward(gy, x, dim):
+    """J^T gy per row with the explicit Jacobian I - 1 p^T."""
+    p_rows, back = _rows(softmax(x, dim), dim)
+    g_rows, _ = _rows(np.asarray(gy, np.float64), dim)
+    out = np.empty_like(p_rows)
+    for r, (p, g) in enumerate(zip(p_rows, g_rows)):
+        jacobian = np.eye(len(p)) - np.outer(np.ones(len(p)), p)
+        out[r] = jacobian.T @ g
+    return back(out)
+
+
+def _loss_elements(scores):
+    """(N, C, S) view of (C,), (N, C) or (N, C, d...) scores."""
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim == 1:
+        return scores.reshape(1, -1, 1)
+    # the spatial size written out: reshape cannot infer -1 when N = 0
+    return scores.reshape(scores.shape[0], scores.shape[1], int(np.prod(scores.shape[2:], dtype=np.int64)))
+
+
+def _loss_coefficients(scores, target, weight, ignore_index, label_smoothing):
+    """Per element (n, s): the coefficients a_c of -sum_c a_c log p_c, and the element's
+    weight in the mean's denominator (PyTorch's definitions, written out)."""
+    z = _loss_elements(scores)
+    n_size, classes, s_size = z.shape
+    w = np.ones(classes) if weight is None else np.asarray(weight, np.float64)
+    eps = label_smoothing
+    coefficients = np.zeros(z.shape)
+    denominators = np.zeros((n_size, s_size))
+    probabilities = np.issubdtype(np.asarray(target).dtype, np.floating)
+    t = _loss_elements(target) if probabilities else np.asarray(target).reshape(n_size, s_size)
+    for n in range(n_size):
+        for s in range(s_size):
+            if probabilities:
+                q = t[n, :, s] * (1 - eps) + eps / classes
+                coefficients[n, :, s] = w * q
+                denominators[n, s] = 1.0
+            elif t[n, s] != ignore_index:
+                coefficients[n, :, s] = eps / classes * w
+                coefficients[n, t[n, s], s] += (1 - eps) * w[t[n, s]]
+                denominators[n, s] = w[t[n, s]]
+    return coefficients, denominators
+
+
+def _reduce_loss(per_element, denominators, reduction, out_shape):
+    if reduction == "none":
+        return per_element.reshape(out_shape)
+    if reduction == "sum":
+        return per_element.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.float64(per_element.sum()) / np.float64(denominators.sum())
+
+
+def _element_shape(scores):
+    scores = np.asarray(scores)
+    return () if scores.ndim == 1 else (scores.shape[0], *scores.shape[2:])
+
+
+def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    a, denominators = _loss_coefficients(logits, target, weight, ignore_index, label_smoothing)
+    log_p = log_softmax(_loss_elements(logits), 1)
+    per_element = -(a * log_p).sum(axis=1)
+    return _reduce_loss(per_element, denominators, reduction, _element_shape(logits))
+
+
+def cross_entropy_backward(grad_output, logits, target, weight=None, ignore_index=-100, reduction="mean",
+                           label_smoothing=0.0):
+    """Chain rule: dL/dlog_p = -scale * a, then log_softmax's Jacobian."""
+    a, denominators = _loss_coefficients(logits, target, weight, ignore_index, label_smoothing)
+    z = _loss_elements(logits)
+    if reduction == "none":
+        scale = np.asarray(grad_output, np.float64).reshape(z.shape[0], 1, z.shape[2])
+    elif reduction == "mean" and denominators.sum() == 0:
+        # every element ignored: the mean loss is 0/0 = NaN, but no element depends on
+        # the logits, so PyTorch's gradient is zero (checked with torch 2.13)
+        scale = 0.0
+    else:
+        scale = float(grad_output) / (denominators.sum() if reduction == "mean" else 1.0)
+    grad = log_softmax_backward(-scale * a, z, 1)
+    return grad.reshape(np.shape(logits))
+
+
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    a, denominators = _loss_coefficients(log_probs, target, weight, ignore_index, 0.0)
+    per_element = -(a * _loss_elements(log_probs)).sum(axis=1)
+    return _reduce_loss(per_element, denominators, reduction, _element_shape(log_probs))
+
+
+def nll_loss_backward(grad_output, log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    a, denominators = _loss_coefficients(log_probs, target, weight, ignore_index, 0.0)
+    z = _loss_elements(log_probs)
+    if reduction == "none":
+        scale = np.asarray(grad_output, np.float64).reshape(z.shape[0], 1, z.shape[2])
+    elif reduction == "mean" and denominators.sum() == 0:
+        scale = 0.0  # every element ignored: zero gradient, as in cross_entropy_backward
+    else:
+        scale = float(grad_output) / (denominators.sum() if reduction == "mean" else 1.0)
+    return (-scale * a).reshape(np.shape(log_probs))
 
 
 # --------------------------------------------------------------------------- #

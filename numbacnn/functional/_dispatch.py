@@ -33,7 +33,9 @@ def _contiguous(a: Array, name: str, op: str, where: str) -> Array:
     if a is None:
         return None
     if where == "cpu":
-        return np.ascontiguousarray(a)
+        a = np.asarray(a)
+        # not np.ascontiguousarray alone: it turns a 0-d array into shape (1,)
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
     is_contiguous = getattr(a, "is_c_contiguous", None)
     if is_contiguous is not None and not is_contiguous():
         raise ValueError(f"{op}: {name} is a non-contiguous CUDA array; expected a C-contiguous one")
