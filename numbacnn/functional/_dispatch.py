@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from numbacnn.device import backend, device_of
+from numbacnn.shapes import check_array, check_same_dtype, check_shape
 
 Array = Any  # a NumPy array or a CUDA device array
 IntOrPair = int | tuple[int, int]
@@ -139,3 +140,14 @@ def _split_out(op: str, out: tuple | None, count: int) -> tuple:
         raise TypeError(f"{op}: out must be a tuple of {count} arrays or None entries, got {type(out).__name__}"
                         + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
     return tuple(out)
+
+
+def _check_elementwise_pair(op: str, checked: str, reference: str, **arrays: Array) -> np.dtype:
+    """The checks of an elementwise backward's two inputs (``arrays``, in the order
+    their errors are reported): each an array (empty allowed), one dtype, and
+    ``arrays[checked]`` of ``arrays[reference]``'s shape. Returns the dtype."""
+    for name, a in arrays.items():
+        check_array(a, name, op, empty="any")
+    dtype = check_same_dtype(op, **arrays)
+    check_shape(arrays[checked], checked, op, tuple(arrays[reference].shape), f" ({reference}'s shape)")
+    return dtype

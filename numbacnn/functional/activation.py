@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from numbacnn.functional._dispatch import Array, _output, _prepare
-from numbacnn.shapes import check_array, check_same_dtype, check_shape
+from numbacnn.functional._dispatch import Array, _check_elementwise_pair, _output, _prepare
+from numbacnn.shapes import check_array
 
 
 def relu(x: Array, inplace: bool = False, *, out: Array | None = None) -> Array:
@@ -46,10 +46,7 @@ def relu_backward(gy: Array, x: Array, *, out: Array | None = None) -> Array:
     array of x's shape
     """
     op = "relu_backward"
-    check_array(gy, "gy", op, empty="any")
-    check_array(x, "x", op, empty="any")
-    dtype = check_same_dtype(op, gy=gy, x=x)
-    check_shape(gy, "gy", op, tuple(x.shape), " (x's shape)")
+    dtype = _check_elementwise_pair(op, "gy", "x", gy=gy, x=x)
     where, kernels, arrays = _prepare(op, gy=gy, x=x)
     gx = _output(op, "out", out, kernels, where, tuple(x.shape), dtype, arrays, elementwise=True)
     kernels.relu_backward(gx.reshape(-1), arrays["gy"].reshape(-1), arrays["x"].reshape(-1))
@@ -93,10 +90,7 @@ def leaky_relu_backward(gy: Array, x: Array, negative_slope: float = 0.01) -> Ar
     array of x's shape
     """
     op = "leaky_relu_backward"
-    check_array(gy, "gy", op, empty="any")
-    check_array(x, "x", op, empty="any")
-    dtype = check_same_dtype(op, gy=gy, x=x)
-    check_shape(gy, "gy", op, tuple(x.shape), " (x's shape)")
+    dtype = _check_elementwise_pair(op, "gy", "x", gy=gy, x=x)
     slope = _check_slope(negative_slope, op)
     where, kernels, arrays = _prepare(op, gy=gy, x=x)
     gx = kernels.empty(tuple(x.shape), dtype)

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from numbacnn.device import to_device
-from numbacnn.functional._dispatch import Array, _prepare
-from numbacnn.shapes import check_array, check_same_dtype, check_shape
+from numbacnn.functional._dispatch import Array, _check_elementwise_pair, _prepare
+from numbacnn.shapes import check_array
 
 
 def dropout_mask(shape: tuple, p: float, dtype: Any, seed: int | np.random.Generator | None) -> np.ndarray:
@@ -90,10 +90,7 @@ def dropout_backward(gy: Array, mask: Array) -> Array:
     array of gy's shape
     """
     op = "dropout_backward"
-    check_array(gy, "gy", op, empty="any")
-    check_array(mask, "mask", op, empty="any")
-    check_same_dtype(op, gy=gy, mask=mask)
-    check_shape(mask, "mask", op, tuple(gy.shape), " (gy's shape)")
+    _check_elementwise_pair(op, "mask", "gy", gy=gy, mask=mask)
     where, kernels, arrays = _prepare(op, gy=gy, mask=mask)
     gx = kernels.empty(tuple(gy.shape), np.dtype(gy.dtype))
     if gy.size:
