@@ -113,6 +113,21 @@ def _record_library_paths() -> list:
             log_probs = F.log_softmax(logits, 1)
             F.nll_loss(log_probs, target)
             F.nll_loss_backward(1.0, log_probs, target)
+            # issue 11's new ops: average / adaptive pooling, batch norm, leaky ReLU, dropout
+            avg = F.avg_pool2d(x, 2, ceil_mode=True)
+            F.avg_pool2d_backward(avg, x.shape, 2, ceil_mode=True)
+            F.adaptive_avg_pool2d_backward(F.adaptive_avg_pool2d(x, 1), x.shape)
+            peak, where = F.adaptive_max_pool2d(x, (2, 3), return_indices=True)
+            F.adaptive_max_pool2d_backward(peak, indices=where, input_shape=x.shape)
+            running_mean = numbacnn.to_device(np.zeros(4, dtype), "cuda")
+            running_var = numbacnn.to_device(np.ones(4, dtype), "cuda")
+            scale = numbacnn.to_device(np.ones(4, dtype), "cuda")
+            shift = numbacnn.to_device(np.zeros(4, dtype), "cuda")
+            for training in (True, False):
+                normed = F.batch_norm(x, running_mean, running_var, scale, shift, training=training)
+                F.batch_norm_backward(normed, x, running_mean, running_var, scale, training=training)
+            F.leaky_relu_backward(F.leaky_relu(x, 0.1), x, 0.1)
+            F.dropout(x, 0.5, training=True, seed=0)
     return calls
 
 
