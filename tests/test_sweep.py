@@ -9,6 +9,7 @@ must give the same numbers on any worker and in this process.
 from __future__ import annotations
 
 import os
+import time
 import signal
 import sys
 
@@ -204,8 +205,15 @@ def test_local_cluster_gives_exactly_the_sequential_results(sequential, base, cl
     cores = min(os.cpu_count(), 2)
     assert {r["numba_threads"] for r in records} == {max(1, cores // 2)}
     # each future was released once written: the scheduler keeps no trial result
-    keys = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks])
-    assert not [k for k in keys if "numbacnn-trial" in k]
+    # (the client's release of the last future reaches the scheduler asynchronously: wait for it)
+    deadline = time.monotonic() + 10
+    while True:
+        keys = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks])
+        held = [k for k in keys if "numbacnn-trial" in k]
+        if not held or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not held
 
 
 def test_killed_worker_still_yields_every_trial_once(sequential, base, tmp_path):
