@@ -13,15 +13,39 @@ from numbacnn.shapes import explain_conv
 TINY_VGG_POOL = 2  # CNN Explainer's max pools are 2x2 with stride 2
 
 
+# What tiny_vgg's ``stride`` means, stored beside it in checkpoints: until this rule,
+# the stride applied to all four convolutions (checkpoints with stride != 1 from then
+# describe another model and are refused by load_checkpoint).
+STRIDE_RULE = "first convolution of each block"
+
+
+def drops_input_pixels(explanation) -> bool:
+    """True when a slide leaves real input rows or columns uncovered (their pixels
+    never reach the output), False when it covers every input pixel and at most
+    skips the last padding row/column.
+
+    The floor in ``(n + 2p - k) / s + 1`` drops the bottom/right remainder of the
+    padded input, bottom padding first: 28x28 with a 3x3 kernel, padding 1 and
+    stride 2 gives 14x14 and skips only the last padding row and column (PyTorch's
+    and ResNet's usual downsampling conv), whereas padding 0 drops input row 27.
+    """
+    return any(u > p for u, p in zip(explanation.uncovered, explanation.padding))
+
+
 def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0,
                    strict: bool = True, stride: int = 1) -> list[tuple[str, int]]:
     """Spatial size after each stage of Tiny VGG, checking every slide.
 
-    With ``strict=False`` an asymmetric slide is allowed (the floor drops border
-    pixels, as PyTorch does silently); only an output below 1x1 is an error.
-    ``stride`` is every convolution's (the pools keep 2x2 / stride 2): each conv
-    then divides the size by about ``stride``, so six halvings (stride 2) need an
-    input of at least 64 pixels at Tiny VGG's depth.
+    ``stride`` is the stride of each block's first convolution (conv_1_1 and
+    conv_2_1, the block's downsampling conv as in ResNet); the second convolution
+    of each block keeps stride 1 and the pools 2x2 / stride 2. On 28x28 with a 3x3
+    kernel and padding 1, stride 2 goes 28 -> 14 -> 14 -> 7 -> 4 -> 4 -> 2.
+
+    With ``strict`` (the default) a slide that leaves input pixels uncovered is
+    refused (CNN Explainer's symmetric-slide lesson); a strided conv that covers
+    every input pixel and skips only its last padding row/column is accepted (see
+    :func:`drops_input_pixels`). With ``strict=False`` only an output below 1x1 is
+    an error (the floor then drops border pixels, as PyTorch does silently).
 
     Returns
     -------
@@ -31,20 +55,20 @@ def tiny_vgg_sizes(image_size: int, kernel_size: int = 3, padding: int = 0,
     Raises
     ------
     ValueError
-        A layer's output would be smaller than 1x1, or a kernel does not slide
-        symmetrically over its input (border pixels silently dropped); the message
-        is :func:`numbacnn.shapes.explain_conv`'s, with the layer named.
+        A layer's output would be smaller than 1x1, or (``strict``) a kernel leaves
+        input pixels uncovered; the message is
+        :func:`numbacnn.shapes.explain_conv`'s, with the layer named.
     """
     size = image_size
     sizes = []
-    plan = [("conv_1_1", kernel_size, stride, padding), ("conv_1_2", kernel_size, stride, padding),
+    plan = [("conv_1_1", kernel_size, stride, padding), ("conv_1_2", kernel_size, 1, padding),
             ("max_pool_1", TINY_VGG_POOL, TINY_VGG_POOL, 0),
-            ("conv_2_1", kernel_size, stride, padding), ("conv_2_2", kernel_size, stride, padding),
+            ("conv_2_1", kernel_size, stride, padding), ("conv_2_2", kernel_size, 1, padding),
             ("max_pool_2", TINY_VGG_POOL, TINY_VGG_POOL, 0)]
     for name, k, s, p in plan:
         explanation = explain_conv(size, k, s, p)
         fits = min(explanation.output_size) >= 1
-        if not fits or (strict and not explanation.symmetric):
+        if not fits or (strict and drops_input_pixels(explanation)):
             stride_text = f", stride={stride}" if stride != 1 else ""
             raise ValueError(
                 f"tiny_vgg(image_size={image_size}, kernel_size={kernel_size}, padding={padding}{stride_text}): "
@@ -103,13 +127,19 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
     seed : int, Generator or None
         Seeds the PyTorch-style initialisation; the same seed gives the same weights.
     strict : bool
-        When False, build a model whose kernels slide asymmetrically (its layers
-        then warn with ``HyperparameterWarning`` on the first forward) instead of
-        refusing it; a combination whose output is below 1x1 is refused either way.
+        When False, build a model whose kernels leave input pixels uncovered (its
+        layers then warn with ``HyperparameterWarning`` on the first forward)
+        instead of refusing it; a combination whose output is below 1x1 is refused
+        either way. A strided conv that only skips its last padding row/column is
+        accepted in both modes and does not warn for ``image_size``.
     stride : int
-        Of every convolution (default 1, CNN Explainer's); the 2x2 max pools keep
-        stride 2. A larger stride shrinks every layer faster: on 28x28 Fashion-MNIST
-        stride 2 leaves nothing for the second block's pool (refused as impossible).
+        Of each block's first convolution (``features.0`` and ``features.5``, the
+        downsampling conv as in ResNet; default 1, CNN Explainer's); the second conv
+        of each block keeps stride 1 and the 2x2 max pools stride 2. On 28x28
+        Fashion-MNIST, 3x3 kernels with padding 1 and stride 2 go
+        28 -> 14 -> 14 -> 7 -> 4 -> 4 -> 2 (250 features for the classifier
+        instead of 490). Checkpoints store this rule (``STRIDE_RULE``): before it,
+        the stride applied to all four convolutions.
     batch_norm : bool
         Insert ``BatchNorm2d(filters)`` after every convolution (before its ReLU):
         ``features`` then goes conv, bn, relu, conv, bn, relu, pool, ..., i.e.
@@ -127,8 +157,8 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
     Raises
     ------
     ValueError
-        The combination does not fit (output below 1x1) or a kernel does not slide
-        symmetrically while ``strict`` (see :func:`tiny_vgg_sizes`).
+        The combination does not fit (output below 1x1) or a kernel leaves input
+        pixels uncovered while ``strict`` (see :func:`tiny_vgg_sizes`).
     """
     for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                         ("image_size", image_size), ("filters", filters), ("kernel_size", kernel_size)):
@@ -142,21 +172,29 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
         raise TypeError(f"tiny_vgg: batch_norm must be True or False, got {batch_norm!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) or not 0 <= dropout < 1:
         raise ValueError(f"tiny_vgg: dropout must be a probability 0 <= p < 1, got {dropout!r}")
-    final = tiny_vgg_sizes(image_size, kernel_size, padding, strict, stride)[-1][1]
+    sizes = tiny_vgg_sizes(image_size, kernel_size, padding, strict, stride)
+    final = sizes[-1][1]
     rng = as_rng(seed)
 
-    def conv(cin: int) -> Conv2d:
-        return Conv2d(cin, filters, kernel_size, stride=stride, padding=padding, dtype=dtype, device=device,
-                      rng=rng)
+    conv_inputs = {name: size for (name, _), size in zip(sizes, [image_size] + [s for _, s in sizes[:-1]])}
 
-    def block(cin: int) -> list:
+    def conv(cin: int, name: str) -> Conv2d:
+        s = stride if name.endswith("_1") else 1  # each block's first conv downsamples
+        layer = Conv2d(cin, filters, kernel_size, stride=s, padding=padding, dtype=dtype, device=device, rng=rng)
+        if not drops_input_pixels(explain_conv(conv_inputs[name], kernel_size, s, padding)):
+            # accepted above: skipping only the last padding row/column is no lesson to warn
+            # about at this input size (other sizes are still checked on their first forward)
+            layer._checked_sizes.add((conv_inputs[name], conv_inputs[name]))
+        return layer
+
+    def block(cin: int, name: str) -> list:
         # Conv -> (BatchNorm) -> ReLU; without batch norm exactly CNN Explainer's layers
         bn = [BatchNorm2d(filters, dtype=dtype, device=device)] if batch_norm else []
-        return [conv(cin), *bn, ReLU()]
+        return [conv(cin, name), *bn, ReLU()]
 
     features = Sequential(
-        *block(in_channels), *block(filters), MaxPool2d(TINY_VGG_POOL),
-        *block(filters), *block(filters), MaxPool2d(TINY_VGG_POOL),
+        *block(in_channels, "conv_1_1"), *block(filters, "conv_1_2"), MaxPool2d(TINY_VGG_POOL),
+        *block(filters, "conv_2_1"), *block(filters, "conv_2_2"), MaxPool2d(TINY_VGG_POOL),
     )
     linear = Linear(filters * final * final, num_classes, dtype=dtype, device=device, rng=rng)
     # the dropout generator is seeded from the same rng, after the weights (same weights as without it)
@@ -167,4 +205,4 @@ def tiny_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 64, 
 
 MODELS = {"tiny_vgg": tiny_vgg}
 
-__all__ = ["MODELS", "tiny_vgg", "tiny_vgg_sizes"]
+__all__ = ["MODELS", "STRIDE_RULE", "drops_input_pixels", "tiny_vgg", "tiny_vgg_sizes"]

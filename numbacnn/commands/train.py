@@ -40,7 +40,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--padding", type=int, default=d.padding, help="padding of every convolution")
     parser.add_argument("--filters", type=int, default=d.filters, help="channels of every convolution")
     parser.add_argument("--kernel-size", type=int, default=d.kernel_size)
-    parser.add_argument("--stride", type=int, default=d.stride, help="stride of every convolution")
+    parser.add_argument("--stride", type=int, default=d.stride, help="stride of each block's first convolution (the second "
+                        "keeps stride 1, the pools 2x2/2): 3x3 kernels, padding 1, stride 2 take 28x28 to 14x14")
     parser.add_argument("--batch-norm", action="store_true", default=d.batch_norm,
                         help="BatchNorm2d after every convolution (train/eval modes handled by fit/evaluate)")
     parser.add_argument("--dropout", type=float, default=d.dropout, metavar="P",

@@ -203,17 +203,35 @@ def lessons(records: Sequence[Mapping[str, Any]]) -> list[str]:
     if len(strides) > 1:
         lines = [pairs_text("stride", small, large, "higher") for small, large in zip(strides, strides[1:])]
         lines = [line for line in lines if line]
-        rows = group(records, ["stride"])
-        shrink = "; ".join(
-            f"stride {row['values']['stride']}: {row['trained']}/{row['trials']} trainable"
-            + (f", feature maps {' -> '.join(str(s) for s in row['feature_sizes'])}, "
-               f"{_fmt_int(row.get('flops'))} FLOPs/image" if row.get("feature_sizes") else "")
+        # the shrinking, shown on the first configuration trained at every stride (else over all)
+        trained_at: dict[str, set] = {}
+        for r in records:
+            if r["status"] == "done":
+                rest = json.dumps({k: v for k, v in r["config"].items() if k not in ("stride", "seed")},
+                                  sort_keys=True)
+                trained_at.setdefault(rest, set()).add(r["config"]["stride"])
+        paired = next((rest for rest, seen in trained_at.items() if len(seen) == len(strides)), None)
+        shown = records if paired is None else [
+            r for r in records if json.dumps({k: v for k, v in r["config"].items() if k not in ("stride", "seed")},
+                                             sort_keys=True) == paired]
+        where = "" if paired is None else "kernel {kernel_size}, padding {padding}: ".format(**json.loads(paired))
+        trainable = "; ".join(f"stride {row['values']['stride']}: {row['trained']}/{row['trials']} trainable"
+                              for row in group(records, ["stride"]))
+        rows = group(shown, ["stride"])
+        shrink = where + "; ".join(
+            f"stride {row['values']['stride']}"
+            + (f": feature maps {' -> '.join(str(s) for s in row['feature_sizes'])}, "
+               f"{_fmt_int(row.get('flops'))} FLOPs/image, {_fmt_int(row.get('parameters'))} parameters"
+               + (f", {row['seconds_per_epoch']:.1f} s/epoch" if "seconds_per_epoch" in row else "")
+               if row.get("feature_sizes") else "")
             + (f" (untrainable: {row['message'].split('. ')[0][:200]})" if row.get("message") and not row["trained"]
                else "")
             for row in rows)
-        text.append("**A larger stride extracts less and shrinks the layers faster.** " + shrink + ". "
+        text.append("**A larger stride extracts less and shrinks the layers faster.** " + shrink
+                    + f" (over the grid: {trainable}). Test accuracy of the smaller minus the larger stride, same "
+                      "kernel, padding and seed: "
                     + (" ".join(lines) if lines else
-                       "No pair of trained trials differs only in stride, so its effect on accuracy is not "
+                       "no pair of trained trials differs only in stride, so its effect on accuracy is not "
                        "measured here; that every larger-stride configuration is untrainable on these images is "
                        "itself the shrinking the lesson describes."))
     if untrainable["impossible"] or untrainable["asymmetric"]:

@@ -18,7 +18,7 @@ import numpy as np
 from numbacnn.data import Normalizer
 from numbacnn.device import resolve_device
 from numbacnn.errors import CheckpointError, format_message
-from numbacnn.models import tiny_vgg, tiny_vgg_parameter_count
+from numbacnn.models import STRIDE_RULE, tiny_vgg, tiny_vgg_parameter_count
 from numbacnn.nn import Module
 from numbacnn.optim import Optimizer
 from numbacnn.train.config import DTYPES, TrainConfig
@@ -168,6 +168,10 @@ def _check_meta(path: Path, meta: Any, model_state: dict[str, np.ndarray]) -> No
                  f"meta.model.kwargs.{name}")
     if "stride" in kwargs and not _is_int(kwargs["stride"], 1):
         fail(f"stride must be an int >= 1, got {kwargs['stride']!r}", "meta.model.kwargs.stride")
+    if kwargs.get("stride", 1) != 1 and spec.get("stride_rule") != STRIDE_RULE:
+        fail(f"stride {kwargs['stride']} was saved when tiny_vgg's stride applied to every convolution; it now "
+             f"applies to the {STRIDE_RULE}, so these weights describe another model", "meta.model.kwargs.stride",
+             "train it again (checkpoints with stride 1 are unaffected)")
     if kwargs.get("dtype") not in DTYPES:
         fail(f"dtype must be one of {DTYPES}, got {kwargs.get('dtype')!r}", "meta.model.kwargs.dtype")
     classes = meta["classes"]

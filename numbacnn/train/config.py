@@ -40,7 +40,7 @@ class TrainConfig:
     padding: int = 1
     filters: int = 10
     kernel_size: int = 3
-    stride: int = 1  # of every convolution (tiny_vgg's stride); the 2x2 pools keep stride 2
+    stride: int = 1  # of each block's first convolution (tiny_vgg's stride); the 2x2 pools keep stride 2
     batch_norm: bool = False  # BatchNorm2d after every convolution (tiny_vgg's batch_norm)
     dropout: float = 0.0  # Dropout before the classifier's Linear when > 0 (tiny_vgg's dropout)
     image_size: int = 64  # imagefolder only: images are resized to this; other datasets have fixed sizes

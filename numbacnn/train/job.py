@@ -14,7 +14,7 @@ import numpy as np
 
 from numbacnn.data import BatchLoader, Normalizer, load_dataset, stratified_split
 from numbacnn.errors import CheckpointError, DatasetError, OutputError, UsageError
-from numbacnn.models import tiny_vgg
+from numbacnn.models import STRIDE_RULE, tiny_vgg
 from numbacnn.nn import Module
 from numbacnn.optim import SGD, Adam, CosineAnnealingLR, LRScheduler, Optimizer, StepLR
 from numbacnn.train.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint, save_checkpoint
@@ -219,7 +219,8 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
     try:
         model = tiny_vgg(**model_kwargs, device=device)
     except ValueError as exc:  # an asymmetric slide (strict): the sizes were checked to fit
-        raise UsageError(str(exc), f"--kernel-size {config.kernel_size} --padding {config.padding}",
+        stride = f" --stride {config.stride}" if config.stride != 1 else ""
+        raise UsageError(str(exc), f"--kernel-size {config.kernel_size} --padding {config.padding}{stride}",
                          "choose a kernel size and padding that slide evenly (numbacnn explain conv helps)") from None
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer)
@@ -243,7 +244,10 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
         start_epoch, history = checkpoint.epoch, list(checkpoint.meta.get("history", []))
         if log:
             log(f"resuming from {resume} at epoch {start_epoch}/{config.epochs}")
-    base_meta = {"config": dataclasses.asdict(config), "model": {"name": "tiny_vgg", "kwargs": model_kwargs},
+    model_spec: dict[str, Any] = {"name": "tiny_vgg", "kwargs": model_kwargs}
+    if config.stride != 1:  # what the stride means (load_checkpoint refuses a stride saved without it)
+        model_spec["stride_rule"] = STRIDE_RULE
+    base_meta = {"config": dataclasses.asdict(config), "model": model_spec,
                  "normalizer": {"mean": list(data.normalizer.mean), "std": list(data.normalizer.std)},
                  "classes": list(data.classes)}
     metrics: dict[str, Any] = {"config": dataclasses.asdict(config), "device": device,
