@@ -353,6 +353,23 @@ def test_cli_sweep_report_and_one_line_errors(data_dir, tmp_path, capsys):
         assert err[0].endswith(")")
 
 
+@pytest.mark.parametrize("where", [["--workers", "0"], ["--workers", "2"], []])
+def test_cli_checks_the_dataset_before_any_trial(where, tmp_path, capsys):
+    """Trials on this machine (in-process or local workers): a missing dataset is one line
+    and exit 2, as `numbacnn train` says it, before any trial, cluster or results file."""
+    from numbacnn.cli import main
+
+    missing, out = tmp_path / "nope", tmp_path / "out"
+    assert main(["sweep", "--grid", "seed=0,1", "--data-dir", str(missing), "--out", str(out), *where]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    with pytest.raises(Exception) as loader:
+        load_dataset("fashion-mnist", str(missing))
+    assert captured.err == f"numbacnn sweep: error: {loader.value}\n"
+    assert captured.err.startswith("numbacnn sweep: error: fashion-mnist: the data folder does not exist, ")
+    assert not out.exists()
+
+
 def test_cli_without_distributed_says_what_to_install(monkeypatch, capsys):
     from numbacnn.cli import main
 

@@ -9,7 +9,9 @@
 
 Exit codes: 0 every trial recorded (a diverged or impossible trial is a result);
 1 some trial failed (its message is recorded; a re-run retries it); 2 bad
-arguments or no cluster; 130 interrupted by Ctrl-C or SIGTERM (a re-run resumes).
+arguments, no cluster, or (trials on this machine) no dataset, checked before any
+trial with ``numbacnn train``'s message; 130 interrupted by Ctrl-C or SIGTERM (a
+re-run resumes).
 """
 
 from __future__ import annotations
@@ -111,6 +113,14 @@ def run(args: argparse.Namespace) -> int:
             except (OSError, TimeoutError) as exc:
                 return _error(f"cannot reach a Dask scheduler ({exc})", f"--cluster {args.cluster}",
                               "check the address and that the scheduler is running")
+    if not args.cluster:
+        # Trials run on this machine: find the dataset before any trial, with the same loader
+        # and one-line error as `numbacnn train` (a DatasetError that cli.main prints). Workers
+        # of a --cluster may see another file system, so there each trial reports its own.
+        from numbacnn.data import load_dataset
+
+        if "dataset" not in grid and "data_dir" not in grid:
+            load_dataset(base.dataset, base.data_dir, image_size=base.image_size, channels=base.channels)
     # A sweep started with nohup or `&` ignores Ctrl-C's SIGINT, and schedulers stop jobs with
     # SIGTERM: both end the sweep the way Ctrl-C does (trials cancelled, local cluster closed).
     previous = signal.signal(signal.SIGTERM, _interrupt)
