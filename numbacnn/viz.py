@@ -110,7 +110,8 @@ def png_path(path: str | os.PathLike, default_name: str) -> Path:
     - a name without a suffix: ``.png`` appended (what matplotlib would do silently);
     - any other suffix (``.txt``, ``.jpg``): refused.
 
-    The folder it goes in must be creatable and writable. Every refusal is a
+    The folder it goes in must be creatable and writable: a probe file is written
+    (and removed) in its nearest existing folder. Every refusal is a
     :class:`PictureError` naming the path; nothing is created. Callers report the
     returned path, which is the one really written.
     """
@@ -133,8 +134,14 @@ def png_path(path: str | os.PathLike, default_name: str) -> Path:
     if not existing.is_dir():
         raise PictureError(f"{existing} is a file, so {target} cannot be created below it", text,
                            "choose a path in a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PictureError(f"cannot write in {existing} (permission denied)", text, "choose a writable folder")
+    from numbacnn.errors import OutputError
+    from numbacnn.train.outdir import check_writable
+
+    try:  # a real probe file, removed again: os.access says yes to root, and /proc refuses any new file
+        check_writable(existing)
+    except OutputError as exc:
+        raise PictureError(exc.what.replace("the output folder", str(existing)), text,
+                           "choose a writable folder") from None
     return target
 
 

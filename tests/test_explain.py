@@ -88,6 +88,18 @@ def test_explain_conv_png_is_written(capsys, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("png", ["/proc/slide.png", "/proc/self/nowhere/slide.png"])
+def test_explain_conv_checks_the_png_destination_before_printing(capsys, png):
+    """/proc passes a permission check (root may write anywhere) but takes no new file:
+    the destination is proved with a probe file before the explanation is printed."""
+    code = main(["explain", "conv", "--input", "7", "--kernel", "3", "--png", png])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("numbacnn explain conv: error: cannot write in /proc")
+    assert err[0].endswith(f", --png {png} (choose a writable folder)")
+
+
 def test_explain_without_what_prints_help(capsys):
     code, out = explain(capsys)
     assert code == 2 and "conv" in out and "model" in out and "report" in out
