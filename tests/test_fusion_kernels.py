@@ -21,6 +21,10 @@ CASES = [
     (1, 1, 7, 9, 7, (3, 3), 1),       # one channel, 7 filters (block of 7), odd sizes
     (3, 5, 9, 6, 11, (3, 3), 0),      # 11 filters, odd height
     (2, 4, 6, 9, 4, (2, 3), (1, 0)),  # non-square kernel, different padding per axis
+    (3, 10, 14, 14, 10, (3, 3), 1),   # Tiny VGG main job's second block: one-vector rows, 7 pool windows
+    (2, 10, 28, 28, 10, (3, 3), 0),   # 26-wide output: 13 pool windows, a last row block overlapping
+    (2, 3, 9, 40, 6, (5, 5), 2),      # 5x5: blocks of 4 rows x 1 filter, 40 wide (3 vectors)
+    (1, 4, 3, 5, 4, (2, 2), 0),       # two output rows only
 ]
 
 
@@ -63,6 +67,14 @@ def test_bordered_forward_relu_and_pool_match_reference(case, dtype, rng):
     _assert_border_zero(pooled, (1, 1), pooled_shape, "pooled")
     _, want_indices = F.max_pool2d(y_plain, 2, return_indices=True)
     np.testing.assert_array_equal(indices, want_indices)
+    # out=None: only the pooled output and indices (what a fused group stores), the same values
+    pooled_only = FF.bordered_empty(pooled_shape, (2, 1), dtype)
+    indices_only = np.full(pooled_shape, -1, np.int64)
+    FF.conv2d_relu_padded(x_padded, w, b, None, (0, 0), pooled=pooled_only, pooled_border=(2, 1),
+                          indices=indices_only)
+    np.testing.assert_array_equal(FF.interior(pooled_only, (2, 1), pooled_shape), FF.interior(pooled, (1, 1), pooled_shape))
+    np.testing.assert_array_equal(indices_only, indices)
+    _assert_border_zero(pooled_only, (2, 1), pooled_shape, "pooled (no y)")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -259,8 +259,9 @@ def conv2d_relu_padded(
     x_padded : (N, C, OH + KH - 1, OW + KW - 1)
         The zero-padded input (a bordered buffer).
     w : (F, C, KH, KW);  b : (F,)
-    out : bordered buffer, interior (N, F, OH, OW) at ``out_border``
-        The ReLU output.
+    out : bordered buffer, interior (N, F, OH, OW) at ``out_border``, or None
+        The ReLU output; None with ``pooled`` when only the pooled output is
+        wanted (a fused group's backward needs only the pool's output and indices).
     pooled, pooled_border, indices : optional
         With ``pooled``: the 2x2 / stride-2 max pool of the ReLU output into its
         interior (N, F, OH // 2, OW // 2), and ``indices`` (same shape, int64) the
@@ -269,12 +270,15 @@ def conv2d_relu_padded(
     from numbacnn.kernels.cpu import fused as kernels
 
     filters, _, kernel_h, kernel_w = w.shape
+    in_height, in_width = x_padded.shape[2], x_padded.shape[3]
     if pooled is None:
-        kernel = kernels.conv_rows_kernel(filters, kernel_h, kernel_w, kernels.MODE_RELU, *out_border)
+        kernel = kernels.conv_rows_kernel(filters, kernel_h, kernel_w, kernels.MODE_RELU, in_height, in_width,
+                                          *out_border)
         kernel(out, out, _dummy_indices(), out, x_padded, w, b)
     else:
-        kernel = kernels.conv_rows_kernel(filters, kernel_h, kernel_w, kernels.MODE_RELU_POOL, *out_border,
-                                          *pooled_border)
+        kernel = kernels.conv_rows_kernel(filters, kernel_h, kernel_w, kernels.MODE_RELU_POOL, in_height, in_width,
+                                          *out_border, *pooled_border, store_out=out is not None)
+        out = pooled if out is None else out  # an unused argument of the right type
         kernel(out, pooled, indices, out, x_padded, w, b)
 
 
@@ -334,12 +338,14 @@ def conv2d_backward_padded(
         if channels >= MIN_FILTERS and in_height >= 2:
             flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW)
             no_bias = np.zeros(channels, w.dtype)
+            in_height_gz, in_width_gz = gz_padded.shape[2], gz_padded.shape[3]
             if mask is None:
-                kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_BIAS, *gx_border)
+                kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_BIAS, in_height_gz,
+                                                  in_width_gz, *gx_border)
                 kernel(gx, gx, _dummy_indices(), gx, gz_padded, flipped, no_bias)
             else:
-                kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_MASK, *gx_border, 0, 0,
-                                                  *mask_border)
+                kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_MASK, in_height_gz,
+                                                  in_width_gz, *gx_border, 0, 0, *mask_border)
                 kernel(gx, gx, _dummy_indices(), mask, gz_padded, flipped, no_bias)
         else:  # few channels (a network's first layer): the general kernel on plain arrays
             out_shape = (batch, filters, out_height, x_padded.shape[3] - kernel_w + 1)

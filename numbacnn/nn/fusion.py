@@ -70,8 +70,12 @@ class _Workspace:
         self.y_shape = (n, filters, h + 2 * pad[0] - kernel_h + 1, w + 2 * pad[1] - kernel_w + 1)
         self.x_padded = FF.bordered_empty(x_shape, pad, dtype)  # used when no neighbour hands x over
         self.y_border = (0, 0) if pooled else out_border
-        self.y = FF.bordered_empty(self.y_shape, self.y_border, dtype)
-        self.y_view = FF.interior(self.y, self.y_border, self.y_shape)
+        # With a pool the ReLU output is never stored: the backward needs only the
+        # pooled output (its mask) and the indices, so the kernel pools its own sums.
+        self.y = self.y_view = None
+        if not pooled:
+            self.y = FF.bordered_empty(self.y_shape, self.y_border, dtype)
+            self.y_view = FF.interior(self.y, self.y_border, self.y_shape)
         if pooled:
             self.pooled_shape = (n, filters, self.y_shape[2] // 2, self.y_shape[3] // 2)
             self.pooled_border = out_border
@@ -90,6 +94,13 @@ class _Workspace:
         if (kernel_h, kernel_w) == (3, 3) and pad == (0, 0):
             self.gz_by_1 = FF.bordered_empty(self.y_shape, (1, 1), dtype)
         self.gx = np.empty(x_shape, dtype)  # a plain input gradient (to a pool or outside)
+
+
+class _ShapeOnly:
+    """Stands for an array whose shape alone is needed (the pool's unstored input)."""
+
+    def __init__(self, shape: tuple) -> None:
+        self.shape = shape
 
 
 class ConvReLUGroup:
@@ -222,9 +233,9 @@ class ConvReLUGroup:
             FF.conv2d_relu_padded(x_padded, conv.weight.data, bias, ws.y, ws.y_border)
             out = ws.y_view
         else:
-            FF.conv2d_relu_padded(x_padded, conv.weight.data, bias, ws.y, ws.y_border, pooled=ws.pooled,
+            FF.conv2d_relu_padded(x_padded, conv.weight.data, bias, None, ws.y_border, pooled=ws.pooled,
                                   pooled_border=ws.pooled_border, indices=ws.indices)
-            _warn_if_asymmetric(self.pool, ws.y_view)
+            _warn_if_asymmetric(self.pool, _ShapeOnly(ws.y_shape))
             out = ws.pooled_view
         self._fast = ws
         self._x, self._x_padded = (x, x_padded) if training else (None, None)

@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH, is_new_max
-from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, VECTOR_BYTES, filter_block_size
+from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, MAX_UNROLLED_TAPS
 
 MODE_BIAS = 0
 MODE_RELU = 1
@@ -48,117 +48,206 @@ MODE_RELU_POOL = 2
 MODE_MASK = 3
 
 
-@njit(cache=True, inline="never")
-def _pool_row_pair(pooled, indices, out, n, top_row, out_top, out_left, pool_top, pool_left, out_width):
-    """One row of 2x2 / stride-2 max-pooling windows over output rows top_row and
-    top_row + 1 (stored in out's interior at (out_top, out_left)): the maximum into
-    pooled's interior at (pool_top, pool_left), its flat ``row * OW + col`` into
-    indices. First maximum in row-major order wins; NaN wins (``is_new_max``).
+def row_blocking(filters, kernel_h, kernel_w, out_height, computed_width):
+    """(rows_together, filter_block, rows_per_task) of :func:`conv_rows_kernel`.
 
-    A separate function, not inlined: inside the convolution kernel this loop made
-    LLVM give up vectorising the convolution itself (8x slower, measured)."""
-    pool_row = top_row // 2
-    top = out_top + top_row
-    for f in range(out.shape[1]):
-        for pw in range(out_width // 2):
-            col = 2 * pw
-            best = out[n, f, top, out_left + col]
-            where = top_row * out_width + col
-            value = out[n, f, top, out_left + col + 1]
-            take = is_new_max(value, best)
-            best = value if take else best
-            where = where + 1 if take else where
-            value = out[n, f, top + 1, out_left + col]
-            take = is_new_max(value, best)
-            best = value if take else best
-            where = (top_row + 1) * out_width + col if take else where
-            value = out[n, f, top + 1, out_left + col + 1]
-            take = is_new_max(value, best)
-            best = value if take else best
-            where = (top_row + 1) * out_width + col + 1 if take else where
-            pooled[n, f, pool_top + pool_row, pool_left + pw] = best
-            indices[n, f, pool_row, pw] = where
+    The unrolled body (rows_together x filter_block x kernel_h * kernel_w FMAs per
+    column vector) must stay within ``MAX_UNROLLED_TAPS`` or LLVM neither unrolls nor
+    vectorises it. Measured (float32, 2 threads, Tiny VGG's 10 filters, 3x3): rows of
+    two or more vectors run fastest with 4 rows x 2 filters (201 GFLOP/s at 28 wide,
+    238 at 62 wide, against 148 and 210 for 2 rows x 5 filters); one-vector rows (14
+    wide) with 1 row x 10 filters (197 against 128). A task covers an even number of
+    rows, so that 2x2 pool windows never straddle two tasks.
+    """
+    taps = kernel_h * kernel_w
+    rows = 1 if computed_width <= 16 else 4
+    while rows > 1 and (rows * taps > MAX_UNROLLED_TAPS or rows > out_height):
+        rows //= 2
+    block = 1
+    for candidate in range(filters, 0, -1):
+        if filters % candidate == 0 and rows * candidate * taps <= MAX_UNROLLED_TAPS:
+            block = candidate
+            break
+    per_task = rows if rows % 2 == 0 else 2 * rows
+    return rows, block, min(per_task, out_height)
 
 
 @lru_cache(maxsize=None)
-def conv_rows_kernel(filters, kernel_h, kernel_w, mode, out_top=0, out_left=0, pool_top=0, pool_left=0,
-                     mask_top=0, mask_left=0):
+def _pool_rows_kernel(computed_width):
+    """``pool_rows(pooled, indices, sums, n, top_row, first, stop, out_width, pool_top,
+    pool_left)``: 2x2 / stride-2 max pooling of a task's ReLU'd rows, read from its sums.
+
+    sums (R, F, CW) holds output rows top_row .. top_row + R - 1 before the ReLU; the
+    windows over local rows (j, j + 1) for j = first, first + 2, .. < stop are pooled
+    (ReLU applied first) into pooled's interior at (pool_top, pool_left) and their
+    argmax, the flat ``row * OW + col`` in the (OH, OW) plane, into indices. The
+    first maximum in row-major order wins, NaN wins (``is_new_max``), as max_pool2d.
+
+    Each row pair is pooled over all CW / 2 windows of sums (a compile-time trip count,
+    which LLVM vectorises) into small local rows, and the OW // 2 real ones are copied
+    out: with a run-time count of 7 or 13 windows the loop ran scalar and cost more
+    than the convolution it follows (0.33 ms against 0.2 at 14 wide, measured).
+
+    A separate function, not inlined: inside the convolution kernel this loop made
+    LLVM give up vectorising the convolution itself (8x slower, measured)."""
+    windows = computed_width // 2
+
+    @njit(cache=True, inline="never")
+    def pool_rows(pooled, indices, sums, n, top_row, first, stop, out_width, pool_top, pool_left):
+        zero = sums.dtype.type(0)
+        best_row = np.empty(windows, sums.dtype)
+        where_row = np.empty(windows, np.int64)
+        for j in range(first, stop, 2):
+            row = top_row + j
+            pool_row = row // 2
+            for f in range(sums.shape[1]):
+                for pw in range(windows):
+                    col = 2 * pw
+                    best = sums[j, f, col]
+                    best = best if not best <= 0 else zero  # "not <= 0": NaN passes, as relu
+                    where = row * out_width + col
+                    value = sums[j, f, col + 1]
+                    value = value if not value <= 0 else zero
+                    take = is_new_max(value, best)
+                    best = value if take else best
+                    where = where + 1 if take else where
+                    value = sums[j + 1, f, col]
+                    value = value if not value <= 0 else zero
+                    take = is_new_max(value, best)
+                    best = value if take else best
+                    where = (row + 1) * out_width + col if take else where
+                    value = sums[j + 1, f, col + 1]
+                    value = value if not value <= 0 else zero
+                    take = is_new_max(value, best)
+                    best = value if take else best
+                    where = (row + 1) * out_width + col + 1 if take else where
+                    best_row[pw] = best
+                    where_row[pw] = where
+                for pw in range(out_width // 2):
+                    pooled[n, f, pool_top + pool_row, pool_left + pw] = best_row[pw]
+                    indices[n, f, pool_row, pw] = where_row[pw]
+
+    return pool_rows
+
+
+@lru_cache(maxsize=None)
+def _row_accumulator(filters, kernel_h, kernel_w, rows, filter_block):
+    """``accumulate(sums, x, w, n, top_row, first, width)``: adds to rows first ..
+    first + rows - 1 of sums (R, F, CW), columns 0 .. width - 1, every tap of every
+    input channel: sums[first + r, f, ow] += w[f, c, kh, kw] * x[n, c, top_row + first
+    + r + kh, ow + kw]. Inlined into the kernel, where width is a compile-time constant
+    (every task but the last) or the true output width (the last task)."""
+
+    @njit(inline="always", fastmath=FASTMATH)
+    def accumulate(sums, x, w, n, top_row, first, width):
+        for c in range(x.shape[1]):
+            for first_filter in range(0, filters, filter_block):
+                for ow in range(width):
+                    for f in range(first_filter, first_filter + filter_block):
+                        for r in range(rows):
+                            s = sums[first + r, f, ow]
+                            for kh in range(kernel_h):
+                                for kw in range(kernel_w):
+                                    s += w[f, c, kh, kw] * x[n, c, top_row + first + r + kh, ow + kw]
+                            sums[first + r, f, ow] = s
+
+    return accumulate
+
+
+@lru_cache(maxsize=None)
+def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top=0, out_left=0, pool_top=0,
+                     pool_left=0, mask_top=0, mask_left=0, store_out=True):
     """Stride-1 correlation of a zero-bordered input with a fused store.
 
-    ``conv_rows(out, pooled, indices, mask, x, w, b)``, the borders compiled in::
+    ``conv_rows(out, pooled, indices, mask, x, w, b)``, shapes and borders compiled in::
 
-        x        (N, C, OH + KH - 1, OW + KW - 1)  the padded input (a bordered buffer)
+        x        (N, C, in_height, in_width)  the padded input (a bordered buffer);
+                 OH = in_height - KH + 1 >= 2, OW = in_width - KW + 1
         w        (F, C, KH, KW);  b (F,)
         out      bordered (N, F, >= out_top + OH, >= out_left + OW): the interior at
                  (out_top, out_left) is written with s = b[f] + sum w * x taps, then
                  MODE_RELU / MODE_RELU_POOL: max(s, 0) (NaN stays NaN)
                  MODE_MASK: s where mask[n, f, mask_top + oh, mask_left + ow] > 0, else 0
+                 (MODE_RELU_POOL with ``store_out=False``: not written, not read)
         pooled   MODE_RELU_POOL: bordered (N, F, ...), interior (OH // 2, OW // 2) at
                  (pool_top, pool_left): each 2x2 window's maximum of the ReLU output
                  (first maximum in row-major order, NaN wins, as max_pool2d)
         indices  MODE_RELU_POOL: (N, F, OH // 2, OW // 2) int64, the maximum's flat
                  index ``row * OW + col`` in its (OH, OW) plane (PyTorch's format)
 
-    Unused arguments (by mode) may be any arrays of the right type. Parallel over
-    (image, pair of output rows), the structure of ``conv_fast.correlation_kernel``
-    (see its docstring for the register blocking and whole-vector rows); a pair of
-    rows is exactly one row of 2x2 pooling windows, so the pool is computed from the
-    task's own sums, in registers' reach, with no second pass over the output. OH >= 2.
+    Unused arguments (by mode) may be any arrays of the right type.
 
-    The offsets are compile-time constants (a handful of values per network): with a
-    run-time offset, ``offset + ow`` might be negative as far as Numba knows, so it
-    adds a wrap-around test to every index and LLVM no longer vectorises the loop
-    (4x slower grad-weight, measured).
+    Parallel over (image, block of output rows). Each task accumulates its rows of all
+    F filters in ``sums`` (R, F, CW), then stores them through the mode (and pools
+    them: a block holds whole pool windows, so the pool reads the task's own sums):
+
+        for c:                     run-time loop over input channels
+          for filter block:        FB filters (``row_blocking``)
+            for ow < CW:           innermost after unrolling: vectorised over columns
+              for f, row, kh, kw:  unrolled: FB x rows accumulators; each weight
+                                   feeds every row, each input load FB FMAs
+
+    CW is OW rounded up to whole 16-element vectors and a compile-time constant: with
+    a run-time trip count LLVM's vector loop never ran on one-vector rows (14 wide)
+    and ran once with a remainder loop on two (28 wide); with the shapes compiled in,
+    forward rose from 99 to 197 GFLOP/s (14 wide) and 148 to 201 (28 wide). The extra
+    columns read the start of the next input row (or channel, or image) and are never
+    stored; only the last task, whose extra columns would lie past the end of x,
+    computes exactly OW (a run-time trip count, once per call). A last block that
+    would run past OH starts earlier, overlapping its neighbour, and stores (and
+    pools) only the rows its neighbour did not.
+
+    The offsets are compile-time constants too: with a run-time offset, ``offset +
+    ow`` might be negative as far as Numba knows, so it adds a wrap-around test to
+    every index and LLVM no longer vectorises the loop (4x slower grad-weight, measured).
     """
-    filter_block = filter_block_size(filters, kernel_h, kernel_w)
+    out_height = in_height - kernel_h + 1
+    out_width = in_width - kernel_w + 1
+    computed_width = (out_width + 15) // 16 * 16
+    rows, filter_block, rows_per_task = row_blocking(filters, kernel_h, kernel_w, out_height, computed_width)
+    accumulate = _row_accumulator(filters, kernel_h, kernel_w, rows, filter_block)
+    # sums rows hold at least 32 columns so that the pool loop has 16 windows, one
+    # float32 vector (columns past CW are never computed: their windows are dropped)
+    sums_width = max(computed_width, 32)
+    pool_rows = _pool_rows_kernel(sums_width)
+    blocks = (out_height + rows_per_task - 1) // rows_per_task
+    pooled_rows = 2 * (out_height // 2)  # rows covered by whole pool windows
 
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def conv_rows(out, pooled, indices, mask, x, w, b):
-        batch, channels = x.shape[0], x.shape[1]
-        out_height = x.shape[2] - kernel_h + 1
-        out_width = x.shape[3] - kernel_w + 1
-        vector = VECTOR_BYTES // x.itemsize
-        whole_vectors_width = (out_width + vector - 1) // vector * vector
-        pairs = (out_height + 1) // 2
+        batch = x.shape[0]
         zero = x.dtype.type(0)
-        for task in prange(batch * pairs):
-            n = task // pairs
-            top_row = min(2 * (task % pairs), out_height - 2)
-            first_stored = 2 * (task % pairs) - top_row  # 1 when an odd last row overlaps
-            computed_width = out_width if task == batch * pairs - 1 else whole_vectors_width
-            # pair_sums (2, F, CW): rows top_row and top_row + 1 of every filter's output
-            pair_sums = np.empty((2, filters, computed_width), x.dtype)
-            for f in range(filters):
-                for ow in range(computed_width):
-                    pair_sums[0, f, ow] = b[f]
-                    pair_sums[1, f, ow] = b[f]
-            for c in range(channels):
-                for first_filter in range(0, filters, filter_block):
-                    for ow in range(computed_width):
-                        for f in range(first_filter, first_filter + filter_block):
-                            top = pair_sums[0, f, ow]
-                            bottom = pair_sums[1, f, ow]
-                            for kh in range(kernel_h):
-                                for kw in range(kernel_w):
-                                    weight = w[f, c, kh, kw]
-                                    top += weight * x[n, c, top_row + kh, ow + kw]
-                                    bottom += weight * x[n, c, top_row + 1 + kh, ow + kw]
-                            pair_sums[0, f, ow] = top
-                            pair_sums[1, f, ow] = bottom
-            for row in range(first_stored, 2):
-                oh = top_row + row
+        for task in prange(batch * blocks):
+            n = task // blocks
+            first_new = (task % blocks) * rows_per_task
+            top_row = min(first_new, out_height - rows_per_task)
+            first_stored = first_new - top_row  # > 0 when the last block overlaps
+            sums = np.empty((rows_per_task, filters, sums_width), x.dtype)
+            for r in range(rows_per_task):
                 for f in range(filters):
-                    for ow in range(out_width):
-                        value = pair_sums[row, f, ow]
-                        if mode == MODE_RELU or mode == MODE_RELU_POOL:
-                            # "not <= 0" so NaN passes through, as relu
-                            value = value if not value <= 0 else zero
-                        elif mode == MODE_MASK:
-                            value = value if mask[n, f, mask_top + oh, mask_left + ow] > 0 else zero
-                        out[n, f, out_top + oh, out_left + ow] = value
-            if mode == MODE_RELU_POOL and first_stored == 0 and top_row + 1 < 2 * (out_height // 2):
-                _pool_row_pair(pooled, indices, out, n, top_row, out_top, out_left, pool_top, pool_left,
-                               out_width)
+                    for ow in range(computed_width):
+                        sums[r, f, ow] = b[f]
+            for first in range(0, rows_per_task, rows):
+                if task == batch * blocks - 1:
+                    accumulate(sums, x, w, n, top_row, first, out_width)
+                else:
+                    accumulate(sums, x, w, n, top_row, first, computed_width)
+            if mode != MODE_RELU_POOL or store_out:
+                for r in range(first_stored, rows_per_task):
+                    oh = top_row + r
+                    for f in range(filters):
+                        for ow in range(out_width):
+                            value = sums[r, f, ow]
+                            if mode == MODE_RELU or mode == MODE_RELU_POOL:
+                                # "not <= 0" so NaN passes through, as relu
+                                value = value if not value <= 0 else zero
+                            elif mode == MODE_MASK:
+                                value = value if mask[n, f, mask_top + oh, mask_left + ow] > 0 else zero
+                            out[n, f, out_top + oh, out_left + ow] = value
+            if mode == MODE_RELU_POOL:
+                first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
+                stop = min(rows_per_task, pooled_rows - top_row) - 1
+                pool_rows(pooled, indices, sums, n, top_row, first_pooled, stop, out_width, pool_top, pool_left)
 
     BUILT_KERNELS.append(conv_rows)
     return conv_rows
