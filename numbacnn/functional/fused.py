@@ -285,7 +285,7 @@ def conv2d_relu_padded(
 def conv2d_backward_padded(
     gz_padded: Any, gz_border: tuple[int, int], x_padded: Any, w: Any, padding: tuple[int, int], *,
     gx: Any = None, gx_border: tuple[int, int] = (0, 0), mask: Any = None, mask_border: tuple[int, int] = (0, 0),
-    gz_bordered_by_1: Any = None,
+    gz_bordered_by_1: Any = None, gx_also: Any = None, gx_also_border: tuple[int, int] = (0, 0),
 ) -> tuple[Any, Any]:
     """conv2d's backward on bordered buffers: returns (gw, gb), new arrays; writes gx.
 
@@ -302,6 +302,11 @@ def conv2d_backward_padded(
     mask : bordered buffer, interior (N, C, H, W) at ``mask_border``, optional
         When given, gx is zeroed where mask <= 0 (mask is a ReLU output: gx becomes
         the gradient of that ReLU's input).
+    gz_bordered_by_1 : the gradient again, bordered by (1, 1), optional
+        For a 3x3 kernel without padding: grad-weight then runs over whole planes.
+    gx_also, gx_also_border : bordered buffer, interior (N, C, H, W), optional
+        Written with the same input gradient as gx (a previous 3x3 layer without
+        padding reads its gradient with two borders), when gx is computed.
 
     Returns
     -------
@@ -339,14 +344,17 @@ def conv2d_backward_padded(
             flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW)
             no_bias = np.zeros(channels, w.dtype)
             in_height_gz, in_width_gz = gz_padded.shape[2], gz_padded.shape[3]
+            twice = gx_also is not None
+            also = gx_also if twice else gx
             if mask is None:
                 kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_BIAS, in_height_gz,
-                                                  in_width_gz, *gx_border)
-                kernel(gx, gx, _dummy_indices(), gx, gz_padded, flipped, no_bias)
+                                                  in_width_gz, *gx_border, *gx_also_border, store_twice=twice)
+                kernel(gx, also, _dummy_indices(), gx, gz_padded, flipped, no_bias)
             else:
                 kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_MASK, in_height_gz,
-                                                  in_width_gz, *gx_border, 0, 0, *mask_border)
-                kernel(gx, gx, _dummy_indices(), mask, gz_padded, flipped, no_bias)
+                                                  in_width_gz, *gx_border, *gx_also_border, *mask_border,
+                                                  store_twice=twice)
+                kernel(gx, also, _dummy_indices(), mask, gz_padded, flipped, no_bias)
         else:  # few channels (a network's first layer): the general kernel on plain arrays
             out_shape = (batch, filters, out_height, x_padded.shape[3] - kernel_w + 1)
             shape = (batch, channels, in_height, x_padded.shape[3] - 2 * padding[1])
@@ -356,24 +364,29 @@ def conv2d_backward_padded(
             if mask is not None:
                 plain = np.where(interior(mask, mask_border, shape) > 0, plain, 0).astype(w.dtype)
             interior(gx, gx_border, shape)[...] = plain
+            if gx_also is not None:
+                interior(gx_also, gx_also_border, shape)[...] = plain
     return gw, gb
 
 
 def max_pool2d_relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gp: Any, indices: Any,
-                                    pooled: Any, pooled_border: tuple[int, int] = (0, 0)) -> None:
+                                    pooled: Any, pooled_border: tuple[int, int] = (0, 0), *, also: Any = None,
+                                    also_border: tuple[int, int] = (0, 0)) -> None:
     """gz's interior (N, C, OH, OW) = 2x2 pool backward of gp (N, C, PH, PW) from saved
     ``indices``, through the ReLU before the pool.
 
     ``pooled`` is the pool's output (a bordered buffer, interior (N, C, PH, PW) at
     ``pooled_border``): the ReLU output at a window's maximum is the pooled value, so
-    ``pooled > 0`` is the ReLU mask wherever a gradient lands.
+    ``pooled > 0`` is the ReLU mask wherever a gradient lands. ``also`` (a second
+    bordered buffer, interior at ``also_border``) receives the same gradient.
     """
     from numbacnn.kernels.cpu import fused as kernels
 
     import numpy as np
 
-    kernels.max_pool2x2_relu_backward_kernel(*gz_border, *pooled_border)(gz_padded, np.ascontiguousarray(gp),
-                                                                         indices, pooled)
+    second_border = also_border if also is not None else (-1, -1)
+    kernel = kernels.max_pool2x2_relu_backward_kernel(*gz_border, *pooled_border, *second_border)
+    kernel(gz_padded, np.ascontiguousarray(gp), indices, pooled, gz_padded if also is None else also)
 
 
 def copy_interior(dst: Any, dst_border: tuple[int, int], src: Any, src_border: tuple[int, int]) -> None:

@@ -84,6 +84,7 @@ class _Workspace:
             self.indices = np.empty(self.pooled_shape, np.int64)
         self.gz_border = (kernel_h - 1 - pad[0], kernel_w - 1 - pad[1])
         self.gz = self.gz_view = self.gz_by_1 = self.gx = None
+        self.gz_by_1_written = False  # set by the next group when its grad-input wrote gz_by_1 too
         if not training:
             return  # no backward after an eval-mode forward: no gradient buffers
         # the output gradient, bordered by K - 1 - p for the grad-input correlation
@@ -277,16 +278,23 @@ class ConvReLUGroup:
     def _backward_fast(self, gy: Any, input_grad: bool, gy_is_masked: bool, mask_input: bool) -> Any:
         ws = self._fast
         gy = np.asarray(gy)
+        # ws.gz_by_1 (3x3 without padding) holds the same gradient with another border;
+        # the kernels that write ws.gz write it too where they can (by_1_written)
+        by_1_written = ws.gz_by_1_written
+        ws.gz_by_1_written = False
         if self.pool is not None:
             FF.max_pool2d_relu_backward_padded(ws.gz, ws.gz_border, gy.reshape(ws.pooled_shape), ws.indices,
-                                               ws.pooled, ws.pooled_border)
+                                               ws.pooled, ws.pooled_border, also=ws.gz_by_1, also_border=(1, 1))
+            by_1_written = True
         elif gy_is_masked:
             if gy is not ws.gz_view:  # handed over by a group on the composed path
                 FF.copy_into_border(ws.gz, ws.gz_border, gy.reshape(ws.y_shape))
+                by_1_written = False
         else:
             FF.relu_backward_padded(ws.gz, ws.gz_border, gy.reshape(ws.y_shape), ws.y_view)
+            by_1_written = False
         x_padded, pad = self._x_padded, ws.pad
-        if ws.gz_by_1 is not None:
+        if ws.gz_by_1 is not None and not by_1_written:
             FF.copy_interior(ws.gz_by_1, (1, 1), ws.gz, ws.gz_border)
         previous = self.previous
         handed = previous._fast if previous is not None else None
@@ -298,7 +306,9 @@ class ConvReLUGroup:
             # straight into the previous group's bordered output gradient, through its ReLU mask
             gw, gb = FF.conv2d_backward_padded(ws.gz, ws.gz_border, x_padded, self.conv.weight.data, pad,
                                                gx=handed.gz, gx_border=handed.gz_border, mask=x_padded,
-                                               mask_border=pad, gz_bordered_by_1=ws.gz_by_1)
+                                               mask_border=pad, gz_bordered_by_1=ws.gz_by_1,
+                                               gx_also=handed.gz_by_1, gx_also_border=(1, 1))
+            handed.gz_by_1_written = handed.gz_by_1 is not None
             gx = handed.gz_view
         else:
             gw, gb = FF.conv2d_backward_padded(ws.gz, ws.gz_border, x_padded, self.conv.weight.data, pad,

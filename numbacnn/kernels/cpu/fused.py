@@ -156,7 +156,7 @@ def _row_accumulator(filters, kernel_h, kernel_w, rows, filter_block):
 
 @lru_cache(maxsize=None)
 def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top=0, out_left=0, pool_top=0,
-                     pool_left=0, mask_top=0, mask_left=0, store_out=True):
+                     pool_left=0, mask_top=0, mask_left=0, store_out=True, store_twice=False):
     """Stride-1 correlation of a zero-bordered input with a fused store.
 
     ``conv_rows(out, pooled, indices, mask, x, w, b)``, shapes and borders compiled in::
@@ -175,6 +175,10 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
         indices  MODE_RELU_POOL: (N, F, OH // 2, OW // 2) int64, the maximum's flat
                  index ``row * OW + col`` in its (OH, OW) plane (PyTorch's format)
 
+    With ``store_twice`` (MODE_BIAS / MODE_MASK), ``pooled`` is a second bordered
+    destination: its interior at (pool_top, pool_left) receives the same values as
+    out's. A gradient that two kernels read with different borders is then written
+    once into each, instead of being copied from one into the other afterwards.
     Unused arguments (by mode) may be any arrays of the right type.
 
     Parallel over (image, block of output rows). Each task accumulates its rows of all
@@ -244,6 +248,8 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
                             elif mode == MODE_MASK:
                                 value = value if mask[n, f, mask_top + oh, mask_left + ow] > 0 else zero
                             out[n, f, out_top + oh, out_left + ow] = value
+                            if store_twice:
+                                pooled[n, f, pool_top + oh, pool_left + ow] = value
             if mode == MODE_RELU_POOL:
                 first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
                 stop = min(rows_per_task, pooled_rows - top_row) - 1
@@ -421,7 +427,7 @@ def weight_bias_gradient_3x3_kernel(filters, width):
 
 
 @lru_cache(maxsize=None)
-def max_pool2x2_relu_backward_kernel(gz_top, gz_left, pooled_top, pooled_left):
+def max_pool2x2_relu_backward_kernel(gz_top, gz_left, pooled_top, pooled_left, second_top=-1, second_left=-1):
     """The 2x2 / stride-2 pool's backward from saved indices, times the ReLU mask.
 
     ``pool_relu_backward(gz, gp, indices, pooled)``, the borders compiled in::
@@ -430,6 +436,8 @@ def max_pool2x2_relu_backward_kernel(gz_top, gz_left, pooled_top, pooled_left):
         gp       (N, C, PH, PW)  gradient of the pooled output
         indices  (N, C, PH, PW)  int64 flat ``row * OW + col`` of each window's maximum
         pooled   bordered (N, C, ...): the pooled output, interior at (pooled_top, pooled_left)
+        second   with second_top >= 0: a second bordered destination, interior at
+                 (second_top, second_left), written with the same values as gz's
 
     The ReLU mask is needed only where the gradient lands, at the window's maximum
     y[index], and that is the pooled value itself: ``y[index] > 0`` exactly when
@@ -440,7 +448,7 @@ def max_pool2x2_relu_backward_kernel(gz_top, gz_left, pooled_top, pooled_left):
     """
 
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
-    def pool_relu_backward(gz, gp, indices, pooled):
+    def pool_relu_backward(gz, gp, indices, pooled, second):
         batch, channels, pool_height, pool_width = gp.shape
         out_height = gz.shape[2] - 2 * gz_top
         out_width = gz.shape[3] - 2 * gz_left
@@ -451,12 +459,20 @@ def max_pool2x2_relu_backward_kernel(gz_top, gz_left, pooled_top, pooled_left):
             for oh in range(out_height):
                 for ow in range(out_width):
                     gz[n, c, gz_top + oh, gz_left + ow] = zero
+                if second_top >= 0:
+                    for ow in range(out_width):
+                        second[n, c, second_top + oh, second_left + ow] = zero
             for ph in range(pool_height):
+                second_row_start = (2 * ph + 1) * out_width
                 for pw in range(pool_width):
                     if pooled[n, c, pooled_top + ph, pooled_left + pw] > 0:
                         index = indices[n, c, ph, pw]
-                        row = index // out_width
+                        # the window's rows are 2ph and 2ph + 1: no division (an integer
+                        # division per window was most of this kernel's time, measured)
+                        row = 2 * ph + 1 if index >= second_row_start else 2 * ph
                         gz[n, c, gz_top + row, gz_left + index - row * out_width] = gp[n, c, ph, pw]
+                        if second_top >= 0:
+                            second[n, c, second_top + row, second_left + index - row * out_width] = gp[n, c, ph, pw]
 
     BUILT_KERNELS.append(pool_relu_backward)
     return pool_relu_backward
