@@ -56,7 +56,7 @@ def main():
             def old_gi(): B.conv2d_backward_input(gx, gzv, w, *args)
             flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             import numbacnn.kernels.cpu.fused as KF
-            kern = KF.conv_rows_kernel(C, K, K, KF.MODE_BIAS, gz.shape[2], gz.shape[3], 0, 0)
+            kern = KF.conv_rows_kernel(C, K, K, KF.MODE_BIAS, gz.shape[2], gz.shape[3], 0, 0, itemsize=dt.itemsize)
             dummy = np.empty((1, 1, 1, 1), np.int64); nob = np.zeros(C, dt)
             def new_gi(): kern(gxb, gxb, dummy, gxb, gz, flipped, nob)
             fns.update(old_gi=old_gi, new_gi=new_gi)

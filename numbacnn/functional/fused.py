@@ -273,11 +273,12 @@ def conv2d_relu_padded(
     in_height, in_width = x_padded.shape[2], x_padded.shape[3]
     if pooled is None:
         kernel = kernels.conv_rows_kernel(filters, kernel_h, kernel_w, kernels.MODE_RELU, in_height, in_width,
-                                          *out_border)
+                                          *out_border, itemsize=x_padded.itemsize)
         kernel(out, out, _dummy_indices(), out, x_padded, w, b)
     else:
         kernel = kernels.conv_rows_kernel(filters, kernel_h, kernel_w, kernels.MODE_RELU_POOL, in_height, in_width,
-                                          *out_border, *pooled_border, store_out=out is not None)
+                                          *out_border, *pooled_border, store_out=out is not None,
+                                          itemsize=x_padded.itemsize)
         out = pooled if out is None else out  # an unused argument of the right type
         kernel(out, pooled, indices, out, x_padded, w, b)
 
@@ -348,12 +349,13 @@ def conv2d_backward_padded(
             also = gx_also if twice else gx
             if mask is None:
                 kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_BIAS, in_height_gz,
-                                                  in_width_gz, *gx_border, *gx_also_border, store_twice=twice)
+                                                  in_width_gz, *gx_border, *gx_also_border, store_twice=twice,
+                                                  itemsize=gz_padded.itemsize)
                 kernel(gx, also, _dummy_indices(), gx, gz_padded, flipped, no_bias)
             else:
                 kernel = kernels.conv_rows_kernel(channels, kernel_h, kernel_w, kernels.MODE_MASK, in_height_gz,
                                                   in_width_gz, *gx_border, *gx_also_border, *mask_border,
-                                                  store_twice=twice)
+                                                  store_twice=twice, itemsize=gz_padded.itemsize)
                 kernel(gx, also, _dummy_indices(), mask, gz_padded, flipped, no_bias)
         else:  # few channels (a network's first layer): the general kernel on plain arrays
             out_shape = (batch, filters, out_height, x_padded.shape[3] - kernel_w + 1)

@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH, is_new_max
-from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, MAX_UNROLLED_TAPS
+from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, MAX_UNROLLED_TAPS, VECTOR_BYTES
 
 MODE_BIAS = 0
 MODE_RELU = 1
@@ -48,7 +48,7 @@ MODE_RELU_POOL = 2
 MODE_MASK = 3
 
 
-def row_blocking(filters, kernel_h, kernel_w, out_height, computed_width):
+def row_blocking(filters, kernel_h, kernel_w, out_height, vectors_per_row):
     """(rows_together, filter_block, rows_per_task) of :func:`conv_rows_kernel`.
 
     The unrolled body (rows_together x filter_block x kernel_h * kernel_w FMAs per
@@ -60,7 +60,7 @@ def row_blocking(filters, kernel_h, kernel_w, out_height, computed_width):
     rows, so that 2x2 pool windows never straddle two tasks.
     """
     taps = kernel_h * kernel_w
-    rows = 1 if computed_width <= 16 else 4
+    rows = 1 if vectors_per_row <= 1 else 4
     while rows > 1 and (rows * taps > MAX_UNROLLED_TAPS or rows > out_height):
         rows //= 2
     block = 1
@@ -156,10 +156,11 @@ def _row_accumulator(filters, kernel_h, kernel_w, rows, filter_block):
 
 @lru_cache(maxsize=None)
 def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top=0, out_left=0, pool_top=0,
-                     pool_left=0, mask_top=0, mask_left=0, store_out=True, store_twice=False):
+                     pool_left=0, mask_top=0, mask_left=0, store_out=True, store_twice=False, itemsize=4):
     """Stride-1 correlation of a zero-bordered input with a fused store.
 
-    ``conv_rows(out, pooled, indices, mask, x, w, b)``, shapes and borders compiled in::
+    ``conv_rows(out, pooled, indices, mask, x, w, b)``, shapes and borders compiled in
+    (``itemsize``: x's, 4 or 8, which sets the vector width)::
 
         x        (N, C, in_height, in_width)  the padded input (a bordered buffer);
                  OH = in_height - KH + 1 >= 2, OW = in_width - KW + 1
@@ -191,7 +192,7 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
               for f, row, kh, kw:  unrolled: FB x rows accumulators; each weight
                                    feeds every row, each input load FB FMAs
 
-    CW is OW rounded up to whole 16-element vectors and a compile-time constant: with
+    CW is OW rounded up to whole 64-byte vectors and a compile-time constant: with
     a run-time trip count LLVM's vector loop never ran on one-vector rows (14 wide)
     and ran once with a remainder loop on two (28 wide); with the shapes compiled in,
     forward rose from 99 to 197 GFLOP/s (14 wide) and 148 to 201 (28 wide). The extra
@@ -207,8 +208,10 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
     """
     out_height = in_height - kernel_h + 1
     out_width = in_width - kernel_w + 1
-    computed_width = (out_width + 15) // 16 * 16
-    rows, filter_block, rows_per_task = row_blocking(filters, kernel_h, kernel_w, out_height, computed_width)
+    vector = VECTOR_BYTES // itemsize  # elements per AVX-512 register: 16 float32, 8 float64
+    computed_width = (out_width + vector - 1) // vector * vector
+    rows, filter_block, rows_per_task = row_blocking(filters, kernel_h, kernel_w, out_height,
+                                                     computed_width // vector)
     accumulate = _row_accumulator(filters, kernel_h, kernel_w, rows, filter_block)
     # sums rows hold at least 32 columns so that the pool loop has 16 windows, one
     # float32 vector (columns past CW are never computed: their windows are dropped)
