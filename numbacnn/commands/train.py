@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from numbacnn.commands import DefaultsHelpFormatter
 from numbacnn.data import DATASETS
 from numbacnn.train import DTYPES, NORMALIZATIONS, OPTIMIZERS, SCHEDULES
 
@@ -64,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "OUT/metrics.json. With --resume, the run continues from a checkpoint with its saved "
                     "settings (only --epochs and --device may change) to the same result as an "
                     "uninterrupted run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_config_arguments(parser)
     parser.add_argument("--out", default="runs/tiny_vgg", help="folder for checkpoint.npz and metrics.json")

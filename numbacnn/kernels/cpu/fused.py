@@ -37,7 +37,7 @@ small scratch rows excepted); ``numbacnn/functional/fused.py`` checks and alloca
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH, is_new_max
 from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, MAX_UNROLLED_TAPS, VECTOR_BYTES
@@ -72,86 +72,85 @@ def row_blocking(filters, kernel_h, kernel_w, out_height, vectors_per_row):
     return rows, block, min(per_task, out_height)
 
 
-@lru_cache(maxsize=None)
-def _pool_rows_kernel(computed_width):
-    """``pool_rows(pooled, indices, sums, n, top_row, first, stop, out_width, pool_top,
-    pool_left)``: 2x2 / stride-2 max pooling of a task's ReLU'd rows, read from its sums.
+POOL_WINDOWS_CHUNK = 16  # pool windows per inner loop: one float32 vector, a constant trip count
 
-    sums (R, F, CW) holds output rows top_row .. top_row + R - 1 before the ReLU; the
-    windows over local rows (j, j + 1) for j = first, first + 2, .. < stop are pooled
-    (ReLU applied first) into pooled's interior at (pool_top, pool_left) and their
-    argmax, the flat ``row * OW + col`` in the (OH, OW) plane, into indices. The
-    first maximum in row-major order wins, NaN wins (``is_new_max``), as max_pool2d.
 
-    Each row pair is pooled over all CW / 2 windows of sums (a compile-time trip count,
-    which LLVM vectorises) into small local rows, and the OW // 2 real ones are copied
-    out: with a run-time count of 7 or 13 windows the loop ran scalar and cost more
-    than the convolution it follows (0.33 ms against 0.2 at 14 wide, measured).
+@njit(cache=True, inline="never")
+def _pool_task_rows(pooled, indices, sums, n, top_row, first, stop, out_width, pool_top, pool_left, windows):
+    """2x2 / stride-2 max pooling of a task's ReLU'd rows, read from its sums.
+
+    sums (R, F, SW) holds output rows top_row .. top_row + R - 1 before the ReLU (SW a
+    multiple of 2 * POOL_WINDOWS_CHUNK); the windows over local rows (j, j + 1) for
+    j = first, first + 2, .. < stop are pooled (ReLU applied first) into pooled's
+    interior at (pool_top, pool_left) and their argmax, the flat ``row * OW + col`` in
+    the (OH, OW) plane, into indices. The first maximum in row-major order wins, NaN
+    wins (``is_new_max``), as max_pool2d.
+
+    Each row pair is pooled over all ``windows`` = SW / 2 windows of sums, a
+    compile-time constant (``literally``: a trip count LLVM vectorises), into small
+    local rows, and the OW // 2 real ones are copied out: with a run-time count of 7 or 13 windows the loop ran scalar
+    and cost more than the convolution it follows (0.33 ms against 0.2 at 14 wide,
+    measured). Columns past the computed ones hold garbage; their windows are dropped.
 
     A separate function, not inlined: inside the convolution kernel this loop made
     LLVM give up vectorising the convolution itself (8x slower, measured)."""
-    windows = computed_width // 2
-
-    @njit(cache=True, inline="never")
-    def pool_rows(pooled, indices, sums, n, top_row, first, stop, out_width, pool_top, pool_left):
-        zero = sums.dtype.type(0)
-        best_row = np.empty(windows, sums.dtype)
-        where_row = np.empty(windows, np.int64)
-        for j in range(first, stop, 2):
-            row = top_row + j
-            pool_row = row // 2
-            for f in range(sums.shape[1]):
-                for pw in range(windows):
-                    col = 2 * pw
-                    best = sums[j, f, col]
-                    best = best if not best <= 0 else zero  # "not <= 0": NaN passes, as relu
-                    where = row * out_width + col
-                    value = sums[j, f, col + 1]
-                    value = value if not value <= 0 else zero
-                    take = is_new_max(value, best)
-                    best = value if take else best
-                    where = where + 1 if take else where
-                    value = sums[j + 1, f, col]
-                    value = value if not value <= 0 else zero
-                    take = is_new_max(value, best)
-                    best = value if take else best
-                    where = (row + 1) * out_width + col if take else where
-                    value = sums[j + 1, f, col + 1]
-                    value = value if not value <= 0 else zero
-                    take = is_new_max(value, best)
-                    best = value if take else best
-                    where = (row + 1) * out_width + col + 1 if take else where
-                    best_row[pw] = best
-                    where_row[pw] = where
-                for pw in range(out_width // 2):
-                    pooled[n, f, pool_top + pool_row, pool_left + pw] = best_row[pw]
-                    indices[n, f, pool_row, pw] = where_row[pw]
-
-    return pool_rows
+    literally(windows)  # compiled per window count: the loop below has a constant trip count
+    zero = sums.dtype.type(0)
+    best_row = np.empty(windows, sums.dtype)
+    where_row = np.empty(windows, np.int64)
+    for j in range(first, stop, 2):
+        row = top_row + j
+        pool_row = row // 2
+        for f in range(sums.shape[1]):
+            for pw in range(windows):
+                col = 2 * pw
+                best = sums[j, f, col]
+                best = best if not best <= 0 else zero  # "not <= 0": NaN passes, as relu
+                where = row * out_width + col
+                value = sums[j, f, col + 1]
+                value = value if not value <= 0 else zero
+                take = is_new_max(value, best)
+                best = value if take else best
+                where = where + 1 if take else where
+                value = sums[j + 1, f, col]
+                value = value if not value <= 0 else zero
+                take = is_new_max(value, best)
+                best = value if take else best
+                where = (row + 1) * out_width + col if take else where
+                value = sums[j + 1, f, col + 1]
+                value = value if not value <= 0 else zero
+                take = is_new_max(value, best)
+                best = value if take else best
+                where = (row + 1) * out_width + col + 1 if take else where
+                best_row[pw] = best
+                where_row[pw] = where
+            for pw in range(out_width // 2):
+                pooled[n, f, pool_top + pool_row, pool_left + pw] = best_row[pw]
+                indices[n, f, pool_row, pw] = where_row[pw]
 
 
-@lru_cache(maxsize=None)
-def _row_accumulator(filters, kernel_h, kernel_w, rows, filter_block):
-    """``accumulate(sums, x, w, n, top_row, first, width)``: adds to rows first ..
-    first + rows - 1 of sums (R, F, CW), columns 0 .. width - 1, every tap of every
-    input channel: sums[first + r, f, ow] += w[f, c, kh, kw] * x[n, c, top_row + first
-    + r + kh, ow + kw]. Inlined into the kernel, where width is a compile-time constant
-    (every task but the last) or the true output width (the last task)."""
+@njit(inline="always", fastmath=FASTMATH)
+def _accumulate_rows(sums, x, w, n, top_row, first, width, filters, kernel_h, kernel_w, rows, filter_block):
+    """Adds to rows first .. first + rows - 1 of sums (R, F, CW), columns 0 .. width - 1,
+    every tap of every input channel: sums[first + r, f, ow] += w[f, c, kh, kw] *
+    x[n, c, top_row + first + r + kh, ow + kw].
 
-    @njit(inline="always", fastmath=FASTMATH)
-    def accumulate(sums, x, w, n, top_row, first, width):
-        for c in range(x.shape[1]):
-            for first_filter in range(0, filters, filter_block):
-                for ow in range(width):
-                    for f in range(first_filter, first_filter + filter_block):
-                        for r in range(rows):
-                            s = sums[first + r, f, ow]
-                            for kh in range(kernel_h):
-                                for kw in range(kernel_w):
-                                    s += w[f, c, kh, kw] * x[n, c, top_row + first + r + kh, ow + kw]
-                            sums[first + r, f, ow] = s
-
-    return accumulate
+    Inlined into ``conv_rows_kernel``'s kernels, where every count but the channels is
+    a compile-time constant, so the loops over filters, rows and taps unroll and the
+    loop over columns vectorises. (A module-level function, not one made per shape:
+    Numba keys a closure's disk-cache entry by the objects it closes over, and a
+    closed-over jitted function pickles differently in every process, so the kernels
+    would never load from the cache.)"""
+    for c in range(x.shape[1]):
+        for first_filter in range(0, filters, filter_block):
+            for ow in range(width):
+                for f in range(first_filter, first_filter + filter_block):
+                    for r in range(rows):
+                        s = sums[first + r, f, ow]
+                        for kh in range(kernel_h):
+                            for kw in range(kernel_w):
+                                s += w[f, c, kh, kw] * x[n, c, top_row + first + r + kh, ow + kw]
+                        sums[first + r, f, ow] = s
 
 
 @lru_cache(maxsize=None)
@@ -212,11 +211,10 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
     computed_width = (out_width + vector - 1) // vector * vector
     rows, filter_block, rows_per_task = row_blocking(filters, kernel_h, kernel_w, out_height,
                                                      computed_width // vector)
-    accumulate = _row_accumulator(filters, kernel_h, kernel_w, rows, filter_block)
-    # sums rows hold at least 32 columns so that the pool loop has 16 windows, one
-    # float32 vector (columns past CW are never computed: their windows are dropped)
-    sums_width = max(computed_width, 32)
-    pool_rows = _pool_rows_kernel(sums_width)
+    # sums rows hold a multiple of 32 columns, whole chunks of pool windows (columns
+    # past CW are never computed: their windows are dropped)
+    sums_width = (computed_width + 2 * POOL_WINDOWS_CHUNK - 1) // (2 * POOL_WINDOWS_CHUNK) * (2 * POOL_WINDOWS_CHUNK)
+    pool_windows = sums_width // 2
     blocks = (out_height + rows_per_task - 1) // rows_per_task
     pooled_rows = 2 * (out_height // 2)  # rows covered by whole pool windows
 
@@ -236,9 +234,11 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
                         sums[r, f, ow] = b[f]
             for first in range(0, rows_per_task, rows):
                 if task == batch * blocks - 1:
-                    accumulate(sums, x, w, n, top_row, first, out_width)
+                    _accumulate_rows(sums, x, w, n, top_row, first, out_width, filters, kernel_h, kernel_w, rows,
+                                     filter_block)
                 else:
-                    accumulate(sums, x, w, n, top_row, first, computed_width)
+                    _accumulate_rows(sums, x, w, n, top_row, first, computed_width, filters, kernel_h, kernel_w,
+                                     rows, filter_block)
             if mode != MODE_RELU_POOL or store_out:
                 for r in range(first_stored, rows_per_task):
                     oh = top_row + r
@@ -256,7 +256,8 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
             if mode == MODE_RELU_POOL:
                 first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
                 stop = min(rows_per_task, pooled_rows - top_row) - 1
-                pool_rows(pooled, indices, sums, n, top_row, first_pooled, stop, out_width, pool_top, pool_left)
+                _pool_task_rows(pooled, indices, sums, n, top_row, first_pooled, stop, out_width, pool_top,
+                                pool_left, pool_windows)
 
     BUILT_KERNELS.append(conv_rows)
     return conv_rows
