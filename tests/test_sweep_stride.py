@@ -197,3 +197,11 @@ def test_sweep_records_stride_two_trained_impossible_and_its_slide_verdict(tmp_p
     assert records[(1, 1)]["slides"] == "symmetric" and records[(0, 1)]["slides"] == "symmetric"
     assert "stride=2): layer conv_2_1 gets a 2x2 input" in records[(0, 2)]["message"]
     assert records[(0, 2)]["slides"] == "impossible"
+    # the report's lessons: the borders at stride 1 (not a stride-2 trial's maps), the stride pair
+    from numbacnn.sweep.report import lessons
+
+    text = "\n".join(lessons(list(records.values())))
+    assert "Borders (3x3 kernels, stride 1): padding 0: feature maps 14 -> 12 -> 6 -> 4 -> 2 -> 1; " \
+           "padding 1: feature maps 16 -> 16 -> 8 -> 8 -> 8 -> 4." in text
+    assert "kernel 3, padding 1: stride 1: feature maps 16 -> 16 -> 8 -> 8 -> 8 -> 4" in text
+    assert "stride 2: feature maps 8 -> 8 -> 4 -> 2 -> 2 -> 1" in text and "stride 1 vs 2: " in text

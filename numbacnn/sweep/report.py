@@ -187,16 +187,18 @@ def lessons(records: Sequence[Mapping[str, Any]]) -> list[str]:
                     + (" ".join(lines) if lines else "no pair of trained trials differs only in kernel size, "
                        "so the data cannot judge it.") + (f" Cost: {cost}." if cost else ""))
     paddings = _ordered_values(records, "padding")
+    first_stride = (_ordered_values(records, "stride") or [1])[0]  # the borders at one stride, not a mix
     if len(paddings) > 1:
         lines = [pairs_text("padding", large, small, "higher") for small, large in zip(paddings, paddings[1:])]
         lines = [line for line in lines if line]
         maps = "; ".join(f"padding {row['values']['padding']}: feature maps "
                          f"{' -> '.join(str(s) for s in row['feature_sizes'])}"
                          for row in group([r for r in records if r.get("feature_sizes")
-                                           and r["config"].get("kernel_size") == kernels[0]], ["padding"])
+                                           and r["config"].get("kernel_size") == kernels[0]
+                                           and r["config"].get("stride", 1) == first_stride], ["padding"])
                          if row.get("feature_sizes")) if kernels else ""
         text.append("**Padding preserves the borders and helps accuracy.** "
-                    + (f"Borders ({kernels[0]}x{kernels[0]} kernels): {maps}. " if maps else "")
+                    + (f"Borders ({kernels[0]}x{kernels[0]} kernels, stride {first_stride}): {maps}. " if maps else "")
                     + "Test accuracy of more minus less padding, same kernel, stride and seed: "
                     + (" ".join(lines) if lines else "no pair of trained trials differs only in padding."))
     strides = _ordered_values(records, "stride")
