@@ -69,12 +69,22 @@ def pad_images(padded, src, pad_top, pad_left):
                 padded[n, c, row, col] = 0
 
 
+def unrolled_body_budget(kernel_h, kernel_w):
+    """Multiply-adds per column vector that an unrolled forward body may hold and still
+    vectorise. 3x3 bodies of 72-90 vectorise; 5x5 and 7x7 bodies of 98-100 did not
+    (8 and 5 GFLOP/s, one thread) while bodies of 49-50 did (64 and 36 GFLOP/s): a
+    larger kernel's taps load more distinct input rows, so LLVM gives up sooner."""
+    return MAX_UNROLLED_TAPS if kernel_h * kernel_w <= 9 else MAX_UNROLLED_TAPS // 2
+
+
 def filter_block_size(filters, kernel_h, kernel_w):
     """Filters accumulated together in the forward kernel's inner loop: the largest
-    divisor of ``filters`` whose 2 rows x block x taps FMAs stay within the unrolling
-    budget (5 for Tiny VGG's 10 filters and 3x3 kernels: 90 FMAs per column vector)."""
+    divisor of ``filters`` whose 2 rows x block x taps FMAs stay within
+    ``unrolled_body_budget`` (5 for Tiny VGG's 10 filters and 3x3 kernels: 90 FMAs per
+    column vector; 1 for 5x5)."""
+    budget = unrolled_body_budget(kernel_h, kernel_w)
     for block in range(filters, 0, -1):
-        if filters % block == 0 and 2 * block * kernel_h * kernel_w <= MAX_UNROLLED_TAPS:
+        if filters % block == 0 and 2 * block * kernel_h * kernel_w <= budget:
             return block
     return 1
 

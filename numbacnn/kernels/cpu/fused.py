@@ -40,7 +40,7 @@ import numpy as np
 from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH, is_new_max
-from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, MAX_UNROLLED_TAPS, VECTOR_BYTES
+from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, VECTOR_BYTES, unrolled_body_budget
 
 MODE_BIAS = 0
 MODE_RELU = 1
@@ -52,20 +52,22 @@ def row_blocking(filters, kernel_h, kernel_w, out_height, vectors_per_row):
     """(rows_together, filter_block, rows_per_task) of :func:`conv_rows_kernel`.
 
     The unrolled body (rows_together x filter_block x kernel_h * kernel_w FMAs per
-    column vector) must stay within ``MAX_UNROLLED_TAPS`` or LLVM neither unrolls nor
-    vectorises it. Measured (float32, 2 threads, Tiny VGG's 10 filters, 3x3): rows of
+    column vector) must stay within ``conv_fast.unrolled_body_budget`` or LLVM neither
+    unrolls nor vectorises it (5x5: 2 rows x 1 filter, 64 GFLOP/s, against 8 for 4 x 1;
+    7x7: 1 x 1, 36 against 5 for 2 x 1, one thread). Measured (float32, 2 threads, Tiny VGG's 10 filters, 3x3): rows of
     two or more vectors run fastest with 4 rows x 2 filters (201 GFLOP/s at 28 wide,
     238 at 62 wide, against 148 and 210 for 2 rows x 5 filters); one-vector rows (14
     wide) with 1 row x 10 filters (197 against 128). A task covers an even number of
     rows, so that 2x2 pool windows never straddle two tasks.
     """
     taps = kernel_h * kernel_w
+    budget = unrolled_body_budget(kernel_h, kernel_w)
     rows = 1 if vectors_per_row <= 1 else 4
-    while rows > 1 and (rows * taps > MAX_UNROLLED_TAPS or rows > out_height):
+    while rows > 1 and (rows * taps > budget or rows > out_height):
         rows //= 2
     block = 1
     for candidate in range(filters, 0, -1):
-        if filters % candidate == 0 and rows * candidate * taps <= MAX_UNROLLED_TAPS:
+        if filters % candidate == 0 and rows * candidate * taps <= budget:
             block = candidate
             break
     per_task = rows if rows % 2 == 0 else 2 * rows
