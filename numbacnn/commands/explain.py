@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from numbacnn.commands import DefaultsHelpFormatter
 from numbacnn.errors import OutputError, ResourceError, UsageError
 
 EXIT_OK, EXIT_IMPOSSIBLE, EXIT_ERROR = 0, 1, 2
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "conv", help="output size, symmetric slide and fixes for one convolution",
         description="Explain how a kernel slides over an input. Sizes may be one int or a pair "
                     "HEIGHT,WIDTH (e.g. --stride 2,1).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     conv.add_argument("--input", type=_int_or_pair, required=True, help="input height/width")
     conv.add_argument("--kernel", type=_int_or_pair, required=True, help="kernel height/width")
@@ -70,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model", help="Tiny VGG layer by layer: shapes, parameters, FLOPs, receptive fields",
         description="Print CNN Explainer's Tiny VGG layer by layer for these hyperparameters, flagging every "
                     "kernel that does not slide symmetrically over its input.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     model.add_argument("--image-size", type=int, default=64)
     model.add_argument("--in-channels", type=int, default=3)

@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 
+from numbacnn.commands import DefaultsHelpFormatter
 from numbacnn.commands.train import add_config_arguments
 
 EXIT_OK, EXIT_FAILED_TRIALS, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "everything the grid does not vary. Trials run on a Dask LocalCluster with one "
                     "single-threaded worker per core (--workers N for N, 0 for this process) or on an "
                     "existing cluster (--cluster). `numbacnn sweep report OUT` rewrites the report.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--grid", nargs="+", metavar="NAME=V1,V2",
                         help="hyperparameters to vary: TrainConfig fields, e.g. kernel_size=3,5,7 padding=0,1 "
