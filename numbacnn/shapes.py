@@ -599,11 +599,16 @@ def explain_conv(input_size: Any, kernel_size: Any, stride: Any = 1, padding: An
             fixes_text.append("padding=" + " or ".join(str(p if p[0] != p[1] else p[0]) for p in suggested_paddings))
         if suggested_strides:
             fixes_text.append("stride=" + " or ".join(str(s if s[0] != s[1] else s[0]) for s in suggested_strides))
+        # the floor drops the bottom/right remainder, the padding there first
+        padding_only = uncovered[0] <= p_h and uncovered[1] <= p_w
+        consequence = ("; they are zero padding, so every input pixel is still read, but the borders are "
+                       "treated differently (the padding before the input is read, the padding after it "
+                       "is not)" if padding_only else ", so those pixels are silently dropped")
         message = (
             f"kernel {k_h}x{k_w} with stride {(s_h, s_w)} and padding {(p_h, p_w)} does not slide "
             f"symmetrically over a {in_h}x{in_w} input: {' and '.join(lost)} of the padded input "
-            f"{'are' if len(lost) > 1 or max(uncovered) > 1 else 'is'} never covered, so those pixels "
-            f"are silently dropped (output {outputs[0]}x{outputs[1]}; "
+            f"{'are' if len(lost) > 1 or max(uncovered) > 1 else 'is'} never covered{consequence} "
+            f"(output {outputs[0]}x{outputs[1]}; "
             f"{arithmetic[0] if uncovered[0] else arithmetic[1]}). "
             + (f"Symmetric alternatives: {'; '.join(fixes_text)}." if fixes_text else "")
         )

@@ -159,7 +159,27 @@ def test_explain_model_padding_one_keeps_sizes(capsys):
     assert "(1, 10, 28, 28)" in rows["conv_1_2"] and "(1, 10, 7, 7)" in rows["max_pool_2"]
 
 
+def test_explain_model_stride_of_each_blocks_first_conv(capsys):
+    """--stride as numbacnn train's: each block's first conv. 28x28, 3x3, padding 1, stride 2
+    skips only the last padding row/column: built (exit 0), flagged, and said to be padding only."""
+    code, out = explain(capsys, "model", "--image-size", "28", "--padding", "1", "--stride", "2",
+                        "--in-channels", "1")
+    assert code == 0, out
+    rows = table_rows(out)
+    assert "(1, 10, 14, 14)" in rows["conv_1_1"] and "(1, 10, 14, 14)" in rows["conv_1_2"]
+    assert "(1, 10, 4, 4)" in rows["conv_2_1"] and "(1, 10, 2, 2)" in rows["max_pool_2"]
+    assert "ASYMMETRIC" in rows["conv_1_1"] and "ASYMMETRIC" not in rows["conv_1_2"]
+    assert "they are zero padding, so every input pixel is still read" in out
+    assert "silently dropped" not in out and "tiny_vgg refuses" not in out
+    assert "skip only zero padding" in out
+    # padding 0: stride 2 drops real input rows (64 -> 31 at conv_1_1, 14 -> 6 at conv_2_1): refused
+    code, out = explain(capsys, "model", "--image-size", "64", "--stride", "2")
+    assert code == 1, out
+    assert "so those pixels are silently dropped" in out and "tiny_vgg refuses this combination" in out
+
+
 @pytest.mark.parametrize("argv, exit_code, text", [
+    (["--stride", "0"], 2, "numbacnn explain model: error: stride must be >= 1, got 0, --stride"),
     (["--image-size", "8"], 1, "impossible: tiny_vgg(image_size=8"),
     # max_pool_1 also slides asymmetrically here, but what makes it impossible is conv_2_1's 1x1 input
     (["--image-size", "7"], 1, "layer conv_2_1 gets a 1x1 input"),

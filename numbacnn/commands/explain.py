@@ -4,7 +4,7 @@
   output-size arithmetic per axis, whether the kernel slides symmetrically (which
   input rows/columns are silently dropped if not) and nearby settings that fix it;
   ``--png`` draws the padded input with every kernel position.
-- ``explain model [--image-size 64 --padding 0 ...]``: Tiny VGG layer by layer:
+- ``explain model [--image-size 64 --padding 0 --stride 1 ...]``: Tiny VGG layer by layer:
   output shape, parameters, FLOPs, receptive field, asymmetric slides.
 - ``explain report CHECKPOINT IMAGE --out DIR``: a static HTML page with every
   layer's activation maps for one image (``DIR/index.html``).
@@ -79,6 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--filters", type=int, default=10)
     model.add_argument("--kernel-size", type=int, default=3)
     model.add_argument("--padding", type=int, default=0)
+    model.add_argument("--stride", type=int, default=1,
+                       help="stride of each block's first convolution (as numbacnn train --stride)")
     model.set_defaults(func=run_model)
 
     report = explain.add_parser(
@@ -252,19 +254,19 @@ def _largest_factor(args: argparse.Namespace) -> str:
     size and padding (the classifier's input grows with their square)."""
     from numbacnn.models import tiny_vgg_sizes
 
-    final = tiny_vgg_sizes(args.image_size, args.kernel_size, args.padding, strict=False)[-1][1]
+    final = tiny_vgg_sizes(args.image_size, args.kernel_size, args.padding, strict=False, stride=args.stride)[-1][1]
     growth = {f"--filters {args.filters}": (args.filters / 10) ** 2, f"--num-classes {args.num_classes}":
               args.num_classes / 10, f"--image-size {args.image_size} / --padding {args.padding}": (final / 13) ** 2}
     return max(growth, key=growth.get)
 
 
 def run_model(args: argparse.Namespace) -> int:
-    from numbacnn.models import tiny_vgg, tiny_vgg_parameter_count
+    from numbacnn.models import tiny_vgg, tiny_vgg_parameter_count, tiny_vgg_sizes
     from numbacnn.report import describe_layers, format_layer_table
     from numbacnn.train.memory import available_memory_bytes, format_bytes
 
     settings = dict(in_channels=args.in_channels, num_classes=args.num_classes, image_size=args.image_size,
-                    filters=args.filters, kernel_size=args.kernel_size, padding=args.padding)
+                    filters=args.filters, kernel_size=args.kernel_size, padding=args.padding, stride=args.stride)
     for name, value in settings.items():
         minimum = 0 if name == "padding" else 1
         if value < minimum:
@@ -293,9 +295,15 @@ def run_model(args: argparse.Namespace) -> int:
     print(format_layer_table(described, input_shape))
     if not all(layer.symmetric for layer in described):
         # The asymmetric layers are explained above; say only what building it takes.
-        print("\ntiny_vgg refuses this combination; tiny_vgg(..., strict=False) builds it anyway, and the "
-              "layers flagged above then warn with HyperparameterWarning on their first forward.")
-        return EXIT_IMPOSSIBLE
+        try:
+            tiny_vgg_sizes(args.image_size, args.kernel_size, args.padding, strict=True, stride=args.stride)
+        except ValueError:
+            print("\ntiny_vgg refuses this combination; tiny_vgg(..., strict=False) builds it anyway, and the "
+                  "layers flagged above then warn with HyperparameterWarning on their first forward.")
+            return EXIT_IMPOSSIBLE
+        print("\nThe slides flagged above skip only zero padding, never an input pixel: tiny_vgg builds this "
+              "combination (a strided conv that skips its last padding row/column is PyTorch's and ResNet's "
+              "usual downsampling conv).")
     return EXIT_OK
 
 
