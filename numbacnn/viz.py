@@ -145,8 +145,14 @@ def png_path(path: str | os.PathLike, default_name: str) -> Path:
     return target
 
 
-def _save(fig: Any, path: Path, dpi: int = 100) -> None:
-    fig.savefig(path, dpi=dpi)
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> None:
+    """Write the figure atomically (a temporary file renamed over ``path``): a run
+    killed mid-save leaves the previous picture, never half of a new one."""
+    from numbacnn.train.checkpoint import atomic_write
+
+    path = Path(path)
+    image_format = path.suffix[1:].lower() or "png"
+    atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format=image_format))
 
 
 # --------------------------------------------------------------------------- #
@@ -334,7 +340,7 @@ def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Pa
     # Leave room above the axes for the header lines, below for the legend.
     header_inches = 0.2 * len(header) + 0.15
     fig.tight_layout(rect=(0, 0.5 / height_in, 1, 1 - header_inches / height_in))
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -416,7 +422,7 @@ def save_activation_grid(maps: Any, path: str | os.PathLike, title: str = "",
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image, ax=axes, shrink=0.8, label="activation")
-    _save(fig, path)
+    save_figure(fig, path)
     return channels
 
 
@@ -469,7 +475,7 @@ def save_kernels(weights: Any, path: str | os.PathLike, title: str = "", panel_i
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
-    _save(fig, path)
+    save_figure(fig, path)
     return panels
 
 
@@ -545,7 +551,7 @@ def plot_training_curves(metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]
         ax.legend()
         if len(epochs) <= 20:  # integer epoch ticks while they fit
             ax.set_xticks(epochs)
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 

@@ -161,3 +161,26 @@ def test_draw_conv_slide_refuses_huge_inputs_before_allocating(tmp_path):
     with pytest.raises(ValueError, match=r"the padded input is 1000000002x7 cells, too many to draw"):
         viz.draw_conv_slide(explain_conv((10**9, 5), 3, padding=1), tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_save_keeps_the_previous_picture(tmp_path, monkeypatch):
+    """Pictures are written atomically: a save that dies half way (here savefig raises
+    after writing some bytes) leaves the previous file as it was and no temporary file."""
+    from matplotlib.figure import Figure
+
+    metrics = {"history": [{"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5},
+                           {"epoch": 2, "train_loss": 0.5, "train_accuracy": 0.7}]}
+    path = tmp_path / "curves.png"
+    viz.plot_training_curves(metrics, path)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def dies_half_way(self, f, **kwargs):
+        f.write(b"\x89PNG half")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", dies_half_way)
+    with pytest.raises(OSError, match="no space"):
+        viz.plot_training_curves(metrics, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]

@@ -345,7 +345,9 @@ def plot(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
     axes[2].grid(alpha=0.3)
     if trained:
         axes[2].legend(fontsize=8)
-    fig.savefig(path, dpi=100)
+    from numbacnn.viz import save_figure  # atomic: a killed report leaves the previous picture
+
+    save_figure(fig, path)
 
 
 def write_report(out: str | os.PathLike) -> dict[str, Path]:
