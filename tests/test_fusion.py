@@ -279,3 +279,23 @@ def test_fused_gradients_match_finite_differences():
         down = loss()
         x[index] = saved
         assert gx[index] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_hyperparameter_warning_points_at_the_users_line(fused):
+    """The asymmetric-slide warning names the line that called the model, not a line
+    inside numbacnn (nn/fusion.py, nn/module.py), on the fused and the unfused path."""
+    import warnings
+
+    from numbacnn.shapes import HyperparameterWarning
+
+    model = tiny_vgg(1, 10, 27, padding=0, strict=False)
+    x = np.zeros((2, 1, 27, 27), np.float32)
+    from contextlib import nullcontext
+
+    with (nullcontext() if fused else fusion.disabled()), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(x)
+    hyper = [w for w in caught if issubclass(w.category, HyperparameterWarning)]
+    assert hyper, "27x27 with two 2x2 pools should warn"
+    assert all(w.filename == __file__ for w in hyper), [(w.filename, w.lineno) for w in hyper]

@@ -13,6 +13,8 @@ valid; a layer called on its own returns new arrays).
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from typing import Any
 
@@ -73,6 +75,22 @@ def _grad_buffer(ws: Workspaces, name: str, parameter: Parameter | None, key: tu
     return ws.get(name, key)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../numbacnn
+
+
+def _user_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel, called from the function that warns, that names
+    the first frame outside numbacnn: the user's ``model(x)`` line, whether the layer
+    ran on its own, inside a Sequential or in a fused group (a fixed stacklevel
+    pointed into nn/fusion.py or nn/module.py)."""
+    frame = sys._getframe(2)  # the caller of the function that warns
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def _warn_if_asymmetric(layer: Module, x: Any) -> None:
     """CNN Explainer's stride lesson: warn (once per layer) when the kernel does not
     slide symmetrically over this input x (N, C, H, W), i.e. border rows/columns are
@@ -87,7 +105,8 @@ def _warn_if_asymmetric(layer: Module, x: Any) -> None:
     # A kernel that does not fit at all is the functional op's error to raise.
     if explanation is not None and not explanation.symmetric and min(explanation.output_size) >= 1:
         layer._warned = True
-        warnings.warn(f"{type(layer).__name__}: {explanation.message}", HyperparameterWarning, stacklevel=3)
+        warnings.warn(f"{type(layer).__name__}: {explanation.message}", HyperparameterWarning,
+                      stacklevel=_user_stacklevel())
 
 
 class Conv2d(Module):
