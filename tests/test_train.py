@@ -98,6 +98,22 @@ def test_resume_matches_uninterrupted_run(idx_dir, full_run, tmp_path):
         np.testing.assert_array_equal(_weights(tmp_path)[k], v)
 
 
+def test_resume_with_dropout_matches_uninterrupted_run(idx_dir, tmp_path):
+    """The dropout masks' generator state is saved with each checkpoint, so a resumed
+    dropout run draws the masks the uninterrupted run drew: bit-identical weights."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    uninterrupted = train(small_config(idx_dir, dropout=0.5), out=whole, progress=False, log=None)
+    train(small_config(idx_dir, dropout=0.5, epochs=1), out=split, progress=False, log=None)
+    checkpoint = load_checkpoint(split / CHECKPOINT_NAME)
+    assert set(checkpoint.meta["dropout_generators"]) == {"classifier.1"}
+    config = checkpoint.config
+    config.epochs = 2
+    resumed = train(config, out=split, resume=split / CHECKPOINT_NAME, progress=False, log=None)
+    assert _without_timing(resumed["history"]) == _without_timing(uninterrupted["history"])
+    for k, v in _weights(whole).items():
+        np.testing.assert_array_equal(_weights(split)[k], v)
+
+
 def test_resume_with_a_different_model_is_refused(idx_dir, full_run, tmp_path):
     out, _ = full_run
     config = small_config(idx_dir, epochs=3, filters=5)

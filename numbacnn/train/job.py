@@ -100,6 +100,36 @@ def _write_curves(path: Path, metrics: dict[str, Any]) -> None:
         pass  # curves are a bonus; metrics.json holds the same numbers
 
 
+def _dropout_generator_states(model: Any) -> dict[str, Any]:
+    """Each Dropout layer's mask generator state (JSON-ready), by layer name: saved with
+    the checkpoint so that a resumed run draws the masks the uninterrupted run would."""
+    from numbacnn.nn.dropout import Dropout
+
+    return {name: layer._rng.bit_generator.state for name, layer in model.named_modules()
+            if isinstance(layer, Dropout)}
+
+
+def _restore_dropout_generators(model: Any, saved: dict[str, Any] | None, resume: Path) -> None:
+    """Put the saved generator states back (a checkpoint without them, written before
+    they were saved, resumes with fresh masks as it always did)."""
+    if saved is None:
+        return
+    current = _dropout_generator_states(model)
+    if not isinstance(saved, dict) or set(saved) != set(current):
+        names = sorted(saved) if isinstance(saved, dict) else saved
+        raise CheckpointError(f"the checkpoint's dropout generators {names!r} do not match the model's "
+                              f"{sorted(current)}", f"{resume} [meta.dropout_generators]",
+                              "the file was edited or written by another program")
+    layers = dict(model.named_modules())
+    for name, state in saved.items():
+        try:
+            layers[name]._rng.bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"cannot restore the dropout generator of {name} ({exc})",
+                                  f"{resume} [meta.dropout_generators]",
+                                  "the file was edited or written by another program") from None
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(payload, indent=2) + "\n").encode()))
 
@@ -241,6 +271,7 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"cannot restore the training state ({exc})", f"{resume} [meta.optimizer]",
                                   "the file was edited or written by another program") from None
+        _restore_dropout_generators(model, checkpoint.meta.get("dropout_generators"), resume)
         start_epoch, history = checkpoint.epoch, list(checkpoint.meta.get("history", []))
         if log:
             log(f"resuming from {resume} at epoch {start_epoch}/{config.epochs}")
@@ -261,7 +292,8 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
         try:
             save_checkpoint(path, model, optimizer,
                             dict(base_meta, epoch=epoch_done, history=hist,
-                                 scheduler=scheduler.state_dict() if scheduler else None))
+                                 scheduler=scheduler.state_dict() if scheduler else None,
+                                 dropout_generators=_dropout_generator_states(model)))
             path = out_dir / METRICS_NAME
             _write_json(path, metrics)
         except OSError as exc:
