@@ -134,3 +134,46 @@ def test_train_command_gives_identical_metrics_with_an_empty_and_a_warm_cache(tm
         weights = [k for k in a.files if a[k].dtype.kind == "f"]
         assert weights
         assert [k for k in weights if a[k].tobytes() != b[k].tobytes()] == []
+
+
+# Five SGD steps of a 5x5 and a 3x3 Tiny VGG (fused path) and of a 64x64 one without
+# padding through the unfused layers, in float64; prints a hash of every parameter.
+THREAD_PROBE = textwrap.dedent("""
+    import hashlib, numpy as np
+    import numbacnn.functional as F
+    import numbacnn.nn.fusion as fusion
+    from numbacnn.models import tiny_vgg
+    from numbacnn.optim import SGD
+    digest = hashlib.sha256()
+    for kernel, size, padding, fused in ((5, 28, 1, True), (3, 28, 1, True), (3, 64, 0, False)):
+        fusion.set_enabled(fused)
+        channels = 1 if size == 28 else 3
+        # float64: a different grouping of the partial sums shows in the last bits at once
+        # (in float32 it shows only after many steps, once a rounding flips)
+        model = tiny_vgg(channels, 10, size, kernel_size=kernel, padding=padding, seed=2, dtype=np.float64)
+        optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
+        rng = np.random.default_rng(5)
+        for step in range(5):
+            x = rng.standard_normal((24, channels, size, size))
+            loss, grad = F.softmax_cross_entropy(model(x), rng.integers(0, 10, 24))
+            optimizer.zero_grad()
+            model.backward(grad, input_grad=False)
+            optimizer.step()
+        for p in model.parameters():
+            digest.update(p.data.tobytes())
+    print(digest.hexdigest())
+""")
+
+
+@pytest.mark.slow
+def test_training_does_not_depend_on_the_thread_count():
+    """The weight gradient's partial sums are a fixed number of chunks, not one per
+    thread, so 1 thread and 2 threads train bit-identical weights (a sweep's 1-thread
+    workers and a 2-thread process agree)."""
+    digests = []
+    for threads in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", THREAD_PROBE], capture_output=True, text=True,
+                              env=dict(os.environ, NUMBA_NUM_THREADS=threads))
+        assert done.returncode == 0, done.stderr
+        digests.append(done.stdout.split()[-1])
+    assert digests[0] == digests[1]

@@ -313,12 +313,11 @@ def conv2d_backward_padded(
     -------
     gw : (F, C, KH, KW), gb : (F,), in w's dtype (float64 sums)
     """
-    import numba
     import numpy as np
 
     from numbacnn.kernels.cpu import fused as kernels
     from numbacnn.kernels.cpu.conv import conv2d_backward_input_general
-    from numbacnn.kernels.cpu.conv_fast import MIN_FILTERS
+    from numbacnn.kernels.cpu.conv_fast import GRAD_WEIGHT_CHUNKS, MIN_FILTERS
 
     filters, channels, kernel_h, kernel_w = w.shape
     batch = x_padded.shape[0]
@@ -328,8 +327,9 @@ def conv2d_backward_padded(
         gz_for_weights, gz_weights_border = gz_bordered_by_1, (1, 1)
     planes = (kernel_h, kernel_w) == (3, 3) and tuple(gz_weights_border) == (1, 1) \
         and gz_for_weights.shape[2:] == x_padded.shape[2:]
-    # threads' shares: of the images (plane kernel) or of the N * OH output rows
-    chunks = max(1, min(numba.get_num_threads(), batch if planes else batch * out_height))
+    # a fixed number of partial sums, of the images (plane kernel) or of the N * OH output
+    # rows, whatever the thread count: the same gradient with 1 thread or many
+    chunks = max(1, min(GRAD_WEIGHT_CHUNKS, batch if planes else batch * out_height))
     partial_w = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
     partial_b = np.empty((chunks, filters), np.float64)
     if planes:  # the same row width in both buffers: whole planes as single dot products

@@ -27,13 +27,12 @@ kernels below, which handle every stride, padding, dilation and group count.
 
 from collections import Counter
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH, end_valid_output, first_valid_output
-from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, correlation_kernel, fast_path_applies, pad_images,
-                                             weight_gradient_kernel)
+from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, GRAD_WEIGHT_CHUNKS, correlation_kernel, fast_path_applies,
+                                             pad_images, weight_gradient_kernel)
 
 
 def _zero_padded(src, pad_top, pad_left, out_height, out_width, kernel_h, kernel_w):
@@ -92,12 +91,13 @@ def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilatio
 def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     """dw (F, C // groups, KH, KW) = sum over n, oh, ow of dout (N, F, OH, OW) * x (N, C, H, W) taps.
 
-    Fast path: each thread sums its share of the output rows into its own float64
-    slice of ``partial`` (T, F, C, KH, KW); the slices are added here.
+    Fast path: the output rows are split into ``GRAD_WEIGHT_CHUNKS`` chunks (not one per
+    thread, so the result does not depend on the thread count), each summed into its
+    own float64 slice of ``partial`` (T, F, C, KH, KW); the slices are added here.
     """
     filters, channels, kernel_h, kernel_w = dw.shape
     if fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-        chunks = max(1, min(numba.get_num_threads(), dout.shape[0] * dout.shape[2]))
+        chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0] * dout.shape[2]))
         partial = np.zeros((chunks, filters, channels, kernel_h, kernel_w), np.float64)
         padded_x = _zero_padded(x, pad_h, pad_w, dout.shape[2], dout.shape[3], kernel_h, kernel_w)
         weight_gradient_kernel(filters, kernel_h, kernel_w)(partial, dout, padded_x)

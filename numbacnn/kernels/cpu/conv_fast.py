@@ -39,6 +39,13 @@ VECTOR_BYTES = 64  # one AVX-512 register: forward rows are computed in whole ve
 
 BUILT_KERNELS = []  # every kernel the factories below built in this process (for cache stats)
 
+# Grad-weight splits its sum into this many float64 partial sums (fewer when there are
+# fewer rows or images), whatever the thread count: the partials, and their sum, are
+# then the same with 1 thread or 16, so a trial gives the same weights in a 1-thread
+# sweep worker and in a 2-thread process (with one partial per thread, 5x5 trials of
+# the sweep ended 0.2-0.3 points apart). Threads share the chunks out.
+GRAD_WEIGHT_CHUNKS = 16
+
 
 def fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
     """True when the register-blocked kernels handle this convolution."""
