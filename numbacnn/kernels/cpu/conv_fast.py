@@ -135,8 +135,10 @@ def correlation_kernel(filters, kernel_h, kernel_w):
     not the functional API, where every new input size would compile a new kernel.
     """
     filter_block = filter_block_size(filters, kernel_h, kernel_w)
+    # no 'reassoc' above 3x3, as fused.conv_rows_kernel (compiled and cached copies agree)
+    fastmath = FASTMATH if kernel_h * kernel_w <= 9 else FASTMATH - {"reassoc"}
 
-    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    @njit(parallel=True, cache=True, fastmath=fastmath)
     def correlate(out, x, w, b):
         batch, _, out_height, out_width = out.shape
         channels = x.shape[1]

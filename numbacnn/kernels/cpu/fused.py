@@ -219,8 +219,13 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
     pool_windows = sums_width // 2
     blocks = (out_height + rows_per_task - 1) // rows_per_task
     pooled_rows = 2 * (out_height // 2)  # rows covered by whole pool windows
+    # Kernels larger than 3x3 are compiled without 'reassoc': with it, the same 5x5 kernel
+    # compiled in this process and loaded from Numba's disk cache rounded differently
+    # (kernels/linking.py keeps 3x3 ones identical, but not these); the loop vectorises
+    # over columns, so it needs no reassociation (same speed, measured).
+    fastmath = FASTMATH if kernel_h * kernel_w <= 9 else FASTMATH - {"reassoc"}
 
-    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    @njit(parallel=True, cache=True, fastmath=fastmath)
     def conv_rows(out, pooled, indices, mask, x, w, b):
         batch = x.shape[0]
         zero = x.dtype.type(0)
