@@ -328,8 +328,11 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
         metrics["mean_images_per_second"] = float(np.mean([h["images_per_second"] for h in history]))
     if out_dir is not None:
         try:
-            _write_json(out_dir / METRICS_NAME, metrics)
+            # the picture first: metrics.json with its test accuracy marks the run complete,
+            # so a run killed while drawing is finished by --resume, which also removes the
+            # picture's temporary file
             _write_curves(out_dir / CURVES_NAME, metrics)
+            _write_json(out_dir / METRICS_NAME, metrics)
         except OSError as exc:
             error = OutputError(f"could not write the final metrics ({(exc.strerror or str(exc)).lower()})",
                                 out_dir / METRICS_NAME,
