@@ -222,3 +222,21 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "never downloads" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "none.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_ctrl_c_inside_a_checkpoint_write_stays_a_ctrl_c(tmp_path):
+    """Ctrl-C inside np.savez makes zipfile's cleanup raise a ValueError that hid the
+    interrupt (the CLI then printed a zipfile message with exit 2, not exit 130):
+    atomic_write re-raises the KeyboardInterrupt and leaves no temporary file."""
+    from numbacnn.train.checkpoint import atomic_write
+
+    def interrupted_write(f):
+        try:
+            f.write(b"PK half")
+            raise KeyboardInterrupt
+        finally:
+            raise ValueError("Can't close the ZIP file while there is an open writing handle on it.")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "checkpoint.npz", interrupted_write)
+    assert list(tmp_path.iterdir()) == []

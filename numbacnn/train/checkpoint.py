@@ -106,9 +106,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
         set_umask_mode(tmp)  # mkstemp made it 0600; the user's umask decides, as for open()
         os.replace(tmp, path)
         _fsync_folder(path.parent)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        # Ctrl-C inside np.savez makes zipfile's cleanup raise a ValueError ("Can't close
+        # the ZIP file while there is an open writing handle") that hides the interrupt;
+        # the interrupt is what happened, so it is what propagates (exit 130, one line)
+        cause = exc.__context__
+        while cause is not None and not isinstance(exc, KeyboardInterrupt):
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
+            cause = cause.__context__
         raise
 
 
