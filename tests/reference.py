@@ -253,25 +253,24 @@ def log_softmax(x, dim):
     return back(out)
 
 
-def softmax_backward(gy, x, dim):
-    """J^T gy per row with the explicit Jacobian diag(p) - p p^T."""
+def _jacobian_transpose_product(gy, x, dim, jacobian):
+    """J^T gy per row along dim, J = jacobian(p) built explicitly from the row's softmax p."""
     p_rows, back = _rows(softmax(x, dim), dim)
     g_rows, _ = _rows(np.asarray(gy, np.float64), dim)
     out = np.empty_like(p_rows)
     for r, (p, g) in enumerate(zip(p_rows, g_rows)):
-        out[r] = (np.diag(p) - np.outer(p, p)).T @ g
+        out[r] = jacobian(p).T @ g
     return back(out)
+
+
+def softmax_backward(gy, x, dim):
+    """J^T gy per row with the explicit Jacobian diag(p) - p p^T."""
+    return _jacobian_transpose_product(gy, x, dim, lambda p: np.diag(p) - np.outer(p, p))
 
 
 def log_softmax_backward(gy, x, dim):
     """J^T gy per row with the explicit Jacobian I - 1 p^T."""
-    p_rows, back = _rows(softmax(x, dim), dim)
-    g_rows, _ = _rows(np.asarray(gy, np.float64), dim)
-    out = np.empty_like(p_rows)
-    for r, (p, g) in enumerate(zip(p_rows, g_rows)):
-        jacobian = np.eye(len(p)) - np.outer(np.ones(len(p)), p)
-        out[r] = jacobian.T @ g
-    return back(out)
+    return _jacobian_transpose_product(gy, x, dim, lambda p: np.eye(len(p)) - np.outer(np.ones(len(p)), p))
 
 
 def _loss_elements(scores):

@@ -84,6 +84,15 @@ def unrolled_body_budget(kernel_h, kernel_w):
     return MAX_UNROLLED_TAPS if kernel_h * kernel_w <= 9 else MAX_UNROLLED_TAPS // 2
 
 
+def forward_fastmath(kernel_h, kernel_w):
+    """Fast-math flags of the forward correlation kernels (here and in ``fused.py``):
+    kernels larger than 3x3 are compiled without 'reassoc': vectorised, the same 5x5
+    kernel compiled in this process and loaded from Numba's disk cache rounded
+    differently (``kernels/linking.py`` keeps the 3x3 ones identical, not these). Their
+    loop vectorises over columns, so it needs no reassociation (same speed, measured)."""
+    return FASTMATH if kernel_h * kernel_w <= 9 else FASTMATH - {"reassoc"}
+
+
 def filter_block_size(filters, kernel_h, kernel_w):
     """Filters accumulated together in the forward kernel's inner loop: the largest
     divisor of ``filters`` whose 2 rows x block x taps FMAs stay within
@@ -135,10 +144,7 @@ def correlation_kernel(filters, kernel_h, kernel_w):
     not the functional API, where every new input size would compile a new kernel.
     """
     filter_block = filter_block_size(filters, kernel_h, kernel_w)
-    # no 'reassoc' above 3x3, as fused.conv_rows_kernel (compiled and cached copies agree)
-    fastmath = FASTMATH if kernel_h * kernel_w <= 9 else FASTMATH - {"reassoc"}
-
-    @njit(parallel=True, cache=True, fastmath=fastmath)
+    @njit(parallel=True, cache=True, fastmath=forward_fastmath(kernel_h, kernel_w))
     def correlate(out, x, w, b):
         batch, _, out_height, out_width = out.shape
         channels = x.shape[1]

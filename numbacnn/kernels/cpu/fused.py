@@ -40,7 +40,7 @@ import numpy as np
 from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH, is_new_max
-from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, VECTOR_BYTES, unrolled_body_budget
+from numbacnn.kernels.cpu.conv_fast import BUILT_KERNELS, VECTOR_BYTES, forward_fastmath, unrolled_body_budget
 
 MODE_BIAS = 0
 MODE_RELU = 1
@@ -90,9 +90,9 @@ def _pool_task_rows(pooled, indices, sums, n, top_row, first, stop, out_width, p
 
     Each row pair is pooled over all ``windows`` = SW / 2 windows of sums, a
     compile-time constant (``literally``: a trip count LLVM vectorises), into small
-    local rows, and the OW // 2 real ones are copied out: with a run-time count of 7 or 13 windows the loop ran scalar
-    and cost more than the convolution it follows (0.33 ms against 0.2 at 14 wide,
-    measured). Columns past the computed ones hold garbage; their windows are dropped.
+    local rows, and the OW // 2 real ones are copied out: with a run-time count of 7
+    or 13 windows the loop ran scalar and cost more than the convolution it follows
+    (0.33 ms against 0.2 at 14 wide, measured). Columns past the computed ones hold garbage; their windows are dropped.
 
     A separate function, not inlined: inside the convolution kernel this loop made
     LLVM give up vectorising the convolution itself (8x slower, measured)."""
@@ -219,13 +219,8 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
     pool_windows = sums_width // 2
     blocks = (out_height + rows_per_task - 1) // rows_per_task
     pooled_rows = 2 * (out_height // 2)  # rows covered by whole pool windows
-    # Kernels larger than 3x3 are compiled without 'reassoc': with it, the same 5x5 kernel
-    # compiled in this process and loaded from Numba's disk cache rounded differently
-    # (kernels/linking.py keeps 3x3 ones identical, but not these); the loop vectorises
-    # over columns, so it needs no reassociation (same speed, measured).
-    fastmath = FASTMATH if kernel_h * kernel_w <= 9 else FASTMATH - {"reassoc"}
 
-    @njit(parallel=True, cache=True, fastmath=fastmath)
+    @njit(parallel=True, cache=True, fastmath=forward_fastmath(kernel_h, kernel_w))
     def conv_rows(out, pooled, indices, mask, x, w, b):
         batch = x.shape[0]
         zero = x.dtype.type(0)
