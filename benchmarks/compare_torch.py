@@ -401,6 +401,7 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
     seconds). Only the outermost call is timed (a fused op calling an unfused one is
     one row)."""
     import numbacnn.functional.fused as FF
+    import numbacnn.fused.bordered_ops as BO
 
     wrapped, depth = [], [0]
     order: list[str] = []
@@ -434,9 +435,10 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
         setattr(module, name, timed)
 
     for name in ("conv2d_relu_padded", "conv2d_backward_padded", "max_pool2d_relu_backward_padded",
-                 "copy_into_border", "copy_interior", "relu_backward_padded", "conv2d_relu",
-                 "conv2d_relu_max_pool2d", "max_pool2d_relu_backward", "conv2d_backward_relu_mask"):
-        wrap(FF, name)
+                 "copy_into_border", "copy_interior", "relu_backward_padded"):
+        wrap(BO, name)  # the fused wing's fast path (numbacnn/fused/bordered_ops.py)
+    for name in ("conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d_relu_backward", "conv2d_backward_relu_mask"):
+        wrap(FF, name)  # its composed path
     for name in ("linear", "linear_backward", "softmax_cross_entropy", "conv2d", "conv2d_backward", "relu",
                  "relu_backward", "max_pool2d", "max_pool2d_backward"):
         wrap(F, name)

@@ -17,6 +17,10 @@ from numbacnn.kernels.cpu.linear import linear_backward_input, linear_backward_w
 from numbacnn.kernels.cpu.loss import softmax_cross_entropy
 from numbacnn.kernels.cpu.pool import max_pool2d_backward, max_pool2d_forward
 
+# The fused wing's kernel modules (CPU only; numbacnn/fused reaches them as
+# backend("cpu").conv_rows etc.): the catalogue and its fast variants.
+from numbacnn.kernels.cpu import bordered, conv, conv_rows, conv_tuning, conv_weight_grad  # noqa: E402,F401
+
 
 def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
     """Uninitialised C-contiguous host array."""
