@@ -110,3 +110,9 @@ def test_each_name_lives_in_the_same_file_on_both_backends(name):
     cpu_file = _python_function(getattr(cpu, name)).__module__.rsplit(".", 1)[-1]
     cuda_file = _python_function(getattr(cuda, name)).__module__.rsplit(".", 1)[-1]
     assert cpu_file == cuda_file, f"{name}: kernels/cpu/{cpu_file}.py but kernels/cuda/{cuda_file}.py"
+
+
+def test_the_cpu_backend_has_the_fast_wings_kernel_modules():
+    cpu = importlib.import_module("numbacnn.kernels.cpu")
+    for name in interface.CPU_FAST_WING_MODULES:
+        assert isinstance(getattr(cpu, name, None), types.ModuleType), name

@@ -152,6 +152,11 @@ BACKEND_NAMES: tuple[str, ...] = (
 """Every name each backend (``numbacnn.kernels.cpu``, ``numbacnn.kernels.cuda``) provides."""
 
 CPU_FAST_WING_NAMES: tuple[str, ...] = ()
-"""Names the CPU backend provides beyond :data:`BACKEND_NAMES`: the entry points of the
-CPU fast wing (fused convolution groups), which has no CUDA twin. Empty until the wing
-exports them through the backend; the test requires them of the CPU backend only."""
+"""Functions the CPU backend provides beyond :data:`BACKEND_NAMES` (none: the fast wing
+reaches its kernels through the modules below)."""
+
+CPU_FAST_WING_MODULES: tuple[str, ...] = ("bordered", "conv", "conv_rows", "conv_tuning", "conv_weight_grad")
+"""Kernel modules of the CPU backend that the fused wing (``numbacnn/fused``) calls as
+``backend("cpu").<module>.<function>``: the convolution catalogue (``conv``) and its fast
+variants. They have no CUDA twin: on the GPU every fused group runs the composed ops.
+``tests/test_backend_interface.py`` requires them of the CPU backend."""

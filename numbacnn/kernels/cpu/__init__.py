@@ -50,9 +50,9 @@ from numbacnn.kernels.cpu.softmax import (
 )
 from numbacnn.kernels import interface
 
-# The fused wing's kernel modules (CPU only; numbacnn/fused reaches them as
-# backend("cpu").conv_rows etc.): the catalogue and its fast variants.
-from numbacnn.kernels.cpu import bordered, conv, conv_rows, conv_tuning, conv_weight_grad  # noqa: E402,F401
+# The fused wing's kernel modules (interface.CPU_FAST_WING_MODULES; CPU only):
+# numbacnn/fused reaches them as backend("cpu").conv_rows etc.
+from numbacnn.kernels.cpu import bordered, conv, conv_rows, conv_tuning, conv_weight_grad  # noqa: F401
 
 
 def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
