@@ -14,6 +14,8 @@ Page data, ``format`` 1 (what ``static/*.js`` reads)::
               probabilities[K], saliency (uint8 base64 K*H*W), saliency_peaks[K]
     history[]: per epoch as in the checkpoint (train/val loss and accuracy)
     confusion: {matrix K x K, images, where} | {missing: why}
+    slides: {limits, answers, index}: shapes.explain_conv for every square case of the
+            hyperparameter view's range (numbacnn.explore.slides)
     kernel_sources: null  (the slot for `numbacnn info --kernels`: {layer name: "file:line"})
 """
 
@@ -65,7 +67,7 @@ def _history(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def build_page_data(*, title: str, source: str, classes: Sequence[str], layers: list[PageLayer],
                     params: dict[int, dict[str, np.ndarray]], records: list[ImageRecord],
                     history: Sequence[dict[str, Any]], confusion: dict[str, Any],
-                    kernel_sources: dict[str, str] | None = None) -> dict[str, Any]:
+                    slides: dict[str, Any], kernel_sources: dict[str, str] | None = None) -> dict[str, Any]:
     """The JSON-ready page data (see the module docstring). A layer's ``derive`` rule is
     kept only when it rebuilds every image's maps bit for bit (:func:`derivable`)."""
     for layer in layers:
@@ -98,7 +100,8 @@ def build_page_data(*, title: str, source: str, classes: Sequence[str], layers: 
         })
     return {"format": PAGE_FORMAT, "title": title, "source": source, "classes": list(classes), "dtype": dtype,
             "input_shape": list(records[0].pixels.shape), "layers": page_layers, "images": images,
-            "history": _history(history), "confusion": confusion, "kernel_sources": kernel_sources}
+            "history": _history(history), "confusion": confusion, "slides": slides,
+            "kernel_sources": kernel_sources}
 
 
 def _static(name: str) -> str:

@@ -24,6 +24,7 @@ from numbacnn.explore.collect import collect_image, conv_parameters, describe_pa
 from numbacnn.explore.images import from_test_set, read_user_images, test_set
 from numbacnn.explore.page import build_page_data, check_output_file, render_page, write_page
 from numbacnn.explore.saliency import input_gradients
+from numbacnn.explore.slides import slide_table
 from numbacnn.report.confusion import confusion_matrix
 from numbacnn.report.page import check_finite_parameters
 
@@ -113,7 +114,7 @@ def explore(checkpoint: str | os.PathLike, out: str | os.PathLike, images: Seque
     n_batches = 0 if test is None else -(-len(test) // CONFUSION_BATCH)
     layers = describe_page_layers(model, shape)
     records = []
-    with _progress(2 * len(chosen.pixels) + n_batches, progress) as bar:
+    with _progress(2 * len(chosen.pixels) + n_batches + 1, progress) as bar:
         for pixels, label, source in zip(chosen.pixels, chosen.labels, chosen.sources):
             record = collect_image(model, pixels, loaded.normalizer, dtype, label, source)
             bar.update(1)
@@ -122,11 +123,14 @@ def explore(checkpoint: str | os.PathLike, out: str | os.PathLike, images: Seque
             records.append(record)
         confusion = ({"missing": missing or "no test set"} if test is None else
                      _confusion(model, test, loaded.normalizer, dtype, classes, test_where, bar))
+        slides = slide_table()
+        bar.update(1)
     data = build_page_data(
         title=f"numbacnn explore: {Path(checkpoint).name}",
         source=f"checkpoint {checkpoint} (epoch {loaded.epoch}, {config.dataset})",
         classes=classes, layers=layers, params=conv_parameters(model), records=records,
-        history=loaded.meta.get("history", []), confusion=confusion, kernel_sources=None)
+        history=loaded.meta.get("history", []), confusion=confusion, slides=slides,
+        kernel_sources=None)
     size = write_page(out, render_page(data))
     predicted = [classes[int(np.argmax(r.logits))] for r in records]
     return ExploreResult(path=out, bytes=size, sources=list(chosen.sources), predicted=predicted,

@@ -1,70 +1,30 @@
 "use strict";
 // The hyperparameter view: input size, padding, kernel size and stride chosen freely,
-// the kernel's slide animated, the output size, and the symmetric-slide verdict with
-// its suggested fixes. explainConv is a line-by-line port of numbacnn.shapes.explain_conv
-// (and its _axis_fixes), the one rule `numbacnn explain conv` prints; the tests run both
-// on a grid of cases and require equal answers.
-
-const DIVISOR_SEARCH = 100000;  // shapes._DIVISOR_SEARCH
-const MAX_DRAWN_CELLS = 64;     // larger padded inputs get the arithmetic, not the picture
+// the kernel's slide animated, the output size, and the slide's verdict with its
+// suggested fixes. The verdicts are not computed here: numbacnn.shapes.explain_conv
+// (the one rule `numbacnn explain conv` prints) answered every square case of the
+// view's range when the page was written (numbacnn.explore.slides); the page looks
+// them up, so the two cannot disagree. Outside the range it names the command.
 
 function floorDiv(a, b) { return Math.floor(a / b); }
-function mod(a, b) { return ((a % b) + b) % b; }
 
-function axisFixes(inSize, kernel, stride, padding, dilation, search = 4, count = 3) {
-  const span = dilation * (kernel - 1) + 1;
-  // paddings: 2p = span - in (mod stride), p >= ceil((span - in) / 2) so the kernel fits
-  const lowest = Math.max(0, -floorDiv(inSize - span, 2));
-  const highest = padding + search * stride;
-  const residue = mod(span - inSize, stride);
-  let period, first;
-  if (stride % 2) { period = stride; first = mod(residue * ((stride + 1) / 2), stride); }
-  else { period = stride / 2; first = residue % 2 === 0 ? residue / 2 : null; }
-  let paddings = [];
-  if (first !== null && lowest <= highest) {
-    const centre = Math.min(Math.max(padding, lowest), highest);
-    const k = floorDiv(centre - first, period);
-    for (let j = k - count - 1; j < k + count + 2; j++) {
-      const p = first + j * period;
-      if (lowest <= p && p <= highest) paddings.push(p);
-    }
-    paddings.sort((a, b) => (Math.abs(a - padding) - Math.abs(b - padding)) || (a - b));
-  }
-  // strides: divisors of the covered length (every stride when it is 0)
-  const length = inSize + 2 * padding - span;
-  const top = Math.max(stride + search, 2 * stride);
-  const strides = new Set();
-  if (length === 0) {
-    for (let offset = 0; offset <= count; offset++) { strides.add(stride - offset); strides.add(stride + offset); }
-  } else if (length > 0) {
-    const root = Math.min(Math.floor(Math.sqrt(length)), DIVISOR_SEARCH);
-    for (let d = 1; d <= root; d++) if (length % d === 0) { strides.add(d); strides.add(length / d); }
-    const near = DIVISOR_SEARCH / 100;
-    for (let s = stride - near; s <= stride + near; s++) if (s >= 1 && length % s === 0) strides.add(s);
-  }
-  const ordered = [...strides].filter((s) => s >= 1 && s <= top)
-    .sort((a, b) => (Math.abs(a - stride) - Math.abs(b - stride)) || (b - a));
-  return [paddings.slice(0, count), ordered.slice(0, count)];
+const MAX_DRAWN_CELLS = 64;  // larger padded inputs get the arithmetic, not the picture
+const SLIDE_INDEX = decode(PAGE.slides.index, "uint8");
+
+// explain_conv's answer for a square case, with the output size; null outside the range.
+function explainConv(size, kernel, stride, padding) {
+  const limits = PAGE.slides.limits;
+  if (size < 1 || size > limits.input || kernel < 1 || kernel > limits.kernel || stride < 1 ||
+      stride > limits.stride || padding < 0 || padding > limits.padding) return null;
+  // cases in (input, kernel, stride, padding) order, padding from 0, the rest from 1
+  const n = (((size - 1) * limits.kernel + (kernel - 1)) * limits.stride + (stride - 1)) * (limits.padding + 1) + padding;
+  const answer = PAGE.slides.answers[SLIDE_INDEX[2 * n] + 256 * SLIDE_INDEX[2 * n + 1]];
+  const output = floorDiv(size + 2 * padding - kernel, stride) + 1;
+  return Object.assign({output_size: [output, output]}, answer);
 }
 
-// input, kernel, stride, padding, dilation: [h, w] pairs. Returns the fields of
-// numbacnn.shapes.ConvExplanation that the view shows.
-function explainConv(input, kernel, stride, padding, dilation = [1, 1]) {
-  const axes = [0, 1].map((a) => [input[a], kernel[a], stride[a], padding[a], dilation[a]]);
-  const outputs = axes.map(([i, k, s, p, d]) => floorDiv(i + 2 * p - (d * (k - 1) + 1), s) + 1);
-  const uncovered = axes.map(([i, k, s, p, d]) => {
-    const span = i + 2 * p - (d * (k - 1) + 1);
-    return span >= 0 ? span % s : 0;
-  });
-  const fits = outputs.every((o) => o >= 1);
-  const symmetric = fits && uncovered[0] === 0 && uncovered[1] === 0;
-  const fixes = axes.map((axis) => axisFixes(...axis));
-  const zip = (a, b) => a.slice(0, Math.min(a.length, b.length)).map((x, n) => [x, b[n]]);
-  let paddings = zip(fixes[0][0], fixes[1][0]).slice(0, 3);
-  if (!paddings.length && fixes[0][0].length && fixes[1][0].length) paddings = [[fixes[0][0][0], fixes[1][0][0]]];
-  const strides = zip(fixes[0][1], fixes[1][1]).slice(0, 3);
-  return {output_size: outputs, symmetric, uncovered, suggested_paddings: paddings, suggested_strides: strides};
-}
+// Whether the rule accepts the slide: "sound" where explain_conv reports it, else "symmetric".
+function slideAccepted(e) { return "sound" in e ? e.sound : e.symmetric; }
 
 const HYPER = {input: 7, padding: 0, kernel: 3, stride: 2, position: 0, timer: null};
 
@@ -88,32 +48,43 @@ function renderHyperForm() {
 
 function renderHyper() {
   const {input, padding, kernel, stride} = HYPER;
-  const e = explainConv([input, input], [kernel, kernel], [stride, stride], [padding, padding]);
   const text = document.getElementById("hyper-text");
   text.textContent = "";
   const covered = input + 2 * padding - kernel;
+  const output = floorDiv(covered, stride) + 1;
   text.append(el("p", {class: "equation", id: "hyper-arithmetic",
     text: `output size = (input + 2*padding - kernel) / stride + 1 = (${input} + 2*${padding} - ${kernel}) / ${stride} + 1 = ` +
-          `${e.output_size[0]}` + (covered >= 0 && covered % stride ? "  (floored)" : "")}));
+          `${output}` + (covered >= 0 && covered % stride ? "  (floored)" : "")}));
+  const command = `numbacnn explain conv --input ${input} --kernel ${kernel} --stride ${stride} --padding ${padding}`;
+  const e = explainConv(input, kernel, stride, padding);
+  if (e === null) {
+    const limits = PAGE.slides.limits;
+    text.append(el("p", {id: "hyper-verdict", "data-accepted": "", text: `This page holds the verdicts for inputs up to ` +
+      `${limits.input}, kernels up to ${limits.kernel}, strides up to ${limits.stride} and paddings up to ` +
+      `${limits.padding}; for this one run: ${command}`}));
+    drawSlide();
+    return;
+  }
+  const accepted = slideAccepted(e);
   let verdict;
-  if (e.output_size[0] < 1) verdict = `IMPOSSIBLE: the kernel ${kernel}x${kernel} is larger than the padded input ${input + 2 * padding}x${input + 2 * padding}.`;
-  else if (e.symmetric) verdict = `symmetric: the ${e.output_size[0]}x${e.output_size[1]} kernel positions cover every row and column of the padded input.`;
+  if (output < 1) verdict = `IMPOSSIBLE: the kernel ${kernel}x${kernel} is larger than the padded input ${input + 2 * padding}x${input + 2 * padding}.`;
+  else if (accepted) verdict = `symmetric: the ${output}x${output} kernel positions cover every row and column of the padded input.`;
+  else if (e.problems && e.problems.length) verdict = "NOT sound: " + e.problems.join(" ");
   else {
     const lost = e.uncovered[0], inputLost = lost - Math.min(lost, padding);
     verdict = `NOT symmetric: the last ${lost} row(s) and column(s) of the padded input are never covered` +
       (inputLost ? ` (${inputLost} of them input pixels, silently dropped).` : " (zero padding only, but the borders are treated differently).");
   }
-  text.append(el("p", {class: "verdict", id: "hyper-verdict", "data-symmetric": String(e.symmetric),
-                       "data-output": String(e.output_size[0]), text: "verdict: " + verdict}));
-  if (!e.symmetric && e.output_size[0] >= 1) {
+  text.append(el("p", {class: "verdict", id: "hyper-verdict", "data-accepted": String(accepted),
+                       "data-output": String(output), text: "verdict: " + verdict}));
+  if (!accepted && output >= 1) {
     const list = el("ul", {id: "hyper-suggestions"});
     for (const p of e.suggested_paddings) list.append(el("li", {"data-padding": pairText(p), text: "--padding " + pairText(p)}));
     for (const s of e.suggested_strides) list.append(el("li", {"data-stride": pairText(s), text: "--stride " + pairText(s)}));
-    if (list.children.length) text.append(el("p", {text: "suggestions (each slides symmetrically):"}), list);
+    if (list.children.length) text.append(el("p", {text: "suggestions:"}), list);
     else text.append(el("p", {text: "no nearby padding or stride fixes both axes; change the input or kernel size."}));
   }
-  text.append(el("p", {class: "muted", text: `The same as: numbacnn explain conv --input ${input} --kernel ${kernel} ` +
-                                              `--stride ${stride} --padding ${padding}`}));
+  text.append(el("p", {class: "muted", text: "The same verdict as: " + command}));
   drawSlide();
 }
 
