@@ -33,7 +33,7 @@ def write_colour_folder(root: Path, size: int = 16, per_class: int = 6, classes=
         (root / name).mkdir(parents=True, exist_ok=True)
         for n in range(per_class):
             pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
-            pixels[..., k] += 150
+            pixels[..., k % 3] += 150 - 40 * (k // 3)
             Image.fromarray(pixels, "RGB").save(root / name / f"{n}.png")
     return root
 

@@ -39,7 +39,7 @@ PAGE_FORMAT = 1
 # Every page this module writes carries this line; an existing --out file without it is
 # the user's own and is never overwritten.
 PAGE_MARKER = "Written by numbacnn explore."
-# The page's scripts, inlined in this order (each file one view; see static/README.md).
+# The page's scripts, inlined in this order (each file one view or helper).
 SCRIPTS = ("util.js", "overview.js", "elementary.js", "output.js", "saliency.js", "charts.js",
            "hyperparameter.js", "main.js")
 STYLES = ("explore.css",)

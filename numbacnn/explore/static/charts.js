@@ -38,7 +38,7 @@ function renderConfusion() {
   if (!confusion.matrix) { box.append(el("p", {class: "muted", text: "no confusion matrix: " + (confusion.missing || "")})); return; }
   const matrix = confusion.matrix, k = matrix.length;
   const correct = matrix.reduce((s, row, t) => s + row[t], 0);
-  box.append(el("p", {class: "muted", text: `${confusion.images} test images (${confusion.where}), accuracy ` +
+  box.append(el("p", {class: "muted", text: `${confusion.images.toLocaleString("en")} test images (${confusion.where}), accuracy ` +
     `${(100 * correct / confusion.images).toFixed(2)}%. Rows: true class; columns: predicted.`}));
   const table = el("table", {class: "confusion", id: "confusion-table"});
   table.append(el("tr", {}, [el("th"), ...PAGE.classes.map((name) => el("th", {text: name.slice(0, 8)}))]));

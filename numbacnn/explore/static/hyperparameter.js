@@ -26,7 +26,7 @@ function explainConv(size, kernel, stride, padding) {
 // Whether the rule accepts the slide: "sound" where explain_conv reports it, else "symmetric".
 function slideAccepted(e) { return "sound" in e ? e.sound : e.symmetric; }
 
-const HYPER = {input: 7, padding: 0, kernel: 3, stride: 2, position: 0, timer: null};
+const HYPER = {input: 7, padding: 0, kernel: 3, stride: 3, position: 0, timer: null};
 
 function pairText(p) { return p[0] === p[1] ? String(p[0]) : p[0] + "," + p[1]; }
 
