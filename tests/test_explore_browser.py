@@ -239,3 +239,18 @@ def test_screenshots_of_each_view(browser, grey_page, tmp_path):
         pixels = np.asarray(Image.open(path).convert("RGB"))
         assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, view
     assert console_errors(browser) == []
+
+
+def test_kernel_links_and_progress_bar(browser, grey_checkpoint, tmp_path, capsys):
+    """The slot `numbacnn info --kernels` will fill: a layer's kernel file:line beside it."""
+    from numbacnn.explore import explore
+
+    out = tmp_path / "linked.html"
+    explore(grey_checkpoint, out, samples=2, progress=True,
+            kernel_sources={"features.0": "numbacnn/kernels/cpu/conv.py:42"})
+    assert "explore" in capsys.readouterr().err  # tqdm's bar, on stderr
+    open_page(browser, out)
+    links = {e.get_attribute("data-name"): e.find_element("css selector", ".kernel-source").text
+             for e in browser.find_elements("css selector", ".layer[data-name]")}
+    assert links["conv_1_1"] == "kernel: numbacnn/kernels/cpu/conv.py:42" and links["conv_1_2"] == ""
+    assert console_errors(browser) == []

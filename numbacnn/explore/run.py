@@ -63,7 +63,7 @@ def _confusion(model, dataset, normalizer, dtype, classes, where: str, bar) -> d
 
 def explore(checkpoint: str | os.PathLike, out: str | os.PathLike, images: Sequence[str | os.PathLike] | None = None,
             samples: int = 10, data_dir: str | os.PathLike | None = None,
-            progress: bool | None = None) -> ExploreResult:
+            progress: bool | None = None, kernel_sources: dict[str, str] | None = None) -> ExploreResult:
     """Write the explore page for ``checkpoint`` to ``out``.
 
     Parameters
@@ -81,6 +81,10 @@ def explore(checkpoint: str | os.PathLike, out: str | os.PathLike, images: Seque
         Read the dataset from here instead of the place saved in the checkpoint.
     progress : bool or None
         Show a tqdm bar on stderr; None: only when stderr is a terminal.
+    kernel_sources : dict or None
+        The slot for ``numbacnn info --kernels``: layer name (``features.0``) ->
+        ``"file:line"`` of the kernel that computed it, shown beside each layer.
+        None until that command exists (the page then shows no link).
 
     Raises
     ------
@@ -126,11 +130,11 @@ def explore(checkpoint: str | os.PathLike, out: str | os.PathLike, images: Seque
         slides = slide_table()
         bar.update(1)
     data = build_page_data(
-        title=f"numbacnn explore: {Path(checkpoint).name}",
+        title=f"numbacnn explore: {checkpoint}",
         source=f"checkpoint {checkpoint} (epoch {loaded.epoch}, {config.dataset})",
         classes=classes, layers=layers, params=conv_parameters(model), records=records,
         history=loaded.meta.get("history", []), confusion=confusion, slides=slides,
-        kernel_sources=None)
+        kernel_sources=kernel_sources)
     size = write_page(out, render_page(data))
     predicted = [classes[int(np.argmax(r.logits))] for r in records]
     return ExploreResult(path=out, bytes=size, sources=list(chosen.sources), predicted=predicted,
