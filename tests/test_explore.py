@@ -171,8 +171,9 @@ def workspace(tmp_path, grey_checkpoint):
     (["good.npz", "--out", "folder"], ["--out folder", "is a folder"]),
     (["good.npz", "--out", "mine.html"], ["--out mine.html", "not a numbacnn explore page"]),
     (["good.npz", "--samples", "0", "--out", "p.html"], ["--samples"]),
+    (["good.npz", "--out", "/proc/p.html"], ["--out /proc/p.html", "cannot write in the folder /proc"]),
 ], ids=["missing-checkpoint", "wrong-channel-count", "not-an-image", "missing-image", "out-below-a-file",
-        "out-is-a-folder", "out-is-users-file", "no-samples"])
+        "out-is-a-folder", "out-is-users-file", "no-samples", "out-on-a-pseudo-file-system"])
 def test_bad_input_is_one_line_and_writes_nothing(workspace, argv, names, capsys, monkeypatch):
     monkeypatch.chdir(workspace)
     before = _tree(workspace)

@@ -18,7 +18,7 @@ import numpy as np
 
 from numbacnn.data import Normalizer
 from numbacnn.device import to_device, to_host
-from numbacnn.nn import BatchNorm2d, Conv2d, MaxPool2d, Module, ReLU, leaf_layers
+from numbacnn.nn import Conv2d, MaxPool2d, Module, ReLU, leaf_layers
 from numbacnn.report.activations import MAP_LAYERS, layer_activations, softmax
 from numbacnn.report.layers import describe_layers
 from numbacnn.shapes import same_padding
@@ -190,18 +190,15 @@ def collect_image(model: Module, pixels: np.ndarray, normalizer: Normalizer, dty
 
 
 def conv_parameters(model: Module) -> dict[int, dict[str, np.ndarray]]:
-    """Weights (F, C/groups, KH, KW) and bias (F,) of every Conv2d, by leaf index, on the host;
-    and BatchNorm2d's running statistics (for the page's layer table)."""
+    """Weights (F, C/groups, KH, KW) and bias (F,) of every Conv2d, by leaf index, on the
+    host (a conv without bias gets zeros: the elementary view adds "bias 0")."""
     found = {}
     for index, (_, layer) in enumerate(leaf_layers(model)):
         if isinstance(layer, Conv2d):
             weight = np.asarray(to_host(layer.weight.data))
-            bias = (np.asarray(to_host(layer.bias.data)) if getattr(layer, "bias", None) is not None
+            bias = (np.asarray(to_host(layer.bias.data)) if layer.bias is not None
                     else np.zeros(weight.shape[0], weight.dtype))
             found[index] = {"weight": weight, "bias": bias}
-        elif isinstance(layer, BatchNorm2d):
-            found[index] = {"running_mean": np.asarray(to_host(layer.running_mean)),
-                            "running_var": np.asarray(to_host(layer.running_var))}
     return found
 
 

@@ -22,9 +22,11 @@ Page data, ``format`` 1 (what ``static/*.js`` reads)::
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 import os
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -119,8 +121,6 @@ def render_page(data: dict[str, Any]) -> str:
     template = _static(TEMPLATE)
     css = "\n".join(_static(name) for name in STYLES)
     scripts = "\n".join(f"// ---- {name} ----\n{_static(name)}" for name in SCRIPTS)
-    import html
-
     parts = {"{{TITLE}}": html.escape(data["title"]), "{{MARKER}}": PAGE_MARKER, "{{CSS}}": css,
              "{{DATA}}": page_json(data), "{{SCRIPTS}}": scripts.replace("</script", "<\\/script")}
     for key, value in parts.items():
@@ -154,6 +154,12 @@ def check_output_file(out: str | os.PathLike, where: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"the folder {existing} is not writable", where,
                           "check its permissions or choose another --out")
+    try:  # permissions are not the whole story (root, read-only or pseudo file systems): try it
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write in the folder {existing} ({(exc.strerror or str(exc)).lower()})", where,
+                          "choose a folder on a writable file system") from exc
     return out
 
 
