@@ -12,6 +12,7 @@ const MAX_DRAWN_CELLS = 64;  // larger padded inputs get the arithmetic, not the
 const SLIDE_INDEX = decode(PAGE.slides.index, "uint8");
 
 // explain_conv's answer for a square case, with the output size; null outside the range.
+// Pairs are stored once (h == w in a square case) and expanded back here.
 function explainConv(size, kernel, stride, padding) {
   const limits = PAGE.slides.limits;
   if (size < 1 || size > limits.input || kernel < 1 || kernel > limits.kernel || stride < 1 ||
@@ -20,11 +21,31 @@ function explainConv(size, kernel, stride, padding) {
   const n = (((size - 1) * limits.kernel + (kernel - 1)) * limits.stride + (stride - 1)) * (limits.padding + 1) + padding;
   const answer = PAGE.slides.answers[SLIDE_INDEX[2 * n] + 256 * SLIDE_INDEX[2 * n + 1]];
   const output = floorDiv(size + 2 * padding - kernel, stride) + 1;
-  return Object.assign({output_size: [output, output]}, answer);
+  const result = {output_size: [output, output]};
+  PAGE.slides.fields.forEach(([name, kind], k) => {
+    const value = answer[k];
+    result[name] = kind === "pair" ? [value, value] : kind === "pairs" ? value.map((v) => [v, v]) : value;
+  });
+  return result;
 }
 
 // Whether the rule accepts the slide: "sound" where explain_conv reports it, else "symmetric".
 function slideAccepted(e) { return "sound" in e ? e.sound : e.symmetric; }
+
+// The failed checks in words, from the rule's facts (rows and columns alike: a square case).
+function slideProblems(e, padding) {
+  const problems = [];
+  const lost = e.uncovered[0];
+  if (lost) {
+    const inputLost = lost - Math.min(lost, padding);
+    problems.push(`the last ${lost} row(s) and column(s) of the padded input are never covered` +
+      (inputLost ? ` (${inputLost} of them input pixels, silently dropped)` : " (zero padding only, but the borders are treated differently)"));
+  }
+  if (e.unread && e.unread[0]) problems.push(`${e.unread[0]} input row(s) and column(s) are never read`);
+  if (e.padding_only && e.padding_only[0])
+    problems.push(`${e.padding_only[0]} kernel position(s) per row and column see only zero padding`);
+  return problems;
+}
 
 const HYPER = {input: 7, padding: 0, kernel: 3, stride: 3, position: 0, timer: null};
 
@@ -69,12 +90,7 @@ function renderHyper() {
   let verdict;
   if (output < 1) verdict = `IMPOSSIBLE: the kernel ${kernel}x${kernel} is larger than the padded input ${input + 2 * padding}x${input + 2 * padding}.`;
   else if (accepted) verdict = `symmetric: the ${output}x${output} kernel positions cover every row and column of the padded input.`;
-  else if (e.problems && e.problems.length) verdict = "NOT sound: " + e.problems.join(" ");
-  else {
-    const lost = e.uncovered[0], inputLost = lost - Math.min(lost, padding);
-    verdict = `NOT symmetric: the last ${lost} row(s) and column(s) of the padded input are never covered` +
-      (inputLost ? ` (${inputLost} of them input pixels, silently dropped).` : " (zero padding only, but the borders are treated differently).");
-  }
+  else verdict = "NOT " + ("sound" in e ? "sound" : "symmetric") + ": " + slideProblems(e, padding).join("; ") + ".";
   text.append(el("p", {class: "verdict", id: "hyper-verdict", "data-accepted": String(accepted),
                        "data-output": String(output), text: "verdict: " + verdict}));
   if (!accepted && output >= 1) {
