@@ -35,7 +35,8 @@ function renderImageList() {
 function main() {
   document.getElementById("title").textContent = PAGE.title;
   document.getElementById("source").textContent = PAGE.source + ". Classes: " + PAGE.classes.join(", ") +
-    ". Every number on this page was computed by numbacnn's kernels (or rebuilt from them exactly).";
+    ". The maps, logits and gradients were computed by numbacnn's kernels (ReLU and pool maps rebuilt " +
+    "here from them, exactly); sums worked out on this page are shown beside the values they recompute.";
   for (const radio of document.querySelectorAll('input[name="scale"]'))
     radio.addEventListener("change", () => { STATE.scale = radio.value; renderOverview(); });
   renderImageList();
