@@ -218,3 +218,40 @@ def test_same_command_same_page(grey_checkpoint, tmp_path):
     explore(grey_checkpoint, tmp_path / "a.html", samples=3, progress=False)
     explore(grey_checkpoint, tmp_path / "b.html", samples=3, progress=False)
     assert (tmp_path / "a.html").read_bytes() == (tmp_path / "b.html").read_bytes()
+
+
+def test_batch_norm_maps_are_rebuilt_bit_for_bit_or_stored():
+    """With batch norm, the page rebuilds BatchNorm2d (x * scale + shift) and the ReLU after
+    it from the stored conv maps; every rebuilt map equals the kernels' output bit for bit."""
+    from numbacnn.data import Normalizer
+    from numbacnn.explore.collect import collect_image, conv_parameters, describe_page_layers
+    from numbacnn.explore.page import build_page_data
+
+    model = tiny_vgg(in_channels=3, num_classes=4, image_size=16, filters=4, padding=1, batch_norm=True,
+                     dropout=0.25, seed=5)
+    rng = np.random.default_rng(1)
+    for _, layer in leaf_layers(model):
+        if isinstance(layer, BatchNorm2d):
+            layer.running_mean[...] = rng.normal(0, 0.2, layer.num_features)
+            layer.running_var[...] = rng.uniform(0.3, 3.0, layer.num_features)
+            layer.weight.data[...] = rng.uniform(0.5, 1.5, layer.num_features)
+    normalizer = Normalizer((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    layers = describe_page_layers(model, (3, 16, 16))
+    records = []
+    for n in range(3):
+        record = collect_image(model, rng.integers(0, 256, (3, 16, 16)).astype(np.uint8), normalizer, np.float32)
+        record.saliency = np.zeros((4, 3, 16, 16), np.float32)
+        records.append(record)
+    data = build_page_data(title="t", source="s", classes="abcd", layers=layers, params=conv_parameters(model),
+                           records=records, history=[], confusion={"missing": "none"},
+                           slides={"limits": {}, "fields": [], "answers": [], "index": ""})
+    derive = {layer["explainer_name"]: layer["derive"] for layer in data["layers"]}
+    assert derive["batchnorm2d"] == "batch_norm" and derive["relu_1_1"] == "relu" and derive["max_pool_1"] == "max_pool"
+    stored = set(data["images"][0]["maps"])
+    assert stored == {str(layer["index"]) for layer in data["layers"] if layer["kind"] == "Conv2d"}
+    for record in records:
+        for layer in layers:
+            if layer.derive:
+                rebuilt = derived_maps(layer.derive, record.maps[layer.input_index], layer.hyper, layer.output_shape,
+                                       layer.affine)
+                assert rebuilt.tobytes() == record.maps[layer.index].tobytes(), layer.explainer_name

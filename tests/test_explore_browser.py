@@ -57,6 +57,16 @@ def kernel_maps(checkpoint: Path, page: dict, image: int) -> dict[int, np.ndarra
     return {-1: x[0], **dict(zip(indices, (a.maps for a in activations)))}
 
 
+def assert_page_maps_are_the_kernels(driver, checkpoint: Path, data: dict, image: int) -> None:
+    """Every map the page draws (stored or rebuilt in JavaScript) equals numbacnn's, bit for bit."""
+    maps = kernel_maps(checkpoint, data, image)
+    for layer in (layer for layer in data["layers"] if layer["has_maps"]):
+        shown = driver.execute_script(f"return Array.from(mapsOf({image}, {layer['index']}))")
+        expected = maps[layer["index"]].ravel()
+        assert np.array_equal(np.asarray(shown, dtype=expected.dtype), expected), layer["explainer_name"]
+        assert [float(v) for v in expected] == shown, layer["explainer_name"]
+
+
 def test_page_loads_with_every_layer_and_class_and_no_error(browser, grey_checkpoint, grey_page):
     open_page(browser, grey_page)
     assert console_errors(browser) == []
@@ -67,6 +77,7 @@ def test_page_loads_with_every_layer_and_class_and_no_error(browser, grey_checkp
     text = browser.find_element("tag name", "body").text
     for d in described:
         assert f"{d.explainer_name} {d.kind} {'x'.join(map(str, d.output_shape[1:]))}" in text
+    assert_page_maps_are_the_kernels(browser, grey_checkpoint, data, image=2)
     rows = browser.find_elements("css selector", "#softmax-table tr[data-class]")
     assert [row.get_attribute("data-class") for row in rows] == data["classes"]
 
@@ -209,6 +220,7 @@ def test_other_models_show_every_layer_and_their_conv_arithmetic(browser, varian
     assert shown == [d.explainer_name for d in described]
     text = browser.find_element("tag name", "body").text
     assert all(name in text for name in data["classes"])
+    assert_page_maps_are_the_kernels(browser, checkpoint, data, image=1)
     for layer in (layer for layer in data["layers"] if layer["kind"] == "Conv2d"):
         _, h, w = layer["output_shape"]
         browser.execute_script(f"selectMap({layer['index']}, 1); selectPixel({h - 1}, {w - 1});")

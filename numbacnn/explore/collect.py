@@ -1,9 +1,10 @@
 """Every number the explore page shows for one image, computed by numbacnn's kernels.
 
 The page draws every layer's maps. To keep it small, a map that the page can
-rebuild *exactly* from an earlier one is not embedded: a ReLU right after a
-convolution (``x > 0 ? x : 0``) and a max pool right after a stored or rebuilt map
-(the largest value of each window). :func:`derivable` reproduces the page's rule
+rebuild *exactly* from an earlier one is not embedded: a ReLU (``x > 0 ? x : 0``), a
+max pool (the largest value of each window) and an eval-mode batch norm
+(``x * scale + shift`` per channel, in float64 as numbacnn's kernel does, then rounded
+to the maps' dtype) right after a stored or rebuilt map. :func:`derivable` reproduces the page's rule
 in NumPy and the page data embeds a layer only when that rule does not give the
 kernel's output bit for bit for every image (so the page never shows a number the
 kernels did not compute).
@@ -18,13 +19,15 @@ import numpy as np
 
 from numbacnn.data import Normalizer
 from numbacnn.device import to_device, to_host
-from numbacnn.nn import Conv2d, MaxPool2d, Module, ReLU, leaf_layers
+from numbacnn.nn import BatchNorm2d, Conv2d, MaxPool2d, Module, ReLU, leaf_layers
 from numbacnn.report.activations import MAP_LAYERS, layer_activations, softmax
 from numbacnn.report.layers import describe_layers
 from numbacnn.shapes import same_padding
 
 # How the page rebuilds a layer's maps from its input layer's maps (see the module docstring).
-DERIVE_RELU, DERIVE_MAX_POOL = "relu", "max_pool"
+DERIVE_RELU, DERIVE_MAX_POOL, DERIVE_BATCH_NORM = "relu", "max_pool", "batch_norm"
+# Layers whose output the page can rebuild from, besides the drawn ones.
+SOURCE_LAYERS = MAP_LAYERS + (BatchNorm2d,)
 
 
 @dataclass
@@ -50,9 +53,12 @@ class PageLayer:
     hyper : dict
         ``kernel``, ``stride``, ``padding``, ``dilation`` (each (h, w)) for Conv2d / MaxPool2d.
     derive : str or None
-        ``"relu"`` / ``"max_pool"`` when the page may rebuild the maps from the input
-        layer's; decided by :func:`numbacnn.explore.page.build_page_data` after
-        checking every image.
+        ``"relu"`` / ``"max_pool"`` / ``"batch_norm"`` when the page may rebuild the
+        maps from the input layer's; decided by
+        :func:`numbacnn.explore.page.build_page_data` after checking every image.
+    affine : dict
+        BatchNorm2d only: ``scale`` and ``shift`` (float64, (C,)), the per-channel
+        ``x * scale + shift`` its eval-mode kernel applies.
     """
 
     index: int
@@ -66,6 +72,7 @@ class PageLayer:
     input_index: int
     hyper: dict[str, tuple[int, int]] = field(default_factory=dict)
     derive: str | None = None
+    affine: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,19 +116,35 @@ def describe_page_layers(model: Module, input_shape: tuple[int, int, int]) -> li
             hyper = {key: tuple(int(v) for v in getattr(layer, attr)) for key, attr in
                      (("kernel", "kernel_size"), ("stride", "stride"), ("dilation", "dilation"))}
             hyper["padding"] = _top_left_padding(layer)
-        derive = None
+        derive, affine = None, {}
         previous = layers[index - 1] if index else None
-        if isinstance(layer, ReLU) and isinstance(previous, MAP_LAYERS):
+        if isinstance(layer, ReLU) and isinstance(previous, SOURCE_LAYERS):
             derive = DERIVE_RELU
-        elif (isinstance(layer, MaxPool2d) and isinstance(previous, MAP_LAYERS)
+        elif (isinstance(layer, MaxPool2d) and isinstance(previous, SOURCE_LAYERS)
               and hyper["dilation"] == (1, 1)):
             derive = DERIVE_MAX_POOL
+        elif isinstance(layer, BatchNorm2d) and isinstance(previous, SOURCE_LAYERS) and layer.track_running_stats:
+            derive, affine = DERIVE_BATCH_NORM, batch_norm_affine(layer)
         page_layers.append(PageLayer(
             index=index, name=d.name, explainer_name=d.explainer_name, kind=d.kind,
             output_shape=tuple(int(s) for s in d.output_shape[1:]), parameters=int(d.parameters),
             symmetric=bool(d.symmetric), has_maps=isinstance(layer, MAP_LAYERS), input_index=index - 1,
-            hyper=hyper, derive=derive))
+            hyper=hyper, derive=derive, affine=affine))
     return page_layers
+
+
+def batch_norm_affine(layer: BatchNorm2d) -> dict[str, np.ndarray]:
+    """The eval-mode batch norm as ``x * scale + shift`` per channel, in float64 exactly as
+    numbacnn's CPU kernel forms them (``kernels/cpu/norm.py``: invstd from the running
+    variance, scale = invstd * weight, shift = bias - mean * scale)."""
+    channels = layer.num_features
+    mean = np.asarray(to_host(layer.running_mean), dtype=np.float64)
+    var = np.asarray(to_host(layer.running_var), dtype=np.float64)
+    weight = np.ones(channels) if layer.weight is None else np.asarray(to_host(layer.weight.data), np.float64)
+    bias = np.zeros(channels) if layer.bias is None else np.asarray(to_host(layer.bias.data), np.float64)
+    invstd = 1.0 / (var + layer.eps) ** 0.5
+    scale = invstd * weight
+    return {"scale": scale, "shift": bias - mean * scale}
 
 
 def _top_left_padding(layer: Conv2d | MaxPool2d) -> tuple[int, int]:
@@ -143,7 +166,7 @@ def _padded_for_pool(x: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
 
 
 def derived_maps(rule: str, source: np.ndarray, hyper: dict[str, tuple[int, int]],
-                 output_shape: tuple[int, ...]) -> np.ndarray:
+                 output_shape: tuple[int, ...], affine: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The page's rebuild of a layer's maps from its input maps (C, H, W), in NumPy.
 
     ``relu``: ``x > 0 ? x : 0``; ``max_pool``: the largest value of each window
@@ -152,6 +175,9 @@ def derived_maps(rule: str, source: np.ndarray, hyper: dict[str, tuple[int, int]
     """
     if rule == DERIVE_RELU:
         return np.where(source > 0, source, np.zeros((), source.dtype))
+    if rule == DERIVE_BATCH_NORM:
+        rebuilt = (source.astype(np.float64) * affine["scale"][:, None, None] + affine["shift"][:, None, None])
+        return rebuilt.astype(source.dtype)
     if rule == DERIVE_MAX_POOL:
         (kh, kw), (sh, sw) = hyper["kernel"], hyper["stride"]
         padded = _padded_for_pool(source, hyper["padding"])
@@ -170,7 +196,7 @@ def derivable(layer: PageLayer, records: list[ImageRecord]) -> bool:
         source = record.maps.get(layer.input_index)
         if source is None:
             return False
-        rebuilt = derived_maps(layer.derive, source, layer.hyper, layer.output_shape)
+        rebuilt = derived_maps(layer.derive, source, layer.hyper, layer.output_shape, layer.affine)
         kernel = record.maps[layer.index]
         if rebuilt.shape != kernel.shape or rebuilt.tobytes() != kernel.tobytes():
             return False
@@ -185,6 +211,10 @@ def collect_image(model: Module, pixels: np.ndarray, normalizer: Normalizer, dty
     activations, logits = layer_activations(model, to_device(x, device))
     map_indices = [i for i, (_, layer) in enumerate(leaf_layers(model)) if isinstance(layer, MAP_LAYERS)]
     maps = {index: activation.maps for index, activation in zip(map_indices, activations)}
+    for index, (_, layer) in enumerate(leaf_layers(model)):
+        if isinstance(layer, BatchNorm2d) and index - 1 in maps:
+            # not drawn, but the ReLU after it is rebuilt from it: its kernel's output too
+            maps[index] = np.asarray(to_host(layer.forward(to_device(maps[index - 1][None], device))))[0]
     return ImageRecord(pixels=np.ascontiguousarray(pixels, dtype=np.uint8), input=np.asarray(to_host(x))[0],
                        maps=maps, logits=logits, probabilities=softmax(logits), label=label, source=source)
 
@@ -202,5 +232,5 @@ def conv_parameters(model: Module) -> dict[int, dict[str, np.ndarray]]:
     return found
 
 
-__all__ = ["DERIVE_MAX_POOL", "DERIVE_RELU", "ImageRecord", "PageLayer", "collect_image", "conv_parameters",
+__all__ = ["DERIVE_BATCH_NORM", "DERIVE_MAX_POOL", "DERIVE_RELU", "batch_norm_affine", "ImageRecord", "PageLayer", "collect_image", "conv_parameters",
            "derivable", "derived_maps", "describe_page_layers"]

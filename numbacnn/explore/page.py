@@ -6,11 +6,13 @@ Page data, ``format`` 1 (what ``static/*.js`` reads)::
     title, source, classes[K], dtype ("float32" | "float64"), input_shape [C, H, W],
     layers[]: index, name, explainer_name, kind, output_shape, parameters, symmetric,
               has_maps, input_index, hyper {kernel, stride, padding, dilation},
-              derive ("relu" | "max_pool" | null: maps rebuilt in the page),
+              derive ("relu" | "max_pool" | "batch_norm" | null: maps rebuilt in the page),
+              bn_scale, bn_shift (float64 base64, BatchNorm2d rebuilt in the page),
               weight, bias (base64, Conv2d only), weight_shape,
               kernel_source (null: filled from `numbacnn info --kernels` once it exists)
     images[]: source, label (int | null), pixels (uint8 base64, C*H*W), input (base64),
-              maps {leaf index: base64} (layers with derive null), logits[K],
+              maps {leaf index: base64} (the layers the page draws or rebuilds from,
+              unless rebuilt themselves), logits[K],
               probabilities[K], saliency (uint8 base64 K*H*W), saliency_peaks[K]
     history[]: per epoch as in the checkpoint (train/val loss and accuracy)
     confusion: {matrix K x K, images, where} | {missing: why}
@@ -85,12 +87,14 @@ def build_page_data(*, title: str, source: str, classes: Sequence[str], layers: 
             "hyper": {k: list(v) for k, v in layer.hyper.items()}, "derive": layer.derive,
             "kernel_source": (kernel_sources or {}).get(layer.name),
         }
+        if layer.derive == "batch_norm":
+            entry.update(bn_scale=b64(layer.affine["scale"]), bn_shift=b64(layer.affine["shift"]))
         if "weight" in params.get(layer.index, {}):
             weight, bias = params[layer.index]["weight"], params[layer.index]["bias"]
             entry.update(weight=b64(weight.astype(dtype)), bias=b64(bias.astype(dtype)),
                          weight_shape=list(weight.shape))
         page_layers.append(entry)
-    stored = [layer.index for layer in layers if layer.has_maps and layer.derive is None]
+    stored = [index for index in sorted(_needed(layers)) if layers[index].derive is None]
     images = []
     for record in records:
         quantised, peaks = saliency_bytes(record.saliency)
@@ -104,6 +108,19 @@ def build_page_data(*, title: str, source: str, classes: Sequence[str], layers: 
             "input_shape": list(records[0].pixels.shape), "layers": page_layers, "images": images,
             "history": _history(history), "confusion": confusion, "slides": slides,
             "kernel_sources": kernel_sources}
+
+
+def _needed(layers: list[PageLayer]) -> set[int]:
+    """Leaf indices whose maps the page needs: the drawn ones and, for each rebuilt one,
+    its input's (which may be rebuilt in turn)."""
+    needed = {layer.index for layer in layers if layer.has_maps}
+    pending = list(needed)
+    while pending:
+        layer = layers[pending.pop()]
+        if layer.derive is not None and layer.input_index >= 0 and layer.input_index not in needed:
+            needed.add(layer.input_index)
+            pending.append(layer.input_index)
+    return needed
 
 
 def _static(name: str) -> str:

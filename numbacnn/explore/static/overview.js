@@ -18,6 +18,13 @@ function deriveMaps(layer, source) {
     for (let k = 0; k < out.length; k++) out[k] = source[k] > 0 ? source[k] : 0;
     return out;
   }
+  if (layer.derive === "batch_norm") {
+    // x * scale + shift in float64 (numbacnn's kernel), rounded to the maps' dtype on store
+    const scale = decode(layer.bn_scale, "float64"), shift = decode(layer.bn_shift, "float64");
+    for (let ch = 0; ch < c; ch++)
+      for (let k = ch * oh * ow; k < (ch + 1) * oh * ow; k++) out[k] = source[k] * scale[ch] + shift[ch];
+    return out;
+  }
   // max pool: the largest value of each window; padding never wins
   const [, h, w] = layerShape(layer.input_index);
   const [kh, kw] = layer.hyper.kernel, [sh, sw] = layer.hyper.stride, [ph, pw] = layer.hyper.padding;
