@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from numbacnn import functional as F
-from numbacnn.report import describe_layers, layer_activations
+from numbacnn.report import describe_layers
 from numbacnn.shapes import explain_conv
 from numbacnn.train import load_checkpoint
 from browser import browser, browser_missing, console_errors, full_page_screenshot  # noqa: F401  (fixture)
@@ -47,14 +47,20 @@ def click_map_pixel(driver, layer: int, channel: int, i: int, j: int) -> None:
 
 
 def kernel_maps(checkpoint: Path, page: dict, image: int) -> dict[int, np.ndarray]:
-    """numbacnn's own activations for the page's image, by leaf index (maps only)."""
+    """numbacnn's own output of every leaf layer for the page's image (its layers' forward in
+    eval mode, one after another), by leaf index; -1 is the normalised input."""
+    from numbacnn.nn import leaf_layers
+
     loaded = load_checkpoint(checkpoint)
     model = loaded.build_model("cpu")
+    model.eval()
     pixels = np.frombuffer(__import__("base64").b64decode(page["images"][image]["pixels"]), np.uint8)
     x = loaded.normalizer(pixels.reshape(page["input_shape"])[None], dtype=np.float32)
-    activations, _ = layer_activations(model, x)
-    indices = [layer["index"] for layer in page["layers"] if layer["has_maps"]]
-    return {-1: x[0], **dict(zip(indices, (a.maps for a in activations)))}
+    outputs = {-1: x[0]}
+    for index, (_, layer) in enumerate(leaf_layers(model)):
+        x = layer.forward(x)
+        outputs[index] = np.asarray(x)[0].copy()
+    return outputs
 
 
 def assert_page_maps_are_the_kernels(driver, checkpoint: Path, data: dict, image: int) -> None:
@@ -221,6 +227,13 @@ def test_other_models_show_every_layer_and_their_conv_arithmetic(browser, varian
     text = browser.find_element("tag name", "body").text
     assert all(name in text for name in data["classes"])
     assert_page_maps_are_the_kernels(browser, checkpoint, data, image=1)
+    maps = kernel_maps(checkpoint, data, 1)
+    browser.find_element("css selector", '.thumb[data-image="1"]').click()
+    for layer in (layer for layer in data["layers"] if layer["kind"] == "BatchNorm2d"):
+        browser.execute_script(f"selectMap({layer['index']}, 2); selectPixel(1, 1);")
+        x = float(browser.find_element("id", "bn-input").get_attribute("data-value"))
+        y = float(browser.find_element("id", "bn-output").get_attribute("data-value"))
+        assert x == float(maps[layer["input_index"]][2, 1, 1]) and y == float(maps[layer["index"]][2, 1, 1])
     for layer in (layer for layer in data["layers"] if layer["kind"] == "Conv2d"):
         _, h, w = layer["output_shape"]
         browser.execute_script(f"selectMap({layer['index']}, 1); selectPixel({h - 1}, {w - 1});")

@@ -47,7 +47,7 @@ class PageLayer:
     symmetric : bool
         False when its kernel leaves border rows/columns uncovered.
     has_maps : bool
-        Conv2d, ReLU, MaxPool2d: spatial maps the overview draws.
+        Conv2d, BatchNorm2d, ReLU, MaxPool2d: spatial maps the overview draws.
     input_index : int
         The leaf layer whose output this layer reads; -1 for the image.
     hyper : dict
@@ -123,12 +123,13 @@ def describe_page_layers(model: Module, input_shape: tuple[int, int, int]) -> li
         elif (isinstance(layer, MaxPool2d) and isinstance(previous, SOURCE_LAYERS)
               and hyper["dilation"] == (1, 1)):
             derive = DERIVE_MAX_POOL
-        elif isinstance(layer, BatchNorm2d) and isinstance(previous, SOURCE_LAYERS) and layer.track_running_stats:
-            derive, affine = DERIVE_BATCH_NORM, batch_norm_affine(layer)
+        if isinstance(layer, BatchNorm2d) and layer.track_running_stats:
+            affine = batch_norm_affine(layer)  # the elementary view shows it; the rebuild uses it
+            derive = DERIVE_BATCH_NORM if isinstance(previous, SOURCE_LAYERS) else None
         page_layers.append(PageLayer(
             index=index, name=d.name, explainer_name=d.explainer_name, kind=d.kind,
             output_shape=tuple(int(s) for s in d.output_shape[1:]), parameters=int(d.parameters),
-            symmetric=bool(d.symmetric), has_maps=isinstance(layer, MAP_LAYERS), input_index=index - 1,
+            symmetric=bool(d.symmetric), has_maps=isinstance(layer, SOURCE_LAYERS), input_index=index - 1,
             hyper=hyper, derive=derive, affine=affine))
     return page_layers
 
@@ -213,7 +214,7 @@ def collect_image(model: Module, pixels: np.ndarray, normalizer: Normalizer, dty
     maps = {index: activation.maps for index, activation in zip(map_indices, activations)}
     for index, (_, layer) in enumerate(leaf_layers(model)):
         if isinstance(layer, BatchNorm2d) and index - 1 in maps:
-            # not drawn, but the ReLU after it is rebuilt from it: its kernel's output too
+            # layer_activations keeps Conv2d / ReLU / MaxPool2d outputs; the page draws this one too
             maps[index] = np.asarray(to_host(layer.forward(to_device(maps[index - 1][None], device))))[0]
     return ImageRecord(pixels=np.ascontiguousarray(pixels, dtype=np.uint8), input=np.asarray(to_host(x))[0],
                        maps=maps, logits=logits, probabilities=softmax(logits), label=label, source=source)

@@ -7,7 +7,7 @@ Page data, ``format`` 1 (what ``static/*.js`` reads)::
     layers[]: index, name, explainer_name, kind, output_shape, parameters, symmetric,
               has_maps, input_index, hyper {kernel, stride, padding, dilation},
               derive ("relu" | "max_pool" | "batch_norm" | null: maps rebuilt in the page),
-              bn_scale, bn_shift (float64 base64, BatchNorm2d rebuilt in the page),
+              bn_scale, bn_shift (float64 base64, BatchNorm2d: x * scale + shift per channel),
               weight, bias (base64, Conv2d only), weight_shape,
               kernel_source (null: filled from `numbacnn info --kernels` once it exists)
     images[]: source, label (int | null), pixels (uint8 base64, C*H*W), input (base64),
@@ -87,7 +87,7 @@ def build_page_data(*, title: str, source: str, classes: Sequence[str], layers: 
             "hyper": {k: list(v) for k, v in layer.hyper.items()}, "derive": layer.derive,
             "kernel_source": (kernel_sources or {}).get(layer.name),
         }
-        if layer.derive == "batch_norm":
+        if layer.affine:
             entry.update(bn_scale=b64(layer.affine["scale"]), bn_shift=b64(layer.affine["shift"]))
         if "weight" in params.get(layer.index, {}):
             weight, bias = params[layer.index]["weight"], params[layer.index]["bias"]

@@ -76,6 +76,19 @@ function renderDetail() {
   if (layer.kind === "Conv2d") body.append(convolutionView(layer, i, j, value));
   else if (layer.kind === "ReLU") body.append(reluView(layer, i, j, value));
   else if (layer.kind === "MaxPool2d") body.append(poolView(layer, i, j, value));
+  else if (layer.kind === "BatchNorm2d" && layer.bn_scale) body.append(batchNormView(layer, i, j, value));
+}
+
+// Eval-mode batch norm: the running statistics and the affine weights folded into
+// x * scale + shift per channel, as numbacnn's kernel applies them.
+function batchNormView(layer, i, j, value) {
+  const [, h, w] = layerShape(layer.input_index);
+  const x = mapsOf(STATE.image, layer.input_index)[(STATE.channel * h + i) * w + j];
+  const scale = decode(layer.bn_scale, "float64")[STATE.channel], shift = decode(layer.bn_shift, "float64")[STATE.channel];
+  return el("div", {id: "batch-norm-view", class: "equation"}, [
+    "batch norm (eval): x * scale + shift, scale = weight / sqrt(running var + eps), shift = bias - running mean * scale: ",
+    el("span", {id: "bn-input", "data-value": String(x), text: fmt(x)}), " * " + fmt(scale) + " + " + fmt(shift) + " = ",
+    el("b", {id: "bn-output", "data-value": String(value), text: fmt(value)})]);
 }
 
 // The input position a kernel tap reads, or null in the zero padding.
