@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write one HTML page (open it from disk; nothing is fetched) with CNN Explainer's views on "
                     "a checkpoint: every layer's maps per image, a click on a map pixel opens the convolution "
                     "/ ReLU / max-pool arithmetic, the softmax, saliency maps, training curves, the confusion "
-                    "matrix and the hyperparameter view. Every number comes from numbacnn's kernels.",
+                    "matrix and the hyperparameter view. The maps, logits and gradients come from numbacnn's "
+                    "kernels; sums the page works out are shown beside the values they recompute.",
         formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("checkpoint", help="checkpoint.npz written by `numbacnn train` (or its folder)")
