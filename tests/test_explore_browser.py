@@ -17,6 +17,7 @@ import pytest
 
 from numbacnn import functional as F
 from numbacnn.report import describe_layers
+from numbacnn.models import tiny_vgg
 from numbacnn.shapes import explain_conv
 from numbacnn.train import load_checkpoint
 from browser import browser, browser_missing, console_errors, full_page_screenshot  # noqa: F401  (fixture)
@@ -279,3 +280,43 @@ def test_kernel_links_and_progress_bar(browser, grey_checkpoint, tmp_path, capsy
              for e in browser.find_elements("css selector", ".layer[data-name]")}
     assert links["conv_1_1"] == "kernel: numbacnn/kernels/cpu/conv.py:42" and links["conv_1_2"] == ""
     assert console_errors(browser) == []
+
+
+def test_float64_model_with_random_weights(browser, tmp_path):
+    """The page reads float64 maps too (a model trained with --dtype float64); built from
+    random weights through the package's functions, no training."""
+    from numbacnn.data import Normalizer
+    from numbacnn.explore import build_page_data, collect_image, describe_page_layers, input_gradients, render_page
+    from numbacnn.explore.collect import conv_parameters
+    from numbacnn.explore.slides import slide_table
+    from numbacnn.nn import leaf_layers
+
+    model = tiny_vgg(in_channels=1, num_classes=3, image_size=12, filters=2, padding=1, dtype=np.float64, seed=7)
+    normalizer = Normalizer((0.5,), (0.25,))
+    rng = np.random.default_rng(2)
+    records = []
+    for n in range(2):
+        record = collect_image(model, rng.integers(0, 256, (1, 12, 12)).astype(np.uint8), normalizer, np.float64,
+                               label=n, source=f"random {n}")
+        record.saliency = input_gradients(model, record.input[None])
+        records.append(record)
+    data = build_page_data(title="float64", source="random weights", classes=["a", "b", "c"],
+                           layers=describe_page_layers(model, (1, 12, 12)), params=conv_parameters(model),
+                           records=records, history=[], confusion={"missing": "random weights"},
+                           slides=slide_table({"input": 8, "kernel": 3, "stride": 2, "padding": 1}))
+    page = tmp_path / "float64.html"
+    page.write_text(render_page(data), encoding="utf-8")
+    open_page(browser, page)
+    assert console_errors(browser) == []
+    x = records[1].input[None]
+    model.eval()
+    for index, (_, layer) in enumerate(leaf_layers(model)):
+        x = layer.forward(x)
+        if data["layers"][index]["has_maps"]:
+            shown = browser.execute_script(f"return Array.from(mapsOf(1, {index}))")
+            assert shown == [float(v) for v in x[0].ravel()], data["layers"][index]["explainer_name"]
+    browser.execute_script("STATE.image = 1; selectMap(2, 1); selectPixel(11, 0);")
+    recomputed = float(browser.find_element("id", "conv-recomputed").get_attribute("data-value"))
+    kernel = float(browser.find_element("id", "conv-kernel-value").get_attribute("data-value"))
+    assert abs(recomputed - kernel) <= 1e-12 * (1 + abs(kernel))
+    assert browser.execute_script("return explainConv(9, 3, 1, 0)") is None  # outside these limits

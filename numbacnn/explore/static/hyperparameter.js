@@ -114,6 +114,8 @@ function drawSlide() {
   const size = input + 2 * padding;
   const out = floorDiv(size - kernel, stride) + 1;
   if (size > MAX_DRAWN_CELLS || out < 1) {
+    const outputCanvas = document.getElementById("hyper-output");
+    outputCanvas.getContext("2d").clearRect(0, 0, outputCanvas.width, outputCanvas.height);
     ctx.font = "13px sans-serif";
     ctx.fillStyle = "#444";
     ctx.fillText(out < 1 ? "the kernel does not fit" : `padded input ${size}x${size}: too large to draw`, 10, 20);
@@ -132,4 +134,18 @@ function drawSlide() {
   ctx.strokeStyle = "#0a0";
   ctx.lineWidth = 3;
   ctx.strokeRect(j * stride * cell, i * stride * cell, kernel * cell - 1, kernel * cell - 1);
+  drawOutputGrid(out, i, j);
+}
+
+// The output grid, the cell the kernel's current position writes in green.
+function drawOutputGrid(out, i, j) {
+  const canvas = document.getElementById("hyper-output");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const cell = Math.max(1, Math.floor(canvas.width / out));
+  for (let y = 0; y < out; y++)
+    for (let x = 0; x < out; x++) {
+      ctx.fillStyle = y === i && x === j ? "#5c5" : "#bbb";
+      ctx.fillRect(x * cell, y * cell, cell - 1, cell - 1);
+    }
 }
