@@ -96,7 +96,11 @@ def test_confusion_matrix_and_history_come_from_the_checkpoint(grey_checkpoint, 
     matrix = np.asarray(data["confusion"]["matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == data["confusion"]["images"] == 20
     assert (matrix.sum(axis=1) == 2).all()  # the generated test set: 2 images per class
-    assert data["kernel_sources"] is None  # the slot numbacnn info --kernels will fill
+    # each layer links to the forward kernel numbacnn info --kernels names for it
+    sources = data["kernel_sources"]
+    assert sources["features.0"].startswith(("conv_rows.", "conv.")), sources  # conv_1_1
+    assert ".py:" in sources["features.1"]
+    assert sources["classifier.1"].startswith("linear.linear_forward at ")
 
 
 def test_default_images_are_one_per_class():

@@ -26,6 +26,7 @@ from numbacnn.explore.page import build_page_data, check_output_file, render_pag
 from numbacnn.explore.saliency import input_gradients
 from numbacnn.explore.slides import slide_table
 from numbacnn.report.confusion import confusion_matrix
+from numbacnn.report.kernels import forward_kernel_sources
 from numbacnn.report.page import check_finite_parameters
 
 MAX_SAMPLES = 100  # a page for a class, not a dataset: each image embeds every layer's maps
@@ -82,9 +83,9 @@ def explore(checkpoint: str | os.PathLike, out: str | os.PathLike, images: Seque
     progress : bool or None
         Show a tqdm bar on stderr; None: only when stderr is a terminal.
     kernel_sources : dict or None
-        The slot for ``numbacnn info --kernels``: layer name (``features.0``) ->
-        ``"file:line"`` of the kernel that computed it, shown beside each layer.
-        None until that command exists (the page then shows no link).
+        Layer name (``features.0``) -> the kernel that computed it and its file:line,
+        shown beside each layer. None: the CPU forward kernels ``numbacnn info
+        --kernels`` names (``report.kernels.forward_kernel_sources``).
 
     Raises
     ------
@@ -117,6 +118,8 @@ def explore(checkpoint: str | os.PathLike, out: str | os.PathLike, images: Seque
 
     n_batches = 0 if test is None else -(-len(test) // CONFUSION_BATCH)
     layers = describe_page_layers(model, shape)
+    if kernel_sources is None:  # what numbacnn info --kernels prints for this model's forward
+        kernel_sources = forward_kernel_sources(model, (1, *shape), dtype)
     records = []
     with _progress(2 * len(chosen.pixels) + n_batches + 1, progress) as bar:
         for pixels, label, source in zip(chosen.pixels, chosen.labels, chosen.sources):

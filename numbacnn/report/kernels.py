@@ -36,6 +36,8 @@ class KernelChoice:
     layers : str
         The layer's dotted name and CNN Explainer name, e.g. ``"features.0 conv_1_1"``;
         a fused group lists its layers joined by ``+``.
+    names : tuple of str
+        The dotted names of those layers, e.g. ``("features.0", "features.1")``.
     direction : str
         ``"forward"``, ``"grad-input"``, ``"grad-weight"``, ``"grad-bias"``, or
         ``"backward"`` (an elementwise or pooling layer's one backward kernel).
@@ -50,6 +52,7 @@ class KernelChoice:
     """
 
     layers: str
+    names: tuple
     direction: str
     kernel: str
     location: str
@@ -125,7 +128,12 @@ def _sequentials(model: Module) -> list[list]:
 
 def _add(choices: list, label: str, direction: str, device: str, module: str, function: str, why: str) -> None:
     kernel, location = _kernel(module, function, device)
-    choices.append(KernelChoice(label, direction, kernel, location, why))
+    choices.append(KernelChoice(label, _names(label), direction, kernel, location, why))
+
+
+def _names(label: str) -> tuple:
+    """("features.0", "features.1") from "features.0 conv_1_1 + features.1 relu_1_1"."""
+    return tuple(part.split()[0] for part in label.split(" + "))
 
 
 def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, training: bool, first: bool,
@@ -185,15 +193,16 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                              f"{backend('cpu').conv_tuning.MIN_FILTERS} or more)")
             shape = path.out_shape
         else:
-            why = f"composed ops ({path})"
-            _conv_choices(conv, shape, device, training, first and i == 0, label, choices, why)
+            why = f"composed ops ({path})"  # each layer's own kernels, labelled by layer
+            _conv_choices(conv, shape, device, training, first and i == 0, labels[id(conv)], choices, why)
             shape = conv.output_shape(shape)
-            _add(choices, label, "forward", device, "activation", "relu_forward", "ReLU of the composed group")
+            relu_label = labels[id(group[1])]
+            _add(choices, relu_label, "forward", device, "activation", "relu_forward", "ReLU of the composed group")
             if training:
-                _add(choices, label, "backward", device, "activation", "relu_backward", "ReLU mask")
+                _add(choices, relu_label, "backward", device, "activation", "relu_backward", "ReLU mask")
             if block.pool is not None:
                 pool = group[2]
-                _pool_choices(pool, shape, device, training, label, choices)
+                _pool_choices(pool, shape, device, training, labels[id(pool)], choices)
                 shape = pool.output_shape(shape)
     return shape
 
@@ -205,6 +214,9 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     (stride_h, stride_w), (dilation_h, dilation_w) = conv.stride, conv.dilation
     out_shape = conv.output_shape(shape)
     prefix = f"{context}; " if context else ""
+
+    def with_context(why: str) -> str:
+        return context if context and why in context else with_context(why)
     if device != "cpu":
         for direction, function in (("forward", "conv2d_forward"), ("grad-input", "conv2d_backward_input"),
                                     ("grad-weight", "conv2d_backward_weight"), ("grad-bias", "conv2d_backward_bias")):
@@ -215,9 +227,9 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     variant, why = cpu_conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                            conv.groups, out_shape[2])
     if variant == cpu_conv.FAST:
-        _add(choices, label, "forward", device, "conv_rows", "correlation_kernel", prefix + why)
+        _add(choices, label, "forward", device, "conv_rows", "correlation_kernel", with_context(why))
     else:
-        _add(choices, label, "forward", device, "conv", "conv2d_forward_general", prefix + why)
+        _add(choices, label, "forward", device, "conv", "conv2d_forward_general", with_context(why))
     if not training:
         return
     if not first:
@@ -225,15 +237,15 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         variant, why = cpu_conv.choose_backward_input(channels * conv.groups, kernel_h, kernel_w, stride_h, stride_w,
                                                       pad[0], pad[1], dilation_h, dilation_w, conv.groups, shape[2])
         if variant == cpu_conv.FAST:
-            _add(choices, label, "grad-input", device, "conv_rows", "correlation_kernel", prefix + why)
+            _add(choices, label, "grad-input", device, "conv_rows", "correlation_kernel", with_context(why))
         else:
-            _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general", prefix + why)
+            _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general", with_context(why))
     variant, why = cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
                                                    dilation_w, conv.groups)
     if variant == cpu_conv.FAST:
-        _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", prefix + why)
+        _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
     else:
-        _add(choices, label, "grad-weight", device, "conv", "conv2d_backward_weight_general", prefix + why)
+        _add(choices, label, "grad-weight", device, "conv", "conv2d_backward_weight_general", with_context(why))
     if conv.bias is not None:
         _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias", prefix + "float64 partial sums")
 
@@ -282,9 +294,23 @@ def _layer_choices(layer: Module, shape: tuple, device: str, training: bool, fir
         if training:
             _add(choices, label, "backward", device, "dropout", "dropout_apply", "the same mask")
     elif isinstance(layer, Flatten):
-        choices.append(KernelChoice(label, "forward", "-", "-", "a reshape: no kernel"))
+        choices.append(KernelChoice(label, _names(label), "forward", "-", "-", "a reshape: no kernel"))
     else:
-        choices.append(KernelChoice(label, "forward", "-", "-", f"{type(layer).__name__}: not catalogued"))
+        choices.append(KernelChoice(label, _names(label), "forward", "-", "-",
+                                    f"{type(layer).__name__}: not catalogued"))
+
+
+def forward_kernel_sources(model: Module, input_shape: Sequence[int], dtype: Any = np.float32) -> dict[str, str]:
+    """{dotted layer name: "module.function at path:line"} of the main forward kernel of
+    each layer on the CPU (the one computing its output; a fused group's layers share
+    it): what ``numbacnn explore`` links each layer to."""
+    sources: dict[str, str] = {}
+    for choice in kernel_choices(model, input_shape, "cpu", dtype, training=False):
+        if choice.kernel == "-" or choice.kernel.startswith("bordered."):
+            continue  # a reshape, or a copy into a bordered buffer
+        for name in choice.names:
+            sources[name] = f"{choice.kernel} at {choice.location}"
+    return sources
 
 
 def format_kernel_choices(choices: Sequence[KernelChoice]) -> str:
