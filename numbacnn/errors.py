@@ -29,7 +29,7 @@ import re
 
 __all__ = [
     "CheckpointError", "DatasetError", "DatasetNotFoundError", "FolderInUseError", "ImageError",
-    "NumbacnnError", "OutputError", "ResourceError", "UsageError", "describe", "error_line", "exit_code",
+    "NumbacnnError", "OutputError", "RecordError", "ResourceError", "UsageError", "describe", "error_line", "exit_code",
     "format_message", "one_line",
 ]
 
@@ -97,6 +97,12 @@ class ImageError(DatasetError):
 
 class CheckpointError(NumbacnnError, ValueError):
     """A checkpoint that cannot be used: unreadable, foreign, incomplete, or holding NaN weights."""
+
+
+class RecordError(NumbacnnError, ValueError):
+    """A file numbacnn wrote earlier and reads back (a sweep's ``results.jsonl`` or
+    ``sweep.json``, a run's ``metrics.json``) that is damaged or was edited: untrusted
+    input, refused naming the file and the entry."""
 
 
 class OutputError(NumbacnnError, OSError):

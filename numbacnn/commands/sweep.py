@@ -125,8 +125,12 @@ def run(args: argparse.Namespace) -> int:
     # A sweep started with nohup or `&` ignores Ctrl-C's SIGINT, and schedulers stop jobs with
     # SIGTERM: both end the sweep the way Ctrl-C does (trials cancelled, local cluster closed).
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    from numbacnn.errors import NumbacnnError
+
     try:
         result = run_sweep(grid, base, args.out, client=client, workers=args.workers, progress=args.progress)
+    except NumbacnnError:
+        raise  # already one line naming its file or option (a locked or damaged folder): cli.main prints it
     except ValueError as exc:
         return _error(str(exc), "in --grid and the train options", "fix the values named")
     except KeyboardInterrupt:

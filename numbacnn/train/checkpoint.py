@@ -8,10 +8,9 @@ import inspect
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from numbacnn.models import STRIDE_RULE, tiny_vgg, tiny_vgg_parameter_count
 from numbacnn.nn import Module
 from numbacnn.optim import Optimizer
 from numbacnn.train.config import DTYPES, TrainConfig
-from numbacnn.train.outdir import set_umask_mode
+from numbacnn.files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1
@@ -72,52 +71,6 @@ class Checkpoint:
         model = tiny_vgg(**spec["kwargs"], device=resolve_device(device))
         model.load_state_dict(self.model_state)
         return model
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a power cut after os.replace could
-    otherwise bring back the old name); not possible on every system."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then
-    rename it over ``path``: readers see the old file or the new one, never half.
-    The file gets the permissions ``open()`` would give (``0o666 & ~umask``); a
-    temporary file left by a kill is removed by the next run's
-    :func:`numbacnn.train.outdir.clean_stale_temp_files`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        set_umask_mode(tmp)  # mkstemp made it 0600; the user's umask decides, as for open()
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        # Ctrl-C inside np.savez makes zipfile's cleanup raise a ValueError ("Can't close
-        # the ZIP file while there is an open writing handle") that hides the interrupt;
-        # the interrupt is what happened, so it is what propagates (exit 130, one line)
-        cause = exc.__context__
-        while cause is not None and not isinstance(exc, KeyboardInterrupt):
-            if isinstance(cause, KeyboardInterrupt):
-                raise cause from None
-            cause = cause.__context__
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: Optimizer | None,

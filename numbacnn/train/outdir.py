@@ -1,29 +1,27 @@
 """The output folder of a training run: checked before any work, locked while in use.
 
-- :func:`check_writable` creates the folder and writes (then removes) a probe file
-  in it, so a read-only folder, a file in the way or a full disk is reported
-  before any data is loaded or any kernel compiled.
+- :func:`check_writable` (from :mod:`numbacnn.files`) creates the folder and writes
+  (then removes) a probe file in it, so a read-only folder, a file in the way or a
+  full disk is reported before any data is loaded or any kernel compiled.
 - :class:`FolderLock` holds an exclusive ``fcntl.flock`` on ``OUT/.numbacnn.lock``
-  (which holds the owner's PID) for the whole run: a second run into the same
+  (opened with ``O_NOFOLLOW``; it holds the owner's PID) for the whole run: a second run into the same
   folder is refused, naming that PID. The kernel drops the lock when its process
   dies, so the lock of a killed run is simply taken over.
 - :func:`clean_stale_temp_files` removes the ``.checkpoint.npz.*.tmp``-style files a
   killed run left behind (only while holding the lock: a running writer's
   temporary file is never touched).
-- :func:`set_umask_mode` gives a finished file the permissions ``open()`` would:
-  ``0o666 & ~umask`` (``tempfile.mkstemp`` creates them 0600).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from numbacnn.errors import FolderInUseError, OutputError
+from numbacnn.files import (PROBE_PREFIX, check_writable, current_umask, open_fixed, output_error,
+                            set_umask_mode)
 
 try:
     import fcntl
@@ -31,87 +29,10 @@ except ImportError:  # not on Windows: runs there are not locked
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".numbacnn.lock"
-PROBE_PREFIX = ".numbacnn-probe."
-# the files a run writes through atomic_write; their temporary names are ".<name>.<random>.tmp"
-OUTPUT_NAMES = ("checkpoint.npz", "metrics.json", "curves.png")
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where Linux allows."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
-    os.umask(mask)
-    return mask
-
-
-def set_umask_mode(path: str | os.PathLike) -> None:
-    """chmod ``path`` to ``0o666 & ~umask``: what a plain ``open(path, "w")`` gives."""
-    os.chmod(path, 0o666 & ~current_umask())
-
-
-def _output_error(exc: OSError, path: Path, doing: str) -> OutputError:
-    reason = (exc.strerror or str(exc)).lower()
-    todo = {errno.ENOSPC: "free some disk space or choose another --out",
-            errno.EDQUOT: "free some disk space or choose another --out",
-            errno.EROFS: "choose an --out on a writable file system"}.get(exc.errno or 0,
-                                                                          "choose another --out or fix its permissions")
-    return OutputError(f"cannot {doing} ({reason})", path, todo)
-
-
-def check_writable(out: str | os.PathLike, needed_bytes: int = 0) -> Path:
-    """Create ``out`` if needed and prove it writable by writing a probe file there.
-
-    Parameters
-    ----------
-    out : folder
-    needed_bytes : int
-        Also refuse when the file system has less free space than this (bytes).
-
-    Returns
-    -------
-    Path
-        ``out`` made absolute.
-
-    Raises
-    ------
-    numbacnn.errors.OutputError
-        (an ``OSError``) ``out`` is a file, lies below a file, cannot be created or
-        written, or its disk has less than ``needed_bytes`` free.
-    """
-    out = Path(out).absolute()
-    if out.exists() and not out.is_dir():
-        raise OutputError("the output folder is a file", out, "choose another --out")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"the output folder would be below a file ({parent})", out,
-                                  "choose another --out")
-            break
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _output_error(exc, out, "create the output folder") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, suffix=".tmp", dir=out)
-        try:
-            os.write(fd, b"numbacnn")
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as exc:
-        raise _output_error(exc, out, "write in the output folder") from None
-    if needed_bytes:
-        free = shutil.disk_usage(out).free
-        if free < needed_bytes:
-            raise OutputError(f"the disk has {free / 2**20:.1f} MiB free, the checkpoint and metrics need about "
-                              f"{needed_bytes / 2**20:.1f} MiB", out, "free some disk space or choose another --out")
-    return out
+# the files train and sweep write through atomic_write into a folder they lock; their
+# temporary names are ".<name>.<random>.tmp"
+OUTPUT_NAMES = ("checkpoint.npz", "metrics.json", "curves.png",  # train
+                "sweep.json", "results.csv", "summary.md", "sweep.png")  # sweep and its report
 
 
 def clean_stale_temp_files(out: str | os.PathLike) -> list[Path]:
@@ -159,9 +80,13 @@ class FolderLock:
     def acquire(self) -> "FolderLock":
         """Take the lock or raise :class:`numbacnn.errors.FolderInUseError` naming the holder's PID."""
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+            # O_NOFOLLOW (open_fixed): a symlink planted as the lock file is refused, so the
+            # truncation below never empties a file outside the folder
+            self.fd = open_fixed(self.path, os.O_RDWR | os.O_CREAT)  # the umask applies
         except OSError as exc:
-            raise _output_error(exc, self.path, "create the lock file") from None
+            if isinstance(exc, OutputError):  # a symlink, refused by open_fixed: already one line
+                raise
+            raise output_error(exc, self.path, "create the lock file") from None
         if fcntl is not None:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -224,5 +149,5 @@ def open_output_folder(out: str | os.PathLike, needed_bytes: int = 0,
     return lock
 
 
-__all__ = ["FolderLock", "LOCK_NAME", "check_writable", "clean_stale_temp_files", "current_umask",
-           "open_output_folder", "set_umask_mode"]
+__all__ = ["FolderLock", "LOCK_NAME", "PROBE_PREFIX", "check_writable", "clean_stale_temp_files",
+           "current_umask", "open_output_folder", "set_umask_mode"]
