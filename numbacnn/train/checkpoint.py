@@ -88,6 +88,9 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: Optimizer
 
 
 FOREIGN = "the file was edited or written by another program; use a checkpoint written by numbacnn train"
+HISTORY_NUMBERS = ("train_loss", "train_accuracy", "lr", "seconds", "images_per_second")
+NORMALIZER_LIMIT = 1e3
+MIN_STD = 1e-6  # Normalizer.fit's floor
 MODEL_INTS = ("in_channels", "num_classes", "image_size", "filters", "kernel_size", "padding")
 
 
@@ -144,6 +147,14 @@ def _check_meta(path: Path, meta: Any, model_state: dict[str, np.ndarray]) -> No
     if (not isinstance(normalizer, dict) or not _finite_numbers(normalizer.get("mean"), channels)
             or not _finite_numbers(normalizer.get("std"), channels) or min(normalizer["std"]) <= 0):
         fail(f"normalizer must hold {channels} finite means and {channels} stds > 0", "meta.normalizer")
+    # means and stds of [0, 1]-scaled pixels: Normalizer.fit gives |mean| <= 1 and std >= 1e-6;
+    # far outside, the float32 scale 1/(255 std) or shift mean/std overflows or vanishes and
+    # every prediction is NaN
+    for name, low, high in (("mean", -NORMALIZER_LIMIT, NORMALIZER_LIMIT), ("std", MIN_STD, NORMALIZER_LIMIT)):
+        for channel, value in enumerate(normalizer[name]):
+            if not low <= value <= high:
+                fail(f"normalizer {name} {value!r} of channel {channel} is outside [{low:g}, {high:g}] (pixels are "
+                     f"scaled to [0, 1])", f"meta.normalizer.{name}")
     if not isinstance(meta["config"], dict):
         fail("config must be a JSON object", "meta.config")
     try:
@@ -151,8 +162,23 @@ def _check_meta(path: Path, meta: Any, model_state: dict[str, np.ndarray]) -> No
         TrainConfig(**{k: v for k, v in meta["config"].items() if k in known}).validate()
     except (TypeError, ValueError) as exc:
         fail(f"invalid training settings ({exc})", "meta.config")
-    if not isinstance(meta.get("history", []), list) or not all(isinstance(h, dict) for h in meta.get("history", [])):
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         fail("history must be a list of per-epoch records", "meta.history")
+    if len(history) != meta["epoch"]:
+        fail(f"history holds {len(history)} epochs, the checkpoint says {meta['epoch']} were done", "meta.history")
+    for index, entry in enumerate(history):
+        # every field fit() writes and a resumed run reads back (metrics, the epoch line, curves.png)
+        if entry.get("epoch") != index + 1 or isinstance(entry.get("epoch"), bool):
+            fail(f"entry {index} is for epoch {entry.get('epoch')!r:.40}, expected {index + 1}",
+                 f"meta.history[{index}].epoch")
+        for name in HISTORY_NUMBERS:
+            if not _finite_numbers([entry.get(name)], 1) or entry[name] < 0:
+                fail(f"{name} must be a finite number >= 0, got {entry.get(name)!r:.40}",
+                     f"meta.history[{index}].{name}")
+        for name in ("val_loss", "val_accuracy"):
+            if name in entry and (not _finite_numbers([entry[name]], 1) or entry[name] < 0):
+                fail(f"{name} must be a finite number >= 0, got {entry[name]!r:.40}", f"meta.history[{index}].{name}")
     if "optimizer" in meta and not isinstance(meta["optimizer"], dict):
         fail("optimizer must be a JSON object", "meta.optimizer")
     # the weights: a model built from the settings says which names, shapes and dtypes
@@ -224,8 +250,11 @@ def load_checkpoint(path: str | os.PathLike, check_finite: bool = True) -> Check
         raise CheckpointError("no 'meta' entry; not a numbacnn checkpoint", path, FOREIGN)
     try:
         meta = json.loads(meta_text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"an unreadable 'meta' entry ({exc})", f"{path} [meta]", FOREIGN) from exc
+    except RecursionError:  # a deeply nested hand-made value
+        raise CheckpointError("an unreadable 'meta' entry (JSON nested too deeply)", f"{path} [meta]",
+                              FOREIGN) from None
+    except ValueError as exc:  # JSONDecodeError, or an integer with too many digits
+        raise CheckpointError(f"an unreadable 'meta' entry ({exc})", f"{path} [meta]", FOREIGN) from None
     _check_meta(path, meta, model_state)
     if check_finite:
         for prefix, arrays in (("model/", model_state), ("optim/", buffers)):

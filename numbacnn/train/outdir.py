@@ -130,6 +130,27 @@ class FolderLock:
         self.release()
 
 
+def tidy_output_folder(out: str | os.PathLike) -> list[Path]:
+    """Remove a killed run's temporary files from an existing ``out`` when no other run
+    holds its lock, and return them; nothing else is touched, and a folder in use,
+    missing or unwritable is left alone. Used where a run is refused before it opens
+    the folder (``--resume`` with no checkpoint), so the refusal leaves no litter."""
+    folder = Path(out)
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    lock = FolderLock(folder)
+    try:
+        lock.acquire()
+    except OSError:  # in use (FolderInUseError), read-only, a symlink as the lock file
+        return []
+    try:
+        return clean_stale_temp_files(folder)
+    except OSError:
+        return []
+    finally:
+        lock.release()
+
+
 def open_output_folder(out: str | os.PathLike, needed_bytes: int = 0,
                        log: Callable[[str], None] | None = None) -> FolderLock:
     """Everything about ``out`` that can be checked before a run: writable, enough
@@ -150,4 +171,4 @@ def open_output_folder(out: str | os.PathLike, needed_bytes: int = 0,
 
 
 __all__ = ["FolderLock", "LOCK_NAME", "PROBE_PREFIX", "check_writable", "clean_stale_temp_files",
-           "current_umask", "open_output_folder", "set_umask_mode"]
+           "current_umask", "open_output_folder", "set_umask_mode", "tidy_output_folder"]
