@@ -496,7 +496,9 @@ def save_image(image: Any, path: str | os.PathLike, min_size: int = 224) -> Path
     picture = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
     scale = max(1, math.ceil(min_size / max(pixels.shape[1:])))
     picture = picture.resize((pixels.shape[2] * scale, pixels.shape[1] * scale), Image.NEAREST)
-    picture.save(path)
+    from numbacnn.files import atomic_write  # a killed save leaves the previous picture, never half
+
+    atomic_write(path, lambda f: picture.save(f, format="PNG"))
     return path
 
 
