@@ -499,6 +499,36 @@ def _read_class_folders(root: Path, image_size: int, channels: int,
     return Dataset(np.stack(images), np.asarray(labels, dtype=np.int64), classes)
 
 
+def count_idx_images(name: str, data_dir: str | os.PathLike | None = None) -> int | None:
+    """Images (train + test) in the IDX files :func:`load_dataset` would read for
+    ``name`` (``fashion-mnist`` or ``mnist``), from the files' headers alone (16
+    bytes each, nothing else decoded): for estimating memory before reading them.
+    None when the files are not found or their headers are not readable (loading
+    them then says why)."""
+    subdirs = {"fashion-mnist": ("fashion-mnist", "fashion_mnist"), "mnist": ("mnist",)}.get(name)
+    system = {"fashion-mnist": FASHION_MNIST_SYSTEM_DIR, "mnist": MNIST_SYSTEM_DIR}.get(name)
+    if subdirs is None or system is None:
+        return None
+    named = _user_root(data_dir)
+    folder = _idx_folder([named[0]] + [named[0] / s for s in subdirs] if named else [system])
+    if folder is None:
+        return None
+    total = 0
+    for image_stem, _ in _IDX_STEMS.values():
+        path = _find_idx(folder, image_stem)
+        try:
+            with open(path, "rb") as raw:  # type: ignore[arg-type]
+                gzipped = raw.read(2) == b"\x1f\x8b"
+            with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:  # type: ignore[arg-type]
+                header = f.read(8)
+        except (OSError, EOFError, zlib.error):
+            return None
+        if len(header) < 8 or header[:2] != b"\0\0" or header[3] < 1:
+            return None
+        total += int.from_bytes(header[4:8], "big")
+    return total
+
+
 def count_images(data_dir: str | os.PathLike) -> tuple[int, int]:
     """(number of image files, number of classes) of an image folder, from the file
     names only (nothing is decoded): what :func:`load_imagefolder` would read, for

@@ -502,3 +502,48 @@ def test_a_refused_resume_removes_the_killed_first_saves_temporary_file(tmp_path
     assert rc == 2
     one_line(capsys, rc, "train", out / CHECKPOINT_NAME)
     assert not tmp.exists()
+
+
+# --------------------------------------------------------------------------- #
+# refusing valid runs; an explicit variable wins
+# --------------------------------------------------------------------------- #
+
+
+def _small_idx(folder, n_train=192, n_test=64, size=28):
+    from numbacnn.data import write_idx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, size, size), dtype=np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("batch_size", [60000, 10**9])
+def test_a_batch_larger_than_the_dataset_is_one_batch_not_a_refusal(tmp_path, batch_size):
+    from numbacnn.train.memory import check_training_memory
+
+    data = _small_idx(tmp_path / "data")
+    config = TrainConfig(data_dir=str(data), batch_size=batch_size)
+    estimate = check_training_memory(config, available=2**30)  # 1 GiB is plenty for 256 images
+    assert estimate.total < 2**30
+    # and the standard-size dataset's estimate still refuses what cannot fit
+    from numbacnn.errors import ResourceError
+
+    with pytest.raises(ResourceError, match="--batch-size"):
+        check_training_memory(TrainConfig(data_dir=str(tmp_path / "none"), batch_size=60000), available=2**30)
+
+
+def test_numbacnn_data_wins_over_the_checkpoints_folder_for_evaluate(tmp_path, monkeypatch, capsys):
+    saved = _small_idx(tmp_path / "saved")
+    meta = good_meta()
+    meta["config"]["data_dir"] = str(saved)
+    path = write_checkpoint(tmp_path / CHECKPOINT_NAME, meta=meta)
+    for named in (tmp_path / "missing", _small_idx(tmp_path / "partial")):
+        if named.exists():
+            (named / "t10k-labels-idx1-ubyte").unlink()
+        monkeypatch.setenv("NUMBACNN_DATA", str(named))
+        rc = main(["evaluate", str(path), "--device", "cpu"])
+        assert rc == 2
+        one_line(capsys, rc, "evaluate", "$NUMBACNN_DATA", named)
