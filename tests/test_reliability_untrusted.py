@@ -547,3 +547,43 @@ def test_numbacnn_data_wins_over_the_checkpoints_folder_for_evaluate(tmp_path, m
         rc = main(["evaluate", str(path), "--device", "cpu"])
         assert rc == 2
         one_line(capsys, rc, "evaluate", "$NUMBACNN_DATA", named)
+
+
+# --------------------------------------------------------------------------- #
+# PyTorch's explicit casts and empty batch norm (item 9)
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_an_explicit_softmax_dtype_casts_as_pytorch_does(name):
+    torch = pytest.importorskip("torch")
+    import numbacnn.functional as F
+
+    x = np.random.default_rng(0).standard_normal((3, 5, 2)).astype(np.float32)
+    expected = getattr(torch, name)(torch.from_numpy(x), 1, dtype=torch.float64).numpy()
+    for dtype in (np.float64, "float64", torch.float64):
+        y = getattr(F, name)(x, 1, dtype=dtype)
+        assert y.dtype == np.float64
+        np.testing.assert_allclose(y, expected, rtol=1e-13, atol=1e-13)
+    down = getattr(F, name)(x.astype(np.float64), 1, dtype=np.float32)
+    assert down.dtype == np.float32
+    np.testing.assert_allclose(down, getattr(torch, name)(torch.from_numpy(x.astype(np.float64)), 1,
+                                                          dtype=torch.float32).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 4), (2, 0, 4, 4)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_on_an_empty_input_is_empty_as_in_pytorch(shape, training):
+    torch = pytest.importorskip("torch")
+    import numbacnn.functional as F
+
+    channels = shape[1]
+    mean, var = np.zeros(channels, np.float32), np.ones(channels, np.float32)
+    y = F.batch_norm(np.zeros(shape, np.float32), mean, var, training=training)
+    expected = torch.nn.functional.batch_norm(torch.zeros(shape), torch.zeros(channels), torch.ones(channels),
+                                              training=training)
+    assert y.shape == tuple(expected.shape) and y.dtype == np.float32
+    assert np.array_equal(mean, np.zeros(channels)) and np.array_equal(var, np.ones(channels))
+    gx, gw, gb = F.batch_norm_backward(np.zeros(shape, np.float32), np.zeros(shape, np.float32), mean, var,
+                                       np.ones(channels, np.float32), training=training)
+    assert gx.shape == shape and np.array_equal(gw, np.zeros(channels)) and np.array_equal(gb, np.zeros(channels))
