@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,16 +383,21 @@ def _to_8_bit(img):
     Pillow's ``convert("L")`` clips 16-bit samples at 255 (a 0..65535 ramp would load
     as almost all white). Integer images (modes ``I;16*``, ``I``) are scaled by
     their bit depth's range, 0..65535 (or their maximum, when larger); float
-    images (mode ``F``) by their minimum..maximum.
+    images (mode ``F``) by their minimum..maximum over finite samples; NaN and
+    infinite samples load as 0 (without NumPy's RuntimeWarnings reaching the terminal).
     """
     from PIL import Image
 
     values = np.asarray(img, dtype=np.float64)
+    finite = np.isfinite(values)  # a float image may hold NaN or infinite samples: they load as 0
     if img.mode == "F":
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        low = float(values[finite].min()) if finite.any() else 0.0
+        high = float(values[finite].max()) if finite.any() else 0.0
     else:
         low, high = 0.0, max(65535.0, float(values.max(initial=0.0)))
-    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    scaled = np.zeros_like(values)
+    if high > low:
+        scaled[finite] = (values[finite] - low) * (255.0 / (high - low))
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
@@ -419,7 +425,12 @@ def load_image(path: str | os.PathLike, image_size: int, channels: int = 3) -> n
     if path.is_file() and path.stat().st_size == 0:
         raise ImageError("empty image file (0 bytes)", path, "copy the image again, or remove the file")
     try:
-        with Image.open(path) as img:
+        # a large image (Pillow warns above ~89M pixels, refuses above ~179M) is read or
+        # refused in one line, never with Pillow's warning as extra terminal lines
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             img.load()  # decode now: a truncated file fails here, inside the try
             if img.mode in ("I", "F") or img.mode.startswith("I;16"):
                 img = _to_8_bit(img)
@@ -432,7 +443,10 @@ def load_image(path: str | os.PathLike, image_size: int, channels: int = 3) -> n
     except Image.UnidentifiedImageError as exc:
         raise ImageError("not an image file Pillow can read", path,
                          f"use PNG, JPEG, BMP, GIF or WebP ({', '.join(IMAGE_EXTENSIONS)}), or remove the file") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"the image is too large to read ({str(exc).split(', could')[0]})", path,
+                         "resize it to a few thousand pixels per side first") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         # Pillow reports truncated or damaged data as OSError ("image file is truncated"),
         # SyntaxError (broken PNG chunks) or ValueError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -481,6 +495,9 @@ def _read_class_folders(root: Path, image_size: int, channels: int,
     if not classes:
         raise DatasetNotFoundError("imagefolder: no class subfolders", root,
                                    "expected ROOT/<class>/<image>.png, one subfolder per class")
+    if discovered and len(classes) < 2:  # one class trains "to 100%" and learns nothing
+        raise DatasetError(f"imagefolder: one class folder ({classes[0]!r}); a classifier needs at least two",
+                           root, "add a subfolder of images for each other class")
     images, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name

@@ -587,3 +587,86 @@ def test_batch_norm_on_an_empty_input_is_empty_as_in_pytorch(shape, training):
     gx, gw, gb = F.batch_norm_backward(np.zeros(shape, np.float32), np.zeros(shape, np.float32), mean, var,
                                        np.ones(channels, np.float32), training=training)
     assert gx.shape == shape and np.array_equal(gw, np.zeros(channels)) and np.array_equal(gb, np.zeros(channels))
+
+
+# --------------------------------------------------------------------------- #
+# misleading words (item 7)
+# --------------------------------------------------------------------------- #
+
+
+def test_big_endian_input_names_the_byte_order():
+    import numbacnn.functional as F
+
+    with pytest.raises(TypeError) as refused:
+        F.relu(np.zeros((2, 3), ">f4"))
+    assert "big-endian float32" in str(refused.value) and "expected float32 or float64" not in str(refused.value)
+
+
+def test_a_too_large_image_says_so_and_pillows_warning_stays_quiet(tmp_path, monkeypatch):
+    import warnings
+
+    from PIL import Image
+
+    from numbacnn.data import load_image
+    from numbacnn.errors import ImageError
+
+    path = tmp_path / "big.png"
+    Image.new("L", (20, 20), 100).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400 pixels > 2 x the limit: Pillow refuses
+    with pytest.raises(ImageError) as refused:
+        load_image(path, 8, 1)
+    assert "too large" in str(refused.value) and "truncated" not in str(refused.value)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # between 1 and 2 x: Pillow warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(path, 8, 1).shape == (1, 8, 8)
+
+
+def test_a_float_image_with_nan_loads_without_warnings(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    from numbacnn.data import load_image
+
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    values[0, :3] = [np.nan, np.inf, -np.inf]
+    path = tmp_path / "nan.tiff"
+    Image.fromarray(values, mode="F").save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels = load_image(path, 8, 1)
+    assert pixels[0, 0, :3].tolist() == [0, 0, 0] and pixels.max() == 255
+
+
+def test_a_single_class_image_folder_is_refused(tmp_path):
+    from PIL import Image
+
+    from numbacnn.data import load_dataset
+    from numbacnn.errors import DatasetError
+
+    for i in range(4):
+        (tmp_path / "imgs" / "cat").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8), 30 * i).save(tmp_path / "imgs" / "cat" / f"{i}.png")
+    with pytest.raises(DatasetError, match="at least two"):
+        load_dataset("imagefolder", tmp_path / "imgs", image_size=8, channels=1)
+
+
+def test_a_folder_named_metrics_json_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "metrics.json").mkdir(parents=True)
+    rc = main(["train", "--out", str(out), "--data-dir", str(_small_idx(tmp_path / "data")), "--no-progress"])
+    assert rc == 2
+    one_line(capsys, rc, "train", out / "metrics.json", "a folder")
+    assert not (out / CHECKPOINT_NAME).exists()
+
+
+def test_a_failed_metrics_write_says_the_checkpoint_was_written(tmp_path):
+    import errno
+
+    from numbacnn.train.job import _save_failed
+
+    error = _save_failed(OSError(errno.ENOSPC, "No space left on device"), tmp_path / "metrics.json", 3)
+    assert "epoch 3 was written" in str(error) and "no earlier checkpoint" not in str(error)
+    error = _save_failed(OSError(errno.ENOSPC, "No space left on device"), tmp_path / CHECKPOINT_NAME, 1)
+    assert "no earlier checkpoint exists" in str(error)

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from numbacnn.errors import OutputError
 from numbacnn.files import (LOCK_NAME, PROBE_PREFIX, FolderLock, check_writable, current_umask,
                             set_umask_mode)
 
@@ -41,6 +42,23 @@ def clean_stale_temp_files(out: str | os.PathLike) -> list[Path]:
             except FileNotFoundError:
                 pass
     return removed
+
+
+def check_output_names(folder: str | os.PathLike, names: tuple[str, ...]) -> None:
+    """Refuse, before any work, a folder where one of the file names a run writes is
+    taken by something that is not a regular file (a folder named ``metrics.json``
+    was found only after an epoch had been trained).
+
+    Raises
+    ------
+    numbacnn.errors.OutputError
+    """
+    for name in names:
+        path = Path(folder) / name
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+            kind = "a symlink" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
+            raise OutputError(f"{name} in the output folder is {kind}; numbacnn writes a file of that name", path,
+                              "move it away, or choose another --out")
 
 
 def tidy_output_folder(out: str | os.PathLike) -> list[Path]:
@@ -83,5 +101,5 @@ def open_output_folder(out: str | os.PathLike, needed_bytes: int = 0,
     return lock
 
 
-__all__ = ["FolderLock", "LOCK_NAME", "PROBE_PREFIX", "check_writable", "clean_stale_temp_files",
+__all__ = ["FolderLock", "LOCK_NAME", "PROBE_PREFIX", "check_output_names", "check_writable", "clean_stale_temp_files",
            "current_umask", "open_output_folder", "set_umask_mode", "tidy_output_folder"]
