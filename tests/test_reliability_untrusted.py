@@ -418,7 +418,7 @@ def test_predict_prints_one_line_per_image_for_odd_class_names(tmp_path, png, ca
     assert len(out) == 2 and "shirt\\ncoat" in out[0] and "caf\\xe9" in out[0]
 
 
-def test_a_non_utf8_class_name_gives_a_report_and_the_folder_stays_usable(tmp_path, png):
+def test_a_non_utf8_class_name_gives_a_report_and_the_folder_stays_usable(tmp_path, png, capsys):
     from numbacnn.report import report_from_checkpoint
 
     path = write_checkpoint(tmp_path / CHECKPOINT_NAME, classes=("caf\udce9", "b", "c"))
@@ -428,6 +428,8 @@ def test_a_non_utf8_class_name_gives_a_report_and_the_folder_stays_usable(tmp_pa
         page = report.index.read_bytes().decode("utf-8")  # valid UTF-8
         assert "caf\\xe9" in page
     assert not [p for p in out.rglob("*.tmp")]
+    assert main(["explain", "report", str(path), str(png), "--out", str(out), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("predicted: caf\\xe9 (")
 
 
 def test_an_empty_index_html_left_by_an_older_numbacnn_is_replaced(tmp_path, png, good_checkpoint):
@@ -670,3 +672,93 @@ def test_a_failed_metrics_write_says_the_checkpoint_was_written(tmp_path):
     assert "epoch 3 was written" in str(error) and "no earlier checkpoint" not in str(error)
     error = _save_failed(OSError(errno.ENOSPC, "No space left on device"), tmp_path / CHECKPOINT_NAME, 1)
     assert "no earlier checkpoint exists" in str(error)
+
+
+# --------------------------------------------------------------------------- #
+# fault injection, extended to sweeps and reports
+# --------------------------------------------------------------------------- #
+
+
+def _fail_on(monkeypatch, module, name, after=0):
+    """Make ``module.name`` raise ENOSPC (the disk filled) on its call number ``after``."""
+    import errno
+
+    real = getattr(module, name)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, failing)
+
+
+@pytest.mark.parametrize("stage", ["csv", "summary", "plot"])
+def test_a_sweep_report_failing_mid_way_keeps_the_previous_files(tmp_path, monkeypatch, stage):
+    import numbacnn.sweep.report as report_module
+
+    out = sweep_folder(tmp_path, [])
+    write_report(out)
+    before = {name: (out / name).read_bytes() for name in ("results.csv", "summary.md", "sweep.png")}
+    append_result(out, done_record(seed=1, test_accuracy=0.75))  # the next report would differ
+    if stage == "plot":
+        _fail_on(monkeypatch, report_module, "plot")
+    else:  # the csv is the first atomic text write, the summary the second
+        _fail_on(monkeypatch, report_module, "atomic_write_text", after=0 if stage == "csv" else 1)
+    with pytest.raises(OSError):
+        write_report(out)
+    for name, data in before.items():
+        if stage == "summary" and name == "results.csv" or stage == "plot" and name != "sweep.png":
+            continue  # written before the failure: complete new files
+        assert (out / name).read_bytes() == data, name
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    write_report(out)  # and the next report is whole
+    assert "75.00%" in (out / "summary.md").read_text()
+
+
+def test_an_explain_report_failing_mid_way_keeps_the_previous_page(tmp_path, png, good_checkpoint, monkeypatch):
+    from numbacnn import viz
+    from numbacnn.report import report_from_checkpoint
+
+    out = tmp_path / "report"
+    report_from_checkpoint(good_checkpoint, png, out)
+    page = (out / "index.html").read_bytes()
+    _fail_on(monkeypatch, viz, "save_kernels")  # the last picture before the page
+    with pytest.raises(OSError):
+        report_from_checkpoint(good_checkpoint, png, out)
+    assert (out / "index.html").read_bytes() == page
+    assert not [p for p in out.rglob("*.tmp")]
+    monkeypatch.undo()
+    report_from_checkpoint(good_checkpoint, png, out)  # the folder is still a numbacnn report
+
+
+def test_a_sweep_killed_with_sigkill_resumes_each_trial_once(tmp_path):
+    """kill -9 of the sweep command after its first record; the rerun takes the lock over,
+    runs only the missing trials, and every trial is recorded exactly once."""
+    import time
+
+    data = _small_idx(tmp_path / "data", n_train=64, n_test=32)
+    out = tmp_path / "sweep"
+    args = [sys.executable, "-m", "numbacnn", "sweep", "--grid", "seed=0,1,2", "--epochs", "1", "--workers", "0",
+            "--filters", "2", "--batch-size", "32", "--device", "cpu", "--data-dir", str(data), "--out", str(out),
+            "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 400
+    while time.time() < deadline and process.poll() is None:
+        if (out / RESULTS_NAME).exists() and load_results(out).records:
+            break
+        time.sleep(0.05)
+    process.kill()
+    _, errors = process.communicate()
+    first = load_results(out).records
+    assert 1 <= len(first) <= 3, errors.decode(errors="replace")[-2000:]
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stderr
+    records = load_results(out).records
+    assert sorted(r["trial"] for r in records) == sorted({r["trial"] for r in records}) and len(records) == 3
+    assert records[:len(first)] == first
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

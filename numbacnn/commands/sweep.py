@@ -72,14 +72,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from numbacnn.sweep import write_report
+    from numbacnn.sweep.records import RESULTS_NAME, load_results
 
     try:
         written = write_report(args.folder)
+        skipped = load_results(args.folder).describe_skipped(os.path.join(args.folder, RESULTS_NAME))
     except FileNotFoundError as exc:
         return _error(str(exc), "numbacnn sweep report", f"run `numbacnn sweep --out {args.folder} ...` first")
     except ImportError as exc:
         return _error(f"sweep.png needs matplotlib ({exc})", "numbacnn sweep report",
                       'pip install "numbacnn[viz]"; results.csv and summary.md were written')
+    if skipped:  # as the docs promise: unreadable lines are skipped, with a count
+        print(skipped)
     for path in written.values():
         print(f"wrote {path}")
     return EXIT_OK
