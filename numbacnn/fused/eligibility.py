@@ -83,6 +83,8 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
         return f"padding={block.padding!r}"
     filters, channels, kernel_h, kernel_w = block.weight_shape
     (stride_h, stride_w), (dilation_h, dilation_w) = block.stride, block.dilation
+    if (stride_h, stride_w) != (1, 1):
+        return f"stride {stride_h}x{stride_w} (the fused rows kernels are stride 1)"
     if not tuning.fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                     block.groups):
         return backend("cpu").conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,

@@ -216,7 +216,7 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     prefix = f"{context}; " if context else ""
 
     def with_context(why: str) -> str:
-        return context if context and why in context else with_context(why)
+        return context if context and why in context else prefix + why
     if device != "cpu":
         for direction, function in (("forward", "conv2d_forward"), ("grad-input", "conv2d_backward_input"),
                                     ("grad-weight", "conv2d_backward_weight"), ("grad-bias", "conv2d_backward_bias")):
@@ -226,7 +226,7 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     cpu_conv = backend("cpu").conv
     variant, why = cpu_conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                            conv.groups, out_shape[2])
-    if variant == cpu_conv.FAST:
+    if variant in (cpu_conv.FAST, cpu_conv.STRIDED):
         _add(choices, label, "forward", device, "conv_rows", "correlation_kernel", with_context(why))
     else:
         _add(choices, label, "forward", device, "conv", "conv2d_forward_general", with_context(why))
@@ -236,13 +236,13 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         pad = conv.padding if not isinstance(conv.padding, str) else (0, 0)
         variant, why = cpu_conv.choose_backward_input(channels * conv.groups, kernel_h, kernel_w, stride_h, stride_w,
                                                       pad[0], pad[1], dilation_h, dilation_w, conv.groups, shape[2])
-        if variant == cpu_conv.FAST:
+        if variant in (cpu_conv.FAST, cpu_conv.STRIDED):
             _add(choices, label, "grad-input", device, "conv_rows", "correlation_kernel", with_context(why))
         else:
             _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general", with_context(why))
     variant, why = cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
                                                    dilation_w, conv.groups)
-    if variant == cpu_conv.FAST:
+    if variant in (cpu_conv.FAST, cpu_conv.STRIDED):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
     else:
         _add(choices, label, "grad-weight", device, "conv", "conv2d_backward_weight_general", with_context(why))
