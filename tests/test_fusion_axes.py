@@ -76,6 +76,8 @@ CASES = [
     ("CR padding (2,1)", (2, 4, 7, 10), (2, 10, 9, 10), [_conv(4, 10, 3, padding=(2, 1)), _relu()]),
     ("CR kernel (3,5)", (2, 3, 9, 12), (2, 8, 9, 12), [_conv(3, 8, (3, 5), padding=(1, 2)), _relu()]),
     ("CR kernel (5,3) pad (2,1)", (1, 4, 11, 7), (1, 4, 11, 7), [_conv(4, 4, (5, 3), padding=(2, 1)), _relu()]),
+    # padding as large as the kernel's width: legal, never on the bordered fast path
+    ("CR kernel (5,3) pad (2,3)", (2, 3, 9, 6), (2, 4, 9, 10), [_conv(3, 4, (5, 3), padding=(2, 3)), _relu()]),
     ("CR kernel (5,3) no pad", (2, 3, 11, 7), (2, 10, 7, 5), [_conv(3, 10, (5, 3)), _relu()]),
     ("CR dilation (1,2)", (2, 3, 9, 11), (2, 8, 9, 9), [_conv(3, 8, 3, padding=1, dilation=(1, 2)), _relu()]),
     ("CR dilation (2,1)", (2, 3, 11, 9), (2, 8, 9, 9), [_conv(3, 8, 3, padding=1, dilation=(2, 1)), _relu()]),
@@ -99,6 +101,8 @@ CASES = [
                                                            _relu(), _pool(2)]),
     ("CRP pool (2,1)", (2, 3, 9, 9), (2, 8, 4, 9), [_conv(3, 8, 3, padding=1), _relu(), _pool((2, 1))]),
     ("CRP pool (1,2)", (2, 3, 9, 9), (2, 8, 9, 4), [_conv(3, 8, 3, padding=1), _relu(), _pool((1, 2))]),
+    ("CRP pool (2,3) stride 2", (2, 3, 9, 11), (2, 8, 4, 5), [_conv(3, 8, 3, padding=1), _relu(),
+                                                             _pool((2, 3), stride=2)]),
     ("CRP pool stride (2,1)", (2, 3, 9, 9), (2, 8, 4, 8), [_conv(3, 8, 3, padding=1), _relu(),
                                                            _pool(2, stride=(2, 1))]),
     ("CRP pool padding (0,1)", (2, 3, 8, 9), (2, 8, 4, 5), [_conv(3, 8, 3, padding=1), _relu(),
