@@ -28,7 +28,12 @@ KWARGS = dict(in_channels=1, num_classes=3, image_size=12, filters=4, kernel_siz
 def _meta(kwargs=KWARGS):
     return dict(format=CHECKPOINT_FORMAT, epoch=1, model=dict(name="tiny_vgg", kwargs=dict(kwargs)), config={},
                 classes=["a", "b", "c"][:kwargs["num_classes"]], normalizer=dict(mean=[0.5], std=[0.25]),
-                history=[{"epoch": 1, "loss": 1.0}])
+                history=[dict(HISTORY_RECORD)])
+
+
+# one epoch's record as fit() writes it
+HISTORY_RECORD = {"epoch": 1, "train_loss": 1.25, "train_accuracy": 0.5, "lr": 0.01, "seconds": 2.0,
+                  "images_per_second": 100.0, "val_loss": 1.5, "val_accuracy": 0.4}
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +178,15 @@ def _meta_edits():
         "config not a dict": (set_("config", [1]), "[meta.config]"),
         "config invalid": (set_("config", {"epochs": -3}), "[meta.config]"),
         "history not a list": (set_("history", {"epoch": 1}), "[meta.history]"),
+        "history longer than the epochs": (set_("history", [dict(HISTORY_RECORD), dict(HISTORY_RECORD, epoch=2)]),
+                                           "[meta.history]"),
+        "history epoch": (set_("history", [dict(HISTORY_RECORD, epoch=3)]), "[meta.history[0].epoch]"),
+        "history NaN loss": (set_("history", [dict(HISTORY_RECORD, train_loss=float("nan"))]),
+                             "[meta.history[0].train_loss]"),
+        "history missing lr": (set_("history", [{k: v for k, v in HISTORY_RECORD.items() if k != "lr"}]),
+                               "[meta.history[0].lr]"),
+        "history negative val": (set_("history", [dict(HISTORY_RECORD, val_accuracy=-1)]),
+                                 "[meta.history[0].val_accuracy]"),
         "optimizer not a dict": (set_("optimizer", [0]), "[meta.optimizer]"),
         # the settings ask for a model whose weights the file does not hold
         "more filters": (kwargs(filters=5), "[model/features.0.weight]"),
