@@ -102,8 +102,9 @@ def measure(blocks: int, steps: int) -> dict:
     return {"layer": numba.threading_layer(), "threads": full,
             "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
             "ms": median, "mean_ms": mean, "auto_decisions": len(governors["auto"].decisions),
-            "auto_steps_at": governors["auto"].steps_at, "load_idle": [min(loads["idle"]), max(loads["idle"])],
-            "load_busy": [min(loads["busy"]), max(loads["busy"])]}
+            "auto_steps_at": governors["auto"].steps_at,
+            "auto_chosen": [d["chosen"] for d in governors["auto"].decisions],
+            "load_idle": [min(loads["idle"]), max(loads["idle"])], "load_busy": [min(loads["busy"]), max(loads["busy"])]}
 
 
 def report(result: dict) -> None:
@@ -117,7 +118,8 @@ def report(result: dict) -> None:
                 continue
             idle, busy = ms[f"{s}/idle"], ms[f"{s}/busy"]
             print(f"{s:>8} {idle:8.2f} {busy:8.2f} {busy / idle:9.2f} {busy / ms['1/busy']:21.2f}")
-    print(f"auto: {result['auto_decisions']} probe rounds, steps at each count {result['auto_steps_at']}")
+    print(f"auto: {result['auto_decisions']} probe rounds, steps at each count {result['auto_steps_at']}, "
+          f"chosen after each round {''.join(map(str, result['auto_chosen']))}")
 
 
 def matrix(blocks: int, steps: int) -> None:

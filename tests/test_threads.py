@@ -216,3 +216,30 @@ def test_switching_threads_mid_training_changes_no_bit():
     assert history == fixed_history
     for a, b in zip(weights, fixed_weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_cli_threads_option_reaches_fit_and_is_put_back(tmp_path, monkeypatch, capsys):
+    from numbacnn.cli import main
+    from numbacnn.train import loop, threads as threads_module
+    from test_data import write_fake_idx_dataset
+
+    idx_dir = write_fake_idx_dataset(tmp_path / "mnist", n_train=24, n_test=8, size=12)
+    made = []
+
+    class Recording(ThreadGovernor):
+        def __init__(self, threads="auto", **kwargs):
+            made.append(threads)
+            super().__init__(threads, **kwargs)
+
+    monkeypatch.setattr(loop, "ThreadGovernor", Recording)
+    common = ["--dataset", "mnist", "--data-dir", str(idx_dir), "--batch-size", "8", "--filters", "4",
+              "--epochs", "1", "--device", "cpu", "--no-progress", "--val-fraction", "0"]
+    assert main(["train", *common, "--out", str(tmp_path / "one"), "--threads", "1"]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "auto")]) == 0
+    assert made == [1, "auto"]
+    assert threads_module.default_threads() == "auto"
+    capsys.readouterr()
+    assert main(["train", *common, "--out", str(tmp_path / "bad"), "--threads", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("numbacnn train: error: threads must be 'auto' or a count from 1 to")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "bad").exists()  # refused before any work

@@ -74,16 +74,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a checkpoint already in OUT (without it, a new run into a folder holding "
                              "another run's checkpoint is refused)")
+    parser.add_argument("--threads", default="auto", metavar="auto|N",
+                        help="CPU threads of the training step: auto times the full count against fewer now and "
+                             "then and keeps the faster (a busy machine makes every parallel step wait for its "
+                             "slowest thread); N fixes it. Results are the same bit for bit either way")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show the progress bar (default: only when stderr is a terminal)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from numbacnn.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
+    from numbacnn.train.threads import set_default_threads
 
     # errors (bad option, data, checkpoint, output folder, diverged loss) become one
     # line in numbacnn.cli.main
+    previous_threads = set_default_threads(args.threads)  # checked before any work
+    try:
+        return _run(args)
+    finally:
+        set_default_threads(previous_threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from numbacnn.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
+
     resume = None
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else Path(args.out) / CHECKPOINT_NAME

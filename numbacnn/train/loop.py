@@ -16,7 +16,7 @@ from numbacnn.errors import NumbacnnError
 from numbacnn.functional.loss import _check_labels
 from numbacnn.nn import Module
 from numbacnn.optim import LRScheduler, Optimizer
-from numbacnn.train.threads import ThreadGovernor, governed
+from numbacnn.train.threads import ThreadGovernor, default_threads, governed
 
 
 # On a GPU, reading the loss back every step waits for each step to finish and
@@ -155,7 +155,7 @@ def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_load
         history: list[dict[str, Any]] | None = None,
         on_epoch_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
         progress: bool | None = None, log: Callable[[str], None] | None = print,
-        threads: str | int | ThreadGovernor = "auto") -> list[dict[str, Any]]:
+        threads: str | int | ThreadGovernor | None = None) -> list[dict[str, Any]]:
     """Train from epoch ``start_epoch`` up to ``epochs`` (exclusive), validating after each.
 
     Parameters
@@ -173,9 +173,10 @@ def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_load
         Show the tqdm bar; None means only when stderr is a terminal.
     log : callable or None
         Receives one summary line per epoch.
-    threads : "auto", int or ThreadGovernor
+    threads : "auto", int, ThreadGovernor or None
         CPU training threads: "auto" adapts the count to what the machine gives
         (``train/threads.py``), an int fixes it; the caller's count is restored.
+        None: ``threads.default_threads()`` ("auto" unless ``--threads`` set it).
 
     Returns
     -------
@@ -184,6 +185,8 @@ def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_load
         seconds, images_per_second.
     """
     history = list(history or [])
+    if threads is None:
+        threads = default_threads()
     governor = None if device == "cuda" else threads if isinstance(threads, ThreadGovernor) else ThreadGovernor(threads)
     for epoch in range(start_epoch, epochs):
         lr = optimizer.lr

@@ -63,8 +63,30 @@ def parse_threads(value: str | int) -> str | int:
         count = None
     if count is None or isinstance(value, bool) or str(count) != str(value).strip() or not 1 <= count <= limit:
         raise UsageError(f"threads must be 'auto' or a count from 1 to {limit}, got {value!r}", "--threads",
-                         f"e.g. --threads auto, or raise NUMBA_NUM_THREADS (now {limit})")
+                         f"use --threads auto, or a count up to NUMBA_NUM_THREADS={limit}")
     return count
+
+
+_default_threads: str | int = "auto"
+
+
+def set_default_threads(threads: str | int) -> str | int:
+    """Set what ``fit`` uses when given no ``threads`` (``numbacnn train --threads``);
+    returns the previous setting, to put back.
+
+    Raises
+    ------
+    UsageError
+        See :func:`parse_threads`.
+    """
+    global _default_threads
+    previous, _default_threads = _default_threads, parse_threads(threads)
+    return previous
+
+
+def default_threads() -> str | int:
+    """The ``threads`` that ``fit`` uses when given none: "auto" unless set."""
+    return _default_threads
 
 
 class ThreadGovernor:
