@@ -93,17 +93,18 @@ def test_the_full_count_comes_back_when_the_machine_frees_up():
 
 
 def test_an_idle_machine_stays_at_the_full_count_and_pays_under_2_percent():
+    # the main job: 3 epochs of 891 steps (57,000 training images, batch 64), one governor as in fit
     machine = FakeMachine(2, {2: IDLE_2, 1: ONE}, jitter=0.05)
     governor = machine.governor()
-    steps = 20_000
-    with governor as on_step:
-        counts = machine.run(on_step, steps)
+    counts = []
+    for epoch in range(3):
+        with governor as on_step:
+            counts += machine.run(on_step, 891)
+        overhead = sum({2: IDLE_2, 1: ONE}[c] for c in counts) / (len(counts) * IDLE_2) - 1  # without the jitter
+        assert 0 < overhead < 0.02, (epoch, overhead)  # every epoch so far, the first included
     assert all(d["chosen"] == 2 for d in governor.decisions)
     assert governor.every == MAX_EVERY
-    total = sum({2: IDLE_2, 1: ONE}[c] for c in counts)  # without the jitter
-    overhead = total / (steps * IDLE_2) - 1
-    assert 0 < overhead < 0.02, overhead
-    assert governor.steps_at[1] == counts.count(1) > 0  # it did probe
+    assert counts.count(1) == governor.steps_at[1] > 0  # it did probe
 
 
 def test_counts_within_the_margin_never_make_it_switch():
