@@ -12,15 +12,19 @@ beside every block, because on a shared machine "idle" only means "no child of o
     python benchmarks/busy_step.py                    # this process's threading layer
     python benchmarks/busy_step.py --matrix           # each layer / spin setting in its own process
     NUMBA_NUM_THREADS=2 python benchmarks/busy_step.py --blocks 5 --steps 200
+    python benchmarks/busy_step.py --regions          # one tiny parallel region: the barrier's cost
 
 ``--matrix`` reruns this script under NUMBA_THREADING_LAYER=omp / workqueue (and tbb
-when importable) and GOMP_SPINCOUNT / OMP_WAIT_POLICY values, since those are read
-once, when Numba starts its thread pool.
+when importable) and GOMP_SPINCOUNT values, since those are read once, when Numba
+starts its thread pool. ``--regions`` times one tiny parallel region instead of the
+step: its median is the fork/join cost, its mean and tail the barrier waits for a
+descheduled thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -33,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `numbacn
 
 import numbacnn  # noqa: E402,F401  (sets GOMP_SPINCOUNT before Numba loads libgomp)
 import numba  # noqa: E402
+import numpy as np  # noqa: E402
 
 from benchmarks.common import TinyVGGStep  # noqa: E402
 from numbacnn.train.threads import ThreadGovernor  # noqa: E402
@@ -75,6 +80,41 @@ def time_block(step: TinyVGGStep, governor: ThreadGovernor, steps: int) -> list[
     return times
 
 
+@numba.njit(parallel=True, cache=True)
+def _small_region(out):
+    """One parallel region with one tiny chunk per thread: its time is the fork and the barrier."""
+    for t in numba.prange(out.shape[0]):
+        acc = 0.0
+        for i in range(200):
+            acc += (t + i) * 1e-3
+        out[t] = acc
+
+
+def regions(blocks: int, calls: int = 2000) -> None:
+    """Microseconds per empty-ish parallel region, idle and busy, at each thread count:
+    what each of the step's parallel regions pays at its barrier."""
+    out = np.zeros(numba.config.NUMBA_NUM_THREADS)
+    _small_region(out)
+    full = numba.get_num_threads()
+    for block in range(blocks):
+        row = []
+        for load in LOADS:
+            with _Busy() if load == "busy" else contextlib.nullcontext():
+                for count in sorted({full, 1}, reverse=True):
+                    numba.set_num_threads(count)
+                    times = []
+                    for _ in range(calls):
+                        start = time.perf_counter()
+                        _small_region(out)
+                        times.append(time.perf_counter() - start)
+                    us = 1e6 * np.array(times)
+                    row.append(f"{count} threads {load}: median {np.median(us):.1f} mean {us.mean():.1f} "
+                               f"p99 {np.percentile(us, 99):.0f} max {us.max():.0f} us, "
+                               f"{np.mean(us > 100):.1%} over 100 us")
+                numba.set_num_threads(full)
+        print(f"block {block + 1}/{blocks} (load {_load_average():.1f}):\n  " + "\n  ".join(row), flush=True)
+
+
 def measure(blocks: int, steps: int) -> dict:
     full = numba.get_num_threads()
     step = TinyVGGStep(64, in_channels=1, image_size=28, padding=1)
@@ -86,12 +126,9 @@ def measure(blocks: int, steps: int) -> dict:
     loads: dict[str, list[float]] = {load: [] for load in LOADS}
     for block in range(blocks):
         for load in LOADS:
-            if load == "busy":
-                with _Busy():
-                    for s in settings:
-                        samples[s, load].extend(time_block(step, governors[s], steps))
-            else:
-                for s in settings:
+            order = settings[block % len(settings):] + settings[:block % len(settings)]  # rotated: drift cancels
+            with _Busy() if load == "busy" else contextlib.nullcontext():
+                for s in order:
                     samples[s, load].extend(time_block(step, governors[s], steps))
             loads[load].append(_load_average())
         print(f"block {block + 1}/{blocks}: " + "  ".join(
@@ -123,10 +160,12 @@ def report(result: dict) -> None:
 
 
 def matrix(blocks: int, steps: int) -> None:
+    # OMP_WAIT_POLICY=passive is not tried: libgomp lets GOMP_SPINCOUNT, which `import numbacnn`
+    # sets to 10000 when unset, override it; GOMP_SPINCOUNT=0 is what passive would mean
     variants = [{"NUMBA_THREADING_LAYER": "omp"},
                 {"NUMBA_THREADING_LAYER": "omp", "GOMP_SPINCOUNT": "0"},
+                {"NUMBA_THREADING_LAYER": "omp", "GOMP_SPINCOUNT": "1000"},
                 {"NUMBA_THREADING_LAYER": "omp", "GOMP_SPINCOUNT": "300000"},
-                {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "passive"},
                 {"NUMBA_THREADING_LAYER": "workqueue"}]
     try:
         import tbb  # noqa: F401
@@ -151,7 +190,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="timed steps per setting per block (default 100)")
     parser.add_argument("--matrix", action="store_true", help="every threading layer / spin setting, one process each")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line (for --matrix)")
+    parser.add_argument("--regions", action="store_true",
+                        help="time one tiny parallel region instead of the step (the barrier's cost)")
     args = parser.parse_args()
+    if args.regions:
+        regions(args.blocks)
+        return
     if args.matrix:
         matrix(args.blocks, args.steps)
         return
