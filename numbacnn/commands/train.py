@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 from pathlib import Path
 
 from numbacnn.commands import DefaultsHelpFormatter
@@ -63,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train Tiny VGG and print the test accuracy",
         description="Train CNN Explainer's Tiny VGG. Writes OUT/checkpoint.npz after every epoch and "
                     "OUT/metrics.json. With --resume, the run continues from a checkpoint with its saved "
-                    "settings (only --epochs and --device may change) to the same result as an "
+                    "settings (only --epochs, --device and --threads may change) to the same result as an "
                     "uninterrupted run.",
         formatter_class=DefaultsHelpFormatter,
     )
@@ -97,13 +98,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from numbacnn.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
+    from numbacnn.train.outdir import tidy_output_folder
 
     resume = None
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else Path(args.out) / CHECKPOINT_NAME
-        config = load_checkpoint(resume).config
-        print(f"resuming with the settings saved in {resume}; of the options given, only --epochs and "
-              f"--device apply")
+        try:
+            config = load_checkpoint(resume).config
+        except (OSError, ValueError):
+            # refused (no checkpoint: a run killed in its first save): the temporary file
+            # that run left is removed all the same, as the run itself would have
+            tidy_output_folder(args.out)
+            raise
+        print(f"resuming with the settings saved in {resume}; of the options given, only --epochs, "
+              f"--device and --threads apply")
     else:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
@@ -111,5 +119,15 @@ def _run(args: argparse.Namespace) -> int:
         config.epochs = args.epochs
     if args.device is not None:
         config.device = args.device
-    train(config, out=args.out, resume=resume, progress=args.progress, overwrite=args.overwrite)
+    # schedulers and `kill` stop jobs with SIGTERM: it ends the run the way Ctrl-C does (one
+    # line, exit 130); checkpoints are written atomically, so the last one is kept whole
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        train(config, out=args.out, resume=resume, progress=args.progress, overwrite=args.overwrite)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
