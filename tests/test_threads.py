@@ -107,13 +107,23 @@ def test_an_idle_machine_stays_at_the_full_count_and_pays_under_2_percent():
     assert counts.count(1) == governor.steps_at[1] > 0  # it did probe
 
 
-def test_counts_within_the_margin_never_make_it_switch():
-    # 1 thread 5% faster, well inside the 10% margin, with 3% jitter per step
+def test_fewer_threads_win_when_faster_at_all_more_only_by_the_margin():
+    # 1 thread 5% faster than 2 (a loaded machine): the step must not be slower than at one thread
     machine = FakeMachine(2, {2: 1.00, 1: 0.95}, jitter=0.03, seed=3)
     governor = machine.governor()
     with governor as on_step:
         machine.run(on_step, 5000)
-    assert {d["chosen"] for d in governor.decisions} == {2}
+    assert governor.decisions[0]["chosen"] == 1
+    assert {d["chosen"] for d in governor.decisions[1:]} == {1}
+    # now 2 threads 5% faster: within the margin, it stays at 1 instead of flipping back and forth
+    machine.cost = {2: 0.95, 1: 1.00}
+    with governor as on_step:
+        machine.run(on_step, 5000)
+    assert governor.chosen == 1 and governor.every == MAX_EVERY
+    machine.cost = {2: 0.85, 1: 1.00}  # 15% faster: worth the second thread
+    with governor as on_step:
+        machine.run(on_step, 100)
+    assert governor.chosen == 2
 
 
 def test_it_never_switches_back_and_forth_every_step():

@@ -36,8 +36,10 @@ MAX_EVERY = 400
 # Steps timed per candidate; the median of 3 ignores one step hit by a page fault or
 # a tick of another process.
 PROBE = 3
-# Switch only to a count at least this much faster: two counts within noise of each
-# other do not make the thread count flip at every probe.
+# Hysteresis, one-sided: a smaller count wins as soon as it is faster (the step must
+# never be slower than at one thread, and fewer threads leave cores to the others),
+# a larger count only when at least this much faster. Two counts within noise of each
+# other therefore settle on the smaller one instead of flipping at every probe.
 MARGIN = 0.1
 
 
@@ -105,9 +107,9 @@ class ThreadGovernor:
     The time between two ``on_step`` calls is the step that ran in between, at the
     count that was set; the first step after any switch is not timed (a resized
     pool wakes threads). At the start of each run of steps (each epoch), and then
-    every ``every`` steps, the other candidates get ``probe`` steps each; the fastest
-    median wins if it is at least ``margin`` faster than the current count's last
-    ``probe`` steps. ``every`` restarts at its base after a switch and doubles up
+    every ``every`` steps, the other candidates get ``probe`` steps each, and the
+    fastest median is compared with the current count's last ``probe`` steps: a
+    smaller count wins if faster at all, a larger one if at least ``margin`` faster. ``every`` restarts at its base after a switch and doubles up
     to ``max_every`` while the choice holds.
 
     Parameters
@@ -202,8 +204,9 @@ class ThreadGovernor:
 
     def _decide(self) -> None:
         medians = {c: statistics.median(self._samples[c]) for c in self.candidates}
-        fastest = min(self.candidates, key=lambda c: (medians[c], -c))
-        if fastest != self.chosen and medians[fastest] < (1 - self.margin) * medians[self.chosen]:
+        fastest = min(self.candidates, key=lambda c: (medians[c], c))  # a tie goes to fewer threads
+        needed = 1.0 if fastest < self.chosen else 1 - self.margin
+        if fastest != self.chosen and medians[fastest] < needed * medians[self.chosen]:
             self.chosen, self.every = fastest, self.base_every
         else:
             self.every = min(2 * self.every, self.max_every)
