@@ -2,13 +2,18 @@
 
 Why adapt (issue 18, "Under load"): every Numba parallel region ends at a barrier
 that waits for its slowest thread. When another process takes one of the cores,
-the descheduled thread holds up every region of the step, and the step at the
-full thread count became 4.7x slower (2.43 -> 11.44 ms on 2 cores) while one
-thread (4.39 ms) did not care. No schedule fixes a thread that is not running, so
-:class:`ThreadGovernor` measures instead of guessing: every ``every`` steps it
-times ``probe`` steps at each other candidate count (the full count, half, 1) and
-keeps the fastest, so a step is never much slower than at one thread, and the full
-count comes back when the machine frees up.
+a descheduled worker holds up the regions it belongs to for up to a scheduler
+slice, and the step at the full thread count became 4.7x slower (2.43 -> 11.44 ms
+on 2 cores) while one thread (4.39 ms) did not care. ``benchmarks/busy_step.py
+--regions`` shows it on one tiny region: at 2 threads with a busy process its median
+stays at 2-3 us but its mean rises to 0.06-2 ms (up to 100% of regions over 100 us,
+maxima of 10-36 ms), while at 1 thread it stays at 1.4 us. How much a machine's load
+costs depends on the load and on libgomp's spinning (GOMP_SPINCOUNT), so
+:class:`ThreadGovernor` measures instead of guessing: at the start of each epoch
+and then every ``every`` steps it times ``probe`` steps at each other candidate
+count (the full count, half, 1) and keeps the fastest, fewer threads on a tie, so a
+step is not slower than at one thread for longer than one probe interval, and the
+full count comes back when the machine frees up.
 
 The thread count never changes the numbers: every kernel's reductions are split
 into a fixed number of partial sums, whatever the thread count
