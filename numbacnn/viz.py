@@ -217,6 +217,17 @@ def _hex_to_rgb(colour: str) -> tuple[float, float, float]:
     return tuple(int(colour[k:k + 2], 16) / 255 for k in (1, 3, 5))  # type: ignore[return-value]
 
 
+def slide_verdict(explanation: ConvExplanation) -> str:
+    """The slide picture's verdict line, made of the same facts as the printed
+    verdict (``explanation.sound`` and ``explanation.problems``), so the picture
+    never says "symmetric" over a red cell."""
+    if min(explanation.output_size) < 1:
+        return "the kernel does not fit"
+    if explanation.sound:
+        return "symmetric: every input pixel is read, the slide ends at the border, no window of only padding"
+    return "NOT symmetric: " + "; ".join(explanation.problems)
+
+
 def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Path:
     """Draw the padded input with every kernel position, and the output it produces.
 
@@ -326,13 +337,11 @@ def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Pa
     ax_out.set_xticks([])
     ax_out.set_yticks([])
 
-    verdict = "symmetric: every row and column is covered" if explanation.symmetric else (
-        f"NOT symmetric: {explanation.uncovered[0]} row(s) and {explanation.uncovered[1]} column(s) never covered"
-        if min(explanation.output_size) >= 1 else "the kernel does not fit")
+    verdict = slide_verdict(explanation)
     header = [f"height: {explanation.arithmetic[0]}", f"width: {explanation.arithmetic[1]}", verdict]
     if thinned:
         header.append(f"(only the {len(positions)} positions nearest the corners, of {out_h * out_w}, are outlined)")
-    fig.suptitle("\n".join(header), fontsize=9, color="black" if explanation.symmetric else "#b00000")
+    fig.suptitle("\n".join(header), fontsize=9, color="black" if explanation.sound else "#b00000")
     legend = [Patch(facecolor=INPUT_COLOUR, edgecolor="black", label="input"),
               Patch(facecolor=PADDING_COLOUR, edgecolor=GRID_LINE_COLOUR, label="zero padding"),
               Patch(facecolor=UNCOVERED_COLOUR, edgecolor=GRID_LINE_COLOUR, label="never covered")]
