@@ -568,3 +568,113 @@ __all__ = [
     "VIZ_INSTALL_HINT", "coverage_counts", "draw_conv_slide", "kernel_positions", "plot_training_curves",
     "save_activation_grid", "save_image", "save_kernels",
 ]
+
+
+# --------------------------------------------------------------------------- #
+# evaluation: confusion matrix and misclassified images (issue 21)
+# --------------------------------------------------------------------------- #
+
+CONFUSION_FILE_NAME = "confusion.png"
+MISCLASSIFIED_FILE_NAME = "misclassified.png"
+# The gallery shows at most this many misclassified images (the first ones, in test order).
+MAX_GALLERY_IMAGES = 40
+
+
+def draw_confusion_matrix(matrix: Any, classes: Sequence[str], path: str | os.PathLike,
+                          title: str = "") -> Path:
+    """Draw a confusion matrix: rows are the true classes, columns the predicted ones,
+    each cell's count written in it, shaded by the share of its row (so rare and
+    common classes compare), per-class accuracy beside each row.
+
+    Parameters
+    ----------
+    matrix : int array (K, K)
+        From :func:`numbacnn.report.confusion.confusion_matrix`.
+    classes : K names
+    path : PNG to write (atomically).
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    counts = np.asarray(matrix, dtype=np.int64)
+    k = len(classes)
+    if counts.shape != (k, k):
+        raise ValueError(f"draw_confusion_matrix: matrix must be {k}x{k} for {k} classes, got {counts.shape}")
+    _require_matplotlib()
+    path = _prepare_path(path)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = counts / np.maximum(totals, 1)
+    side = max(4.0, 0.55 * k + 2.5)
+    fig = _new_figure(figsize=(side + 1.5, side), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for t in range(k):
+        for p in range(k):
+            if counts[t, p] or t == p:
+                ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=7 if k > 12 else 8,
+                        color="white" if shares[t, p] > 0.6 else "black")
+    accuracy = np.diag(counts) / np.maximum(totals[:, 0], 1)
+    labels = [f"{name} ({100 * a:.0f}%)" if n else f"{name} (no images)"
+              for name, a, n in zip(classes, accuracy, totals[:, 0])]
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), labels, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (per-class accuracy)")
+    ax.set_title(title or "confusion matrix", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    save_figure(fig, path)
+    return path
+
+
+def draw_misclassified(images: Any, labels: Any, predictions: Any, classes: Sequence[str],
+                       path: str | os.PathLike, indices: Any = None, title: str = "",
+                       limit: int = MAX_GALLERY_IMAGES) -> int:
+    """A gallery of misclassified images, each titled "true -> predicted" and its index.
+
+    Parameters
+    ----------
+    images : uint8 array (N, C, H, W), C in {1, 3}
+    labels, predictions : int arrays (N,)
+    classes : class names
+    path : PNG to write (atomically).
+    indices : int array (N,) or None
+        The images' numbers in their dataset (default 0..N-1), shown in the titles.
+    limit : int
+        At most this many images (the first misclassified ones).
+
+    Returns
+    -------
+    int
+        How many images were drawn (0: nothing misclassified, nothing written).
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = np.asarray(predictions, dtype=np.int64)
+    indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
+    wrong = np.flatnonzero(labels != predictions)
+    if not len(wrong):
+        return 0
+    shown = wrong[:limit]
+    _require_matplotlib()
+    path = _prepare_path(path)
+    rows, columns = _grid_shape(len(shown), 8)
+    fig = _new_figure(figsize=(columns * 1.35 + 0.3, rows * 1.55 + 0.6), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(shown):]:
+        ax.set_axis_off()
+    for ax, i in zip(axes, shown):
+        picture = images[i]
+        if picture.shape[0] == 1:
+            ax.imshow(picture[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(picture.transpose(1, 2, 0), interpolation="nearest")
+        ax.set_title(f"#{indices[i]}\n{classes[labels[i]]} -> {classes[predictions[i]]}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"misclassified: the first {len(shown)} of {len(wrong)} (true -> predicted)", fontsize=9)
+    save_figure(fig, path)
+    return len(shown)

@@ -90,14 +90,16 @@ def prepare_data(config: TrainConfig, normalizer: Normalizer | None = None) -> P
     return PreparedData(train, val, test, normalizer, splits.classes, train_set.image_shape, splits.folder)
 
 
-def _write_curves(path: Path, metrics: dict[str, Any]) -> None:
-    """Loss and accuracy per epoch as a PNG, when matplotlib (the viz extra) is installed."""
+def _write_curves(path: Path, metrics: dict[str, Any]) -> bool:
+    """Loss and accuracy per epoch as a PNG, when matplotlib (the viz extra) is
+    installed; False (nothing written) without it: the final log line says so."""
     try:
         from numbacnn.viz import plot_training_curves
 
         plot_training_curves(metrics, path)
     except ImportError:
-        pass  # curves are a bonus; metrics.json holds the same numbers
+        return False  # curves are a bonus; metrics.json holds the same numbers
+    return True
 
 
 def _dropout_generator_states(model: Any) -> dict[str, Any]:
@@ -331,7 +333,7 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
             # the picture first: metrics.json with its test accuracy marks the run complete,
             # so a run killed while drawing is finished by --resume, which also removes the
             # picture's temporary file
-            _write_curves(out_dir / CURVES_NAME, metrics)
+            curves = _write_curves(out_dir / CURVES_NAME, metrics)
             _write_json(out_dir / METRICS_NAME, metrics)
         except OSError as exc:
             error = OutputError(f"could not write the final metrics ({(exc.strerror or str(exc)).lower()})",
@@ -342,4 +344,8 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
             raise error from exc
     if log:
         log(f"test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}, {test['images']:,} images)")
+        if out_dir is not None:  # issue 21: say where everything went, and what was not drawn
+            log(f"saved {CHECKPOINT_NAME}, {METRICS_NAME}" + (f" and {CURVES_NAME}" if curves else "")
+                + f" in {out_dir}" + ("" if curves else
+                                      f"; {CURVES_NAME} needs matplotlib: pip install \"numbacnn[viz]\""))
     return metrics

@@ -112,21 +112,34 @@ def train_one_epoch(model: Module, optimizer: Optimizer, loader: BatchLoader, de
             "seconds": seconds, "images_per_second": seen / max(seconds, 1e-9), "train_images": seen}
 
 
-def evaluate(model: Module, loader: BatchLoader, device: str = "cpu") -> dict[str, float]:
+def evaluate(model: Module, loader: BatchLoader, device: str = "cpu",
+             keep_predictions: bool = False) -> dict[str, Any]:
     """Mean loss and accuracy of ``model`` on every batch of ``loader`` (in eval mode).
+
+    Parameters
+    ----------
+    keep_predictions : bool
+        Also return every image's predicted class, in the loader's order (one
+        extra copy of the logits to the host per batch on a GPU).
 
     Returns
     -------
     dict
-        ``loss`` (mean cross-entropy), ``accuracy`` (fraction in [0, 1]), ``images``.
+        ``loss`` (mean cross-entropy), ``accuracy`` (fraction in [0, 1]), ``images``;
+        with ``keep_predictions``, ``predictions`` (int64 (N,)) and ``labels`` (int64 (N,)).
     """
     was_training = model.training
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
+    predicted: list[np.ndarray] = []
+    true: list[np.ndarray] = []
     metrics = F.RunningMetrics(device) if device == "cuda" else None  # read back once, at the end
     try:
         for images, labels in loader:
             logits = model(to_device(images, device))
+            if keep_predictions:
+                predicted.append(np.argmax(to_host(logits), axis=1).astype(np.int64))
+                true.append(np.asarray(labels, dtype=np.int64))
             if metrics is not None:
                 _check_labels("evaluate", np.asarray(labels), len(labels), int(logits.shape[1]))  # on the host
                 y = to_device(labels, device)
@@ -142,7 +155,12 @@ def evaluate(model: Module, loader: BatchLoader, device: str = "cpu") -> dict[st
             loss_sum, correct, seen = metrics.read()
     finally:
         model.train(was_training)
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "images": seen}
+    result: dict[str, Any] = {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "images": seen}
+    if keep_predictions:
+        empty = np.zeros(0, dtype=np.int64)
+        result["predictions"] = np.concatenate(predicted) if predicted else empty
+        result["labels"] = np.concatenate(true) if true else empty
+    return result
 
 
 def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_loader: BatchLoader | None = None,
