@@ -163,6 +163,30 @@ def evaluate(model: Module, loader: BatchLoader, device: str = "cpu",
     return result
 
 
+# A mean training loss this many times that of a uniform guess (ln K for K classes)
+# means the weights are blowing up while staying finite (--lr 1000 reached 6e11 at
+# chance accuracy with no NaN): the run goes on, with a warning each such epoch.
+DIVERGING_LOSS_FACTOR = 10.0
+
+
+def _class_count(loader: BatchLoader) -> int:
+    """K, from the dataset's class names, else its largest label + 1."""
+    dataset = loader.dataset
+    if getattr(dataset, "classes", ()):
+        return len(dataset.classes)
+    return int(np.max(dataset.labels)) + 1 if len(dataset) else 2
+
+
+def diverging_warning(train_loss: float, classes: int, lr: float) -> str:
+    """The warning for a finite loss far above chance level, or "" (see :data:`DIVERGING_LOSS_FACTOR`)."""
+    chance = math.log(max(classes, 2))
+    if not math.isfinite(train_loss) or train_loss <= DIVERGING_LOSS_FACTOR * chance:
+        return ""
+    return (f"the training loss {train_loss:.3g} is more than {DIVERGING_LOSS_FACTOR:g}x that of a uniform guess "
+            f"({chance:.2f} for {classes} classes): the weights are diverging; the learning rate {lr:g} is "
+            f"probably too large (the default is 0.01)")
+
+
 def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_loader: BatchLoader | None = None,
         epochs: int = 1, device: str = "cpu", scheduler: LRScheduler | None = None, start_epoch: int = 0,
         history: list[dict[str, Any]] | None = None,
@@ -202,12 +226,17 @@ def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_load
             record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
         if scheduler is not None:
             scheduler.step()
+        warning = diverging_warning(record["train_loss"], _class_count(train_loader), optimizer.lr)
+        if warning:
+            record["warning"] = warning
         history.append(record)
         if log is not None:
             val_text = f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}" if "val_loss" in record else ""
             log(f"epoch {epoch + 1}/{epochs}  train loss {record['train_loss']:.4f} acc "
                 f"{record['train_accuracy']:.2%}{val_text}  {record['seconds']:.1f} s  "
                 f"{record['images_per_second']:.0f} images/s")
+            if warning:
+                log(f"warning: {warning}")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
     return history
