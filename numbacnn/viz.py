@@ -40,7 +40,7 @@ VIZ_INSTALL_HINT = 'pip install "numbacnn[viz]"'
 # Above this many kernel positions the slide picture keeps only the border
 # positions (first/last output row and column): those are the ones the symmetry
 # lesson is about, and hundreds of outlines would hide the grid.
-MAX_DRAWN_POSITIONS = 64
+MAX_DRAWN_POSITIONS = 20  # one colour each (tab20); more are thinned to the corners
 # Cells are annotated with their coverage count only while the numbers stay legible.
 MAX_ANNOTATED_CELLS = 24
 # The slide picture draws every cell of the padded input (and of the output): beyond
@@ -196,7 +196,7 @@ def _drawn_positions(explanation: ConvExplanation) -> tuple[list[tuple[int, int,
     # the symmetry lesson plays out.
     rows = sorted({0, 1, out_h - 2, out_h - 1} & set(range(out_h)))
     cols = sorted({0, 1, out_w - 2, out_w - 1} & set(range(out_w)))
-    return [(i, j, i * out_w + j) for i in rows for j in cols], True
+    return [(i, j, index) for index, (i, j) in enumerate((i, j) for i in rows for j in cols)], True
 
 
 def check_slide_drawable(explanation: ConvExplanation) -> None:
@@ -271,7 +271,7 @@ def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Pa
     out_h, out_w = (max(o, 0) for o in explanation.output_size)
     counts = coverage_counts(explanation)
     positions, thinned = _drawn_positions(explanation)
-    palette = matplotlib.colormaps["tab10"]
+    palette = matplotlib.colormaps["tab20"]  # distinct colours for up to MAX_DRAWN_POSITIONS
     largest = max(padded_h, padded_w)
 
     cell = 0.42 if largest <= 16 else max(0.1, 7.0 / largest)
@@ -308,12 +308,12 @@ def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Pa
         ax_in.add_patch(Rectangle(
             (j * explanation.stride[1] + inset, i * explanation.stride[0] + inset),
             k_eff_w - 2 * inset, k_eff_h - 2 * inset, fill=False,
-            edgecolor=palette(index % 10), linewidth=1.8 if largest <= 32 else 1.2,
+            edgecolor=palette(index % 20), linewidth=1.8 if largest <= 32 else 1.2,
         ))
     # Output: each pixel in its position's colour (light grey where not outlined).
     output_cells = np.full((max(out_h, 1), max(out_w, 1), 3), 0.9)
     for i, j, index in positions:
-        output_cells[i, j] = palette(index % 10)[:3]
+        output_cells[i, j] = palette(index % 20)[:3]
     ax_out.imshow(output_cells, extent=(0, max(out_w, 1), max(out_h, 1), 0), interpolation="nearest", alpha=0.85)
     if out_h >= 1 and out_w >= 1:
         ax_out.vlines(range(out_w + 1), 0, out_h, colors=GRID_LINE_COLOUR, linewidth=grid_width)
