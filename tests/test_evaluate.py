@@ -134,3 +134,12 @@ def test_fit_logs_the_warning_and_records_it(run, tmp_path, monkeypatch):
     record = metrics["history"][0]
     assert record["train_loss"] > 0.5 * np.log(10)
     assert record["warning"].startswith("the training loss") and f"warning: {record['warning']}" in lines
+
+
+def test_a_text_file_as_checkpoint_is_refused_without_numpys_pickle_advice(tmp_path, capsys):
+    """`numbacnn evaluate README.md` passed on NumPy's 'allow_pickle' advice."""
+    text = tmp_path / "README.md"
+    text.write_text("# numbacnn\n")
+    assert main(["evaluate", str(text)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an .npz (zip) archive" in err[0] and "pickle" not in err[0]
