@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -376,7 +377,11 @@ def _grid_shape(panels: int, columns: int | None) -> tuple[int, int]:
 
 
 def _panel_figure(panels: int, rows: int, columns: int, panel_inches: float, title: str) -> tuple[Any, list]:
-    fig = _new_figure(figsize=(columns * panel_inches + 1.2, rows * panel_inches + 0.7), layout="constrained")
+    width = columns * panel_inches + 1.2
+    # wrap the title to the figure's width (a 3-channel kernel picture is ~3 inches
+    # wide and clipped a one-line title); about 0.085 inch per character at 10 pt
+    title = textwrap.fill(title, max(16, int(width / 0.085)))
+    fig = _new_figure(figsize=(width, rows * panel_inches + 0.7 + 0.18 * title.count("\n")), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[panels:]:

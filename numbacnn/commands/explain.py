@@ -60,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     conv.add_argument("--input", type=_int_or_pair, required=True, help="input height/width")
     conv.add_argument("--kernel", type=_int_or_pair, required=True, help="kernel height/width")
-    conv.add_argument("--stride", type=_int_or_pair, default=1)
+    conv.add_argument("--stride", type=_int_or_pair, default=1, help="step between kernel positions")
     conv.add_argument("--padding", type=_int_or_pair, default=0, help="zero padding on each side")
-    conv.add_argument("--dilation", type=_int_or_pair, default=1)
+    conv.add_argument("--dilation", type=_int_or_pair, default=1, help="spacing between kernel taps (1: none)")
     conv.add_argument("--png", metavar="FILE", default=None,
                       help="also draw the padded input with every kernel position (needs numbacnn[viz])")
     conv.set_defaults(func=run_conv)
@@ -73,12 +73,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "kernel that does not slide symmetrically over its input.",
         formatter_class=DefaultsHelpFormatter,
     )
-    model.add_argument("--image-size", type=int, default=64)
-    model.add_argument("--in-channels", type=int, default=3)
-    model.add_argument("--num-classes", type=int, default=10)
-    model.add_argument("--filters", type=int, default=10)
-    model.add_argument("--kernel-size", type=int, default=3)
-    model.add_argument("--padding", type=int, default=0)
+    model.add_argument("--image-size", type=int, default=64,
+                       help="input height and width (64: CNN Explainer's Tiny ImageNet; 28: Fashion-MNIST)")
+    model.add_argument("--in-channels", type=int, default=3, help="input channels (3: RGB; 1: grey, as Fashion-MNIST)")
+    model.add_argument("--num-classes", type=int, default=10, help="outputs of the classifier")
+    model.add_argument("--filters", type=int, default=10, help="channels of every convolution")
+    model.add_argument("--kernel-size", type=int, default=3, help="height and width of every convolution's kernel")
+    model.add_argument("--padding", type=int, default=0,
+                       help="zero padding of every convolution (numbacnn train uses 1)")
     model.add_argument("--stride", type=int, default=1,
                        help="stride of each block's first convolution (as numbacnn train --stride)")
     model.set_defaults(func=run_model)
@@ -95,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--out", required=True, metavar="DIR", help="report folder (created)")
     report.add_argument("--invert", action="store_true",
                         help="invert grey levels first (Fashion-MNIST is light-on-dark)")
-    report.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    report.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                        help="where to run the model (default: cpu; one image is fast on the CPU)")
     report.set_defaults(func=run_report)
 
 
