@@ -155,7 +155,7 @@ def _why(problem: str, e: Any) -> str:
 
 def explain_conv_text(explanation: Any) -> str:
     """The report ``numbacnn explain conv`` prints for a ConvExplanation."""
-    from numbacnn.shapes import effective_kernel_size, explain_conv
+    from numbacnn.shapes import explain_conv
 
     e = explanation
     (in_h, in_w), (k_h, k_w) = e.input_size, e.kernel_size
