@@ -177,12 +177,14 @@ class TinyVGGStep:
     ``numbacnn.models.tiny_vgg`` and ``numbacnn.optim.SGD``."""
 
     def __init__(self, batch: int, dtype: str = "float32", lr: float = 0.01, seed: int = 0,
-                 in_channels: int = IN_CHANNELS, image_size: int = IMAGE_SIZE, padding: int = 0) -> None:
+                 in_channels: int = IN_CHANNELS, image_size: int = IMAGE_SIZE, padding: int = 0,
+                 **model_options) -> None:
         rng = np.random.default_rng(seed)
         self.x = rng.standard_normal((batch, in_channels, image_size, image_size)).astype(dtype)
         self.labels = rng.integers(0, CLASSES, batch).astype(np.int64)
+        # model_options: tiny_vgg's kernel_size, stride, batch_norm, dropout (numbacnn train's variants)
         self.model = tiny_vgg(in_channels, CLASSES, image_size, FILTERS, padding=padding, dtype=np.dtype(dtype),
-                              seed=seed)
+                              seed=seed, **model_options)
         self.optimizer = SGD(self.model.parameters(), lr=lr)
 
     def step(self) -> float:

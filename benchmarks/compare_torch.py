@@ -5,6 +5,7 @@
     python benchmarks/compare_torch.py --no-compile    # without torch.compile (no compiler warm-up)
     python benchmarks/compare_torch.py --ops conv pool layers model --batches 32   # the per-op table
     python benchmarks/compare_torch.py --first-call    # also cold-start times
+    python benchmarks/compare_torch.py --variants [--busy]  # numbacnn train's variants (issue 18's table)
 
 Default run: a whole training step (forward, loss, backward, SGD update) of
 numbacnn's ``tiny_vgg`` + ``SGD`` (the fused Sequential path, the default) against
@@ -228,6 +229,93 @@ def torch_step(torch, ours: TinyVGGStep, padding: int, variant: str):
     return step
 
 
+# numbacnn train's model variants (label, tiny_vgg options), main job's shape (1x28x28, batch 64)
+VARIANTS = [
+    ("plain (padding 1)", dict(padding=1)),
+    ("--batch-norm", dict(padding=1, batch_norm=True)),
+    ("--stride 2", dict(padding=1, stride=2)),
+    ("--kernel-size 5 --padding 2", dict(padding=2, kernel_size=5)),
+    ("--kernel-size 7 --padding 3", dict(padding=3, kernel_size=7)),
+]
+
+
+def torch_model_like(torch, model):
+    """The same network in PyTorch, layer by layer, with numbacnn's initial weights
+    (Conv2d, BatchNorm2d, ReLU, MaxPool2d, Dropout, Flatten, Linear; nested Sequentials)."""
+    from numbacnn import nn as ncnn
+
+    layers = []
+    for _, layer in ncnn.leaf_layers(model):
+        if isinstance(layer, ncnn.Conv2d):
+            filters, channels, kh, kw = layer.weight.shape
+            layers.append(torch.nn.Conv2d(channels * layer.groups, filters, (kh, kw), stride=layer.stride,
+                                          padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+                                          bias=layer.bias is not None))
+        elif isinstance(layer, ncnn.BatchNorm2d):
+            layers.append(torch.nn.BatchNorm2d(layer.weight.shape[0]))
+        elif isinstance(layer, ncnn.ReLU):
+            layers.append(torch.nn.ReLU())
+        elif isinstance(layer, ncnn.MaxPool2d):
+            layers.append(torch.nn.MaxPool2d(layer.kernel_size, layer.stride))
+        elif isinstance(layer, ncnn.Dropout):
+            layers.append(torch.nn.Dropout(layer.p))
+        elif isinstance(layer, ncnn.Flatten):
+            layers.append(torch.nn.Flatten())
+        elif isinstance(layer, ncnn.Linear):
+            layers.append(torch.nn.Linear(layer.weight.shape[1], layer.weight.shape[0]))
+        else:
+            raise AssertionError(f"compare_torch: no PyTorch twin for {type(layer).__name__}")
+    theirs = torch.nn.Sequential(*layers).to(getattr(torch, str(model.parameters()[0].dtype)))
+    with torch.no_grad():
+        for t, p in zip(theirs.parameters(), model.parameters()):
+            t.copy_(torch.from_numpy(np.ascontiguousarray(p.data)))
+    return theirs
+
+
+def variant_steps(torch, blocks: int, block_time: float, dtype: str) -> list[dict]:
+    """Each of VARIANTS: numbacnn's step and PyTorch's (NCHW, channels_last) in alternating blocks."""
+    results = []
+    for label, options in VARIANTS:
+        ours = TinyVGGStep(64, dtype, in_channels=1, image_size=28, **options)
+        model = torch_model_like(torch, ours.model)
+        functions = {"numbacnn": ours.step}
+        for variant in ("NCHW", "channels_last"):
+            run = model if variant == "NCHW" else model.to(memory_format=torch.channels_last)
+            x = torch.from_numpy(ours.x.copy())
+            if variant == "channels_last":
+                x = x.contiguous(memory_format=torch.channels_last)
+            labels = torch.from_numpy(ours.labels)
+            optimizer = torch.optim.SGD(run.parameters(), lr=0.01)
+
+            def step(run=run, x=x, labels=labels, optimizer=optimizer):
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(run(x), labels)
+                loss.backward()
+                optimizer.step()
+                return loss.item()
+
+            functions[variant] = step
+        for fn in functions.values():
+            for _ in range(3):
+                fn()
+        samples = alternating_blocks(functions, blocks, block_time)
+        results.append(dict(label=label, ms={k: 1e3 * float(np.median(v)) for k, v in samples.items()}))
+    return results
+
+
+def print_variant_steps(results: list[dict]) -> None:
+    plain = results[0]["ms"]
+    best_plain = min(plain["NCHW"], plain["channels_last"])
+    print("| variant (numbacnn train options) | numbacnn ms | PyTorch best ms | ratio | numbacnn vs its plain step "
+          "| PyTorch vs its plain step |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        ms = r["ms"]
+        best = min(ms["NCHW"], ms["channels_last"])
+        print(f"| {r['label']} | {ms['numbacnn']:.2f} | {best:.2f} | {ms['numbacnn'] / best:.2f} | "
+              f"{ms['numbacnn'] / plain['numbacnn']:.2f} | {best / best_plain:.2f} |")
+
+
 def alternating_blocks(functions: dict, blocks: int, block_time: float) -> dict:
     """{name: per-call seconds of each block} with the functions' blocks in turn.
 
@@ -401,6 +489,7 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
     seconds). Only the outermost call is timed (a fused op calling an unfused one is
     one row)."""
     import numbacnn.functional.fused as FF
+    import numbacnn.fused.bordered_ops as BO
 
     wrapped, depth = [], [0]
     order: list[str] = []
@@ -434,9 +523,10 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
         setattr(module, name, timed)
 
     for name in ("conv2d_relu_padded", "conv2d_backward_padded", "max_pool2d_relu_backward_padded",
-                 "copy_into_border", "copy_interior", "relu_backward_padded", "conv2d_relu",
-                 "conv2d_relu_max_pool2d", "max_pool2d_relu_backward", "conv2d_backward_relu_mask"):
-        wrap(FF, name)
+                 "copy_into_border", "copy_interior", "relu_backward_padded"):
+        wrap(BO, name)  # the fused wing's fast path (numbacnn/fused/bordered_ops.py)
+    for name in ("conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d_relu_backward", "conv2d_backward_relu_mask"):
+        wrap(FF, name)  # its composed path
     for name in ("linear", "linear_backward", "softmax_cross_entropy", "conv2d", "conv2d_backward", "relu",
                  "relu_backward", "max_pool2d", "max_pool2d_backward"):
         wrap(F, name)
@@ -585,6 +675,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128], help="batches of --ops")
     parser.add_argument("--min-time", type=float, default=0.3,
                         help="--ops: seconds of calls per op and library, at least (default 0.3)")
+    parser.add_argument("--variants", action="store_true",
+                        help="numbacnn train's model variants (batch norm, stride 2, 5x5, 7x7) against PyTorch")
     parser.add_argument("--first-call", action="store_true",
                         help="also time a fresh process's first training step, with and without a disk cache")
     args = parser.parse_args(argv)
@@ -594,7 +686,14 @@ def main(argv=None) -> int:
     threads = numba.get_num_threads()
     torch.set_num_threads(threads)
     print(machine_description(torch))
-    if args.ops:
+    if args.variants:
+        print(f"competing busy process (yes > /dev/null): {'yes' if args.busy else 'no'}; "
+              f"load average before: {load_average()}")
+        with BusyProcess(args.busy):
+            results = variant_steps(torch, args.blocks, args.block_time, args.dtype)
+        print(f"load average after the steps: {load_average()}")
+        print_variant_steps(results)
+    elif args.ops:
         with BusyProcess(args.busy):
             per_op_table(torch, args)
     else:

@@ -5,7 +5,8 @@
 """
 import sys, time, numpy as np, numba
 import numbacnn.kernels.cpu as B
-import numbacnn.functional.fused as FF
+import numbacnn.fused.bordered_ops as FF
+from numbacnn.fused.buffers import bordered_empty, interior
 
 def bench(fns, reps=10, blocks=5):
     for f in fns.values(): f(); f()
@@ -33,13 +34,13 @@ def main():
         q = K - 1 - p
         x = rng.standard_normal((N, C, H, H)).astype(dt)
         w = rng.standard_normal((Fn, C, K, K)).astype(dt); b = rng.standard_normal(Fn).astype(dt)
-        xp = FF.bordered_empty(x.shape, (p, p), dt); FF.interior(xp, (p, p), x.shape)[...] = x
-        y = np.empty((N, Fn, OH, OH), dt); ybuf = FF.bordered_empty(y.shape, (0, 0), dt)
-        pooled = FF.bordered_empty((N, Fn, OH // 2, OH // 2), (0, 0), dt); ind = np.empty(pooled.shape, np.int64)
+        xp = bordered_empty(x.shape, (p, p), dt); interior(xp, (p, p), x.shape)[...] = x
+        y = np.empty((N, Fn, OH, OH), dt); ybuf = bordered_empty(y.shape, (0, 0), dt)
+        pooled = bordered_empty((N, Fn, OH // 2, OH // 2), (0, 0), dt); ind = np.empty(pooled.shape, np.int64)
         gzv = rng.standard_normal(y.shape).astype(dt)
-        gz = FF.bordered_empty(y.shape, (q, q), dt); FF.interior(gz, (q, q), y.shape)[...] = gzv
-        gz1 = FF.bordered_empty(y.shape, (1, 1), dt); FF.interior(gz1, (1, 1), y.shape)[...] = gzv
-        gx = np.empty(x.shape, dt); gxb = FF.bordered_empty(x.shape, (0, 0), dt)
+        gz = bordered_empty(y.shape, (q, q), dt); interior(gz, (q, q), y.shape)[...] = gzv
+        gz1 = bordered_empty(y.shape, (1, 1), dt); interior(gz1, (1, 1), y.shape)[...] = gzv
+        gx = np.empty(x.shape, dt); gxb = bordered_empty(x.shape, (0, 0), dt)
         gw = np.empty(w.shape, dt); gb = np.empty(Fn, dt)
         flops = 2 * N * Fn * C * K * K * OH * OH
         args = (1, 1, p, p, 1, 1, 1)
@@ -55,7 +56,7 @@ def main():
         if C >= 4:
             def old_gi(): B.conv2d_backward_input(gx, gzv, w, *args)
             flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            import numbacnn.kernels.cpu.fused as KF
+            import numbacnn.kernels.cpu.conv_rows as KF
             kern = KF.conv_rows_kernel(C, K, K, KF.MODE_BIAS, gz.shape[2], gz.shape[3], 0, 0, itemsize=dt.itemsize)
             dummy = np.empty((1, 1, 1, 1), np.int64); nob = np.zeros(C, dt)
             def new_gi(): kern(gxb, gxb, dummy, gxb, gz, flipped, nob)

@@ -22,6 +22,10 @@ import os as _os
 # the user set wins.
 _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
+from numbacnn import _environment  # noqa: E402  (before Numba is imported: its cache and thread settings)
+
+_environment.prepare_numba()
+
 from numbacnn._version import __version__  # noqa: E402
 from numbacnn.device import (  # noqa: E402
     DeviceError,

@@ -74,6 +74,16 @@ def _debug_requested(args: argparse.Namespace | None) -> bool:
     return bool(args is not None and getattr(args, "debug", False))
 
 
+def _refuse_bad_environment() -> None:
+    """A bad setting of a variable numbacnn or Numba reads (found at import by
+    :mod:`numbacnn._environment`), refused before any work, naming the variable."""
+    from numbacnn._environment import ENVIRONMENT_PROBLEMS
+    from numbacnn.errors import UsageError
+
+    for variable, (_, what, todo) in ENVIRONMENT_PROBLEMS.items():
+        raise UsageError(what, f"environment variable {variable}", todo)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numbacnn`` console script; returns the exit code."""
     parser = build_parser()
@@ -82,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _refuse_bad_environment()
         return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as exc:
         if _debug_requested(args):

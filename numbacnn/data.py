@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,16 +383,21 @@ def _to_8_bit(img):
     Pillow's ``convert("L")`` clips 16-bit samples at 255 (a 0..65535 ramp would load
     as almost all white). Integer images (modes ``I;16*``, ``I``) are scaled by
     their bit depth's range, 0..65535 (or their maximum, when larger); float
-    images (mode ``F``) by their minimum..maximum.
+    images (mode ``F``) by their minimum..maximum over finite samples; NaN and
+    infinite samples load as 0 (without NumPy's RuntimeWarnings reaching the terminal).
     """
     from PIL import Image
 
     values = np.asarray(img, dtype=np.float64)
+    finite = np.isfinite(values)  # a float image may hold NaN or infinite samples: they load as 0
     if img.mode == "F":
-        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        low = float(values[finite].min()) if finite.any() else 0.0
+        high = float(values[finite].max()) if finite.any() else 0.0
     else:
         low, high = 0.0, max(65535.0, float(values.max(initial=0.0)))
-    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    scaled = np.zeros_like(values)
+    if high > low:
+        scaled[finite] = (values[finite] - low) * (255.0 / (high - low))
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
@@ -419,7 +425,12 @@ def load_image(path: str | os.PathLike, image_size: int, channels: int = 3) -> n
     if path.is_file() and path.stat().st_size == 0:
         raise ImageError("empty image file (0 bytes)", path, "copy the image again, or remove the file")
     try:
-        with Image.open(path) as img:
+        # a large image (Pillow warns above ~89M pixels, refuses above ~179M) is read or
+        # refused in one line, never with Pillow's warning as extra terminal lines
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             img.load()  # decode now: a truncated file fails here, inside the try
             if img.mode in ("I", "F") or img.mode.startswith("I;16"):
                 img = _to_8_bit(img)
@@ -432,7 +443,10 @@ def load_image(path: str | os.PathLike, image_size: int, channels: int = 3) -> n
     except Image.UnidentifiedImageError as exc:
         raise ImageError("not an image file Pillow can read", path,
                          f"use PNG, JPEG, BMP, GIF or WebP ({', '.join(IMAGE_EXTENSIONS)}), or remove the file") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"the image is too large to read ({str(exc).split(', could')[0]})", path,
+                         "resize it to a few thousand pixels per side first") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         # Pillow reports truncated or damaged data as OSError ("image file is truncated"),
         # SyntaxError (broken PNG chunks) or ValueError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -481,6 +495,9 @@ def _read_class_folders(root: Path, image_size: int, channels: int,
     if not classes:
         raise DatasetNotFoundError("imagefolder: no class subfolders", root,
                                    "expected ROOT/<class>/<image>.png, one subfolder per class")
+    if discovered and len(classes) < 2:  # one class trains "to 100%" and learns nothing
+        raise DatasetError(f"imagefolder: one class folder ({classes[0]!r}); a classifier needs at least two",
+                           root, "add a subfolder of images for each other class")
     images, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
@@ -497,6 +514,36 @@ def _read_class_folders(root: Path, image_size: int, channels: int,
         raise DatasetError(f"imagefolder: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders", root,
                            "put images in ROOT/<class>/")
     return Dataset(np.stack(images), np.asarray(labels, dtype=np.int64), classes)
+
+
+def count_idx_images(name: str, data_dir: str | os.PathLike | None = None) -> int | None:
+    """Images (train + test) in the IDX files :func:`load_dataset` would read for
+    ``name`` (``fashion-mnist`` or ``mnist``), from the files' headers alone (16
+    bytes each, nothing else decoded): for estimating memory before reading them.
+    None when the files are not found or their headers are not readable (loading
+    them then says why)."""
+    subdirs = {"fashion-mnist": ("fashion-mnist", "fashion_mnist"), "mnist": ("mnist",)}.get(name)
+    system = {"fashion-mnist": FASHION_MNIST_SYSTEM_DIR, "mnist": MNIST_SYSTEM_DIR}.get(name)
+    if subdirs is None or system is None:
+        return None
+    named = _user_root(data_dir)
+    folder = _idx_folder([named[0]] + [named[0] / s for s in subdirs] if named else [system])
+    if folder is None:
+        return None
+    total = 0
+    for image_stem, _ in _IDX_STEMS.values():
+        path = _find_idx(folder, image_stem)
+        try:
+            with open(path, "rb") as raw:  # type: ignore[arg-type]
+                gzipped = raw.read(2) == b"\x1f\x8b"
+            with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:  # type: ignore[arg-type]
+                header = f.read(8)
+        except (OSError, EOFError, zlib.error):
+            return None
+        if len(header) < 8 or header[:2] != b"\0\0" or header[3] < 1:
+            return None
+        total += int.from_bytes(header[4:8], "big")
+    return total
 
 
 def count_images(data_dir: str | os.PathLike) -> tuple[int, int]:

@@ -29,8 +29,8 @@ import re
 
 __all__ = [
     "CheckpointError", "DatasetError", "DatasetNotFoundError", "FolderInUseError", "ImageError",
-    "NumbacnnError", "OutputError", "ResourceError", "UsageError", "describe", "error_line", "exit_code",
-    "format_message", "one_line",
+    "NumbacnnError", "OutputError", "RecordError", "ResourceError", "UsageError", "describe", "error_line", "exit_code",
+    "format_message", "one_line", "printable",
 ]
 
 MAX_MESSAGE_CHARS = 800  # the CLI shortens longer messages (a few terminal rows), keeping both ends
@@ -49,11 +49,28 @@ def format_message(what: str, where: str | os.PathLike | None = None, todo: str 
 def one_line(text: str, limit: int | None = MAX_MESSAGE_CHARS) -> str:
     """Collapse ``text`` to one line (newlines and runs of spaces become one space)
     and shorten it to ``limit`` characters, keeping the start and the end."""
-    text = re.sub(r"\s+", " ", str(text)).strip()
+    text = printable(re.sub(r"\s+", " ", str(text)).strip())
     if limit is not None and len(text) > limit:
         keep = (limit - 5) // 2
         text = f"{text[:keep]} ... {text[-keep:]}"
     return text
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print on one terminal line: control characters (a newline in a
+    class name) and undecodable bytes of a file name (``caf\\xe9``, held by Python as
+    a lone surrogate) become visible escapes such as ``\\n`` and ``\\xe9``."""
+    out = []
+    for char in str(text):
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the raw byte of a non-UTF-8 name
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
+            out.append(char.encode("unicode_escape", errors="backslashreplace").decode("ascii")
+                       if code < 0xD800 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 class NumbacnnError(Exception):
@@ -97,6 +114,12 @@ class ImageError(DatasetError):
 
 class CheckpointError(NumbacnnError, ValueError):
     """A checkpoint that cannot be used: unreadable, foreign, incomplete, or holding NaN weights."""
+
+
+class RecordError(NumbacnnError, ValueError):
+    """A file numbacnn wrote earlier and reads back (a sweep's ``results.jsonl`` or
+    ``sweep.json``, a run's ``metrics.json``) that is damaged or was edited: untrusted
+    input, refused naming the file and the entry."""
 
 
 class OutputError(NumbacnnError, OSError):

@@ -167,6 +167,12 @@ def check_array(a: Any, name: str, op: str, ndim: int | None = None, batched_ima
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}")
     dtype = np.dtype(a.dtype)
+    if dtype.kind == "f" and not dtype.isnative and dtype.newbyteorder("=") in FLOAT_DTYPES:
+        order = "big" if dtype.byteorder == ">" else "little"
+        raise TypeError(  # '>f4'.name is "float32": without the byte order the refusal read as nonsense
+            f"{op}: {name} has dtype {dtype.str} ({order}-endian {dtype.name}), which is not supported: the kernels "
+            f"read native byte order (convert explicitly, e.g. {name}.astype(np.{dtype.name}))"
+        )
     if dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{op}: {name} has dtype {dtype.name}, which is not supported: expected float32 or float64 "

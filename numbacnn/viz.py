@@ -136,7 +136,7 @@ def png_path(path: str | os.PathLike, default_name: str) -> Path:
         raise PictureError(f"{existing} is a file, so {target} cannot be created below it", text,
                            "choose a path in a folder")
     from numbacnn.errors import OutputError
-    from numbacnn.train.outdir import check_writable
+    from numbacnn.files import check_writable
 
     try:  # a real probe file, removed again: os.access says yes to root, and /proc refuses any new file
         check_writable(existing)
@@ -149,7 +149,7 @@ def png_path(path: str | os.PathLike, default_name: str) -> Path:
 def save_figure(fig: Any, path: Path, dpi: int = 100) -> None:
     """Write the figure atomically (a temporary file renamed over ``path``): a run
     killed mid-save leaves the previous picture, never half of a new one."""
-    from numbacnn.train.checkpoint import atomic_write
+    from numbacnn.files import atomic_write
 
     path = Path(path)
     image_format = path.suffix[1:].lower() or "png"
@@ -510,7 +510,9 @@ def save_image(image: Any, path: str | os.PathLike, min_size: int = 224) -> Path
     picture = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
     scale = max(1, math.ceil(min_size / max(pixels.shape[1:])))
     picture = picture.resize((pixels.shape[2] * scale, pixels.shape[1] * scale), Image.NEAREST)
-    picture.save(path)
+    from numbacnn.files import atomic_write  # a killed save leaves the previous picture, never half
+
+    atomic_write(path, lambda f: picture.save(f, format="PNG"))
     return path
 
 

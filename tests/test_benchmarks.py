@@ -14,6 +14,7 @@ import pytest
 
 import numbacnn.functional as F
 import numbacnn.functional.fused as FF
+import numbacnn.fused.bordered_ops as BO
 from benchmarks import compare_torch as ct
 from benchmarks.common import TinyVGGStep, tiny_vgg_step_flops, training_step_flops
 from tests.helpers import assert_close
@@ -79,6 +80,7 @@ def test_torch_step_function_trains():
 
 def test_kernel_table_times_each_call_once_and_unpatches():
     before = {name: getattr(FF, name) for name in dir(FF) if not name.startswith("_")}
+    before_bo = {name: getattr(BO, name) for name in dir(BO) if not name.startswith("_")}
     before_f = {name: getattr(F, name) for name in ("linear", "linear_backward", "softmax_cross_entropy")}
     ours = TinyVGGStep(4, "float32", in_channels=1, image_size=12, padding=1)
     ours.step()
@@ -93,6 +95,7 @@ def test_kernel_table_times_each_call_once_and_unpatches():
     conv = [row for row in rows if row[0].startswith("conv 1->10 12x12: forward")][0]
     assert conv[2] == 2 * 4 * 10 * 1 * 9 * 12 * 12 and conv[3] == "GFLOP/s"
     assert {name: getattr(FF, name) for name in before} == before
+    assert {name: getattr(BO, name) for name in before_bo} == before_bo
     assert {name: getattr(F, name) for name in before_f} == before_f
     assert "step" not in vars(ours.optimizer)
 

@@ -1,7 +1,7 @@
 """Every CUDA kernel compiled by NVIDIA's compilers (NVVM, ptxas) for sm_80 and sm_90,
 on the signatures the library launches, and every launch checked against the card.
 
-How (see ``numbacnn/kernels/cuda/compile_check.py``): the library's own paths run
+How (see ``tests/cuda_compile_check.py``): the library's own paths run
 here under the simulator while ``recording`` notes each backend call (a Tiny VGG
 training step in float32 and float64, a general convolution with stride, dilation
 and groups, and the other ops once each); then one process per compute capability,
@@ -36,6 +36,7 @@ pytestmark = [
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
+COMPILE_CHECK = os.path.join(TESTS, "cuda_compile_check.py")  # a CI tool, outside the runtime package
 
 
 def _compiler_environment() -> dict:
@@ -46,7 +47,7 @@ def _compiler_environment() -> dict:
 
 
 def _compilers_missing() -> str | None:
-    probe = "from numbacnn.kernels.cuda.compile_check import compilers_missing as m; print(m() or '')"
+    probe = "from cuda_compile_check import compilers_missing as m; print(m() or '')"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             env=_compiler_environment())
     if result.returncode != 0:
@@ -64,7 +65,7 @@ def compilers() -> None:
 def _record_library_paths() -> list:
     """Backend calls of the library's own paths (under the simulator, tiny sizes: only
     the argument types and the launch constants matter for compiling)."""
-    from numbacnn.kernels.cuda.compile_check import recording
+    from cuda_compile_check import recording
     from numbacnn.models import tiny_vgg
     from numbacnn.optim import SGD, Adam
 
@@ -139,7 +140,7 @@ def records(tmp_path_factory, compilers) -> str:
 
 
 def _check(records: str, cc: str, *options: str, out: str | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "numbacnn.kernels.cuda.compile_check", records, "--cc", cc, *options]
+    command = [sys.executable, COMPILE_CHECK, records, "--cc", cc, *options]
     if out:
         command += ["--out", out]
     return subprocess.run(command, capture_output=True, text=True, env=_compiler_environment(), timeout=600)
@@ -198,7 +199,7 @@ def test_too_many_registers_for_the_block_fails_the_check(records):
 
 def test_missing_compilers_are_named_in_the_skip_reason():
     """The reason the compile tests skip on a machine without the NVIDIA wheels."""
-    probe = ("import numbacnn.kernels.cuda.compile_check as c; c.find_ptxas = lambda: None; "
+    probe = ("import cuda_compile_check as c; c.find_ptxas = lambda: None; "
              "print(c.compilers_missing())")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             env=_compiler_environment())

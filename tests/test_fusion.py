@@ -113,14 +113,15 @@ def _assert_matches_reference(model, x, result):
 def test_plan_fuses_conv_relu_and_conv_relu_pool_runs_only():
     model = tiny_vgg(1, 10, 28, padding=1, dtype=np.float64)
     steps = model.features._fusion_steps()
-    assert [repr(s) for s in steps] == ["ConvReLUGroup(Conv2d, ReLU)", "ConvReLUGroup(Conv2d, ReLU, MaxPool2d)"] * 2
+    assert [repr(s) for s in steps] == [
+        "FusedChain(Conv2d, ReLU | Conv2d, ReLU, MaxPool2d | Conv2d, ReLU | Conv2d, ReLU, MaxPool2d)"]
     assert model.classifier._fusion_steps() == list(model.classifier)  # nothing to fuse
     # a subclass may change what forward does: never fused
     class MyReLU(nn.ReLU):
         pass
     odd = nn.Sequential(nn.Conv2d(1, 4, 3), MyReLU(), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU())
     assert [type(s).__name__ for s in odd._fusion_steps()] == ["Conv2d", "MyReLU", "ReLU", "MaxPool2d",
-                                                               "ConvReLUGroup"]
+                                                               "FusedChain"]
 
 
 def test_fusion_keeps_names_and_state_dict():
@@ -234,10 +235,11 @@ def test_fast_group_path_is_taken_on_tiny_vgg(dtype):
     input (no padding copy)."""
     model = tiny_vgg(1, 10, 28, padding=1, dtype=dtype)
     model(np.zeros((2, 1, 28, 28), dtype))
-    first, second = model.features._fusion_steps()[:2]
-    assert first._fast is not None and second._fast is not None
-    assert first._fast.y_border == (1, 1)
-    assert second._x_padded is first._fast.y
+    chain = model.features._fusion_steps()[0].chain
+    first, second = chain._fast[:2]
+    assert first is not None and second is not None
+    assert first.out_border == (1, 1)
+    assert model.training and chain._saved[1].x_padded is first.y  # the first block wrote into the second's padded input
 
 
 def test_fused_gradients_match_finite_differences():
@@ -249,7 +251,8 @@ def test_fused_gradients_match_finite_differences():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, **c), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1, **c),
                           nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(5, 4, 3, **c), nn.ReLU(), nn.Flatten(),
                           nn.Linear(4 * 2 * 2, 3, **c))
-    assert sum(isinstance(s, fusion.ConvReLUGroup) for s in model._fusion_steps()) == 3
+    steps = model._fusion_steps()
+    assert [len(s.groups) for s in steps if isinstance(s, fusion.FusedChain)] == [3]
     x = rng.standard_normal((2, 1, 8, 8))
     labels = np.array([0, 2])
 
@@ -258,7 +261,7 @@ def test_fused_gradients_match_finite_differences():
 
     model.zero_grad()
     _, grad = F.softmax_cross_entropy(model(x), labels)
-    assert all(s._fast is not None for s in model._fusion_steps()[:3])  # the bordered kernels ran
+    assert all(b is not None for b in model._fusion_steps()[0].chain._fast)  # the bordered kernels ran
     gx = np.array(model.backward(grad))
     eps = 1e-6
     for name, p in model.named_parameters():

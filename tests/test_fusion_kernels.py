@@ -1,5 +1,5 @@
-"""The bordered-buffer fused kernels (kernels/cpu/fused.py through the functional
-wrappers in functional/fused.py) against the float64 NumPy reference, called
+"""The bordered-buffer fused kernels (kernels/cpu/conv_rows.py, conv_weight_grad.py,
+bordered.py, through the fused wing's ops in numbacnn/fused/bordered_ops.py) against the float64 NumPy reference, called
 directly: Tiny VGG's shapes and awkward ones (odd sizes, batch 1, one channel,
 filter counts that are not a multiple of the register block, non-square kernels),
 and borders that must stay zero."""
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import numbacnn.functional as F
-import numbacnn.functional.fused as FF
+import numbacnn.fused.bordered_ops as FF
+from numbacnn.fused import ConvBlock, fast_path
+from numbacnn.fused.buffers import bordered_empty, interior
 import reference as ref
 from helpers import DTYPES, assert_close, random_array
 
@@ -29,8 +31,8 @@ CASES = [
 
 
 def _bordered(a, border):
-    buffer = FF.bordered_empty(a.shape, border, a.dtype)
-    FF.interior(buffer, border, a.shape)[...] = a
+    buffer = bordered_empty(a.shape, border, a.dtype)
+    interior(buffer, border, a.shape)[...] = a
     return buffer
 
 
@@ -48,31 +50,31 @@ def test_bordered_forward_relu_and_pool_match_reference(case, dtype, rng):
     x = random_array(rng, (batch, channels, height, width), dtype)
     w = random_array(rng, (filters, channels, *kernel), dtype)
     b = random_array(rng, (filters,), dtype)
-    assert FF.fast_conv_padding(x.shape, w.shape, (1, 1), pad, (1, 1), 1) == pad
+    assert fast_path(ConvBlock(w.shape, (1, 1), pad, (1, 1), 1), x.shape, dtype, dtype, dtype, "cpu").pad == pad
     expected_y = ref.relu(ref.conv2d(x, w, b, padding=pad))
     x_padded = _bordered(x, pad)
     out_border = (1, 2)  # any border: the next conv's padding
-    y = FF.bordered_empty(expected_y.shape, out_border, dtype)
+    y = bordered_empty(expected_y.shape, out_border, dtype)
     FF.conv2d_relu_padded(x_padded, w, b, y, out_border)
-    assert_close(FF.interior(y, out_border, expected_y.shape), expected_y, dtype, "conv2d_relu y")
+    assert_close(interior(y, out_border, expected_y.shape), expected_y, dtype, "conv2d_relu y")
     _assert_border_zero(y, out_border, expected_y.shape, "y")
 
-    y_plain = FF.bordered_empty(expected_y.shape, (0, 0), dtype)
+    y_plain = bordered_empty(expected_y.shape, (0, 0), dtype)
     pooled_shape = (batch, filters, expected_y.shape[2] // 2, expected_y.shape[3] // 2)
-    pooled = FF.bordered_empty(pooled_shape, (1, 1), dtype)
+    pooled = bordered_empty(pooled_shape, (1, 1), dtype)
     indices = np.empty(pooled_shape, np.int64)
     FF.conv2d_relu_padded(x_padded, w, b, y_plain, (0, 0), pooled=pooled, pooled_border=(1, 1), indices=indices)
     assert_close(y_plain, expected_y, dtype, "y with pool")
-    assert_close(FF.interior(pooled, (1, 1), pooled_shape), ref.max_pool2d(expected_y, 2), dtype, "pooled")
+    assert_close(interior(pooled, (1, 1), pooled_shape), ref.max_pool2d(expected_y, 2), dtype, "pooled")
     _assert_border_zero(pooled, (1, 1), pooled_shape, "pooled")
     _, want_indices = F.max_pool2d(y_plain, 2, return_indices=True)
     np.testing.assert_array_equal(indices, want_indices)
     # out=None: only the pooled output and indices (what a fused group stores), the same values
-    pooled_only = FF.bordered_empty(pooled_shape, (2, 1), dtype)
+    pooled_only = bordered_empty(pooled_shape, (2, 1), dtype)
     indices_only = np.full(pooled_shape, -1, np.int64)
     FF.conv2d_relu_padded(x_padded, w, b, None, (0, 0), pooled=pooled_only, pooled_border=(2, 1),
                           indices=indices_only)
-    np.testing.assert_array_equal(FF.interior(pooled_only, (2, 1), pooled_shape), FF.interior(pooled, (1, 1), pooled_shape))
+    np.testing.assert_array_equal(interior(pooled_only, (2, 1), pooled_shape), interior(pooled, (1, 1), pooled_shape))
     np.testing.assert_array_equal(indices_only, indices)
     _assert_border_zero(pooled_only, (2, 1), pooled_shape, "pooled (no y)")
 
@@ -93,16 +95,16 @@ def test_bordered_backward_matches_reference(case, dtype, rng):
     mask = _bordered(np.maximum(random_array(rng, x.shape, dtype), 0), pad)  # a ReLU output, zeros included
     gx_border = (2, 1)
     for masked in (False, True):
-        gx = FF.bordered_empty(x.shape, gx_border, dtype)
+        gx = bordered_empty(x.shape, gx_border, dtype)
         gw, gb = FF.conv2d_backward_padded(gz_padded, gz_border, x_padded, w, pad, gx=gx, gx_border=gx_border,
                                            mask=mask if masked else None, mask_border=pad)
-        want_gx = ref.relu_backward(rgx, FF.interior(mask, pad, x.shape)) if masked else rgx
-        assert_close(FF.interior(gx, gx_border, x.shape), want_gx, dtype, f"gx (masked={masked})")
+        want_gx = ref.relu_backward(rgx, interior(mask, pad, x.shape)) if masked else rgx
+        assert_close(interior(gx, gx_border, x.shape), want_gx, dtype, f"gx (masked={masked})")
         _assert_border_zero(gx, gx_border, x.shape, "gx")
         assert_close(gw, rgw, dtype, "gw")
         assert_close(gb, rgb, dtype, "gb")
     if kernel == (3, 3) and pad == (0, 0):  # the whole-plane grad-weight through the 1-bordered copy
-        by_1 = FF.bordered_empty(y_shape, (1, 1), dtype)
+        by_1 = bordered_empty(y_shape, (1, 1), dtype)
         FF.copy_interior(by_1, (1, 1), gz_padded, gz_border)
         gw, gb = FF.conv2d_backward_padded(gz_padded, gz_border, x_padded, w, pad, gz_bordered_by_1=by_1)
         assert_close(gw, rgw, dtype, "gw (planes)")
@@ -116,14 +118,14 @@ def test_pool_and_relu_backward_into_borders(shape, dtype, rng):
     y[0, 0, 0, :2] = y[0, 0, 1, :2] = 0.0  # a window whose maximum is 0: no gradient through the ReLU
     pooled, indices = F.max_pool2d(y, 2, return_indices=True)
     gp = random_array(rng, pooled.shape, dtype)
-    gz = FF.bordered_empty(shape, (2, 1), dtype)
+    gz = bordered_empty(shape, (2, 1), dtype)
     FF.max_pool2d_relu_backward_padded(gz, (2, 1), gp, indices, _bordered(pooled, (1, 1)), (1, 1))
-    assert_close(FF.interior(gz, (2, 1), shape), ref.relu_backward(ref.max_pool2d_backward(gp, y, 2), y), dtype,
+    assert_close(interior(gz, (2, 1), shape), ref.relu_backward(ref.max_pool2d_backward(gp, y, 2), y), dtype,
                  "max_pool2d_relu_backward")
     _assert_border_zero(gz, (2, 1), shape, "gz")
     gy = random_array(rng, shape, dtype)
     FF.relu_backward_padded(gz, (2, 1), gy, y)
-    assert_close(FF.interior(gz, (2, 1), shape), ref.relu_backward(gy, y), dtype, "relu mask")
+    assert_close(interior(gz, (2, 1), shape), ref.relu_backward(gy, y), dtype, "relu mask")
     _assert_border_zero(gz, (2, 1), shape, "gz")
 
 
@@ -132,8 +134,8 @@ def test_nan_reaches_the_fused_outputs():
     x = np.zeros((1, 4, 6, 6), np.float32)
     x[0, 0, 2, 2] = np.nan
     w = np.ones((4, 4, 3, 3), np.float32)
-    y = FF.bordered_empty((1, 4, 6, 6), (0, 0), np.float32)
-    pooled = FF.bordered_empty((1, 4, 3, 3), (0, 0), np.float32)
+    y = bordered_empty((1, 4, 6, 6), (0, 0), np.float32)
+    pooled = bordered_empty((1, 4, 3, 3), (0, 0), np.float32)
     indices = np.empty((1, 4, 3, 3), np.int64)
     FF.conv2d_relu_padded(_bordered(x, (1, 1)), w, np.zeros(4, np.float32), y, (0, 0), pooled=pooled,
                           indices=indices)

@@ -1,4 +1,4 @@
-"""The CPU backend's shape-specialised fast paths (kernels/cpu/conv_fast.py and the
+"""The CPU backend's shape-specialised fast paths (kernels/cpu/conv_tuning.py, conv_rows.py and the
 2x2 pooling kernels) against the float64 reference, on Tiny VGG's shapes: 64x64x3
 images, 10 filters, 3x3 kernels, padding 0 and 1, batch 1 and odd sizes."""
 
@@ -8,7 +8,7 @@ import pytest
 import numbacnn.functional as F
 import reference as ref
 from helpers import DTYPES, assert_close, random_array
-from numbacnn.kernels.cpu.conv_fast import fast_path_applies
+from numbacnn.kernels.cpu.conv_tuning import fast_path_applies
 
 # (batch, in_channels, height, width): Tiny VGG's four conv inputs, an odd batch, odd sizes (odd
 # output heights: the forward kernel works on pairs of rows)

@@ -261,8 +261,11 @@ def test_softmax_zero_d_empty_and_implicit_dim(rng):
     assert F.softmax(np.zeros((0, 4)), 1).shape == (0, 4)
     x = rng.standard_normal((2, 3, 4))
     assert_close(F.softmax(x), ref.softmax(x, 0), np.float64, "dim=None on 3-d is dim 0, as in PyTorch")
+    # an explicit dtype= is a requested cast, as in PyTorch (issue 20): x is cast first
+    cast = F.softmax(x.astype(np.float32), 1, dtype=np.float64)
+    assert cast.dtype == np.float64 and np.array_equal(cast, F.softmax(x.astype(np.float32).astype(np.float64), 1))
     with pytest.raises(TypeError, match="not supported"):
-        F.softmax(x.astype(np.float32), 1, dtype=np.float64)
+        F.softmax(x, 1, dtype=np.int32)
 
 
 def test_softmax_backward_finite_differences(device, rng):

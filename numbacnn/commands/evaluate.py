@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("checkpoint", help="checkpoint.npz written by `numbacnn train` (or its folder)")
-    parser.add_argument("--data-dir", default=None, help="read the dataset from here instead of the saved place")
+    parser.add_argument("--data-dir", default=None,
+                        help="read the dataset from here instead of the saved place ($NUMBACNN_DATA, when set, "
+                             "also wins over the saved place)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to run the model (auto: CUDA when a GPU is usable)")
     parser.add_argument("--batch-size", type=int, default=256, help="test images per forward pass (memory only; "
@@ -85,7 +87,7 @@ def per_class_lines(matrix: np.ndarray, classes: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from numbacnn.data import BatchLoader, check_labels, load_dataset
+    from numbacnn.data import DATA_ENV, BatchLoader, check_labels, load_dataset
     from numbacnn.errors import DatasetError, OutputError, UsageError
     from numbacnn.report.confusion import confusion_matrix, per_class_accuracy
     from numbacnn.train import evaluate, load_checkpoint
@@ -114,9 +116,15 @@ def run(args: argparse.Namespace) -> int:
     config = ckpt.config
     device = resolve_device_option(args.device)
     model = ckpt.build_model(device)
-    splits = load_dataset(config.dataset, args.data_dir or config.data_dir, image_size=config.image_size,
+    # where the user said, or refused: --data-dir, else $NUMBACNN_DATA (for the named datasets
+    # it applies to), else where the checkpoint was trained; the variable used to be ignored
+    # because every checkpoint stores its data folder
+    data_dir = args.data_dir
+    if data_dir is None and not (os.environ.get(DATA_ENV) and config.dataset != "imagefolder"):
+        data_dir = config.data_dir
+    splits = load_dataset(config.dataset, data_dir, image_size=config.image_size,
                           channels=config.channels, seed=config.seed)
-    where = splits.folder or args.data_dir or config.data_dir or config.dataset
+    where = splits.folder or data_dir or config.dataset
     kwargs = ckpt.meta["model"]["kwargs"]
     expected_shape = (kwargs["in_channels"], kwargs["image_size"], kwargs["image_size"])
     if splits.test.image_shape != expected_shape:

@@ -348,7 +348,9 @@ def run_report(args: argparse.Namespace) -> int:
     # errors (checkpoint, image, folder) are numbacnn errors naming the file; cli.main
     # prints them as one line
     report = report_from_checkpoint(args.checkpoint, args.image, args.out, invert=args.invert, device=device)
-    print(f"predicted: {report.predicted_class} ({report.probabilities[report.predicted]:.1%})")
+    from numbacnn.errors import printable  # a class name with a newline or a non-UTF-8 byte stays one line
+
+    print(f"predicted: {printable(report.predicted_class)} ({report.probabilities[report.predicted]:.1%})")
     for layer in report.layers:
         channels, height, width = layer.shape
         print(f"  {layer.explainer_name:<11} {layer.kind:<10} {f'{channels}x{height}x{width}':<9} -> {layer.image}")

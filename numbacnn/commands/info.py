@@ -1,4 +1,5 @@
-"""``numbacnn info``: versions, threading and usable devices."""
+"""``numbacnn info``: versions, threading and usable devices; with ``--kernels``, which
+kernel runs for every layer of a Tiny VGG (or a checkpoint's model), and where it is."""
 
 from __future__ import annotations
 
@@ -8,13 +9,80 @@ import platform
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "info", help="print versions, threads and usable devices",
-        description="Print the numbacnn, Python, NumPy and Numba versions, Numba's threading layer and thread "
-                    "count, and which devices (cpu, cuda) this machine can use. Takes no options.")
+        "info", help="print versions, threads and usable devices (--kernels: which kernel runs per layer)",
+        description="Print versions, threads and usable devices. With --kernels, print for every layer (or "
+                    "fused group) of a model the kernels that run forward and backward, their file:line and why "
+                    "that one: Tiny VGG at the options below, or the model of CHECKPOINT.")
+    parser.add_argument("checkpoint", nargs="?", default=None,
+                        help="with --kernels: a checkpoint.npz (or its run folder) whose model to describe")
+    parser.add_argument("--kernels", action="store_true", help="print which kernel runs for each layer")
+    model = parser.add_argument_group("model for --kernels (without CHECKPOINT; as numbacnn train)")
+    model.add_argument("--image-size", type=int, default=28, help="input height and width (default: 28)")
+    model.add_argument("--channels", type=int, default=1, help="input channels (default: 1)")
+    model.add_argument("--kernel-size", type=int, default=3, help="convolution kernel size (default: 3)")
+    model.add_argument("--padding", type=int, default=1, help="convolution padding (default: 1)")
+    model.add_argument("--stride", type=int, default=1, help="stride of each block's first conv (default: 1)")
+    model.add_argument("--batch-norm", action="store_true", help="BatchNorm2d after every convolution")
+    model.add_argument("--dropout", type=float, default=0.0, help="dropout before the classifier (default: 0)")
+    model.add_argument("--batch-size", type=int, default=64, help="batch of the input shape (default: 64)")
+    model.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="parameter and input dtype (default: float32)")
+    model.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
+    model.add_argument("--eval", action="store_true", help="forward only, as evaluate and predict run")
     parser.set_defaults(func=run)
 
 
+def run_kernels(args: argparse.Namespace) -> int:
+    """``numbacnn info --kernels``: the kernel table for one model and input shape."""
+    import os
+
+    import numpy as np
+
+    from numbacnn.errors import UsageError
+    from numbacnn.report.kernels import format_kernel_choices, kernel_choices
+
+    if args.batch_size < 1:
+        raise UsageError(f"batch size must be an int >= 1, got {args.batch_size}", "--batch-size",
+                         "use --batch-size 1 or more")
+    dtype = np.dtype(args.dtype)
+    if args.checkpoint is not None:
+        from numbacnn.train import load_checkpoint
+
+        path = args.checkpoint
+        if os.path.isdir(path):
+            path = os.path.join(path, "checkpoint.npz")
+        ckpt = load_checkpoint(path)
+        kwargs = ckpt.meta["model"]["kwargs"]
+        model = ckpt.build_model("cpu")
+        shape = (args.batch_size, kwargs["in_channels"], kwargs["image_size"], kwargs["image_size"])
+        dtype = np.dtype(kwargs.get("dtype", args.dtype))
+        what = f"the model of {args.checkpoint}"
+    else:
+        from numbacnn.models import tiny_vgg
+
+        try:
+            model = tiny_vgg(args.channels, 10, args.image_size, kernel_size=args.kernel_size, padding=args.padding,
+                             stride=args.stride, batch_norm=args.batch_norm, dropout=args.dropout, dtype=dtype,
+                             seed=0)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc).removeprefix("tiny_vgg: "), "the model options",
+                             "see numbacnn info --help") from None
+        shape = (args.batch_size, args.channels, args.image_size, args.image_size)
+        what = "tiny_vgg"
+    print(f"{what}, input {'x'.join(map(str, shape))} {dtype.name} on {args.device}, "
+          f"{'forward only' if args.eval else 'a training step'}:")
+    print(format_kernel_choices(kernel_choices(model, shape, args.device, dtype, training=not args.eval)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.kernels:
+        return run_kernels(args)
+    if args.checkpoint is not None:
+        from numbacnn.errors import UsageError
+
+        raise UsageError("a checkpoint is read only with --kernels", args.checkpoint,
+                         f"run numbacnn info --kernels {args.checkpoint}")
     import numba
     import numpy as np
 

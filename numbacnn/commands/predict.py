@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from numbacnn.data import load_image
     from numbacnn.report import softmax
     from numbacnn.device import to_device, to_host
+    from numbacnn.errors import printable
     from numbacnn.train import load_checkpoint
     from numbacnn.train.config import resolve_device_option
 
@@ -44,5 +45,7 @@ def run(args: argparse.Namespace) -> int:
     top = max(1, min(args.top, len(classes)))
     for path, p in zip(args.images, probabilities):
         best = np.argsort(-p, kind="stable")[:top]
-        print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.1%}" for i in best))
+        # printable: one line per image even for a class or file name holding a newline or
+        # bytes that are not UTF-8
+        print(f"{printable(path)}: " + ", ".join(f"{printable(classes[i])} {p[i]:.1%}" for i in best))
     return 0

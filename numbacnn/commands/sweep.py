@@ -75,14 +75,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from numbacnn.sweep import write_report
+    from numbacnn.sweep.records import RESULTS_NAME, load_results
 
     try:
         written = write_report(args.folder)
+        skipped = load_results(args.folder).describe_skipped(os.path.join(args.folder, RESULTS_NAME))
     except FileNotFoundError as exc:
         return _error(str(exc), "numbacnn sweep report", f"run `numbacnn sweep --out {args.folder} ...` first")
     except ImportError as exc:
         return _error(f"sweep.png needs matplotlib ({exc})", "numbacnn sweep report",
                       'pip install "numbacnn[viz]"; results.csv and summary.md were written')
+    if skipped:  # as the docs promise: unreadable lines are skipped, with a count
+        print(skipped)
     for path in written.values():
         print(f"wrote {path}")
     return EXIT_OK
@@ -128,8 +132,12 @@ def run(args: argparse.Namespace) -> int:
     # A sweep started with nohup or `&` ignores Ctrl-C's SIGINT, and schedulers stop jobs with
     # SIGTERM: both end the sweep the way Ctrl-C does (trials cancelled, local cluster closed).
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    from numbacnn.errors import NumbacnnError
+
     try:
         result = run_sweep(grid, base, args.out, client=client, workers=args.workers, progress=args.progress)
+    except NumbacnnError:
+        raise  # already one line naming its file or option (a locked or damaged folder): cli.main prints it
     except ValueError as exc:
         return _error(str(exc), "in --grid and the train options", "fix the values named")
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 from pathlib import Path
 
 from numbacnn.commands import DefaultsHelpFormatter
@@ -90,10 +91,18 @@ def run(args: argparse.Namespace) -> int:
 
     # errors (bad option, data, checkpoint, output folder, diverged loss) become one
     # line in numbacnn.cli.main
+    from numbacnn.train.outdir import tidy_output_folder
+
     resume = None
     if args.resume is not None:
         resume = Path(args.resume) if args.resume else Path(args.out) / CHECKPOINT_NAME
-        config = load_checkpoint(resume).config
+        try:
+            config = load_checkpoint(resume).config
+        except (OSError, ValueError):
+            # refused (no checkpoint: a run killed in its first save): the temporary file
+            # that run left is removed all the same, as the run itself would have
+            tidy_output_folder(args.out)
+            raise
         print(f"resuming with the settings saved in {resume}; of the options given, only --epochs and "
               f"--device apply")
     else:
@@ -103,6 +112,16 @@ def run(args: argparse.Namespace) -> int:
         config.epochs = args.epochs
     if args.device is not None:
         config.device = args.device
-    train(config, out=args.out, resume=resume, progress=args.progress, overwrite=args.overwrite,
-          keep_best=args.keep_best)
+    # schedulers and `kill` stop jobs with SIGTERM: it ends the run the way Ctrl-C does (one
+    # line, exit 130); checkpoints are written atomically, so the last one is kept whole
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        train(config, out=args.out, resume=resume, progress=args.progress, overwrite=args.overwrite,
+              keep_best=args.keep_best)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,5 +1,5 @@
 """Dropout and its backward: the dispatcher for ``dropout_apply`` in
-``kernels/<device>/{dropout,leaky_relu}.py``.
+``kernels/<device>/dropout.py``.
 
 The mask is drawn on the host by a ``numpy.random.Generator`` (PCG64) from the seed
 and copied to the input's device, so the same seed gives the same mask on the CPU

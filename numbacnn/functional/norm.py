@@ -25,21 +25,21 @@ def _view(x: Array) -> Array:
 
 def _check(op: str, x: Array, running_mean: Array | None, running_var: Array | None, weight: Array | None,
            bias: Array | None, training: Any, eps: Any) -> int:
-    check_array(x, "x", op, empty="refuse")
+    check_array(x, "x", op, empty="any")  # an empty x gives an empty result, as in PyTorch
     if len(x.shape) < 2:
         raise ShapeError(f"{op}: x must have at least 2 dimensions (N, C, *), got shape {tuple(x.shape)}")
     channels = int(x.shape[1])
     for name, a in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                     ("bias", bias)):
         if a is not None:
-            check_array(a, name, op, 1)
+            check_array(a, name, op, 1, empty="any")  # (0,) for x with zero channels
             check_shape(a, name, op, (channels,), " (x's channel count)")
     check_same_dtype(op, x=x, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     if not isinstance(training, (bool, np.bool_)):
         raise TypeError(f"{op}: training must be a bool, got {training!r}")
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
         raise ValueError(f"{op}: eps must be a positive number, got {eps!r}")
-    if training and x.size // channels < 2:
+    if training and x.size and x.size // channels < 2:
         raise ValueError(f"{op}: training needs more than 1 value per channel, got x of shape "
                          f"{tuple(x.shape)} (use a larger batch, or training=False)")
     if not training and (running_mean is None or running_var is None):
@@ -79,7 +79,8 @@ def batch_norm(x: Array, running_mean: Array | None, running_var: Array | None, 
 
     Parameters
     ----------
-    x : array (N, C, *), float32 or float64
+    x : array (N, C, *), float32 or float64; zero-size axes give a zero-size result
+        (running statistics untouched), as in PyTorch
     running_mean, running_var : array (C,) of x's dtype, or None (training only)
     weight, bias : array (C,) or None (1 and 0)
     training : bool
@@ -99,6 +100,8 @@ def batch_norm(x: Array, running_mean: Array | None, running_var: Array | None, 
     where, kernels, arrays = _prepare(op, x=x, running_mean=running_mean, running_var=running_var,
                                       weight=weight, bias=bias)
     dtype = np.dtype(x.dtype)
+    if not x.size:  # PyTorch returns an empty result and leaves the running statistics as they are
+        return kernels.empty(tuple(int(s) for s in x.shape), dtype)
     xv = _view(arrays["x"])
     mean, invstd = _statistics(op, kernels, where, xv, running_mean, running_var, bool(training), momentum, eps)
     y = kernels.empty(tuple(xv.shape), dtype)
@@ -121,12 +124,17 @@ def batch_norm_backward(gy: Array, x: Array, running_mean: Array | None, running
     """
     op = "batch_norm_backward"
     channels = _check(op, x, running_mean, running_var, weight, None, training, eps)
-    check_array(gy, "gy", op)
+    check_array(gy, "gy", op, empty="any")
     check_same_dtype(op, gy=gy, x=x)
     check_shape(gy, "gy", op, tuple(x.shape), " (x's shape)")
     where, kernels, arrays = _prepare(op, gy=gy, x=x, running_mean=running_mean, running_var=running_var,
                                       weight=weight)
     dtype = np.dtype(x.dtype)
+    if not x.size:  # nothing flowed through: an empty gx, zero weight and bias gradients
+        gx = kernels.empty(tuple(int(s) for s in x.shape), dtype)
+        if weight is None:
+            return gx, None, None
+        return gx, _filled(where, channels, dtype, 0.0), _filled(where, channels, dtype, 0.0)
     xv = _view(arrays["x"])
     if training:  # the batch statistics again; the running ones are not touched
         mean, invstd = _statistics(op, kernels, where, xv, None, None, True, 0.0, eps)

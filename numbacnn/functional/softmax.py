@@ -58,12 +58,25 @@ def _softmax_dim(op: str, shape: tuple[int, ...], dim: Any) -> int:
     return int(dim) % rank
 
 
-def _check_dtype_argument(op: str, x: Array, dtype: Any) -> None:
-    if dtype is not None and np.dtype(dtype) != np.dtype(x.dtype):
-        raise TypeError(
-            f"{op}: dtype={np.dtype(dtype).name} differs from x's {np.dtype(x.dtype).name}; casting is not "
-            f"supported (convert x explicitly, e.g. x.astype(np.{np.dtype(dtype).name}))"
-        )
+def _cast_to_dtype_argument(op: str, x: Array, dtype: Any) -> Array:
+    """x cast to ``dtype`` when given: an explicit ``dtype=`` is the caller asking for the
+    cast, as in PyTorch ("the input is cast to dtype before the operation"); numbacnn
+    never casts without being asked."""
+    if dtype is None:
+        return x
+    try:  # a NumPy dtype or name, or PyTorch's torch.float64 (whose str is "torch.float64")
+        wanted = np.dtype(dtype)
+    except TypeError:
+        try:
+            wanted = np.dtype(str(dtype).removeprefix("torch."))
+        except TypeError:
+            raise TypeError(f"{op}: dtype={dtype!r} is not a dtype; expected float32 or float64") from None
+    if wanted not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"{op}: dtype={wanted.name} is not supported; expected float32 or float64")
+    if wanted == np.dtype(x.dtype):
+        return x
+    where = _common_device(op, x=x)
+    return to_device(np.ascontiguousarray(to_host(x), dtype=wanted), where)
 
 
 def _reduction(op: str, reduction: Any, size_average: Any, reduce: Any) -> str:
@@ -188,7 +201,7 @@ def _upstream(op: str, grad_output: Any, reduction: str, denominator: float, los
 
 def _softmax_family(op: str, x: Array, dim: Any, dtype: Any, log: bool) -> Array:
     check_array(x, "x", op, empty="any")
-    _check_dtype_argument(op, x, dtype)
+    x = _cast_to_dtype_argument(op, x, dtype)
     shape = tuple(int(s) for s in x.shape)
     axis = _softmax_dim(op, shape, dim)
     view = _class_view(shape, axis) if shape else (1, 1, 1)
@@ -228,11 +241,12 @@ def softmax(x: Array, dim: int | None = None, _stacklevel: int = 3, dtype: Any =
     _stacklevel : int
         Ignored; keeps PyTorch's positional order (x, dim, _stacklevel, dtype).
     dtype : dtype, optional
-        Must be x's dtype if given: numbacnn does not cast.
+        float32 or float64: x is cast to it first and the result has it, as in
+        PyTorch (an explicit request; numbacnn never casts unasked).
 
     Returns
     -------
-    array of x's shape and dtype, on x's device
+    array of x's shape, of ``dtype`` (default x's), on x's device
     """
     return _softmax_family("softmax", x, dim, dtype, log=False)
 

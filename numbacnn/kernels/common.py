@@ -186,3 +186,164 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_
     v = beta2 * exp_avg_sq + (1.0 - beta2) * g * g
     denom = math.sqrt(v) / sqrt_bias_correction2 + eps
     return p - step_size * m / denom, m, v
+
+
+# --------------------------------------------------------------------------- #
+# Softmax, log-softmax, cross-entropy and NLL: one row (m, s) of an (M, K, S) view
+# --------------------------------------------------------------------------- #
+# The bodies of kernels/cpu/softmax.py and kernels/cuda/softmax.py (shapes and
+# formulas in the CPU file's docstring): each kernel loops over its rows, a prange on
+# the CPU, a grid-stride loop on CUDA, and calls one of these per row. A helper that
+# takes arrays cannot call another one in Numba's CUDA simulator (CUDA compiles
+# these from their Python source, see kernels/cuda/softmax.py, and the simulator
+# cannot pass its arrays into a CPU-compiled helper), so the kernel computes the
+# row's log-sum-exp and its loss gradient and passes them in as numbers.
+
+
+@numba.jit(nopython=True, inline="always")
+def row_log_sum_exp(x, m, s):
+    """log sum_k exp(x[m, k, s]) in float64, the row maximum subtracted first (the
+    maximum is compared with :func:`is_new_max`, so a NaN in the row makes it NaN)."""
+    classes = x.shape[1]
+    row_max = x[m, 0, s]
+    for k in range(1, classes):
+        if is_new_max(x[m, k, s], row_max):
+            row_max = x[m, k, s]
+    total = 0.0
+    for k in range(classes):
+        total += math.exp(x[m, k, s] - row_max)
+    return row_max + math.log(total)
+
+
+@numba.jit(nopython=True, inline="always")
+def loss_gradient(dlosses, n, s):
+    """dlosses[n, s], or its single value when dlosses is (1, 1) (a mean or sum's gradient)."""
+    return dlosses[min(n, dlosses.shape[0] - 1), min(s, dlosses.shape[1] - 1)]
+
+
+@numba.jit(nopython=True, inline="always")
+def softmax_row(out, x, m, s, log_sum_exp):
+    """out[m, :, s] = exp(x[m, :, s] - log_sum_exp)."""
+    for k in range(x.shape[1]):
+        out[m, k, s] = math.exp(x[m, k, s] - log_sum_exp)
+
+
+@numba.jit(nopython=True, inline="always")
+def log_softmax_row(out, x, m, s, log_sum_exp):
+    """out[m, :, s] = x[m, :, s] - log_sum_exp."""
+    for k in range(x.shape[1]):
+        out[m, k, s] = x[m, k, s] - log_sum_exp
+
+
+@numba.jit(nopython=True, inline="always")
+def softmax_backward_row(dx, dout, y, m, s):
+    """dx = y * (dout - sum_k dout * y) on row (m, s); y = softmax(x), the forward's output."""
+    classes = y.shape[1]
+    dot = 0.0
+    for k in range(classes):
+        dot += dout[m, k, s] * y[m, k, s]
+    for k in range(classes):
+        dx[m, k, s] = y[m, k, s] * (dout[m, k, s] - dot)
+
+
+@numba.jit(nopython=True, inline="always")
+def log_softmax_backward_row(dx, dout, y, m, s):
+    """dx = dout - exp(y) * sum_k dout on row (m, s); y = log_softmax(x), the forward's output."""
+    classes = y.shape[1]
+    total = 0.0
+    for k in range(classes):
+        total += dout[m, k, s]
+    for k in range(classes):
+        dx[m, k, s] = dout[m, k, s] - math.exp(y[m, k, s]) * total
+
+
+@numba.jit(nopython=True, inline="always")
+def cross_entropy_row(losses, target_weights, logits, target, weight, ignore_index, smoothing, n, s,
+                      log_sum_exp):
+    """losses[n, s] = sum_c a_c * (lse - logits[n, c, s]); target_weights[n, s] = weight[t]
+    (both 0 where target[n, s] == ignore_index, whose log_sum_exp is not used)."""
+    classes = logits.shape[1]
+    t = target[n, s]
+    if t == ignore_index:
+        losses[n, s] = 0
+        target_weights[n, s] = 0
+        return
+    loss = (1.0 - smoothing) * weight[t] * (log_sum_exp - logits[n, t, s])
+    if smoothing != 0.0:  # skipped otherwise: an infinite logit must not turn 0 * inf into NaN
+        smooth = 0.0
+        for c in range(classes):
+            smooth += weight[c] * (log_sum_exp - logits[n, c, s])
+        loss += smoothing / classes * smooth
+    losses[n, s] = loss
+    target_weights[n, s] = weight[t]
+
+
+@numba.jit(nopython=True, inline="always")
+def cross_entropy_backward_row(dlogits, logits, target, weight, ignore_index, smoothing, n, s, grad,
+                               log_sum_exp):
+    """dlogits[n, c, s] = grad * (p_c * sum(a) - a_c), grad = the loss gradient of (n, s);
+    0 where target[n, s] == ignore_index."""
+    classes = logits.shape[1]
+    t = target[n, s]
+    if t == ignore_index:
+        for c in range(classes):
+            dlogits[n, c, s] = 0
+        return
+    total_weight = 0.0
+    if smoothing != 0.0:
+        for c in range(classes):
+            total_weight += weight[c]
+    coefficient_sum = (1.0 - smoothing) * weight[t] + smoothing / classes * total_weight
+    for c in range(classes):
+        coefficient = smoothing / classes * weight[c]
+        if c == t:
+            coefficient += (1.0 - smoothing) * weight[t]
+        probability = math.exp(logits[n, c, s] - log_sum_exp)
+        dlogits[n, c, s] = grad * (probability * coefficient_sum - coefficient)
+
+
+@numba.jit(nopython=True, inline="always")
+def cross_entropy_probs_row(losses, logits, probs, weight, smoothing, n, s, log_sum_exp):
+    """losses[n, s] = sum_c weight[c] * q_c * (lse - logits[n, c, s]), q = (1 - eps) * probs + eps / C."""
+    classes = logits.shape[1]
+    loss = 0.0
+    for c in range(classes):
+        q = (1.0 - smoothing) * probs[n, c, s] + smoothing / classes
+        loss += weight[c] * q * (log_sum_exp - logits[n, c, s])
+    losses[n, s] = loss
+
+
+@numba.jit(nopython=True, inline="always")
+def cross_entropy_probs_backward_row(dlogits, logits, probs, weight, smoothing, n, s, grad, log_sum_exp):
+    """dlogits[n, c, s] = grad * (p_c * sum_c' w_c' q_c' - w_c q_c), grad = the loss gradient of (n, s)."""
+    classes = logits.shape[1]
+    coefficient_sum = 0.0
+    for c in range(classes):
+        coefficient_sum += weight[c] * ((1.0 - smoothing) * probs[n, c, s] + smoothing / classes)
+    for c in range(classes):
+        coefficient = weight[c] * ((1.0 - smoothing) * probs[n, c, s] + smoothing / classes)
+        probability = math.exp(logits[n, c, s] - log_sum_exp)
+        dlogits[n, c, s] = grad * (probability * coefficient_sum - coefficient)
+
+
+@numba.jit(nopython=True, inline="always")
+def nll_loss_row(losses, target_weights, log_probs, target, weight, ignore_index, n, s):
+    """losses[n, s] = -weight[t] * log_probs[n, t, s]; target_weights[n, s] = weight[t]
+    (both 0 where target[n, s] == ignore_index)."""
+    t = target[n, s]
+    if t == ignore_index:
+        losses[n, s] = 0
+        target_weights[n, s] = 0
+    else:
+        losses[n, s] = -weight[t] * log_probs[n, t, s]
+        target_weights[n, s] = weight[t]
+
+
+@numba.jit(nopython=True, inline="always")
+def nll_loss_backward_row(dlog_probs, target, weight, ignore_index, n, s, grad):
+    """dlog_probs[n, c, s] = -grad * weight[t] at c == t, else 0; grad = the loss gradient of (n, s)."""
+    t = target[n, s]
+    for c in range(dlog_probs.shape[1]):
+        dlog_probs[n, c, s] = 0
+    if t != ignore_index:
+        dlog_probs[n, t, s] = -grad * weight[t]

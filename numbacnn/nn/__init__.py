@@ -11,8 +11,9 @@ Example
 """
 
 from numbacnn.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, as_rng
-from numbacnn.nn.module import Module, Parameter, Sequential, leaf_layers
-from numbacnn.nn.summary import summary
+from numbacnn.nn.module import Module, Parameter
+from numbacnn.nn.sequential import Sequential
+from numbacnn.nn.summary import leaf_layers, summary
 
 __all__ = ["Conv2d", "Flatten", "Linear", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential",
            "as_rng", "leaf_layers", "summary"]

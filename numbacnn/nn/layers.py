@@ -6,7 +6,7 @@ input in training mode; backward returns the input gradient and adds the
 parameter gradients into ``Parameter.grad``.
 
 Inside a ``Sequential`` the layers write into buffers they keep between steps
-(``numbacnn/nn/workspace.py`` gives the rule: arrays returned to the caller stay
+(``numbacnn/workspace.py`` gives the rule: arrays returned to the caller stay
 valid; a layer called on its own returns new arrays).
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 import numbacnn.functional as F
 from numbacnn.device import get_default_device, resolve_device, to_device
 from numbacnn.nn.module import Module, Parameter
-from numbacnn.nn.workspace import Workspaces, key_of
+from numbacnn.workspace import Workspaces, key_of
 from numbacnn.shapes import (
     ConvExplanation,
     HyperparameterWarning,

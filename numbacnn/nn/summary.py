@@ -6,7 +6,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from numbacnn.nn.module import Module, leaf_layers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: module.py imports this file (Module.summary)
+    from numbacnn.nn.module import Module
 
 
 def checked_input_shape(input_shape: Sequence[int], op: str) -> tuple[int, ...]:
@@ -82,3 +85,30 @@ def summary(model: Module, input_shape: Sequence[int],
     if print_fn is not None:
         print_fn(text)
     return text
+
+
+def leaf_layers(model: Module, prefix: str = "") -> list[tuple[str, Module]]:
+    """Layers without sub-modules, with dotted names, in forward order.
+
+    Layer-by-layer walks (``summary``, the explain report) run these one after
+    another, which is what a (nested) ``Sequential`` does; a container with its own
+    ``forward`` logic is refused.
+
+    Raises
+    ------
+    TypeError
+        A module with children is not a Sequential (its order of calls is unknown).
+    """
+    children = list(model._modules.items())
+    if not children:
+        return [(prefix or type(model).__name__, model)]
+    if not getattr(type(model), "runs_children_in_order", False):
+        raise TypeError(
+            f"{prefix or 'the model'} is a {type(model).__name__} with sub-modules; layer-by-layer walks "
+            f"(summary, the explain report) need (nested) Sequential containers, whose forward is just "
+            f"their layers in order"
+        )
+    leaves = []
+    for name, child in children:
+        leaves.extend(leaf_layers(child, f"{prefix}.{name}" if prefix else name))
+    return leaves

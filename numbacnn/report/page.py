@@ -20,7 +20,8 @@ import numpy as np
 
 from numbacnn.data import Normalizer, load_image
 from numbacnn.device import to_device, to_host
-from numbacnn.errors import CheckpointError, ImageError, NumbacnnError, OutputError
+from numbacnn.errors import CheckpointError, ImageError, NumbacnnError, OutputError, printable
+from numbacnn.files import FolderLock, atomic_write
 from numbacnn.nn import Conv2d, Module, leaf_layers
 from numbacnn.report.activations import layer_activations, softmax
 from numbacnn.report.layers import LayerDescription, describe_layers
@@ -47,6 +48,9 @@ def check_report_folder(out_dir: str | os.PathLike, where: str | None = None) ->
     """
     out_dir = Path(out_dir)
     where = where or f"report folder {out_dir}"
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise OutputError(f"{out_dir} is a symlink to {os.readlink(out_dir)}, which does not exist", where,
+                          "create its target, remove the symlink or choose another folder")
     existing = out_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -56,14 +60,23 @@ def check_report_folder(out_dir: str | os.PathLike, where: str | None = None) ->
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write in {existing} (permission denied)", where, "choose a writable folder")
     index, images = out_dir / INDEX_NAME, out_dir / IMAGES_DIR
+    if index.is_symlink():
+        raise OutputError(f"{index} is a symlink (numbacnn never writes through one)", where,
+                          "remove it or choose another folder")
     if index.exists():
         try:
-            ours = index.is_file() and REPORT_MARKER in index.read_text(encoding="utf-8", errors="replace")
+            # an empty index.html holds nothing to lose: what an interrupted report of an
+            # older numbacnn (which did not write it atomically) left behind
+            ours = index.is_file() and (index.stat().st_size == 0 or REPORT_MARKER in index.read_text(
+                encoding="utf-8", errors="replace"))
         except OSError:
             ours = False
         if not ours:
             raise OutputError(f"{index} exists and is not a numbacnn report", where,
                               "choose another folder; it is left as it is")
+    if images.is_symlink():
+        raise OutputError(f"{images} is a symlink (numbacnn never writes through one)", where,
+                          "remove it or choose another folder")
     if images.exists() and not images.is_dir():
         raise OutputError(f"{images} is a file", where, "choose another folder")
     return out_dir
@@ -232,6 +245,17 @@ def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, c
 
     out_dir = Path(out_dir)
     (out_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    with FolderLock(out_dir):  # two reports into one folder would mix their pictures
+        check_report_folder(out_dir)  # again, holding the lock: nothing changed it since
+        return _write_files(out_dir, title, source, pixels, x_host, activations, model, batch, probabilities,
+                            classes, predicted, viz, evaluation)
+
+
+def _write_files(out_dir: Path, title: str, source: str, pixels: np.ndarray, x_host: np.ndarray,
+                 activations: Sequence[Any], model: Module, batch: np.ndarray, probabilities: np.ndarray,
+                 classes: tuple[str, ...], predicted: int, viz: Any,
+                 evaluation: str | os.PathLike | None = None) -> Report:
+    """The pictures and the page of :func:`write_report`, in a checked and locked folder."""
     written = [_image_file("input")]
     viz.save_image(pixels, out_dir / written[0])
     written.append(_image_file("input_normalised"))
@@ -267,10 +291,12 @@ def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, c
                 test_pictures.append((name, written[-1]))
 
     index = out_dir / INDEX_NAME
-    index.write_text(_render_html(
-        title, source, pixels.shape, input_panels, report_layers, kernel_panels, probabilities, classes,
-        predicted, described, test_pictures,
-    ), encoding="utf-8")
+    # atomically: a failure keeps the previous page or none, never a 0-byte index.html that
+    # makes the folder "not a numbacnn report" (names that are not UTF-8 were made
+    # printable by esc(); "replace" is the last guard of a valid UTF-8 page)
+    page = _render_html(title, source, pixels.shape, input_panels, report_layers, kernel_panels, probabilities,
+                        classes, predicted, described, test_pictures)
+    atomic_write(index, lambda f: f.write(page.encode("utf-8", errors="replace")))
     return Report(index, report_layers, kernel_panels, probabilities, classes, predicted, written)
 
 
@@ -280,7 +306,9 @@ def _render_html(title: str, source: str, image_shape: tuple[int, ...], input_pa
                  test_pictures: Sequence[tuple[str, str]] = ()) -> str:
     """The page. Every image is an <img> of a file under images/; every layer's
     <section> carries data-channels (from the model) and data-panels (drawn)."""
-    esc = html.escape
+    def esc(text: object) -> str:  # a newline or a non-UTF-8 byte in a name shows as \\n or \\xe9
+        return html.escape(printable(text))
+
     probability_rows = "\n".join(
         f'<tr class="{"predicted" if i == predicted else ""}"><td>{esc(name)}</td>'
         f'<td class="num">{100 * p:.1f}%</td>'

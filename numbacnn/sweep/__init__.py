@@ -9,15 +9,16 @@ hyperparameter lessons with the measured figures.
 Modules: :mod:`~numbacnn.sweep.grid` (grid expansion, trial identity),
 :mod:`~numbacnn.sweep.task` (one training, run on a worker),
 :mod:`~numbacnn.sweep.driver` (Dask client side: submit, record, resume),
+:mod:`~numbacnn.sweep.records` (``results.jsonl`` and ``sweep.json`` on disk, read back as untrusted input),
 :mod:`~numbacnn.sweep.report`. Dask ``distributed`` is imported only when a
 cluster is used (the ``numbacnn[distributed]`` extra).
 """
 
-from numbacnn.sweep.driver import (INSTALL_HINT, RESULTS_NAME, SweepResult, local_cluster, read_results,
-                                   run)
+from numbacnn.sweep.driver import INSTALL_HINT, SweepResult, local_cluster, run
+from numbacnn.sweep.records import RESULTS_NAME, SWEEP_NAME, read_results
 from numbacnn.sweep.grid import Trial, expand, parse_grid, trial_id
 from numbacnn.sweep.report import write_report
 from numbacnn.sweep.task import STATUSES, run_trial
 
-__all__ = ["INSTALL_HINT", "RESULTS_NAME", "STATUSES", "SweepResult", "Trial", "expand", "local_cluster",
+__all__ = ["INSTALL_HINT", "RESULTS_NAME", "STATUSES", "SWEEP_NAME", "SweepResult", "Trial", "expand", "local_cluster",
            "parse_grid", "read_results", "run", "run_trial", "trial_id", "write_report"]

@@ -14,7 +14,6 @@ up (``as_completed`` order, not submission batches): their durations differ by
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -25,11 +24,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from numbacnn.sweep.grid import Trial, expand, field_name
-from numbacnn.sweep.task import FINAL_STATUSES, run_trial
-from numbacnn.train import TrainConfig, atomic_write
-
-RESULTS_NAME = "results.jsonl"
-SWEEP_NAME = "sweep.json"
+from numbacnn.sweep.records import (RESULTS_NAME, SWEEP_NAME, append_result, finished, load_results, read_results,
+                                    write_sweep_meta)
+from numbacnn.sweep.task import run_trial
+from numbacnn.train import TrainConfig
+from numbacnn.train.outdir import open_output_folder
 INSTALL_HINT = 'pip install "numbacnn[distributed]"'
 # Dask's nanny puts MALLOC_TRIM_THRESHOLD_=65536 in the environment of every worker it
 # spawns (and leaves it in the spawning process's os.environ). Trimming the heap back to
@@ -51,52 +50,6 @@ def import_distributed():
         raise ImportError(f"Dask distributed is not installed; install it with {INSTALL_HINT} "
                           f"(or run the trials in this process with workers=0 / --workers 0)") from None
     return distributed
-
-
-# --------------------------------------------------------------------------- #
-# results file
-# --------------------------------------------------------------------------- #
-
-
-def read_results(out: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record in ``out/results.jsonl``, in file order.
-
-    A line that is not valid JSON (the half-written last line of a killed client)
-    is skipped; the trial it belonged to runs again.
-    """
-    path = Path(out) / RESULTS_NAME
-    if not path.is_file():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "trial" in record:
-                records.append(record)
-    return records
-
-
-def finished(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """trial id -> its last record with a final status (``failed`` trials are retried)."""
-    return {r["trial"]: dict(r) for r in records if r.get("status") in FINAL_STATUSES}
-
-
-def append_result(out: str | os.PathLike, record: Mapping[str, Any]) -> None:
-    """Append one JSON line and fsync, so a finished trial survives a crash of the client."""
-    path = Path(out) / RESULTS_NAME
-    line = json.dumps(record, sort_keys=False) + "\n"
-    with open(path, "ab+") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell():
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":  # a client killed mid-write left half a line: end it, do not extend it
-                line = "\n" + line
-        f.write(line.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # --------------------------------------------------------------------------- #
@@ -284,12 +237,27 @@ def run(grid: Mapping[str, Iterable[Any]], base: TrainConfig | None = None, out:
     grid = {field_name(name): list(values) for name, values in grid.items()}
     trials = expand(grid, base)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    done = finished(read_results(out))
+    # one lock per output folder, as for train: a second sweep into the same folder is
+    # refused (two sweeps appending to one results.jsonl recorded every trial twice)
+    lock = open_output_folder(out, log=log)
+    try:
+        return _run_locked(grid, trials, base, Path(lock.path.parent), client, workers, progress, log, on_result,
+                           report, started)
+    finally:
+        lock.release()
+
+
+def _run_locked(grid: dict[str, list[Any]], trials: list[Trial], base: TrainConfig | None, out: Path, client: Any,
+                workers: int | None, progress: bool | None, log: Callable[[str], None] | None,
+                on_result: Callable[[dict[str, Any]], None] | None, report: bool, started: float) -> SweepResult:
+    """:func:`run` once ``out`` is checked and locked."""
+    loaded = load_results(out)
+    if log and loaded.skipped:
+        log(loaded.describe_skipped(out / RESULTS_NAME))
+    done = finished(loaded.records)
     pending = [trial for trial in trials if trial.id not in done]
     base_config = dataclasses.asdict(base if base is not None else TrainConfig())
-    atomic_write(out / SWEEP_NAME, lambda f: f.write((json.dumps(
-        {"grid": grid, "base": base_config, "trials": [t.id for t in trials]}, indent=2) + "\n").encode()))
+    write_sweep_meta(out, grid, base_config, [t.id for t in trials])
     result = SweepResult(out=out, trials=len(trials), skipped=len(trials) - len(pending), ran=0)
     if log and result.skipped:
         log(f"{result.skipped} of {len(trials)} trials already finished in {out / RESULTS_NAME}; "
@@ -321,7 +289,7 @@ def run(grid: Mapping[str, Iterable[Any]], base: TrainConfig | None = None, out:
         from numbacnn.sweep.report import write_report
 
         try:
-            write_report(out)
+            write_report(out, locked=True)
         except ImportError as exc:  # matplotlib missing: csv and summary are written, the plot is not
             if log:
                 log(f"sweep.png not written: {exc}")

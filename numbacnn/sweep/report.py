@@ -13,14 +13,18 @@ data go against a lesson the summary says so.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from numbacnn.sweep.driver import RESULTS_NAME, SWEEP_NAME, read_results
+from numbacnn.files import atomic_write_text
+from numbacnn.sweep.records import RESULTS_NAME, load_results, read_sweep_grid
+from numbacnn.train.outdir import FolderLock, clean_stale_temp_files
 
 CSV_NAME = "results.csv"
 SUMMARY_NAME = "summary.md"
@@ -139,6 +143,15 @@ def _clip(text: str, limit: int) -> str:
 IMAGEFOLDER_ONLY = ("image_size", "channels")
 
 
+def md_text(value: Any) -> str:
+    """``value`` as inert Markdown text on one line: HTML markup escaped (a failed trial's
+    message may hold ``<img onerror=...>``, which Markdown viewers would render), ``|``
+    escaped so it cannot add a table column, newlines and other control characters
+    made spaces."""
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", str(value))
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
 def _fmt_int(value: float | None) -> str:
     return "" if value is None else f"{value:,.0f}"
 
@@ -149,18 +162,18 @@ def _row_status(row: Mapping[str, Any]) -> str:
     text = ", ".join(f"{n} {s}" for s, n in statuses.items())
     if statuses and row.get("message"):
         text += f": {_clip(row['message'].split('. ')[0], 140)}"
-    return text.replace("|", "/")
+    return md_text(text)
 
 
 def _table(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[str]:
     header = list(names) + ["trained", "test accuracy (mean ± std)", "parameters", "FLOPs/image", "s/epoch",
                             "feature map", "not trained"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(md_text(h) for h in header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         accuracy = _pct(*row["accuracy"]) if "accuracy" in row else "–"
         spe = f"{row['seconds_per_epoch']:.1f}" if "seconds_per_epoch" in row else "–"
         sizes = row.get("feature_sizes")
-        cells = [str(row["values"][n]) for n in names] + [
+        cells = [md_text(row["values"][n]) for n in names] + [
             f"{row['trained']}/{row['trials']}", accuracy, _fmt_int(row.get("parameters")),
             _fmt_int(row.get("flops")), spe, f"{sizes[-1]}x{sizes[-1]}" if sizes else "", _row_status(row)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -284,12 +297,12 @@ def summary_markdown(records: Sequence[Mapping[str, Any]], grid: Sequence[str] =
         base = records[0]["config"]
         fixed = {k: v for k, v in base.items() if k not in names and k != "seed"
                  and not (k in IMAGEFOLDER_ONLY and base.get("dataset") != "imagefolder")}
-        lines += ["Fixed settings: " + ", ".join(f"{k}={v}" for k, v in fixed.items()), ""]
+        lines += ["Fixed settings: " + md_text(", ".join(f"{k}={v}" for k, v in fixed.items())), ""]
         versions = records[0].get("versions")
         if versions:
-            lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+            lines += ["Versions: " + md_text(", ".join(f"{k} {v}" for k, v in versions.items())), ""]
     if meta:
-        lines += [f"Run: {meta}", ""]
+        lines += [f"Run: {md_text(meta)}", ""]
     lines += ["## Configurations", ""] + _table(group(records, names), names) + [""]
     for name in names:
         lines += [f"## By {name}", "", "(over every other setting and seed that could be trained)", ""]
@@ -302,7 +315,7 @@ def summary_markdown(records: Sequence[Mapping[str, Any]], grid: Sequence[str] =
     failed = [r for r in records if r["status"] == "failed"]
     if failed:
         lines += ["## Failed trials (run again on a re-run)", ""]
-        lines += [f"- {r['values']}: {_clip(r['message'], 300)}" for r in failed] + [""]
+        lines += [f"- {md_text(r['values'])}: {md_text(_clip(r.get('message', ''), 300))}" for r in failed] + [""]
     return "\n".join(lines)
 
 
@@ -318,7 +331,7 @@ def write_csv(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, nam
             value = r.get(metric)
             row.append("x".join(str(v) for v in value) if isinstance(value, list) else value)
         writer.writerow(["" if v is None else v for v in row])
-    Path(path).write_text(buffer.getvalue(), encoding="utf-8")
+    atomic_write_text(path, buffer.getvalue())  # never through a symlink, never half a file
 
 
 def plot(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
@@ -371,8 +384,13 @@ def plot(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
     save_figure(fig, path)
 
 
-def write_report(out: str | os.PathLike) -> dict[str, Path]:
+def write_report(out: str | os.PathLike, locked: bool = False) -> dict[str, Path]:
     """Write ``results.csv``, ``summary.md`` and (with matplotlib) ``sweep.png`` in ``out``.
+
+    Every file is written atomically (a temporary file renamed over the name, never
+    through a symlink), holding the folder's lock (``OUT/.numbacnn.lock``) unless the
+    caller does (``locked``). Malformed lines of ``results.jsonl`` are skipped, as on
+    resume.
 
     Returns
     -------
@@ -382,24 +400,41 @@ def write_report(out: str | os.PathLike) -> dict[str, Path]:
     ------
     FileNotFoundError
         ``out/results.jsonl`` does not exist.
+    numbacnn.errors.RecordError
+        ``sweep.json`` is damaged (names the file and the entry).
+    numbacnn.errors.FolderInUseError
+        A sweep is running into ``out``.
     ImportError
         matplotlib is missing (after the CSV and the summary are written).
     """
     out = Path(out)
-    if not (out / RESULTS_NAME).is_file():
+    if not os.path.lexists(out / RESULTS_NAME):
         raise FileNotFoundError(f"no {RESULTS_NAME} in {out}")
-    records = latest_records(read_results(out))
-    grid: list[str] = []
-    if (out / SWEEP_NAME).is_file():
-        grid = list(json.loads((out / SWEEP_NAME).read_text()).get("grid", {}))
+    if locked:
+        return _write_report_files(out)
+    lock = FolderLock(out).acquire()
+    try:
+        clean_stale_temp_files(out)
+        return _write_report_files(out)
+    finally:
+        lock.release()
+
+
+def _write_report_files(out: Path) -> dict[str, Path]:
+    loaded = load_results(out)
+    records = latest_records(loaded.records)
+    grid = read_sweep_grid(out)
     names = varied_fields(records, grid)
     written = {"csv": out / CSV_NAME, "summary": out / SUMMARY_NAME}
     write_csv(records, written["csv"], names)
-    written["summary"].write_text(summary_markdown(records, grid), encoding="utf-8")
+    summary = summary_markdown(records, grid)
+    if loaded.skipped:
+        summary += "\n" + md_text(loaded.describe_skipped(RESULTS_NAME)) + "\n"
+    atomic_write_text(written["summary"], summary)
     plot(records, out / PLOT_NAME)
     written["plot"] = out / PLOT_NAME
     return written
 
 
-__all__ = ["CSV_NAME", "PLOT_NAME", "SUMMARY_NAME", "compare", "group", "latest_records", "lessons",
+__all__ = ["CSV_NAME", "PLOT_NAME", "SUMMARY_NAME", "compare", "group", "latest_records", "lessons", "md_text",
            "paired_differences", "summary_markdown", "varied_fields", "write_csv", "write_report"]

@@ -8,10 +8,9 @@ import inspect
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from numbacnn.models import STRIDE_RULE, tiny_vgg, tiny_vgg_parameter_count
 from numbacnn.nn import Module
 from numbacnn.optim import Optimizer
 from numbacnn.train.config import DTYPES, TrainConfig
-from numbacnn.train.outdir import set_umask_mode
+from numbacnn.files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1
@@ -74,52 +73,6 @@ class Checkpoint:
         return model
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a power cut after os.replace could
-    otherwise bring back the old name); not possible on every system."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then
-    rename it over ``path``: readers see the old file or the new one, never half.
-    The file gets the permissions ``open()`` would give (``0o666 & ~umask``); a
-    temporary file left by a kill is removed by the next run's
-    :func:`numbacnn.train.outdir.clean_stale_temp_files`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        set_umask_mode(tmp)  # mkstemp made it 0600; the user's umask decides, as for open()
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        # Ctrl-C inside np.savez makes zipfile's cleanup raise a ValueError ("Can't close
-        # the ZIP file while there is an open writing handle") that hides the interrupt;
-        # the interrupt is what happened, so it is what propagates (exit 130, one line)
-        cause = exc.__context__
-        while cause is not None and not isinstance(exc, KeyboardInterrupt):
-            if isinstance(cause, KeyboardInterrupt):
-                raise cause from None
-            cause = cause.__context__
-        raise
-
-
 def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: Optimizer | None,
                     meta: dict[str, Any]) -> None:
     """Write weights (``model/<name>``), optimizer buffers (``optim/<i>.<buffer>``)
@@ -135,6 +88,9 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer: Optimizer
 
 
 FOREIGN = "the file was edited or written by another program; use a checkpoint written by numbacnn train"
+HISTORY_NUMBERS = ("train_loss", "train_accuracy", "lr", "seconds", "images_per_second")
+NORMALIZER_LIMIT = 1e3
+MIN_STD = 1e-6  # Normalizer.fit's floor
 MODEL_INTS = ("in_channels", "num_classes", "image_size", "filters", "kernel_size", "padding")
 
 
@@ -191,6 +147,14 @@ def _check_meta(path: Path, meta: Any, model_state: dict[str, np.ndarray]) -> No
     if (not isinstance(normalizer, dict) or not _finite_numbers(normalizer.get("mean"), channels)
             or not _finite_numbers(normalizer.get("std"), channels) or min(normalizer["std"]) <= 0):
         fail(f"normalizer must hold {channels} finite means and {channels} stds > 0", "meta.normalizer")
+    # means and stds of [0, 1]-scaled pixels: Normalizer.fit gives |mean| <= 1 and std >= 1e-6;
+    # far outside, the float32 scale 1/(255 std) or shift mean/std overflows or vanishes and
+    # every prediction is NaN
+    for name, low, high in (("mean", -NORMALIZER_LIMIT, NORMALIZER_LIMIT), ("std", MIN_STD, NORMALIZER_LIMIT)):
+        for channel, value in enumerate(normalizer[name]):
+            if not low <= value <= high:
+                fail(f"normalizer {name} {value!r} of channel {channel} is outside [{low:g}, {high:g}] (pixels are "
+                     f"scaled to [0, 1])", f"meta.normalizer.{name}")
     if not isinstance(meta["config"], dict):
         fail("config must be a JSON object", "meta.config")
     try:
@@ -198,8 +162,23 @@ def _check_meta(path: Path, meta: Any, model_state: dict[str, np.ndarray]) -> No
         TrainConfig(**{k: v for k, v in meta["config"].items() if k in known}).validate()
     except (TypeError, ValueError) as exc:
         fail(f"invalid training settings ({exc})", "meta.config")
-    if not isinstance(meta.get("history", []), list) or not all(isinstance(h, dict) for h in meta.get("history", [])):
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         fail("history must be a list of per-epoch records", "meta.history")
+    if len(history) > meta["epoch"]:  # fewer is allowed: a hand-shortened history breaks nothing
+        fail(f"history holds {len(history)} epochs, the checkpoint says {meta['epoch']} were done", "meta.history")
+    for index, entry in enumerate(history):
+        # every field fit() writes and a resumed run reads back (metrics, the epoch line, curves.png)
+        if entry.get("epoch") != index + 1 or isinstance(entry.get("epoch"), bool):
+            fail(f"entry {index} is for epoch {entry.get('epoch')!r:.40}, expected {index + 1}",
+                 f"meta.history[{index}].epoch")
+        for name in HISTORY_NUMBERS:
+            if not _finite_numbers([entry.get(name)], 1) or entry[name] < 0:
+                fail(f"{name} must be a finite number >= 0, got {entry.get(name)!r:.40}",
+                     f"meta.history[{index}].{name}")
+        for name in ("val_loss", "val_accuracy"):
+            if name in entry and (not _finite_numbers([entry[name]], 1) or entry[name] < 0):
+                fail(f"{name} must be a finite number >= 0, got {entry[name]!r:.40}", f"meta.history[{index}].{name}")
     if "optimizer" in meta and not isinstance(meta["optimizer"], dict):
         fail("optimizer must be a JSON object", "meta.optimizer")
     # the weights: a model built from the settings says which names, shapes and dtypes
@@ -281,8 +260,11 @@ def load_checkpoint(path: str | os.PathLike, check_finite: bool = True) -> Check
         raise CheckpointError("no 'meta' entry; not a numbacnn checkpoint", path, FOREIGN)
     try:
         meta = json.loads(meta_text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"an unreadable 'meta' entry ({exc})", f"{path} [meta]", FOREIGN) from exc
+    except RecursionError:  # a deeply nested hand-made value
+        raise CheckpointError("an unreadable 'meta' entry (JSON nested too deeply)", f"{path} [meta]",
+                              FOREIGN) from None
+    except ValueError as exc:  # JSONDecodeError, or an integer with too many digits
+        raise CheckpointError(f"an unreadable 'meta' entry ({exc})", f"{path} [meta]", FOREIGN) from None
     _check_meta(path, meta, model_state)
     if check_finite:
         for prefix, arrays in (("model/", model_state), ("optim/", buffers)):

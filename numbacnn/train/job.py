@@ -21,7 +21,7 @@ from numbacnn.train.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkp
 from numbacnn.train.config import EVAL_BATCH_SIZE, TrainConfig, resolve_device_option
 from numbacnn.train.loop import TrainingDiverged, evaluate, fit
 from numbacnn.train.memory import check_training_memory
-from numbacnn.train.outdir import open_output_folder
+from numbacnn.train.outdir import check_output_names, open_output_folder
 
 METRICS_NAME = "metrics.json"
 CURVES_NAME = "curves.png"
@@ -155,8 +155,12 @@ def _refuse_overwrite(out_dir: Path, resume: Path | None, overwrite: bool) -> No
 def _save_failed(exc: OSError, path: Path, epoch: int) -> OutputError:
     """One line for a checkpoint or metrics file that could not be written mid-run."""
     reason = (exc.strerror or str(exc)).lower()
-    kept = (f"the checkpoint of epoch {epoch - 1} is kept; free space and continue with --resume" if epoch > 1
-            else "no earlier checkpoint exists; free space and train again")
+    if path.name != CHECKPOINT_NAME:  # the checkpoint of this epoch was written before metrics.json failed
+        kept = f"the checkpoint of epoch {epoch} was written; free space and continue with --resume"
+    elif epoch > 1:
+        kept = f"the checkpoint of epoch {epoch - 1} is kept; free space and continue with --resume"
+    else:
+        kept = "no earlier checkpoint exists; free space and train again"
     error = OutputError(f"could not save epoch {epoch} ({reason})", path, kept)
     error.exit_code = 1  # failed while working, not refused up front
     return error
@@ -225,6 +229,7 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
     lock = open_output_folder(out_dir, needed_bytes=(3 if keep_best else 2) * estimate.checkpoint_bytes + 2**20,
                               log=log)
     try:
+        check_output_names(out_dir, (CHECKPOINT_NAME, METRICS_NAME, CURVES_NAME))
         _refuse_overwrite(out_dir, resume_path, overwrite)
         return _train(config, out_dir, resume_path, device, progress, log, keep_best)
     finally:
@@ -358,8 +363,9 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
         except OSError as exc:
             error = OutputError(f"could not write the final metrics ({(exc.strerror or str(exc)).lower()})",
                                 out_dir / METRICS_NAME,
-                                f"the checkpoint of epoch {len(history)} is complete; free space and run "
-                                f"numbacnn evaluate on it")
+                                f"the checkpoint of epoch {len(history)} is complete; free space and run the "
+                                f"same command with --resume, which finishes the run (test accuracy, "
+                                f"curves.png, metrics.json) without training again")
             error.exit_code = 1
             raise error from exc
     if log:

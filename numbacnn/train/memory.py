@@ -90,12 +90,17 @@ class MemoryEstimate:
 
 def data_facts(config: TrainConfig) -> tuple[int, int, int, int]:
     """(images, channels, image size, classes) of ``config``'s dataset, known without
-    reading it: fixed for the IDX and CIFAR sets, counted from the file names for
-    an image folder."""
+    reading it: the IDX files' headers (the standard counts when they are not found),
+    fixed for CIFAR-10, counted from the file names for an image folder."""
     key = config.dataset.lower().replace("_", "-")
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}.get(key, key)
     if key in KNOWN_DATASETS:
-        return KNOWN_DATASETS[key]
+        images, channels, size, classes = KNOWN_DATASETS[key]
+        from numbacnn.data import count_idx_images
+
+        # the files that will be read may be a smaller (or larger) set in the same format
+        counted = count_idx_images(key, config.data_dir)
+        return (counted if counted is not None else images), channels, size, classes
     from numbacnn.data import count_images
 
     images, classes = count_images(config.data_dir) if config.data_dir else (0, 0)
@@ -142,7 +147,11 @@ def estimate_training_memory(config: TrainConfig, images: int, channels: int, si
         outputs = config.filters * layer_size * layer_size
         per_image += 2 * outputs if name.startswith("conv") else outputs  # a conv's ReLU output too
     per_image += classes
+    # the largest batch that can occur: a --batch-size above the image count is one batch of
+    # every image per epoch (as a PyTorch DataLoader does), not a batch of --batch-size images
     batch = max(config.batch_size, EVAL_BATCH_SIZE)
+    if images > 0:
+        batch = min(batch, images)
     buffers = 2 + OPTIMIZER_BUFFERS.get(config.optimizer, 2)
     return MemoryEstimate(parameters=parameters, parameter_bytes=parameters * itemsize * buffers,
                           activation_bytes=ACTIVATION_COPIES * batch * per_image * itemsize,

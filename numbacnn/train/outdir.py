@@ -1,117 +1,31 @@
 """The output folder of a training run: checked before any work, locked while in use.
 
-- :func:`check_writable` creates the folder and writes (then removes) a probe file
-  in it, so a read-only folder, a file in the way or a full disk is reported
-  before any data is loaded or any kernel compiled.
-- :class:`FolderLock` holds an exclusive ``fcntl.flock`` on ``OUT/.numbacnn.lock``
-  (which holds the owner's PID) for the whole run: a second run into the same
+- :func:`check_writable` (from :mod:`numbacnn.files`) creates the folder and writes
+  (then removes) a probe file in it, so a read-only folder, a file in the way or a
+  full disk is reported before any data is loaded or any kernel compiled.
+- :class:`FolderLock` (from :mod:`numbacnn.files`) holds an exclusive ``fcntl.flock`` on ``OUT/.numbacnn.lock``
+  (opened with ``O_NOFOLLOW``; it holds the owner's PID) for the whole run: a second run into the same
   folder is refused, naming that PID. The kernel drops the lock when its process
   dies, so the lock of a killed run is simply taken over.
 - :func:`clean_stale_temp_files` removes the ``.checkpoint.npz.*.tmp``-style files a
   killed run left behind (only while holding the lock: a running writer's
   temporary file is never touched).
-- :func:`set_umask_mode` gives a finished file the permissions ``open()`` would:
-  ``0o666 & ~umask`` (``tempfile.mkstemp`` creates them 0600).
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-from numbacnn.errors import FolderInUseError, OutputError
+from numbacnn.errors import OutputError
+from numbacnn.files import (LOCK_NAME, PROBE_PREFIX, FolderLock, check_writable, current_umask,
+                            set_umask_mode)
 
-try:
-    import fcntl
-except ImportError:  # not on Windows: runs there are not locked
-    fcntl = None  # type: ignore[assignment]
-
-LOCK_NAME = ".numbacnn.lock"
-PROBE_PREFIX = ".numbacnn-probe."
-# the files a run writes through atomic_write; their temporary names are ".<name>.<random>.tmp"
-OUTPUT_NAMES = ("checkpoint.npz", "metrics.json", "curves.png")
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where Linux allows."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: the classic set-and-restore
-    os.umask(mask)
-    return mask
-
-
-def set_umask_mode(path: str | os.PathLike) -> None:
-    """chmod ``path`` to ``0o666 & ~umask``: what a plain ``open(path, "w")`` gives."""
-    os.chmod(path, 0o666 & ~current_umask())
-
-
-def _output_error(exc: OSError, path: Path, doing: str) -> OutputError:
-    reason = (exc.strerror or str(exc)).lower()
-    todo = {errno.ENOSPC: "free some disk space or choose another --out",
-            errno.EDQUOT: "free some disk space or choose another --out",
-            errno.EROFS: "choose an --out on a writable file system"}.get(exc.errno or 0,
-                                                                          "choose another --out or fix its permissions")
-    return OutputError(f"cannot {doing} ({reason})", path, todo)
-
-
-def check_writable(out: str | os.PathLike, needed_bytes: int = 0) -> Path:
-    """Create ``out`` if needed and prove it writable by writing a probe file there.
-
-    Parameters
-    ----------
-    out : folder
-    needed_bytes : int
-        Also refuse when the file system has less free space than this (bytes).
-
-    Returns
-    -------
-    Path
-        ``out`` made absolute.
-
-    Raises
-    ------
-    numbacnn.errors.OutputError
-        (an ``OSError``) ``out`` is a file, lies below a file, cannot be created or
-        written, or its disk has less than ``needed_bytes`` free.
-    """
-    out = Path(out).absolute()
-    if out.exists() and not out.is_dir():
-        raise OutputError("the output folder is a file", out, "choose another --out")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputError(f"the output folder would be below a file ({parent})", out,
-                                  "choose another --out")
-            break
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _output_error(exc, out, "create the output folder") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, suffix=".tmp", dir=out)
-        try:
-            os.write(fd, b"numbacnn")
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as exc:
-        raise _output_error(exc, out, "write in the output folder") from None
-    if needed_bytes:
-        free = shutil.disk_usage(out).free
-        if free < needed_bytes:
-            raise OutputError(f"the disk has {free / 2**20:.1f} MiB free, the checkpoint and metrics need about "
-                              f"{needed_bytes / 2**20:.1f} MiB", out, "free some disk space or choose another --out")
-    return out
+# the files train and sweep write through atomic_write into a folder they lock; their
+# temporary names are ".<name>.<random>.tmp"
+OUTPUT_NAMES = ("checkpoint.npz", "metrics.json", "curves.png",  # train
+                "sweep.json", "results.csv", "summary.md", "sweep.png")  # sweep and its report
 
 
 def clean_stale_temp_files(out: str | os.PathLike) -> list[Path]:
@@ -130,79 +44,42 @@ def clean_stale_temp_files(out: str | os.PathLike) -> list[Path]:
     return removed
 
 
-class FolderLock:
-    """An exclusive lock on a folder for one run (a context manager).
+def check_output_names(folder: str | os.PathLike, names: tuple[str, ...]) -> None:
+    """Refuse, before any work, a folder where one of the file names a run writes is
+    taken by something that is not a regular file (a folder named ``metrics.json``
+    was found only after an epoch had been trained).
 
-    ``OUT/.numbacnn.lock`` holds the PID of the process that has it. The lock is an
-    ``fcntl.flock``, which the kernel releases when the process exits or is killed,
-    so a lock file left by a killed run does not block the next one.
-
-    Attributes
-    ----------
-    previous_pid : int or None
-        The PID found in a lock file that was free to take: a run that ended
-        without cleaning up (killed), or None.
+    Raises
+    ------
+    numbacnn.errors.OutputError
     """
+    for name in names:
+        path = Path(folder) / name
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+            kind = "a symlink" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
+            raise OutputError(f"{name} in the output folder is {kind}; numbacnn writes a file of that name", path,
+                              "move it away, or choose another --out")
 
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.path = Path(folder) / LOCK_NAME
-        self.fd: int | None = None
-        self.previous_pid: int | None = None
 
-    def _read_pid(self) -> int | None:
-        try:
-            text = os.pread(self.fd, 64, 0).decode(errors="replace").strip() if self.fd is not None else ""
-            return int(text) if text else None
-        except (OSError, ValueError):
-            return None
-
-    def acquire(self) -> "FolderLock":
-        """Take the lock or raise :class:`numbacnn.errors.FolderInUseError` naming the holder's PID."""
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
-        except OSError as exc:
-            raise _output_error(exc, self.path, "create the lock file") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pid = self._read_pid()
-                os.close(self.fd)
-                self.fd = None
-                holder = f"PID {pid}" if pid else "another process"
-                raise FolderInUseError(f"another numbacnn run ({holder}) is using the output folder",
-                                       self.path.parent, "wait for it to finish, or choose another --out") from None
-            except OSError as exc:
-                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                    raise
-                # a file system without flock: run unlocked rather than not at all
-        self.previous_pid = self._read_pid()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
-        return self
-
-    def release(self) -> None:
-        """Drop the lock (the lock file stays: removing it would let two runs lock
-        two different files of the same name)."""
-        if self.fd is None:
-            return
-        try:
-            os.ftruncate(self.fd, 0)
-        except OSError:
-            pass
-        if fcntl is not None:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            except OSError:
-                pass
-        os.close(self.fd)
-        self.fd = None
-
-    def __enter__(self) -> "FolderLock":
-        return self.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
+def tidy_output_folder(out: str | os.PathLike) -> list[Path]:
+    """Remove a killed run's temporary files from an existing ``out`` when no other run
+    holds its lock, and return them; nothing else is touched, and a folder in use,
+    missing or unwritable is left alone. Used where a run is refused before it opens
+    the folder (``--resume`` with no checkpoint), so the refusal leaves no litter."""
+    folder = Path(out)
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    lock = FolderLock(folder)
+    try:
+        lock.acquire()
+    except OSError:  # in use (FolderInUseError), read-only, a symlink as the lock file
+        return []
+    try:
+        return clean_stale_temp_files(folder)
+    except OSError:
+        return []
+    finally:
+        lock.release()
 
 
 def open_output_folder(out: str | os.PathLike, needed_bytes: int = 0,
@@ -224,5 +101,5 @@ def open_output_folder(out: str | os.PathLike, needed_bytes: int = 0,
     return lock
 
 
-__all__ = ["FolderLock", "LOCK_NAME", "check_writable", "clean_stale_temp_files", "current_umask",
-           "open_output_folder", "set_umask_mode"]
+__all__ = ["FolderLock", "LOCK_NAME", "PROBE_PREFIX", "check_output_names", "check_writable", "clean_stale_temp_files",
+           "current_umask", "open_output_folder", "set_umask_mode", "tidy_output_folder"]

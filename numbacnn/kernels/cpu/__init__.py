@@ -1,21 +1,58 @@
-"""CPU backend: ``@njit(parallel=True, cache=True)`` kernels and array allocation.
+"""CPU backend: ``@njit(parallel=True, cache=True)`` kernels and host allocation.
 
-Every backend exposes the same names; ``numbacnn.device.backend("cpu")`` returns
-this module.
+``numbacnn.device.backend("cpu")`` returns this module. It provides exactly the
+names of ``numbacnn.kernels.interface`` (whose comments give each signature), with
+the same parameter names as the CUDA backend: ``tests/test_backend_interface.py``
+holds it to that list.
 """
 
 import numpy as np
 
 from numbacnn.kernels.cpu.activation import relu_backward, relu_forward
+from numbacnn.kernels.cpu.avg_pool import (
+    window_avg_backward,
+    window_avg_forward,
+    window_max_backward,
+    window_max_forward,
+)
 from numbacnn.kernels.cpu.conv import (
     conv2d_backward_bias,
     conv2d_backward_input,
     conv2d_backward_weight,
     conv2d_forward,
 )
+from numbacnn.kernels.cpu.dropout import dropout_apply
+from numbacnn.kernels.cpu.leaky_relu import leaky_relu_backward, leaky_relu_forward
 from numbacnn.kernels.cpu.linear import linear_backward_input, linear_backward_weight, linear_forward
 from numbacnn.kernels.cpu.loss import softmax_cross_entropy
-from numbacnn.kernels.cpu.pool import max_pool2d_backward, max_pool2d_forward
+from numbacnn.kernels.cpu.metrics import accumulate_loss_and_correct
+from numbacnn.kernels.cpu.norm import batch_norm_backward, batch_norm_forward, batch_norm_stats
+from numbacnn.kernels.cpu.optim import adam_step, grad_accumulate, sgd_step
+from numbacnn.kernels.cpu.pool import (
+    max_pool2d_backward,
+    max_pool2d_backward_indices,
+    max_pool2d_forward,
+    max_pool2d_forward_indices,
+    max_unpool2d_backward,
+    max_unpool2d_forward,
+)
+from numbacnn.kernels.cpu.softmax import (
+    cross_entropy_backward,
+    cross_entropy_forward,
+    cross_entropy_probs_backward,
+    cross_entropy_probs_forward,
+    log_softmax_backward,
+    log_softmax_forward,
+    nll_loss_backward,
+    nll_loss_forward,
+    softmax_backward,
+    softmax_forward,
+)
+from numbacnn.kernels import interface
+
+# The fused wing's kernel modules (interface.CPU_FAST_WING_MODULES; CPU only):
+# numbacnn/fused reaches them as backend("cpu").conv_rows etc.
+from numbacnn.kernels.cpu import bordered, conv, conv_rows, conv_tuning, conv_weight_grad  # noqa: F401
 
 
 def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -28,17 +65,5 @@ def zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
-from numbacnn.kernels.cpu.optim import *  # noqa: E402,F401,F403  (sgd_step, adam_step, grad_accumulate)
-from numbacnn.kernels.cpu.pool import max_pool2d_backward_indices, max_pool2d_forward_indices  # noqa: E402,F401
-from numbacnn.kernels.cpu.pool import max_unpool2d_backward, max_unpool2d_forward  # noqa: E402,F401
-from numbacnn.kernels.cpu.softmax import (  # noqa: E402,F401
-    cross_entropy_backward, cross_entropy_forward, cross_entropy_probs_backward, cross_entropy_probs_forward,
-    log_softmax_backward, log_softmax_forward, nll_loss_backward, nll_loss_forward, softmax_backward, softmax_forward,
-)
-from numbacnn.kernels.cpu.metrics import accumulate_loss_and_correct  # noqa: E402,F401
-from numbacnn.kernels.cpu.leaky_relu import leaky_relu_backward, leaky_relu_forward  # noqa: E402,F401
-from numbacnn.kernels.cpu.dropout import dropout_apply  # noqa: E402,F401
-from numbacnn.kernels.cpu.avg_pool import (  # noqa: E402,F401
-    window_avg_backward, window_avg_forward, window_max_backward, window_max_forward,
-)
-from numbacnn.kernels.cpu.norm import batch_norm_backward, batch_norm_forward, batch_norm_stats  # noqa: E402,F401
+# the interface's names, plus the CPU fast wing's own entry points
+__all__ = [*interface.BACKEND_NAMES, *interface.CPU_FAST_WING_NAMES]

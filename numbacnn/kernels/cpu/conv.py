@@ -1,6 +1,12 @@
-"""2-D convolution (cross-correlation) on the CPU: forward and the three gradients.
+"""2-D convolution (cross-correlation) on the CPU: the catalogue. Open this file first.
 
-Shapes, for all four kernels::
+It holds, in this order: the readable kernels, which are the definition and handle
+every stride, padding, dilation and group count; the list of fast variants, each
+with when it runs and what it is tested against; the functions that choose
+(``choose_*``); and the backend functions the dispatcher calls. ``numbacnn info
+--kernels`` prints the choice made for each layer of a model.
+
+Shapes, for all four ops::
 
     x    (N, C, H, W)            input
     w    (F, C // groups, KH, KW) filters
@@ -17,12 +23,30 @@ Threads never write the same element: forward is parallel over (image, filter)
 planes of the output, grad-input over (image, channel) planes of dx, grad-weight over
 (filter, channel) slices of dw, grad-bias over filters.
 
-The backend names (``conv2d_forward``, ``conv2d_backward_input``,
-``conv2d_backward_weight``, ``conv2d_backward_bias``) are thin Python functions with
-the same signatures as the CUDA backend's: for stride 1, dilation 1, groups 1 and a
-small filter bank (``conv_fast.fast_path_applies``, e.g. Tiny VGG's layers) they call
-the register-blocked kernels of ``conv_fast.py``; otherwise the general ``*_general``
-kernels below, which handle every stride, padding, dilation and group count.
+Fast variants (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, at
+least 4 filters, a kernel up to 7x7)
+------------------------------------------------------------------------------------
+=========================  ==========================================  ==========================================
+variant                    runs when                                   tested against
+=========================  ==========================================  ==========================================
+``conv_rows.               forward of the functional API and of        ``conv2d_forward_general`` and the float64
+correlation_kernel``       unfused layers, fast path, >= 2 output      reference (tests/test_kernels_fast_paths.py)
+                           rows; grad-input the same way, on the
+                           flipped kernel with padding K - 1 - p
+``conv_weight_grad.        grad-weight, fast path                      ``conv2d_backward_weight_general``, the
+weight_gradient_kernel``                                               reference, finite differences
+``conv_rows.               Sequential's fused groups on the fast       the compositions in functional/fused.py
+conv_rows_kernel``         path (``numbacnn/fused``): forward + ReLU    (tests/test_fusion.py) and the reference
+                           (+ 2x2 pool), grad-input (x ReLU mask)       (tests/test_fusion_kernels.py)
+``conv_weight_grad.        the fused groups' grad-weight and           the same
+weight_gradient_kernel``   grad-bias in one pass (``with_bias``);
+``weight_bias_gradient_    3x3 with padding 1: whole planes
+3x3_kernel``
+=========================  ==========================================  ==========================================
+
+The fast variants compute the same sums in another order (row blocks, float32 row
+sums added in float64), so they agree with the definition to rounding, not bit for
+bit.
 """
 
 from collections import Counter
@@ -31,81 +55,15 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH, end_valid_output, first_valid_output
-from numbacnn.kernels.cpu.conv_fast import (BUILT_KERNELS, GRAD_WEIGHT_CHUNKS, correlation_kernel, fast_path_applies,
-                                             pad_images, weight_gradient_kernel)
+from numbacnn.kernels.cpu.bordered import pad_images
+from numbacnn.kernels.cpu.conv_rows import correlation_kernel
+from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS, GRAD_WEIGHT_CHUNKS, fast_path_applies
+from numbacnn.kernels.cpu.conv_weight_grad import weight_gradient_kernel
 
 
-def _zero_padded(src, pad_top, pad_left, out_height, out_width, kernel_h, kernel_w):
-    """src (N, C, H, W) zero-padded to (N, C, out_height + KH - 1, out_width + KW - 1),
-    the input a stride-1 correlation producing (N, ., out_height, out_width) reads:
-    src itself when it already has that shape and no padding is asked for, else a
-    padded copy (bottom/right padding is whatever makes the sizes fit)."""
-    padded_shape = (src.shape[0], src.shape[1], out_height + kernel_h - 1, out_width + kernel_w - 1)
-    if pad_top == 0 and pad_left == 0 and src.shape == padded_shape:
-        return src
-    padded = np.empty(padded_shape, src.dtype)
-    pad_images(padded, src, pad_top, pad_left)
-    return padded
-
-
-def _correlate(out, src, w, b, pad_top, pad_left):
-    """out (N, F, OH, OW) = b + stride-1 correlation of src (N, C, H, W) zero-padded by
-    pad_top / pad_left with w (F, C, KH, KW), by the register-blocked kernel (which
-    reads src directly when no padding is needed); a one-row output, which it does
-    not handle, goes to the general kernel."""
-    filters, _, kernel_h, kernel_w = w.shape
-    if out.shape[2] < 2:
-        conv2d_forward_general(out, src, w, b, 1, 1, pad_top, pad_left, 1, 1, 1)
-        return
-    padded = _zero_padded(src, pad_top, pad_left, out.shape[2], out.shape[3], kernel_h, kernel_w)
-    correlation_kernel(filters, kernel_h, kernel_w)(out, padded, w, b)
-
-
-def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
-    """out (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C // groups, KH, KW)) + b (F,)."""
-    filters, _, kernel_h, kernel_w = w.shape
-    if fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-        _correlate(out, x, w, b, pad_h, pad_w)
-    else:
-        conv2d_forward_general(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
-
-
-def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
-    """dx (N, C, H, W) = gradient of sum(dout * conv(x, w)) w.r.t. x (every element written).
-
-    Fast path: a gather, the forward correlation of dout (N, F, OH, OW) with the
-    flipped kernel, its filter and channel axes swapped, (C, F, KH, KW), and padding
-    KH - 1 - pad_h (KW - 1 - pad_w), so each thread writes only its own rows of dx.
-    """
-    filters, channels, kernel_h, kernel_w = w.shape
-    if (fast_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups)
-            and pad_h < kernel_h and pad_w < kernel_w):
-        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW), 1 KB
-        no_bias = np.zeros(channels, dx.dtype)
-        _correlate(dx, dout, flipped, no_bias, kernel_h - 1 - pad_h, kernel_w - 1 - pad_w)
-    else:
-        conv2d_backward_input_general(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                      groups)
-
-
-def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
-    """dw (F, C // groups, KH, KW) = sum over n, oh, ow of dout (N, F, OH, OW) * x (N, C, H, W) taps.
-
-    Fast path: the output rows are split into ``GRAD_WEIGHT_CHUNKS`` chunks (not one per
-    thread, so the result does not depend on the thread count), each summed into its
-    own float64 slice of ``partial`` (T, F, C, KH, KW); the slices are added here.
-    """
-    filters, channels, kernel_h, kernel_w = dw.shape
-    if fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-        chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0] * dout.shape[2]))
-        partial = np.zeros((chunks, filters, channels, kernel_h, kernel_w), np.float64)
-        padded_x = _zero_padded(x, pad_h, pad_w, dout.shape[2], dout.shape[3], kernel_h, kernel_w)
-        weight_gradient_kernel(filters, kernel_h, kernel_w)(partial, dout, padded_x)
-        dw[...] = partial.sum(axis=0)
-    else:
-        conv2d_backward_weight_general(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                                       groups)
-
+# --------------------------------------------------------------------------- #
+# The definition: readable kernels for every convolution
+# --------------------------------------------------------------------------- #
 
 @njit(parallel=True, cache=True)
 def conv2d_forward_general(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
@@ -226,6 +184,148 @@ def conv2d_backward_bias(db, dout):
                     row_sum += dout[n, f, oh, ow]
                 total += row_sum
         db[f] = total
+
+
+# --------------------------------------------------------------------------- #
+# The choice: one function per op says which variant runs, and why
+# --------------------------------------------------------------------------- #
+
+GENERAL = "general"
+FAST = "fast"
+
+
+def choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups, out_height):
+    """(variant, why) of :func:`conv2d_forward`: ``FAST`` (``conv_rows.correlation_kernel``)
+    or ``GENERAL`` (:func:`conv2d_forward_general`)."""
+    if not fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        return GENERAL, _why_not_fast(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
+                                      groups)
+    if out_height < 2:
+        return GENERAL, "one output row (the row kernel computes two at a time)"
+    return FAST, f"{kernel_h}x{kernel_w}, stride 1, {filters} filters: register-blocked rows"
+
+
+def choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                          groups, in_height):
+    """(variant, why) of :func:`conv2d_backward_input`: ``FAST`` (the forward row kernel
+    on the flipped kernel) or ``GENERAL`` (:func:`conv2d_backward_input_general`)."""
+    if not fast_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        return GENERAL, _why_not_fast(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
+                                      groups, counted="input channels")
+    if pad_h >= kernel_h or pad_w >= kernel_w:
+        return GENERAL, "padding as large as the kernel"
+    if in_height < 2:
+        return GENERAL, "one input row (the row kernel computes two at a time)"
+    return FAST, f"{kernel_h}x{kernel_w}, stride 1, {channels} input channels: flipped-kernel correlation rows"
+
+
+def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+    """(variant, why) of :func:`conv2d_backward_weight`: ``FAST``
+    (``conv_weight_grad.weight_gradient_kernel``) or ``GENERAL``
+    (:func:`conv2d_backward_weight_general`)."""
+    if not fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        return GENERAL, _why_not_fast(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
+                                      groups)
+    return FAST, f"{kernel_h}x{kernel_w}, stride 1, {filters} filters: row dot products, float64 partial sums"
+
+
+def _why_not_fast(count, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups, counted="filters"):
+    """The first condition of ``fast_path_applies`` that fails, in words."""
+    from numbacnn.kernels.cpu.conv_tuning import MAX_UNROLLED_TAPS, MIN_FILTERS
+
+    if (stride_h, stride_w) != (1, 1):
+        return f"stride {stride_h}x{stride_w} (the fast kernels are stride 1)"
+    if (dilation_h, dilation_w) != (1, 1):
+        return f"dilation {dilation_h}x{dilation_w}"
+    if groups != 1:
+        return f"groups={groups}"
+    if count < MIN_FILTERS:
+        return f"{count} {counted} (the fast kernels need {MIN_FILTERS} or more)"
+    if 2 * kernel_h * kernel_w > MAX_UNROLLED_TAPS:
+        return f"a {kernel_h}x{kernel_w} kernel (larger than the fast kernels unroll)"
+    return "the general kernel"
+
+
+# --------------------------------------------------------------------------- #
+# The backend functions (same names and signatures as the CUDA backend's)
+# --------------------------------------------------------------------------- #
+
+def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+    """out (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C // groups, KH, KW)) + b (F,)."""
+    filters, _, kernel_h, kernel_w = w.shape
+    variant, _ = choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
+                                out.shape[2])
+    if variant == FAST:
+        _correlate(out, x, w, b, pad_h, pad_w)
+    else:
+        conv2d_forward_general(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
+
+
+def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+    """dx (N, C, H, W) = gradient of sum(dout * conv(x, w)) w.r.t. x (every element written).
+
+    Fast variant: a gather, the forward correlation of dout (N, F, OH, OW) with the
+    flipped kernel, its filter and channel axes swapped, (C, F, KH, KW), and padding
+    KH - 1 - pad_h (KW - 1 - pad_w), so each thread writes only its own rows of dx.
+    """
+    filters, channels, kernel_h, kernel_w = w.shape
+    variant, _ = choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                                       dilation_w, groups, dx.shape[2])
+    if variant == FAST:
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW), 1 KB
+        no_bias = np.zeros(channels, dx.dtype)
+        _correlate(dx, dout, flipped, no_bias, kernel_h - 1 - pad_h, kernel_w - 1 - pad_w)
+    else:
+        conv2d_backward_input_general(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                                      groups)
+
+
+def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
+    """dw (F, C // groups, KH, KW) = sum over n, oh, ow of dout (N, F, OH, OW) * x (N, C, H, W) taps.
+
+    Fast variant: the output rows are split into ``GRAD_WEIGHT_CHUNKS`` chunks (not one
+    per thread, so the result does not depend on the thread count), each summed into
+    its own float64 slice of ``partial`` (T, F, C, KH, KW); the slices are added here.
+    """
+    filters, channels, kernel_h, kernel_w = dw.shape
+    variant, _ = choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
+                                        groups)
+    if variant == FAST:
+        chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0] * dout.shape[2]))
+        partial = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
+        padded_x = _zero_padded(x, pad_h, pad_w, dout.shape[2], dout.shape[3], kernel_h, kernel_w)
+        no_bias = np.empty((1, 1), np.float64)  # not written without with_bias
+        weight_gradient_kernel(filters, kernel_h, kernel_w)(partial, no_bias, dout, padded_x)
+        dw[...] = partial.sum(axis=0)
+    else:
+        conv2d_backward_weight_general(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                                       groups)
+
+
+def _zero_padded(src, pad_top, pad_left, out_height, out_width, kernel_h, kernel_w):
+    """src (N, C, H, W) zero-padded to (N, C, out_height + KH - 1, out_width + KW - 1),
+    the input a stride-1 correlation producing (N, ., out_height, out_width) reads:
+    src itself when it already has that shape and no padding is asked for, else a
+    padded copy (bottom/right padding is whatever makes the sizes fit)."""
+    padded_shape = (src.shape[0], src.shape[1], out_height + kernel_h - 1, out_width + kernel_w - 1)
+    if pad_top == 0 and pad_left == 0 and src.shape == padded_shape:
+        return src
+    padded = np.empty(padded_shape, src.dtype)
+    pad_images(padded, src, pad_top, pad_left)
+    return padded
+
+
+def _correlate(out, src, w, b, pad_top, pad_left):
+    """out (N, F, OH, OW) = b + stride-1 correlation of src (N, C, H, W) zero-padded by
+    pad_top / pad_left with w (F, C, KH, KW), by the register-blocked kernel (which
+    reads src directly when no padding is needed); a one-row output, which it does
+    not handle, goes to the general kernel."""
+    filters, _, kernel_h, kernel_w = w.shape
+    if out.shape[2] < 2:
+        conv2d_forward_general(out, src, w, b, 1, 1, pad_top, pad_left, 1, 1, 1)
+        return
+    padded = _zero_padded(src, pad_top, pad_left, out.shape[2], out.shape[3], kernel_h, kernel_w)
+    correlation_kernel(filters, kernel_h, kernel_w)(out, padded, w, b)
 
 
 class _CacheStats:

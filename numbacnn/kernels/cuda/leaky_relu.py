@@ -1,4 +1,4 @@
-"""Leaky ReLU and dropout's mask product on CUDA, over flat (1-D) views of any shape.
+"""Leaky ReLU on CUDA, forward and backward, over flat (1-D) views of any shape.
 
 Elementwise, one element per thread per grid-stride step (as ``activation.py``).
 """
@@ -26,12 +26,6 @@ def leaky_relu_backward_kernel(dx, dout, x, negative_slope):
         dx[i] = dout[i] if x[i] > 0 else dout[i] * negative_slope
 
 
-@cuda.jit
-def dropout_apply_kernel(out, x, mask):
-    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        out[i] = x[i] * mask[i]
-
-
 def leaky_relu_forward(out, x, negative_slope) -> None:
     """out = x where x > 0, else negative_slope * x (negative_slope in x's dtype)."""
     configured(leaky_relu_forward_kernel, blocks_for(x.shape[0], THREADS, MAX_BLOCKS), THREADS)(
@@ -42,8 +36,3 @@ def leaky_relu_backward(dx, dout, x, negative_slope) -> None:
     """dx = dout where x > 0, else negative_slope * dout."""
     configured(leaky_relu_backward_kernel, blocks_for(x.shape[0], THREADS, MAX_BLOCKS), THREADS)(
         dx, dout, x, negative_slope)
-
-
-def dropout_apply(out, x, mask) -> None:
-    """out = x * mask elementwise (the mask holds 0 or 1 / (1 - p))."""
-    configured(dropout_apply_kernel, blocks_for(x.shape[0], THREADS, MAX_BLOCKS), THREADS)(out, x, mask)

@@ -1,5 +1,8 @@
 """Compile every CUDA kernel with NVIDIA's compilers and check that its launches fit.
 
+A CI tool, not part of the library: it lives with the tests (``numbacnn`` never
+imports it) and only ``tests/test_cuda_compile.py`` runs it.
+
 The simulator runs the kernels' Python; it says nothing about whether NVVM and
 ptxas accept them, how many registers they need or whether a launch fits a card.
 This module answers that without a GPU (no driver is needed to compile):
@@ -19,8 +22,9 @@ This module answers that without a GPU (no driver is needed to compile):
    PTX with ``ptxas -arch=sm_XX -v`` and reads registers, spills and shared
    memory, then checks each launch against the card (:data:`TARGETS`).
 
-Run as ``python -m numbacnn.kernels.cuda.compile_check RECORDS.json --cc 9.0``
-(with ``NUMBA_ENABLE_CUDASIM`` unset); ``tests/test_cuda_compile.py`` does.
+Run as ``python tests/cuda_compile_check.py RECORDS.json --cc 9.0`` from the
+repository root (with ``NUMBA_ENABLE_CUDASIM`` unset); ``tests/test_cuda_compile.py``
+does, with ``tests/`` on ``PYTHONPATH`` so that ``--extra`` can name test kernels.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def _describe(value: Any) -> Any:
         return {"tuple": [_describe(v) for v in value]}
     if isinstance(value, (bool, int, float)):
         return {"python": value}
-    raise TypeError(f"compile_check cannot record an argument of type {type(value).__name__}")
+    raise TypeError(f"cuda_compile_check cannot record an argument of type {type(value).__name__}")
 
 
 @contextlib.contextmanager
@@ -424,7 +428,7 @@ def _set_constants(assignments: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m numbacnn.kernels.cuda.compile_check",
+    parser = argparse.ArgumentParser(prog="python tests/cuda_compile_check.py",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("records", help="JSON list of recorded backend calls (see recording())")
     parser.add_argument("--cc", default="9.0", help="compute capability, e.g. 8.0 or 9.0")

@@ -1,0 +1,174 @@
+"""The fast path's ops on bordered buffers (``buffers.py``), the CPU kernels reached
+through ``numbacnn.device.backend("cpu")`` like every functional op.
+
+Each computes what the composed op of ``numbacnn/functional/fused.py`` it stands for
+computes (tested equal in tests/test_fusion.py and against the float64 reference in
+tests/test_fusion_kernels.py), reading and writing interiors of bordered buffers at
+the given (row, column) offsets. Shapes are checked by the caller (a
+:class:`~numbacnn.fused.chain.BlockChain`, which made the buffers from shapes.py);
+these run several times per training step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from numbacnn.device import backend
+from numbacnn.fused.buffers import interior
+
+
+def _dummy_indices() -> np.ndarray:
+    """An unused int64 argument of the right type (the kernels' ``indices`` outside MODE_RELU_POOL)."""
+    return np.empty((1, 1, 1, 1), np.int64)
+
+
+def copy_into_border(padded: Any, border: tuple[int, int], x: Any) -> None:
+    """padded's interior = x (N, C, H, W): the network input into its first conv's buffer."""
+    backend("cpu").bordered.copy_into_border_kernel(*border)(padded, np.ascontiguousarray(x))
+
+
+def conv2d_relu_padded(
+    x_padded: Any, w: Any, b: Any, out: Any, out_border: tuple[int, int], *, pooled: Any = None,
+    pooled_border: tuple[int, int] = (0, 0), indices: Any = None,
+) -> None:
+    """relu(conv2d) of a padded input into bordered buffers, optionally 2x2-pooled.
+
+    Parameters
+    ----------
+    x_padded : (N, C, OH + KH - 1, OW + KW - 1)
+        The zero-padded input (a bordered buffer).
+    w : (F, C, KH, KW);  b : (F,)
+    out : bordered buffer, interior (N, F, OH, OW) at ``out_border``, or None
+        The ReLU output; None with ``pooled`` when only the pooled output is
+        wanted (a fused group's backward needs only the pool's output and indices).
+    pooled, pooled_border, indices : optional
+        With ``pooled``: the 2x2 / stride-2 max pool of the ReLU output into its
+        interior (N, F, OH // 2, OW // 2), and ``indices`` (same shape, int64) the
+        flat ``row * OW + col`` of each window's maximum.
+    """
+    rows = backend("cpu").conv_rows
+    filters, _, kernel_h, kernel_w = w.shape
+    in_height, in_width = x_padded.shape[2], x_padded.shape[3]
+    if pooled is None:
+        kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_RELU, in_height, in_width,
+                                          *out_border, itemsize=x_padded.itemsize)
+        kernel(out, out, _dummy_indices(), out, x_padded, w, b)
+    else:
+        kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_RELU_POOL, in_height, in_width,
+                                          *out_border, *pooled_border, store_out=out is not None,
+                                          itemsize=x_padded.itemsize)
+        out = pooled if out is None else out  # an unused argument of the right type
+        kernel(out, pooled, indices, out, x_padded, w, b)
+
+
+def conv2d_backward_padded(
+    gz_padded: Any, gz_border: tuple[int, int], x_padded: Any, w: Any, padding: tuple[int, int], *,
+    gx: Any = None, gx_border: tuple[int, int] = (0, 0), mask: Any = None, mask_border: tuple[int, int] = (0, 0),
+    gz_bordered_by_1: Any = None, gx_also: Any = None, gx_also_border: tuple[int, int] = (0, 0),
+) -> tuple[Any, Any]:
+    """conv2d's backward on bordered buffers: returns (gw, gb), new arrays; writes gx.
+
+    Parameters
+    ----------
+    gz_padded : bordered buffer, interior (N, F, OH, OW) at ``gz_border`` = (KH - 1 - pad_h, KW - 1 - pad_w)
+        The gradient of the conv output, zero-bordered for the grad-input correlation.
+    x_padded : (N, C, OH + KH - 1, OW + KW - 1)
+        The forward's padded input.
+    w : (F, C, KH, KW)
+    padding : (pad_h, pad_w)
+    gx : bordered buffer, interior (N, C, H, W) at ``gx_border``, optional
+        Receives the input gradient (skipped when None).
+    mask : bordered buffer, interior (N, C, H, W) at ``mask_border``, optional
+        When given, gx is zeroed where mask <= 0 (mask is a ReLU output: gx becomes
+        the gradient of that ReLU's input).
+    gz_bordered_by_1 : the gradient again, bordered by (1, 1), optional
+        For a 3x3 kernel without padding: grad-weight then runs over whole planes.
+    gx_also, gx_also_border : bordered buffer, interior (N, C, H, W), optional
+        Written with the same input gradient as gx (a previous 3x3 layer without
+        padding reads its gradient with two borders), when gx is computed.
+
+    Returns
+    -------
+    gw : (F, C, KH, KW), gb : (F,), in w's dtype (float64 sums)
+    """
+    cpu = backend("cpu")
+    filters, channels, kernel_h, kernel_w = w.shape
+    batch = x_padded.shape[0]
+    out_height = x_padded.shape[2] - kernel_h + 1
+    gz_for_weights, gz_weights_border = gz_padded, gz_border
+    if gz_bordered_by_1 is not None:
+        gz_for_weights, gz_weights_border = gz_bordered_by_1, (1, 1)
+    planes = (kernel_h, kernel_w) == (3, 3) and tuple(gz_weights_border) == (1, 1) \
+        and gz_for_weights.shape[2:] == x_padded.shape[2:]
+    # a fixed number of partial sums, of the images (plane kernel) or of the N * OH output
+    # rows, whatever the thread count: the same gradient with 1 thread or many
+    chunks = max(1, min(cpu.conv_tuning.GRAD_WEIGHT_CHUNKS, batch if planes else batch * out_height))
+    partial_w = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
+    partial_b = np.empty((chunks, filters), np.float64)
+    if planes:  # the same row width in both buffers: whole planes as single dot products
+        kernel = cpu.conv_weight_grad.weight_bias_gradient_3x3_kernel(filters, x_padded.shape[3])
+    else:
+        kernel = cpu.conv_weight_grad.weight_gradient_kernel(filters, kernel_h, kernel_w, *gz_weights_border,
+                                                             with_bias=True)
+    kernel(partial_w, partial_b, gz_for_weights, x_padded)
+    gw = partial_w.sum(axis=0).astype(w.dtype)
+    gb = partial_b.sum(axis=0).astype(w.dtype)
+    if gx is not None:
+        in_height = x_padded.shape[2] - 2 * padding[0]
+        rows = cpu.conv_rows
+        if channels >= cpu.conv_tuning.MIN_FILTERS and in_height >= 2:
+            flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW)
+            no_bias = np.zeros(channels, w.dtype)
+            in_height_gz, in_width_gz = gz_padded.shape[2], gz_padded.shape[3]
+            twice = gx_also is not None
+            also = gx_also if twice else gx
+            if mask is None:
+                kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_BIAS, in_height_gz,
+                                                  in_width_gz, *gx_border, *gx_also_border, store_twice=twice,
+                                                  itemsize=gz_padded.itemsize)
+                kernel(gx, also, _dummy_indices(), gx, gz_padded, flipped, no_bias)
+            else:
+                kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_MASK, in_height_gz,
+                                                  in_width_gz, *gx_border, *gx_also_border, *mask_border,
+                                                  store_twice=twice, itemsize=gz_padded.itemsize)
+                kernel(gx, also, _dummy_indices(), mask, gz_padded, flipped, no_bias)
+        else:  # few channels (a network's first layer): the general kernel on plain arrays
+            out_shape = (batch, filters, out_height, x_padded.shape[3] - kernel_w + 1)
+            shape = (batch, channels, in_height, x_padded.shape[3] - 2 * padding[1])
+            plain = np.empty(shape, w.dtype)
+            gz_plain = np.ascontiguousarray(interior(gz_padded, gz_border, out_shape))
+            cpu.conv.conv2d_backward_input_general(plain, gz_plain, w, 1, 1, padding[0], padding[1], 1, 1, 1)
+            if mask is not None:
+                plain = np.where(interior(mask, mask_border, shape) > 0, plain, 0).astype(w.dtype)
+            interior(gx, gx_border, shape)[...] = plain
+            if gx_also is not None:
+                interior(gx_also, gx_also_border, shape)[...] = plain
+    return gw, gb
+
+
+def max_pool2d_relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gp: Any, indices: Any,
+                                    pooled: Any, pooled_border: tuple[int, int] = (0, 0), *, also: Any = None,
+                                    also_border: tuple[int, int] = (0, 0)) -> None:
+    """gz's interior (N, C, OH, OW) = 2x2 pool backward of gp (N, C, PH, PW) from saved
+    ``indices``, through the ReLU before the pool.
+
+    ``pooled`` is the pool's output (a bordered buffer, interior (N, C, PH, PW) at
+    ``pooled_border``): the ReLU output at a window's maximum is the pooled value, so
+    ``pooled > 0`` is the ReLU mask wherever a gradient lands. ``also`` (a second
+    bordered buffer, interior at ``also_border``) receives the same gradient.
+    """
+    second_border = also_border if also is not None else (-1, -1)
+    kernel = backend("cpu").bordered.max_pool2x2_relu_backward_kernel(*gz_border, *pooled_border, *second_border)
+    kernel(gz_padded, np.ascontiguousarray(gp), indices, pooled, gz_padded if also is None else also)
+
+
+def copy_interior(dst: Any, dst_border: tuple[int, int], src: Any, src_border: tuple[int, int]) -> None:
+    """dst's interior = src's interior (bordered buffers around the same (N, C, H, W))."""
+    backend("cpu").bordered.copy_interior_kernel(*src_border, *dst_border)(dst, src)
+
+
+def relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gy: Any, y: Any) -> None:
+    """gz's interior = gy where y > 0, else 0 (gy, y (N, C, OH, OW))."""
+    backend("cpu").bordered.relu_mask_bordered_kernel(*gz_border)(gz_padded, np.ascontiguousarray(gy), np.ascontiguousarray(y))

@@ -1,0 +1,233 @@
+"""A run of consecutive ``Conv2d -> ReLU (-> MaxPool2d)`` blocks executed as one op.
+
+:class:`BlockChain` is what ``numbacnn.nn.Sequential`` sees (through
+``nn/fusion.py``): ``forward(x, params, training)`` and ``backward(gy, input_grad)``,
+device-agnostic. Inside, each block runs one of two ways, decided for each input
+shape by the one rule ``eligibility.fast_path``:
+
+- **composed**: the ops of ``numbacnn/functional/fused.py``, which *are* the
+  definition (``conv2d_relu(x) = relu(conv2d(x))``); any device, any hyperparameters;
+- **fast** (CPU, Tiny VGG's shapes): the bordered-buffer ops of ``bordered_ops.py``
+  on :class:`~numbacnn.fused.buffers.BlockBuffers` kept between steps.
+
+What neighbours share is handed over as values, inside this one object:
+
+- forward: a fast block writes its output straight into the interior of the next
+  fast block's padded input (its ``out_border`` is the next block's padding), so the
+  next block reads it with no copy;
+- backward: a block whose input came from a ReLU (the previous block has no pool)
+  returns its input gradient already multiplied by that ReLU's mask
+  (:class:`Handoff` ``masked``), and the previous block skips its ReLU backward; a
+  fast block writes that gradient straight into the previous fast block's bordered
+  output gradient (``in_place``), and into its second, 1-bordered copy where there is
+  one (``by_1_written``).
+
+What leaves the chain is plain: the forward's output is an interior view of a
+buffer (copied by the outermost Sequential), the backward's input gradient is never
+masked. Parameter gradients are returned, one (gw, gb) per block, for the layers to
+accumulate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+import numbacnn.functional as F
+import numbacnn.functional.fused as FF
+from numbacnn.device import device_of
+from numbacnn.fused import bordered_ops as ops
+from numbacnn.fused.buffers import BlockBuffers
+from numbacnn.fused.eligibility import ConvBlock, FastPath, fast_path
+from numbacnn.workspace import Workspaces
+
+Params = tuple[Any, Any]  # (weight (F, C // groups, KH, KW), bias (F,) or None)
+
+
+@dataclass
+class Handoff:
+    """What a block's backward hands to the block before it.
+
+    ``grad``: the gradient with respect to the block's input (None without
+    ``input_grad``); ``masked``: already multiplied by the previous block's ReLU mask;
+    ``by_1_written``: it was also written into the previous block's 1-bordered copy of
+    its output gradient (``BlockBuffers.gz_by_1``)."""
+
+    grad: Any
+    masked: bool = False
+    by_1_written: bool = False
+
+
+@dataclass
+class _Saved:
+    """What one block's backward needs from its training forward."""
+
+    x: Any                               # the block's input
+    buffers: BlockBuffers | None = None  # fast: its buffers (x_padded is the padded input)
+    x_padded: Any = None
+    y: Any = None                        # composed: the ReLU output (mask, pool input)
+    indices: Any = None                  # composed with a pool: the argmax indices
+
+
+class BlockChain:
+    """Consecutive Conv2d -> ReLU (-> MaxPool2d) blocks run as one op.
+
+    Parameters
+    ----------
+    blocks : sequence of ConvBlock
+        What each block computes (hyperparameters, weight shape), in order.
+    """
+
+    def __init__(self, blocks: Sequence[ConvBlock]) -> None:
+        self.blocks = tuple(blocks)
+        self._workspaces = Workspaces()  # each block's BlockBuffers, by block, mode and shape
+        self._saved: list[_Saved | None] = [None] * len(self.blocks)
+        self._fast: list[BlockBuffers | None] = [None] * len(self.blocks)  # last forward's fast buffers
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Any, params: Sequence[Params], training: Sequence[bool]) -> Any:
+        """x (N, C, H, W) -> the last block's output; keeps what backward needs for the
+        blocks in training mode."""
+        device = device_of(x)
+        choice = self._choose(0, x, params, device)
+        for i, block in enumerate(self.blocks):
+            w, b = params[i]
+            if isinstance(choice, FastPath):
+                following = None
+                if i + 1 < len(self.blocks):
+                    w_next, b_next = params[i + 1]
+                    following = fast_path(self.blocks[i + 1], choice.out_shape, x.dtype, np.dtype(w_next.dtype),
+                                          None if b_next is None else np.dtype(b_next.dtype), device)
+                out_border = following.pad if isinstance(following, FastPath) else (0, 0)
+                x = self._forward_fast(i, x, w, b, choice, out_border, training[i])
+                choice = following
+            else:
+                x = self._forward_composed(i, x, w, b, training[i])
+                self._fast[i] = None
+                choice = self._choose(i + 1, x, params, device) if i + 1 < len(self.blocks) else None
+        return x
+
+    def _choose(self, i: int, x: Any, params: Sequence[Params], device: str) -> FastPath | str:
+        w, b = params[i]
+        return fast_path(self.blocks[i], tuple(x.shape), np.dtype(x.dtype), np.dtype(w.dtype),
+                         None if b is None else np.dtype(b.dtype), device)
+
+    def _forward_composed(self, i: int, x: Any, w: Any, b: Any, training: bool) -> Any:
+        block = self.blocks[i]
+        conv_args = dict(stride=block.stride, padding=block.padding, dilation=block.dilation, groups=block.groups)
+        if block.pool is None:
+            y = FF.conv2d_relu(x, w, b, **conv_args)
+            out, indices = y, None
+        else:
+            pool = block.pool
+            out, y, indices = FF.conv2d_relu_max_pool2d(
+                x, w, b, **conv_args, pool_kernel_size=pool.kernel_size, pool_stride=pool.stride,
+                pool_padding=pool.padding, pool_dilation=pool.dilation, ceil_mode=pool.ceil_mode)
+        self._saved[i] = _Saved(x=x, y=y, indices=indices) if training else None
+        return out
+
+    def _forward_fast(self, i: int, x: Any, w: Any, b: Any, fast: FastPath, out_border: tuple[int, int],
+                      training: bool) -> Any:
+        block = self.blocks[i]
+        key = (tuple(x.shape), x.dtype.str, out_border)
+        name = f"{i}:{'train' if training else 'eval'}"
+        buffers = self._workspaces.get(name, key)
+        if buffers is None:
+            # one set per block and mode (an eval forward has no gradient buffers); a new
+            # batch shape replaces it. What leaves the outermost Sequential is copied
+            # there (numbacnn/workspace.py), so reusing buffers in eval mode is safe too.
+            buffers = self._workspaces.keep(name, key, BlockBuffers(
+                tuple(x.shape), x.dtype, block.weight_shape[2:], fast, out_border, block.pool is not None,
+                training))
+        previous = self._fast[i - 1] if i > 0 else None
+        if previous is not None and x is previous.output[1] and previous.out_border == fast.pad:
+            x_padded = previous.output[0]  # the previous block wrote its output into our padded input
+        else:
+            x_padded = buffers.x_padded
+            ops.copy_into_border(x_padded, fast.pad, x)
+        bias = b if b is not None else np.zeros(block.weight_shape[0], x.dtype)
+        if block.pool is None:
+            ops.conv2d_relu_padded(x_padded, w, bias, buffers.y, buffers.out_border)
+        else:
+            ops.conv2d_relu_padded(x_padded, w, bias, None, (0, 0), pooled=buffers.pooled,
+                                   pooled_border=buffers.out_border, indices=buffers.indices)
+        self._fast[i] = buffers
+        self._saved[i] = _Saved(x=x, buffers=buffers, x_padded=x_padded) if training else None
+        return buffers.output[1]
+
+    # ----------------------------------------------------------------- backward
+    def backward(self, gy: Any, params: Sequence[Params], input_grad: bool = True) -> tuple[Any, list]:
+        """gy (the last block's output shape) -> (gx or None, [(gw, gb) per block]).
+
+        ``input_grad=False``: the first block skips its input gradient (a network's
+        first convolution). gb is returned even for a block without bias (unused)."""
+        grads: list = [None] * len(self.blocks)
+        handoff = Handoff(gy)
+        for i in range(len(self.blocks) - 1, -1, -1):
+            saved = self._saved[i]
+            if saved is None:
+                raise RuntimeError(f"{self!r}.backward: no cached input for block {i}; call forward in training "
+                                   "mode first")
+            mask_input = i > 0 and self.blocks[i - 1].pool is None  # x came out of a ReLU
+            wants_input_grad = input_grad if i == 0 else True
+            w = params[i][0]
+            if saved.buffers is not None:
+                previous = self._saved[i - 1].buffers if i > 0 and self._saved[i - 1] is not None else None
+                handoff, grads[i] = self._backward_fast(i, saved, w, handoff, wants_input_grad, mask_input, previous)
+            else:
+                handoff, grads[i] = self._backward_composed(i, saved, w, handoff, wants_input_grad, mask_input)
+            self._saved[i] = None  # spent, as the layers' caches
+        return handoff.grad, grads
+
+    def _backward_composed(self, i: int, saved: _Saved, w: Any, handoff: Handoff, input_grad: bool,
+                           mask_input: bool) -> tuple[Handoff, Params]:
+        block = self.blocks[i]
+        if block.pool is not None:
+            pool = block.pool
+            gz = FF.max_pool2d_relu_backward(handoff.grad, saved.indices, saved.y, pool.kernel_size, pool.stride,
+                                             pool.padding, pool.dilation, pool.ceil_mode)
+        elif handoff.masked:
+            gz = handoff.grad
+        else:
+            gz = F.relu_backward(handoff.grad, saved.y)
+        gx, gw, gb = FF.conv2d_backward_relu_mask(gz, saved.x, w, block.stride, block.padding, block.dilation,
+                                                  block.groups, input_grad=input_grad, mask_input=mask_input)
+        return Handoff(gx, masked=mask_input), (gw, gb)
+
+    def _backward_fast(self, i: int, saved: _Saved, w: Any, handoff: Handoff, input_grad: bool, mask_input: bool,
+                       previous: BlockBuffers | None) -> tuple[Handoff, Params]:
+        buffers = saved.buffers
+        gy = np.asarray(handoff.grad)
+        # buffers.gz_by_1 (3x3 without padding) holds the same gradient with another
+        # border; the kernels that write buffers.gz write it too where they can
+        by_1_written = handoff.by_1_written
+        if self.blocks[i].pool is not None:
+            ops.max_pool2d_relu_backward_padded(buffers.gz, buffers.gz_border, gy.reshape(buffers.pooled_shape),
+                                                buffers.indices, buffers.pooled, buffers.out_border,
+                                                also=buffers.gz_by_1, also_border=(1, 1))
+            by_1_written = True
+        elif handoff.masked:
+            if gy is not buffers.gz_view:  # handed over by a composed block
+                ops.copy_into_border(buffers.gz, buffers.gz_border, gy.reshape(buffers.y_shape))
+                by_1_written = False
+        else:
+            ops.relu_backward_padded(buffers.gz, buffers.gz_border, gy.reshape(buffers.y_shape), buffers.y_view)
+            by_1_written = False
+        if buffers.gz_by_1 is not None and not by_1_written:
+            ops.copy_interior(buffers.gz_by_1, (1, 1), buffers.gz, buffers.gz_border)
+        common = dict(gz_bordered_by_1=buffers.gz_by_1)
+        x_padded, pad = saved.x_padded, buffers.pad
+        if not input_grad:
+            gw, gb = ops.conv2d_backward_padded(buffers.gz, buffers.gz_border, x_padded, w, pad, **common)
+            return Handoff(None), (gw, gb)
+        if mask_input and previous is not None:
+            # straight into the previous block's bordered output gradient, through its ReLU mask
+            gw, gb = ops.conv2d_backward_padded(buffers.gz, buffers.gz_border, x_padded, w, pad, gx=previous.gz,
+                                                gx_border=previous.gz_border, mask=x_padded, mask_border=pad,
+                                                gx_also=previous.gz_by_1, gx_also_border=(1, 1), **common)
+            return Handoff(previous.gz_view, masked=True, by_1_written=previous.gz_by_1 is not None), (gw, gb)
+        gw, gb = ops.conv2d_backward_padded(buffers.gz, buffers.gz_border, x_padded, w, pad, gx=buffers.gx,
+                                            mask=x_padded if mask_input else None, mask_border=pad, **common)
+        return Handoff(buffers.gx, masked=mask_input), (gw, gb)

@@ -1,0 +1,110 @@
+"""Whether a fused group takes the CPU fast path: one function decides.
+
+A group is described by values (:class:`ConvBlock`), not by layer objects, so the
+rule can be asked about any input shape without running anything: the chain asks
+it for every block before allocating (its output border is the next block's
+padding), and ``numbacnn info --kernels`` asks it to say why a block runs where it
+does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from numbacnn.device import backend
+from numbacnn.shapes import conv_output_size, pool_output_size
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A MaxPool2d's hyperparameters (all pairs normalised, as the layer holds them)."""
+
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    ceil_mode: bool
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """``Conv2d -> ReLU (-> MaxPool2d)`` as values: what the group computes.
+
+    ``weight_shape`` is (F, C // groups, KH, KW); ``padding`` a pair or "same" /
+    "valid" as the layer holds it; ``pool`` None for a group without a pool.
+    """
+
+    weight_shape: tuple[int, int, int, int]
+    stride: tuple[int, int]
+    padding: Any
+    dilation: tuple[int, int]
+    groups: int
+    pool: PoolSpec | None = None
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """How a block runs on the fast path for one input shape (every size from shapes.py).
+
+    ``pad`` (pad_h, pad_w) is the conv's padding, the border its input buffer
+    needs; ``y_shape`` the ReLU output (N, F, OH, OW); ``out_shape`` the group's
+    output (the pooled shape with a pool, else ``y_shape``)."""
+
+    pad: tuple[int, int]
+    y_shape: tuple[int, int, int, int]
+    out_shape: tuple[int, int, int, int]
+
+
+def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any, bias_dtype: Any | None,
+              device: str) -> FastPath | str:
+    """The block's :class:`FastPath` for an input of this shape, dtype and device, or
+    the reason (a phrase) why it runs the composed ops of ``functional/fused.py``.
+
+    The fast path needs: the CPU; a non-empty (N, C, H, W) input of the weight's
+    dtype (float32 or float64, bias alike); the register-blocked kernels' conditions
+    (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, >= 4 filters);
+    numeric padding smaller than the kernel; at least two output rows; and a pool, if
+    any, of 2x2 windows with stride 2, no padding or dilation, whole windows only.
+    """
+    tuning = backend("cpu").conv_tuning if device == "cpu" else None
+    if tuning is None:
+        return f"device {device} (the fast path is CPU only)"
+    if len(x_shape) != 4 or x_shape[0] == 0:
+        return "not a non-empty (N, C, H, W) input"
+    x_dtype, weight_dtype = np.dtype(x_dtype), np.dtype(weight_dtype)
+    if x_dtype != weight_dtype or x_dtype not in (np.float32, np.float64):
+        return f"input dtype {x_dtype} with {weight_dtype} weights"
+    if bias_dtype is not None and np.dtype(bias_dtype) != x_dtype:
+        return f"bias dtype {np.dtype(bias_dtype)}"
+    if isinstance(block.padding, str):
+        return f"padding={block.padding!r}"
+    filters, channels, kernel_h, kernel_w = block.weight_shape
+    (stride_h, stride_w), (dilation_h, dilation_w) = block.stride, block.dilation
+    if not tuning.fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
+                                    block.groups):
+        return backend("cpu").conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
+                                                  dilation_w, block.groups, 2)[1]
+    pad_h, pad_w = int(block.padding[0]), int(block.padding[1])
+    if pad_h >= kernel_h or pad_w >= kernel_w:
+        return "padding as large as the kernel"
+    if x_shape[1] != channels:
+        return f"{x_shape[1]} input channels for a {channels}-channel weight"
+    out_h = conv_output_size(x_shape[2], kernel_h, 1, pad_h)
+    out_w = conv_output_size(x_shape[3], kernel_w, 1, pad_w)
+    if out_h < 2 or out_w < 1:
+        return f"a {out_h}x{out_w} output (the row kernels need two rows)"
+    y_shape = (int(x_shape[0]), filters, out_h, out_w)
+    pool = block.pool
+    if pool is None:
+        return FastPath((pad_h, pad_w), y_shape, y_shape)
+    if not (pool.kernel_size == (2, 2) and pool.stride == (2, 2) and pool.padding == (0, 0)
+            and pool.dilation == (1, 1)):
+        return "a pool other than 2x2 with stride 2"
+    if out_h < 2 or out_w < 2 or (pool.ceil_mode and (out_h % 2 or out_w % 2)):
+        return "a partial pool window (ceil_mode with an odd size)"
+    pooled = (y_shape[0], filters, pool_output_size(out_h, 2, 2, 0, 1, pool.ceil_mode),
+              pool_output_size(out_w, 2, 2, 0, 1, pool.ceil_mode))
+    return FastPath((pad_h, pad_w), y_shape, pooled)

@@ -1,0 +1,299 @@
+"""The row-blocked forward correlation kernels (stride 1, dilation 1, groups 1): the
+fast variants of ``conv.conv2d_forward`` and, run on the flipped kernel, of
+``conv.conv2d_backward_input``. ``conv.py`` says when each runs and what it is tested
+against; the readable definition is ``conv.conv2d_forward_general``.
+
+Two kernels share one row body (:func:`_accumulate_rows`):
+
+- :func:`correlation_kernel` (functional API): run-time plane shape, two output rows
+  per task, a plain output;
+- :func:`conv_rows_kernel` (the fused groups of ``numbacnn/fused``): the plane shape and
+  the buffers' borders compiled in, rows per task from ``conv_tuning.row_blocking``, and
+  the store fused with what follows the convolution (``MODE_*``).
+
+Why bordered buffers
+--------------------
+A stride-1 convolution with padding p reads its input zero-padded. Instead of
+copying the input into a padded array on every call (twice: forward and
+grad-weight), the layer that *produces* the input writes it straight into the
+interior of a buffer whose border is zero: the buffer is zeroed once when it is
+allocated, and every kernel writes interiors only, so the border stays zero.
+The same holds backwards: grad-input is a correlation of the output gradient
+padded by ``K - 1 - p``, so the kernel producing that gradient writes it into a
+bordered buffer too. A bordered buffer is passed as the whole array plus the
+(row, column) offset of its interior; the reading kernels see a plain C-contiguous
+array, which LLVM vectorises.
+
+As everywhere in ``kernels/``: no validation, no allocation of outputs (a task's
+small scratch rows excepted).
+"""
+
+from functools import lru_cache
+
+import numpy as np
+from numba import literally, njit, prange
+
+from numbacnn.kernels.common import FASTMATH, is_new_max
+from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, VECTOR_BYTES, filter_block_size, forward_fastmath,
+                                              row_blocking)
+
+# What conv_rows_kernel does with each sum before storing it
+MODE_BIAS = 0       # plain: the convolution (grad-input)
+MODE_RELU = 1       # conv + ReLU
+MODE_RELU_POOL = 2  # conv + ReLU + 2x2 max pool with argmax indices
+MODE_MASK = 3       # grad-input times the previous ReLU's mask (x > 0)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _accumulate_rows(sums, x, w, n, top_row, first, width, filters, kernel_h, kernel_w, rows, filter_block):
+    """Adds to rows first .. first + rows - 1 of sums (R, F, CW), columns 0 .. width - 1,
+    every tap of every input channel: sums[first + r, f, ow] += w[f, c, kh, kw] *
+    x[n, c, top_row + first + r + kh, ow + kw].
+
+    Inlined into ``conv_rows_kernel``'s kernels, where every count but the channels is
+    a compile-time constant, so the loops over filters, rows and taps unroll and the
+    loop over columns vectorises. (A module-level function, not one made per shape:
+    Numba keys a closure's disk-cache entry by the objects it closes over, and a
+    closed-over jitted function pickles differently in every process, so the kernels
+    would never load from the cache.)"""
+    for c in range(x.shape[1]):
+        for first_filter in range(0, filters, filter_block):
+            for ow in range(width):
+                for f in range(first_filter, first_filter + filter_block):
+                    for r in range(rows):
+                        s = sums[first + r, f, ow]
+                        for kh in range(kernel_h):
+                            for kw in range(kernel_w):
+                                s += w[f, c, kh, kw] * x[n, c, top_row + first + r + kh, ow + kw]
+                        sums[first + r, f, ow] = s
+
+
+
+@lru_cache(maxsize=None)
+def correlation_kernel(filters, kernel_h, kernel_w):
+    """The forward convolution for one (filters, kernel_h, kernel_w), stride 1, no padding.
+
+    ``correlate(out, x, w, b)``::
+
+        out  (N, F, OH, OW)   written: b[f] + sum over c, kh, kw of
+                              w[f, c, kh, kw] * x[n, c, oh + kh, ow + kw];  OH >= 2
+        x    (N, C, OH + KH - 1, OW + KW - 1)   already zero-padded if need be
+        w    (F, C, KH, KW)
+        b    (F,)
+
+    Parallel over (image, pair of output rows), so both cores work at batch 1. Each
+    task accumulates its two output rows of all F filters in ``pair_sums`` with the
+    row body shared with :func:`conv_rows_kernel` (:func:`_accumulate_rows`, two rows
+    together, FB = ``filter_block_size(...)`` filters per block):
+
+    Two rows share every weight broadcast, which halves the per-channel set-up cost
+    that dominated narrow rows (1.6x faster than one row of all 10 filters). An odd
+    last row is computed with the row above it, which only that task's pair stores.
+
+    Rows are computed over CW columns, OW rounded up to whole 64-byte vectors, so
+    there is no scalar or narrow remainder loop. The extra columns read the start of
+    the next input row (or channel, or image) and are never stored; only the last
+    task, whose extra columns would lie past the end of x, computes exactly OW.
+
+    (Reading x through a local zero-padded strip instead stopped LLVM from vectorising
+    this loop, hence the padded copy made by the caller.)
+
+    :func:`conv_rows_kernel` is this kernel's fused cousin for ``Sequential``'s
+    groups: it compiles the plane shape in too (a constant column count vectorises
+    narrow rows 1.4-2x better), which suits a network's handful of layer shapes but
+    not the functional API, where every new input size would compile a new kernel.
+    """
+    filter_block = filter_block_size(filters, kernel_h, kernel_w)
+    @njit(parallel=True, cache=True, fastmath=forward_fastmath(kernel_h, kernel_w))
+    def correlate(out, x, w, b):
+        batch, _, out_height, out_width = out.shape
+        vector = VECTOR_BYTES // x.itemsize
+        whole_vectors_width = (out_width + vector - 1) // vector * vector
+        pairs = (out_height + 1) // 2
+        for task in prange(batch * pairs):
+            n = task // pairs
+            top_row = min(2 * (task % pairs), out_height - 2)
+            first_stored = 2 * (task % pairs) - top_row  # 1 when an odd last row overlaps
+            computed_width = out_width if task == batch * pairs - 1 else whole_vectors_width
+            # pair_sums (2, F, CW): rows top_row and top_row + 1 of every filter's output
+            pair_sums = np.empty((2, filters, computed_width), out.dtype)
+            for f in range(filters):
+                for ow in range(computed_width):
+                    pair_sums[0, f, ow] = b[f]
+                    pair_sums[1, f, ow] = b[f]
+            _accumulate_rows(pair_sums, x, w, n, top_row, 0, computed_width, filters, kernel_h, kernel_w, 2,
+                             filter_block)
+            for row in range(first_stored, 2):
+                for f in range(filters):
+                    for ow in range(out_width):
+                        out[n, f, top_row + row, ow] = pair_sums[row, f, ow]
+
+    BUILT_KERNELS.append(correlate)
+    return correlate
+
+
+POOL_WINDOWS_CHUNK = 16  # pool windows per inner loop: one float32 vector, a constant trip count
+
+
+@njit(cache=True, inline="never")
+def _pool_task_rows(pooled, indices, sums, n, top_row, first, stop, out_width, pool_top, pool_left, windows):
+    """2x2 / stride-2 max pooling of a task's ReLU'd rows, read from its sums.
+
+    sums (R, F, SW) holds output rows top_row .. top_row + R - 1 before the ReLU (SW a
+    multiple of 2 * POOL_WINDOWS_CHUNK); the windows over local rows (j, j + 1) for
+    j = first, first + 2, .. < stop are pooled (ReLU applied first) into pooled's
+    interior at (pool_top, pool_left) and their argmax, the flat ``row * OW + col`` in
+    the (OH, OW) plane, into indices. The first maximum in row-major order wins, NaN
+    wins (``is_new_max``), as max_pool2d.
+
+    Each row pair is pooled over all ``windows`` = SW / 2 windows of sums, a
+    compile-time constant (``literally``: a trip count LLVM vectorises), into small
+    local rows, and the OW // 2 real ones are copied out: with a run-time count of 7
+    or 13 windows the loop ran scalar and cost more than the convolution it follows
+    (0.33 ms against 0.2 at 14 wide, measured). Columns past the computed ones hold garbage; their windows are dropped.
+
+    A separate function, not inlined: inside the convolution kernel this loop made
+    LLVM give up vectorising the convolution itself (8x slower, measured)."""
+    literally(windows)  # compiled per window count: the loop below has a constant trip count
+    zero = sums.dtype.type(0)
+    best_row = np.empty(windows, sums.dtype)
+    where_row = np.empty(windows, np.int64)
+    for j in range(first, stop, 2):
+        row = top_row + j
+        pool_row = row // 2
+        for f in range(sums.shape[1]):
+            for pw in range(windows):
+                col = 2 * pw
+                best = sums[j, f, col]
+                best = best if not best <= 0 else zero  # "not <= 0": NaN passes, as relu
+                where = row * out_width + col
+                value = sums[j, f, col + 1]
+                value = value if not value <= 0 else zero
+                take = is_new_max(value, best)
+                best = value if take else best
+                where = where + 1 if take else where
+                value = sums[j + 1, f, col]
+                value = value if not value <= 0 else zero
+                take = is_new_max(value, best)
+                best = value if take else best
+                where = (row + 1) * out_width + col if take else where
+                value = sums[j + 1, f, col + 1]
+                value = value if not value <= 0 else zero
+                take = is_new_max(value, best)
+                best = value if take else best
+                where = (row + 1) * out_width + col + 1 if take else where
+                best_row[pw] = best
+                where_row[pw] = where
+            for pw in range(out_width // 2):
+                pooled[n, f, pool_top + pool_row, pool_left + pw] = best_row[pw]
+                indices[n, f, pool_row, pw] = where_row[pw]
+
+
+@lru_cache(maxsize=None)
+def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top=0, out_left=0, pool_top=0,
+                     pool_left=0, mask_top=0, mask_left=0, store_out=True, store_twice=False, itemsize=4):
+    """Stride-1 correlation of a zero-bordered input with a fused store.
+
+    ``conv_rows(out, pooled, indices, mask, x, w, b)``, shapes and borders compiled in
+    (``itemsize``: x's, 4 or 8, which sets the vector width)::
+
+        x        (N, C, in_height, in_width)  the padded input (a bordered buffer);
+                 OH = in_height - KH + 1 >= 2, OW = in_width - KW + 1
+        w        (F, C, KH, KW);  b (F,)
+        out      bordered (N, F, >= out_top + OH, >= out_left + OW): the interior at
+                 (out_top, out_left) is written with s = b[f] + sum w * x taps, then
+                 MODE_RELU / MODE_RELU_POOL: max(s, 0) (NaN stays NaN)
+                 MODE_MASK: s where mask[n, f, mask_top + oh, mask_left + ow] > 0, else 0
+                 (MODE_RELU_POOL with ``store_out=False``: not written, not read)
+        pooled   MODE_RELU_POOL: bordered (N, F, ...), interior (OH // 2, OW // 2) at
+                 (pool_top, pool_left): each 2x2 window's maximum of the ReLU output
+                 (first maximum in row-major order, NaN wins, as max_pool2d)
+        indices  MODE_RELU_POOL: (N, F, OH // 2, OW // 2) int64, the maximum's flat
+                 index ``row * OW + col`` in its (OH, OW) plane (PyTorch's format)
+
+    With ``store_twice`` (MODE_BIAS / MODE_MASK), ``pooled`` is a second bordered
+    destination: its interior at (pool_top, pool_left) receives the same values as
+    out's. A gradient that two kernels read with different borders is then written
+    once into each, instead of being copied from one into the other afterwards.
+    Unused arguments (by mode) may be any arrays of the right type.
+
+    Parallel over (image, block of output rows). Each task accumulates its rows of all
+    F filters in ``sums`` (R, F, CW), then stores them through the mode (and pools
+    them: a block holds whole pool windows, so the pool reads the task's own sums):
+
+        for c:                     run-time loop over input channels
+          for filter block:        FB filters (``row_blocking``)
+            for ow < CW:           innermost after unrolling: vectorised over columns
+              for f, row, kh, kw:  unrolled: FB x rows accumulators; each weight
+                                   feeds every row, each input load FB FMAs
+
+    CW is OW rounded up to whole 64-byte vectors and a compile-time constant: with
+    a run-time trip count LLVM's vector loop never ran on one-vector rows (14 wide)
+    and ran once with a remainder loop on two (28 wide); with the shapes compiled in,
+    forward rose from 99 to 197 GFLOP/s (14 wide) and 148 to 201 (28 wide). The extra
+    columns read the start of the next input row (or channel, or image) and are never
+    stored; only the last task, whose extra columns would lie past the end of x,
+    computes exactly OW (a run-time trip count, once per call). A last block that
+    would run past OH starts earlier, overlapping its neighbour, and stores (and
+    pools) only the rows its neighbour did not.
+
+    The offsets are compile-time constants too: with a run-time offset, ``offset +
+    ow`` might be negative as far as Numba knows, so it adds a wrap-around test to
+    every index and LLVM no longer vectorises the loop (4x slower grad-weight, measured).
+    """
+    out_height = in_height - kernel_h + 1
+    out_width = in_width - kernel_w + 1
+    vector = VECTOR_BYTES // itemsize  # elements per AVX-512 register: 16 float32, 8 float64
+    computed_width = (out_width + vector - 1) // vector * vector
+    rows, filter_block, rows_per_task = row_blocking(filters, kernel_h, kernel_w, out_height,
+                                                     computed_width // vector)
+    # sums rows hold a multiple of 32 columns, whole chunks of pool windows (columns
+    # past CW are never computed: their windows are dropped)
+    sums_width = (computed_width + 2 * POOL_WINDOWS_CHUNK - 1) // (2 * POOL_WINDOWS_CHUNK) * (2 * POOL_WINDOWS_CHUNK)
+    pool_windows = sums_width // 2
+    blocks = (out_height + rows_per_task - 1) // rows_per_task
+    pooled_rows = 2 * (out_height // 2)  # rows covered by whole pool windows
+
+    @njit(parallel=True, cache=True, fastmath=forward_fastmath(kernel_h, kernel_w))
+    def conv_rows(out, pooled, indices, mask, x, w, b):
+        batch = x.shape[0]
+        zero = x.dtype.type(0)
+        for task in prange(batch * blocks):
+            n = task // blocks
+            first_new = (task % blocks) * rows_per_task
+            top_row = min(first_new, out_height - rows_per_task)
+            first_stored = first_new - top_row  # > 0 when the last block overlaps
+            sums = np.empty((rows_per_task, filters, sums_width), x.dtype)
+            for r in range(rows_per_task):
+                for f in range(filters):
+                    for ow in range(computed_width):
+                        sums[r, f, ow] = b[f]
+            for first in range(0, rows_per_task, rows):
+                if task == batch * blocks - 1:
+                    _accumulate_rows(sums, x, w, n, top_row, first, out_width, filters, kernel_h, kernel_w, rows,
+                                     filter_block)
+                else:
+                    _accumulate_rows(sums, x, w, n, top_row, first, computed_width, filters, kernel_h, kernel_w,
+                                     rows, filter_block)
+            if mode != MODE_RELU_POOL or store_out:
+                for r in range(first_stored, rows_per_task):
+                    oh = top_row + r
+                    for f in range(filters):
+                        for ow in range(out_width):
+                            value = sums[r, f, ow]
+                            if mode == MODE_RELU or mode == MODE_RELU_POOL:
+                                # "not <= 0" so NaN passes through, as relu
+                                value = value if not value <= 0 else zero
+                            elif mode == MODE_MASK:
+                                value = value if mask[n, f, mask_top + oh, mask_left + ow] > 0 else zero
+                            out[n, f, out_top + oh, out_left + ow] = value
+                            if store_twice:
+                                pooled[n, f, pool_top + oh, pool_left + ow] = value
+            if mode == MODE_RELU_POOL:
+                first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
+                stop = min(rows_per_task, pooled_rows - top_row) - 1
+                _pool_task_rows(pooled, indices, sums, n, top_row, first_pooled, stop, out_width, pool_top,
+                                pool_left, pool_windows)
+
+    BUILT_KERNELS.append(conv_rows)
+    return conv_rows

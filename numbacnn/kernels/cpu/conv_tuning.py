@@ -1,0 +1,103 @@
+"""How the fast convolution kernels are shaped: the constants and rules that every
+fast variant in ``conv_rows.py`` and ``conv_weight_grad.py`` is built with, and the
+one test of whether a convolution gets them (:func:`fast_path_applies`).
+
+Why kernels specialised per shape
+---------------------------------
+LLVM vectorises the innermost loop only, and only unrolls loops whose trip counts it
+knows. Each fast kernel is built by a factory for one (filters, kernel_h, kernel_w):
+those numbers are constants inside it, so the loops over filters and kernel taps
+unroll completely and the loop over output columns becomes the innermost one, which
+LLVM vectorises (16 float32 / 8 float64 columns per AVX-512 instruction). The input
+channel count stays a run-time loop: unrolling it too multiplies compile time for
+little gain. Factories are cached (one compilation per shape and dtype per process)
+and use ``cache=True``: Numba keys a closure's disk-cache entry by the values it
+closes over, so a second process loads every shape from disk.
+
+``FASTMATH`` (``kernels/common.py``) lets LLVM fuse multiply-adds and reorder sums; it
+leaves out 'nnan' and 'ninf', so a NaN or Inf in the input still reaches the output.
+"""
+
+from numbacnn.kernels.common import FASTMATH
+
+# Register blocking: the forward kernel's inner loop (rows x a block of filters x
+# kernel_h * kernel_w taps, one FMA each) must stay within LLVM's unrolling budget,
+# or LLVM neither unrolls nor vectorises it.
+MAX_UNROLLED_TAPS = 100
+# Fewer filters than this gain little from blocking; leaving them to the general
+# kernels also keeps the random-shape tests from compiling a kernel per shape.
+MIN_FILTERS = 4
+VECTOR_BYTES = 64  # one AVX-512 register: forward rows are computed in whole vectors of columns
+
+BUILT_KERNELS = []  # every kernel the factories built in this process (for cache stats)
+
+# Grad-weight splits its sum into this many float64 partial sums (fewer when there are
+# fewer rows or images), whatever the thread count: the partials, and their sum, are
+# then the same with 1 thread or 16, so a trial gives the same weights in a 1-thread
+# sweep worker and in a 2-thread process (with one partial per thread, 5x5 trials of
+# the sweep ended 0.2-0.3 points apart). Threads share the chunks out.
+GRAD_WEIGHT_CHUNKS = 16
+
+
+def fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+    """True when the register-blocked kernels handle this convolution: stride 1,
+    dilation 1, groups 1, at least ``MIN_FILTERS`` filters (output channels; input
+    channels for grad-input) and a kernel whose unrolled body fits the budget."""
+    return (stride_h == 1 and stride_w == 1 and dilation_h == 1 and dilation_w == 1 and groups == 1
+            and MIN_FILTERS <= filters and 2 * kernel_h * kernel_w <= MAX_UNROLLED_TAPS)
+
+
+def unrolled_body_budget(kernel_h, kernel_w):
+    """Multiply-adds per column vector that an unrolled forward body may hold and still
+    vectorise. 3x3 bodies of 72-90 vectorise; 5x5 and 7x7 bodies of 98-100 did not
+    (8 and 5 GFLOP/s, one thread) while bodies of 49-50 did (64 and 36 GFLOP/s): a
+    larger kernel's taps load more distinct input rows, so LLVM gives up sooner."""
+    return MAX_UNROLLED_TAPS if kernel_h * kernel_w <= 9 else MAX_UNROLLED_TAPS // 2
+
+
+def forward_fastmath(kernel_h, kernel_w):
+    """Fast-math flags of the forward correlation kernels: kernels larger than 3x3 are
+    compiled without 'reassoc': vectorised, the same 5x5 kernel compiled in this
+    process and loaded from Numba's disk cache rounded differently
+    (``kernels/linking.py`` keeps the 3x3 ones identical, not these). Their loop
+    vectorises over columns, so it needs no reassociation (same speed, measured)."""
+    return FASTMATH if kernel_h * kernel_w <= 9 else FASTMATH - {"reassoc"}
+
+
+def filter_block_size(filters, kernel_h, kernel_w):
+    """Filters accumulated together by the functional forward (two rows at a time): the
+    largest divisor of ``filters`` whose 2 rows x block x taps FMAs stay within
+    ``unrolled_body_budget`` (5 for Tiny VGG's 10 filters and 3x3 kernels: 90 FMAs per
+    column vector; 1 for 5x5)."""
+    budget = unrolled_body_budget(kernel_h, kernel_w)
+    for block in range(filters, 0, -1):
+        if filters % block == 0 and 2 * block * kernel_h * kernel_w <= budget:
+            return block
+    return 1
+
+
+def row_blocking(filters, kernel_h, kernel_w, out_height, vectors_per_row):
+    """(rows_together, filter_block, rows_per_task) of ``conv_rows.conv_rows_kernel``.
+
+    The unrolled body (rows_together x filter_block x kernel_h * kernel_w FMAs per
+    column vector) must stay within ``unrolled_body_budget`` or LLVM neither unrolls
+    nor vectorises it (5x5: 2 rows x 1 filter, 64 GFLOP/s, against 8 for 4 x 1;
+    7x7: 1 x 1, 36 against 5 for 2 x 1, one thread). Measured (float32, 2 threads, Tiny
+    VGG's 10 filters, 3x3): rows of two or more vectors run fastest with 4 rows x 2
+    filters (201 GFLOP/s at 28 wide, 238 at 62 wide, against 148 and 210 for 2 rows x
+    5 filters); one-vector rows (14 wide) with 1 row x 10 filters (197 against 128). A
+    task covers an even number of rows, so that 2x2 pool windows never straddle two
+    tasks.
+    """
+    taps = kernel_h * kernel_w
+    budget = unrolled_body_budget(kernel_h, kernel_w)
+    rows = 1 if vectors_per_row <= 1 else 4
+    while rows > 1 and (rows * taps > budget or rows > out_height):
+        rows //= 2
+    block = 1
+    for candidate in range(filters, 0, -1):
+        if filters % candidate == 0 and rows * candidate * taps <= budget:
+            block = candidate
+            break
+    per_task = rows if rows % 2 == 0 else 2 * rows
+    return rows, block, min(per_task, out_height)

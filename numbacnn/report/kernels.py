@@ -1,0 +1,327 @@
+"""Which kernel runs: for each layer (or fused group) of a model, the kernels that run
+forward and backward on a device for an input shape, where they are (file:line) and
+why that one. What ``numbacnn info --kernels`` prints.
+
+The answer comes from the same rules the code runs: ``nn/fusion.plan`` (which layers
+are fused), ``numbacnn.fused.fast_path`` (whether a fused group takes the CPU fast
+path) and the ``choose_*`` functions of ``kernels/cpu/conv.py`` (which convolution
+variant the functional ops pick). ``tests/test_kernel_choices.py`` counts the kernel
+calls of a real training step and holds them equal to this list.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from numbacnn.device import backend
+from numbacnn.fused import FastPath, fast_path
+from numbacnn.nn import (BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential)
+from numbacnn.nn.fusion import FusedChain, plan
+from numbacnn.report.layers import explainer_names
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # above numbacnn/
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """One kernel that runs for one layer or fused group.
+
+    Attributes
+    ----------
+    layers : str
+        The layer's dotted name and CNN Explainer name, e.g. ``"features.0 conv_1_1"``;
+        a fused group lists its layers joined by ``+``.
+    names : tuple of str
+        The dotted names of those layers, e.g. ``("features.0", "features.1")``.
+    direction : str
+        ``"forward"``, ``"grad-input"``, ``"grad-weight"``, ``"grad-bias"``, or
+        ``"backward"`` (an elementwise or pooling layer's one backward kernel).
+    kernel : str
+        ``module.function`` inside ``numbacnn/kernels/<device>/``, e.g.
+        ``"conv_rows.conv_rows_kernel"``; ``"-"`` where no kernel runs (a reshape).
+    location : str
+        ``path:line`` of the kernel's definition (a factory's, for kernels built per
+        shape), relative to the repository root.
+    why : str
+        The rule's reason, e.g. ``"3x3, stride 1, 10 filters: fused conv+ReLU+pool rows"``.
+    """
+
+    layers: str
+    names: tuple
+    direction: str
+    kernel: str
+    location: str
+    why: str
+
+
+def where(function: Any) -> str:
+    """``path:line`` of a Python or Numba function's definition (repository-relative)."""
+    function = getattr(function, "py_func", function)  # a Numba dispatcher's Python function
+    function = getattr(function, "__wrapped__", function)  # a factory under functools.lru_cache
+    path = inspect.getsourcefile(function)
+    lines, line = inspect.getsourcelines(function)
+    line += next(i for i, text in enumerate(lines) if text.lstrip().startswith("def "))  # past the decorators
+    return f"{os.path.relpath(path, _ROOT)}:{line}"
+
+
+def _kernel(module_name: str, function_name: str, device: str) -> tuple[str, str]:
+    """(``module.function``, location) of a backend kernel."""
+    module = getattr(backend(device), module_name)
+    return f"{module_name}.{function_name}", where(getattr(module, function_name))
+
+
+def kernel_choices(model: Module, input_shape: Sequence[int], device: str = "cpu", dtype: Any = np.float32,
+                   training: bool = True) -> list[KernelChoice]:
+    """Every kernel a forward (and, with ``training``, a backward) of ``model`` runs.
+
+    Parameters
+    ----------
+    model : Module
+        A Sequential of layers (nested Sequentials allowed), e.g. ``tiny_vgg(...)``.
+    input_shape : (N, C, H, W)
+    device : "cpu" or "cuda"
+    dtype : float32 or float64
+    training : bool
+        Include the backward kernels (the first layer skips its input gradient, as
+        ``numbacnn train`` does).
+
+    Returns
+    -------
+    list of KernelChoice, in the order the forward runs the layers.
+    """
+    leaves = _leaves(model)
+    names = dict(zip((id(layer) for _, layer in leaves), explainer_names([layer for _, layer in leaves])))
+    labels = {id(layer): f"{name} {names[id(layer)]}" for name, layer in leaves}
+    choices: list[KernelChoice] = []
+    shape = tuple(int(s) for s in input_shape)
+    first = True
+    for steps in _sequentials(model):
+        for step in steps:
+            if isinstance(step, FusedChain):
+                shape = _chain_choices(step, shape, device, dtype, training, first, labels, choices)
+                first = False
+                continue
+            _layer_choices(step, shape, device, training, first, labels[id(step)], choices)
+            shape = step.output_shape(shape)
+            first = False
+    return choices
+
+
+def _leaves(model: Module) -> list[tuple[str, Module]]:
+    return [(name, layer) for name, layer in model.named_modules() if not isinstance(layer, Sequential)]
+
+
+def _sequentials(model: Module) -> list[list]:
+    """The fusion plans of the innermost Sequentials, in forward order."""
+    if not isinstance(model, Sequential):
+        return [[model]]
+    children = list(model)
+    if children and all(isinstance(child, Sequential) for child in children):
+        return [steps for child in children for steps in _sequentials(child)]
+    return [plan(children)]
+
+
+def _add(choices: list, label: str, direction: str, device: str, module: str, function: str, why: str) -> None:
+    kernel, location = _kernel(module, function, device)
+    choices.append(KernelChoice(label, _names(label), direction, kernel, location, why))
+
+
+def _names(label: str) -> tuple:
+    """("features.0", "features.1") from "features.0 conv_1_1 + features.1 relu_1_1"."""
+    return tuple(part.split()[0] for part in label.split(" + "))
+
+
+def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, training: bool, first: bool,
+                   labels: dict, choices: list) -> tuple:
+    blocks = chain.blocks()
+    bias_dtypes = [dtype if group[0].bias is not None else None for group in chain.groups]
+    paths, block_shape = [], shape  # each block asked on its own input shape, as the chain does
+    for group, block, bias_dtype in zip(chain.groups, blocks, bias_dtypes):
+        paths.append(fast_path(block, block_shape, dtype, dtype, bias_dtype, device))
+        block_shape = group[0].output_shape(block_shape)
+        if len(group) == 3:
+            block_shape = group[2].output_shape(block_shape)
+    for i, (group, block, path) in enumerate(zip(chain.groups, blocks, paths)):
+        label = " + ".join(labels[id(layer)] for layer in group)
+        conv = group[0]
+        filters, channels, kernel_h, kernel_w = block.weight_shape
+        size = f"{kernel_h}x{kernel_w}, stride 1, {filters} filters"
+        if isinstance(path, FastPath):
+            pooled = block.pool is not None
+            if i == 0 or not isinstance(paths[i - 1], FastPath):
+                _add(choices, label, "forward", device, "bordered", "copy_into_border_kernel",
+                     "the input into the zero-bordered buffer the row kernel reads")
+            what = "conv+ReLU+2x2 pool" if pooled else "conv+ReLU"
+            _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
+                 f"{size}: fused {what} rows (MODE_RELU_POOL)" if pooled else f"{size}: fused {what} rows (MODE_RELU)")
+            if training:
+                if pooled:
+                    _add(choices, label, "backward", device, "bordered", "max_pool2x2_relu_backward_kernel",
+                         "2x2 pool backward from the saved indices, times the ReLU mask")
+                else:
+                    next_fast = i + 1 < len(blocks) and isinstance(paths[i + 1], FastPath)
+                    if i + 1 == len(blocks):
+                        _add(choices, label, "backward", device, "bordered", "relu_mask_bordered_kernel",
+                             "ReLU mask into the bordered gradient")
+                    elif not next_fast:
+                        _add(choices, label, "backward", device, "bordered", "copy_into_border_kernel",
+                             "the composed next block's masked gradient into the bordered buffer")
+                    if path.pad == (0, 0) and (kernel_h, kernel_w) == (3, 3) and not next_fast:
+                        _add(choices, label, "backward", device, "bordered", "copy_interior_kernel",
+                             "the gradient again, bordered by 1, for the whole-plane grad-weight")
+                if (kernel_h, kernel_w) == (3, 3) and path.pad in ((0, 0), (1, 1)):
+                    _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_bias_gradient_3x3_kernel",
+                         "3x3 with padding 0 or 1: whole planes as single dot products, with the bias")
+                else:
+                    _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel",
+                         f"{size}: row dot products, bias in the same pass")
+                if not (first and i == 0):
+                    masked = i > 0 and blocks[i - 1].pool is None
+                    in_height = shape[2]
+                    if channels >= backend("cpu").conv_tuning.MIN_FILTERS and in_height >= 2:
+                        _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel",
+                             "flipped-kernel rows" + (" times the previous ReLU's mask (MODE_MASK)" if masked
+                                                      else " (MODE_BIAS)"))
+                    else:
+                        _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general",
+                             f"{channels} input channels (the row kernels need "
+                             f"{backend('cpu').conv_tuning.MIN_FILTERS} or more)")
+            shape = path.out_shape
+        else:
+            why = f"composed ops ({path})"  # each layer's own kernels, labelled by layer
+            _conv_choices(conv, shape, device, training, first and i == 0, labels[id(conv)], choices, why)
+            shape = conv.output_shape(shape)
+            relu_label = labels[id(group[1])]
+            _add(choices, relu_label, "forward", device, "activation", "relu_forward", "ReLU of the composed group")
+            if training:
+                _add(choices, relu_label, "backward", device, "activation", "relu_backward", "ReLU mask")
+            if block.pool is not None:
+                pool = group[2]
+                _pool_choices(pool, shape, device, training, labels[id(pool)], choices)
+                shape = pool.output_shape(shape)
+    return shape
+
+
+def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first: bool, label: str, choices: list,
+                  context: str = "") -> None:
+    """The functional conv2d's kernels (``kernels/<device>/conv.py``)."""
+    filters, channels, kernel_h, kernel_w = conv.weight.shape
+    (stride_h, stride_w), (dilation_h, dilation_w) = conv.stride, conv.dilation
+    out_shape = conv.output_shape(shape)
+    prefix = f"{context}; " if context else ""
+
+    def with_context(why: str) -> str:
+        return context if context and why in context else with_context(why)
+    if device != "cpu":
+        for direction, function in (("forward", "conv2d_forward"), ("grad-input", "conv2d_backward_input"),
+                                    ("grad-weight", "conv2d_backward_weight"), ("grad-bias", "conv2d_backward_bias")):
+            if direction == "forward" or (training and not (first and direction == "grad-input")):
+                _add(choices, label, direction, device, "conv", function, prefix + "the CUDA kernel")
+        return
+    cpu_conv = backend("cpu").conv
+    variant, why = cpu_conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
+                                           conv.groups, out_shape[2])
+    if variant == cpu_conv.FAST:
+        _add(choices, label, "forward", device, "conv_rows", "correlation_kernel", with_context(why))
+    else:
+        _add(choices, label, "forward", device, "conv", "conv2d_forward_general", with_context(why))
+    if not training:
+        return
+    if not first:
+        pad = conv.padding if not isinstance(conv.padding, str) else (0, 0)
+        variant, why = cpu_conv.choose_backward_input(channels * conv.groups, kernel_h, kernel_w, stride_h, stride_w,
+                                                      pad[0], pad[1], dilation_h, dilation_w, conv.groups, shape[2])
+        if variant == cpu_conv.FAST:
+            _add(choices, label, "grad-input", device, "conv_rows", "correlation_kernel", with_context(why))
+        else:
+            _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general", with_context(why))
+    variant, why = cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
+                                                   dilation_w, conv.groups)
+    if variant == cpu_conv.FAST:
+        _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
+    else:
+        _add(choices, label, "grad-weight", device, "conv", "conv2d_backward_weight_general", with_context(why))
+    if conv.bias is not None:
+        _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias", prefix + "float64 partial sums")
+
+
+def _pool_choices(pool: MaxPool2d, shape: tuple, device: str, training: bool, label: str, choices: list) -> None:
+    plain = (pool.kernel_size == (2, 2) and pool.stride == (2, 2) and pool.padding == (0, 0)
+             and pool.dilation == (1, 1) and not (pool.ceil_mode and (shape[2] % 2 or shape[3] % 2)))
+    if device == "cpu" and plain:
+        _add(choices, label, "forward", device, "pool", "max_pool2x2_forward", "2x2, stride 2: one pass per row")
+        if training:
+            _add(choices, label, "backward", device, "pool", "max_pool2x2_backward", "2x2, stride 2")
+    else:
+        _add(choices, label, "forward", device, "pool", "max_pool2d_forward_general" if device == "cpu" else
+             "max_pool2d_forward", "general windows")
+        if training:
+            _add(choices, label, "backward", device, "pool", "max_pool2d_backward_general" if device == "cpu" else
+                 "max_pool2d_backward", "general windows")
+
+
+def _layer_choices(layer: Module, shape: tuple, device: str, training: bool, first: bool, label: str,
+                   choices: list) -> None:
+    if isinstance(layer, Conv2d):
+        _conv_choices(layer, shape, device, training, first, label, choices)
+    elif isinstance(layer, ReLU):
+        _add(choices, label, "forward", device, "activation", "relu_forward", "elementwise")
+        if training:
+            _add(choices, label, "backward", device, "activation", "relu_backward", "elementwise")
+    elif isinstance(layer, MaxPool2d):
+        _pool_choices(layer, shape, device, training, label, choices)
+    elif isinstance(layer, Linear):
+        _add(choices, label, "forward", device, "linear", "linear_forward", "matrix product")
+        if training:
+            if not first:
+                _add(choices, label, "grad-input", device, "linear", "linear_backward_input", "matrix product")
+            _add(choices, label, "grad-weight", device, "linear", "linear_backward_weight", "matrix product")
+            if layer.bias is not None:
+                _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
+                     "the gradient viewed as (N, OUT, 1, 1)")
+    elif isinstance(layer, BatchNorm2d):
+        _add(choices, label, "forward", device, "norm", "batch_norm_stats", "per-channel batch statistics")
+        _add(choices, label, "forward", device, "norm", "batch_norm_forward", "normalise, scale, shift")
+        if training:
+            _add(choices, label, "backward", device, "norm", "batch_norm_backward", "per channel")
+    elif isinstance(layer, Dropout):
+        _add(choices, label, "forward", device, "dropout", "dropout_apply", "mask from a seeded generator")
+        if training:
+            _add(choices, label, "backward", device, "dropout", "dropout_apply", "the same mask")
+    elif isinstance(layer, Flatten):
+        choices.append(KernelChoice(label, _names(label), "forward", "-", "-", "a reshape: no kernel"))
+    else:
+        choices.append(KernelChoice(label, _names(label), "forward", "-", "-",
+                                    f"{type(layer).__name__}: not catalogued"))
+
+
+def forward_kernel_sources(model: Module, input_shape: Sequence[int], dtype: Any = np.float32) -> dict[str, str]:
+    """{dotted layer name: "module.function at path:line"} of the main forward kernel of
+    each layer on the CPU (the one computing its output; a fused group's layers share
+    it): what ``numbacnn explore`` links each layer to."""
+    sources: dict[str, str] = {}
+    for choice in kernel_choices(model, input_shape, "cpu", dtype, training=False):
+        if choice.kernel == "-" or choice.kernel.startswith("bordered."):
+            continue  # a reshape, or a copy into a bordered buffer
+        for name in choice.names:
+            sources[name] = f"{choice.kernel} at {choice.location}"
+    return sources
+
+
+def format_kernel_choices(choices: Sequence[KernelChoice]) -> str:
+    """The table ``numbacnn info --kernels`` prints: layer, direction, kernel, file:line, why."""
+    rows = [("layer", "pass", "kernel", "where", "why")]
+    rows += [(c.layers, c.direction, c.kernel, c.location, c.why) for c in choices]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    previous = None
+    for row in rows:
+        layer = row[0] if row[0] != previous else ""
+        previous = row[0]
+        lines.append("  ".join([layer.ljust(widths[0]), *(row[i].ljust(widths[i]) for i in (1, 2, 3)), row[4]]).rstrip())
+    return "\n".join(lines)

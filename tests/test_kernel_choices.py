@@ -1,0 +1,97 @@
+"""``numbacnn info --kernels`` names the kernels that really run: every kernel it lists
+for a training step is called during one, and every conv/pool/fused kernel called is
+listed (calls counted by wrapping the kernel functions where the code looks them up)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import numbacnn.functional as F
+from numbacnn.models import tiny_vgg
+from numbacnn.report.kernels import format_kernel_choices, kernel_choices
+
+# the kernel modules whose functions are counted (conv, pool, the fused wing's)
+COUNTED = {
+    "conv": ["conv2d_forward_general", "conv2d_backward_input_general", "conv2d_backward_weight_general",
+             "conv2d_backward_bias"],
+    "conv_rows": ["conv_rows_kernel", "correlation_kernel"],
+    "conv_weight_grad": ["weight_gradient_kernel", "weight_bias_gradient_3x3_kernel"],
+    "bordered": ["copy_into_border_kernel", "max_pool2x2_relu_backward_kernel", "relu_mask_bordered_kernel",
+                 "copy_interior_kernel"],
+    "pool": ["max_pool2x2_forward", "max_pool2x2_backward", "max_pool2d_forward_general",
+             "max_pool2d_backward_general"],
+}
+
+
+def _count_calls(monkeypatch) -> Counter:
+    import importlib
+
+    calls: Counter = Counter()
+    package = importlib.import_module("numbacnn.kernels.cpu")
+    for module_name, names in COUNTED.items():
+        module = importlib.import_module(f"numbacnn.kernels.cpu.{module_name}")
+        for name in names:
+            original = getattr(module, name)
+
+            def wrapper(*args, _original=original, _key=f"{module_name}.{name}", **kwargs):
+                calls[_key] += 1
+                return _original(*args, **kwargs)
+
+            wrapper.__wrapped__ = original
+            monkeypatch.setattr(module, name, wrapper)
+            if getattr(package, name, None) is original:  # the dispatcher's way in: backend("cpu").name
+                monkeypatch.setattr(package, name, wrapper)
+    return calls
+
+
+def _training_step(model, shape, dtype) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    labels = rng.integers(0, 10, shape[0])
+    model.zero_grad()
+    _, grad = F.softmax_cross_entropy(model(x), labels)
+    model.backward(grad, input_grad=False)
+
+
+@pytest.mark.parametrize("options", [
+    dict(padding=1),                       # the main job: the fused fast path everywhere
+    dict(padding=0),                       # 3x3 without padding: gz bordered twice
+    dict(padding=1, stride=2),             # strided first convs: composed groups beside fast ones
+    dict(kernel_size=5, padding=2),
+], ids=["main-job", "padding0", "stride2", "k5"])
+def test_listed_kernels_are_the_ones_that_run(options, monkeypatch):
+    dtype = np.float32
+    shape = (4, 1, 28, 28)
+    model = tiny_vgg(1, 10, 28, dtype=dtype, seed=0, **options)
+    listed = {c.kernel for c in kernel_choices(model, shape, "cpu", dtype) if c.kernel.split(".")[0] in COUNTED}
+    calls = _count_calls(monkeypatch)
+    _training_step(model, shape, dtype)
+    ran = {name for name, count in calls.items() if count}
+    assert listed == ran, f"listed but not run: {listed - ran}; run but not listed: {ran - listed}"
+
+
+def test_locations_point_at_the_kernels():
+    choices = kernel_choices(tiny_vgg(1, 10, 28, padding=1, seed=0), (64, 1, 28, 28))
+    for choice in choices:
+        if choice.kernel == "-":
+            continue
+        path, line = choice.location.rsplit(":", 1)
+        source = open(path).read().splitlines()[int(line) - 1]
+        assert f"def {choice.kernel.split('.')[1]}(" in source, (choice, source)
+    table = format_kernel_choices(choices)
+    assert "conv_rows.conv_rows_kernel" in table and "MODE_RELU_POOL" in table
+
+
+def test_info_kernels_command_prints_the_table_and_refuses_bad_options():
+    ok = subprocess.run([sys.executable, "-m", "numbacnn", "info", "--kernels", "--eval"], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "conv_rows.conv_rows_kernel" in ok.stdout and "grad-weight" not in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "numbacnn", "info", "--kernels", "--image-size", "2"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("numbacnn info: error:")
