@@ -83,6 +83,7 @@ PROMISES = [
     ("--dataset imagefolder", ["my_images/images/ankle_boot/00000.png", "runs/mine/checkpoint.npz"], []),
     ("--batch-norm --out runs/batch_norm", ["runs/batch_norm/checkpoint.npz", "runs/dropout/checkpoint.npz"], []),
     ("numbacnn explain conv", ["runs/report/index.html"], ["verdict: NOT symmetric", "suggestions"]),
+    ("numbacnn explore runs/tiny_vgg", ["explore.html", "photos.html"], []),
     ("numbacnn sweep report", ["runs/sweep/results.jsonl", "runs/sweep/summary.md"], []),
 ]
 
