@@ -117,21 +117,34 @@ def train_one_epoch(model: Module, optimizer: Optimizer, loader: BatchLoader, de
             "seconds": seconds, "images_per_second": seen / max(seconds, 1e-9), "train_images": seen}
 
 
-def evaluate(model: Module, loader: BatchLoader, device: str = "cpu") -> dict[str, float]:
+def evaluate(model: Module, loader: BatchLoader, device: str = "cpu",
+             keep_predictions: bool = False) -> dict[str, Any]:
     """Mean loss and accuracy of ``model`` on every batch of ``loader`` (in eval mode).
+
+    Parameters
+    ----------
+    keep_predictions : bool
+        Also return every image's predicted class, in the loader's order (one
+        extra copy of the logits to the host per batch on a GPU).
 
     Returns
     -------
     dict
-        ``loss`` (mean cross-entropy), ``accuracy`` (fraction in [0, 1]), ``images``.
+        ``loss`` (mean cross-entropy), ``accuracy`` (fraction in [0, 1]), ``images``;
+        with ``keep_predictions``, ``predictions`` (int64 (N,)) and ``labels`` (int64 (N,)).
     """
     was_training = model.training
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
+    predicted: list[np.ndarray] = []
+    true: list[np.ndarray] = []
     metrics = F.RunningMetrics(device) if device == "cuda" else None  # read back once, at the end
     try:
         for images, labels in loader:
             logits = model(to_device(images, device))
+            if keep_predictions:
+                predicted.append(np.argmax(to_host(logits), axis=1).astype(np.int64))
+                true.append(np.asarray(labels, dtype=np.int64))
             if metrics is not None:
                 _check_labels("evaluate", np.asarray(labels), len(labels), int(logits.shape[1]))  # on the host
                 y = to_device(labels, device)
@@ -147,7 +160,36 @@ def evaluate(model: Module, loader: BatchLoader, device: str = "cpu") -> dict[st
             loss_sum, correct, seen = metrics.read()
     finally:
         model.train(was_training)
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "images": seen}
+    result: dict[str, Any] = {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "images": seen}
+    if keep_predictions:
+        empty = np.zeros(0, dtype=np.int64)
+        result["predictions"] = np.concatenate(predicted) if predicted else empty
+        result["labels"] = np.concatenate(true) if true else empty
+    return result
+
+
+# A mean training loss this many times that of a uniform guess (ln K for K classes)
+# means the weights are blowing up while staying finite (--lr 1000 reached 6e11 at
+# chance accuracy with no NaN): the run goes on, with a warning each such epoch.
+DIVERGING_LOSS_FACTOR = 10.0
+
+
+def _class_count(loader: BatchLoader) -> int:
+    """K, from the dataset's class names, else its largest label + 1."""
+    dataset = loader.dataset
+    if getattr(dataset, "classes", ()):
+        return len(dataset.classes)
+    return int(np.max(dataset.labels)) + 1 if len(dataset) else 2
+
+
+def diverging_warning(train_loss: float, classes: int, lr: float) -> str:
+    """The warning for a finite loss far above chance level, or "" (see :data:`DIVERGING_LOSS_FACTOR`)."""
+    chance = math.log(max(classes, 2))
+    if not math.isfinite(train_loss) or train_loss <= DIVERGING_LOSS_FACTOR * chance:
+        return ""
+    return (f"the training loss {train_loss:.3g} is more than {DIVERGING_LOSS_FACTOR:g}x that of a uniform guess "
+            f"({chance:.2f} for {classes} classes): the weights are diverging; the learning rate {lr:g} is "
+            f"probably too large (the default is 0.01)")
 
 
 def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_loader: BatchLoader | None = None,
@@ -198,12 +240,17 @@ def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_load
             record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
         if scheduler is not None:
             scheduler.step()
+        warning = diverging_warning(record["train_loss"], _class_count(train_loader), optimizer.lr)
+        if warning:
+            record["warning"] = warning
         history.append(record)
         if log is not None:
             val_text = f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.2%}" if "val_loss" in record else ""
             log(f"epoch {epoch + 1}/{epochs}  train loss {record['train_loss']:.4f} acc "
                 f"{record['train_accuracy']:.2%}{val_text}  {record['seconds']:.1f} s  "
                 f"{record['images_per_second']:.0f} images/s")
+            if warning:
+                log(f"warning: {warning}")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
     return history
