@@ -31,6 +31,25 @@ while [ $# -gt 0 ]; do
 done
 
 python=${PYTHON:-python}
+# Without a GPU, say so in one line and stop: the tests would fail one by one with
+# tracebacks and the report would have nothing to measure (issue 21).
+if [ "$tiny" = 0 ]; then
+    if ! reason=$(env -u NUMBA_ENABLE_CUDASIM "$python" -c '
+import sys
+try:
+    from numba import cuda
+except Exception as exc:
+    sys.exit(f"numba-cuda is not installed ({type(exc).__name__}); pip install \"numbacnn[cuda]\"")
+try:
+    ok = cuda.is_available()
+except Exception as exc:
+    ok = False
+sys.exit(0 if ok else "no usable NVIDIA GPU (numba.cuda.is_available() is False; check nvidia-smi)")
+' 2>&1); then
+        echo "gpu_check.sh: error: ${reason##*$'\n'}, no report written to $out (run it on a machine with a GPU, or --tiny to check the plumbing in the simulator)" >&2
+        exit 2
+    fi
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 start=$(date +%s)
@@ -85,5 +104,9 @@ args=(--out "$out" --tests-log "$log" --tests-status "$tests_status" --budget-s 
 "$python" benchmarks/gpu_check.py "${args[@]}"
 report_status=$?
 
-echo "gpu_check: $(( $(date +%s) - start )) s, report in $out (tests exit $tests_status)"
+if [ "$report_status" = 0 ] && [ -s "$out" ]; then
+    echo "gpu_check: $(( $(date +%s) - start )) s, report in $out (tests exit $tests_status, memcheck exit $memcheck_status)"
+else
+    echo "gpu_check: $(( $(date +%s) - start )) s, no complete report (report exit $report_status, tests exit $tests_status)" >&2
+fi
 [ "$tests_status" = 0 ] && [ "$memcheck_status" = 0 ] && [ "$report_status" = 0 ]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
 import sys
+import warnings
 from types import ModuleType
 from typing import Any, Iterator
 
@@ -27,8 +29,33 @@ class DeviceError(RuntimeError):
     """A device was asked for that this machine cannot provide."""
 
 
+class SimulatorWarning(UserWarning):
+    """``cuda`` was asked for while ``NUMBA_ENABLE_CUDASIM=1``: the CUDA kernels run in
+    Numba's simulator (each GPU thread a Python thread), for testing, not for work."""
+
+
+SIMULATOR_ENV = "NUMBA_ENABLE_CUDASIM"
+SIMULATOR_MESSAGE = (
+    "device 'cuda' runs in Numba's CUDA simulator because NUMBA_ENABLE_CUDASIM=1 is set: every GPU thread "
+    "is a Python thread, thousands of times slower than the CPU (a 118-image training takes minutes); "
+    "it is for testing kernels. Unset NUMBA_ENABLE_CUDASIM for a real GPU, or use device 'cpu'"
+)
+_simulator_warned = False
+
+
+def cuda_simulator_enabled() -> bool:
+    """True when Numba's CUDA simulator replaces the GPU (``NUMBA_ENABLE_CUDASIM=1``,
+    read as Numba reads it: set before numba is imported)."""
+    try:
+        from numba.core import config
+    except Exception:  # pragma: no cover - numba always has it
+        return os.environ.get(SIMULATOR_ENV, "0") not in ("", "0")
+    return bool(getattr(config, "ENABLE_CUDASIM", 0))
+
+
 def cuda_available() -> bool:
-    """True when numba-cuda is importable and finds a GPU (or the CUDA simulator).
+    """True when numba-cuda is importable and finds a GPU (or the CUDA simulator:
+    see :func:`cuda_simulator_enabled`, which ``"auto"`` never picks).
 
     Never raises: a missing package, driver or toolkit all mean "no".
     """
@@ -53,7 +80,9 @@ def resolve_device(name: str) -> str:
     Parameters
     ----------
     name : {"cpu", "cuda", "auto"}
-        "auto" means CUDA when a GPU and the CUDA backend are usable, else CPU.
+        "auto" means CUDA when a GPU and the CUDA backend are usable, else CPU;
+        never Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``), which only an
+        explicit "cuda" gets, with a :class:`SimulatorWarning` (once per process).
 
     Raises
     ------
@@ -66,9 +95,14 @@ def resolve_device(name: str) -> str:
         raise ValueError(f"device: got {name!r}, expected one of {DEVICE_CHOICES}")
     name = name.lower()
     if name == "auto":
-        return "cuda" if (cuda_kernels_present() and cuda_available()) else "cpu"
+        usable = cuda_kernels_present() and not cuda_simulator_enabled() and cuda_available()
+        return "cuda" if usable else "cpu"
     if name == "cuda":
         require_cuda()
+        global _simulator_warned
+        if cuda_simulator_enabled() and not _simulator_warned:
+            _simulator_warned = True
+            warnings.warn(SIMULATOR_MESSAGE, SimulatorWarning, stacklevel=2)
     return name
 
 
@@ -89,8 +123,15 @@ def require_cuda() -> None:
     if not cuda_available():
         raise DeviceError(
             "device 'cuda': no usable NVIDIA GPU was found (numba.cuda.is_available() "
-            "is False). Check the driver with `nvidia-smi`, use device 'cpu', or set "
-            "NUMBA_ENABLE_CUDASIM=1 to run the CUDA kernels in Numba's simulator."
+            "is False). Check the driver with `nvidia-smi`, or use device 'cpu'."
+        )
+    if cuda_simulator_enabled() and not hasattr(cuda, "get_current_device"):
+        # numba's own (deprecated) CUDA target without numba-cuda: its simulator
+        # lacks what the kernels use
+        raise DeviceError(
+            f"device 'cuda': NUMBA_ENABLE_CUDASIM=1 is set but numba-cuda is not installed, and numba's "
+            f"built-in simulator cannot run numbacnn's kernels; install it with: {_CUDA_INSTALL_HINT}, "
+            f"or use device 'cpu'"
         )
 
 
@@ -153,11 +194,19 @@ def backend(device_name: str) -> ModuleType:
 
     Every backend module exposes the same kernel names plus ``empty`` and ``zeros``.
     """
+    if device_name == "cpu" and _LOADED_BACKENDS:  # the common case, several times per layer per step
+        return _LOADED_BACKENDS["cpu"]
     if device_name == "cuda":
         require_cuda()
     if device_name not in DEVICES:
         raise ValueError(f"device: got {device_name!r}, expected one of {DEVICES}")
-    return importlib.import_module(f"numbacnn.kernels.{device_name}")
+    module = importlib.import_module(f"numbacnn.kernels.{device_name}")
+    if device_name == "cpu":
+        _LOADED_BACKENDS["cpu"] = module
+    return module
+
+
+_LOADED_BACKENDS: dict[str, ModuleType] = {}  # "cpu" -> numbacnn.kernels.cpu once imported
 
 
 def empty(shape: tuple[int, ...], dtype: Any, device_name: str | None = None) -> Any:

@@ -444,6 +444,17 @@ def unpool2d_output_size(
 class ConvExplanation:
     """What a kernel does to an input, per axis (h, w), for teaching and warnings.
 
+    The lesson's one rule: a slide is *sound* when it passes three checks on both
+    axes, and every suggestion passes all three:
+
+    1. the slide is exact (``symmetric``): the kernel positions end at the padded
+       input's last row/column, so the floor in the output-size formula drops nothing;
+    2. every input pixel is read (``unread == (0, 0)``): no rows are left out at the
+       border nor skipped between positions (a stride longer than the kernel) or
+       between dilated taps;
+    3. no kernel position sees only zero padding (``padding_only == (0, 0)``;
+       padding >= the kernel's span makes whole windows of zeros).
+
     Attributes
     ----------
     output_size : (int, int)
@@ -452,15 +463,25 @@ class ConvExplanation:
         The formula with numbers filled in, e.g. ``"(7 + 2*0 - 3) / 2 + 1 = 3"``.
     symmetric : bool
         True when the kernel's positions cover the padded input exactly, so no
-        border row or column is dropped by the floor in the output-size formula.
+        border row or column is dropped by the floor in the output-size formula
+        (check 1 only; layers warn on this alone).
     uncovered : (int, int)
-        Rows (bottom) and columns (right) of the padded input that no kernel
-        position touches.
+        Rows (bottom) and columns (right) of the padded input after the last kernel
+        position (the remainder the floor drops, padding first).
+    unread : (int, int)
+        Input rows and columns (not padding) that no kernel tap reads, wherever they are.
+    padding_only : (int, int)
+        Kernel positions along each axis whose taps see only zero padding.
+    sound : bool
+        All three checks pass on both axes (and the kernel fits).
+    problems : tuple of str
+        One short sentence per failed check, in the order above; the picture's
+        title and the printed verdict are made from these. Empty when sound.
     suggested_paddings, suggested_strides : tuple of (int, int)
         Nearby paddings (with the same stride) and strides (with the same padding)
-        that make the slide symmetric on both axes, nearest first.
+        whose slides are sound, nearest first.
     message : str
-        One paragraph explaining the problem and the fixes; empty when symmetric.
+        One paragraph explaining the problem and the fixes; empty when sound.
     """
 
     input_size: tuple[int, int]
@@ -475,6 +496,10 @@ class ConvExplanation:
     suggested_paddings: tuple[tuple[int, int], ...] = field(default=())
     suggested_strides: tuple[tuple[int, int], ...] = field(default=())
     message: str = ""
+    unread: tuple[int, int] = (0, 0)
+    padding_only: tuple[int, int] = (0, 0)
+    sound: bool = False
+    problems: tuple[str, ...] = field(default=())
 
 
 def _uncovered(in_size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -483,26 +508,80 @@ def _uncovered(in_size: int, kernel: int, stride: int, padding: int, dilation: i
     return span % stride if span >= 0 else 0
 
 
+# Dilated kernels are checked tap by tap (a boolean row of the padded size) up to
+# this many taps; beyond, the span is used as if the kernel had no holes.
+_TAP_CHECK_LIMIT = 4_000_000
+
+
+def _in_residues(n: int, stride: int, kernel: int) -> int:
+    """How many of 0, 1, ..., n-1 fall in the first ``kernel`` rows of a window of
+    period ``stride`` (``x % stride < kernel``)."""
+    return (n // stride) * min(kernel, stride) + min(n % stride, kernel)
+
+
+def _axis_reads(in_size: int, kernel: int, stride: int, padding: int, dilation: int) -> tuple[int, int]:
+    """(input rows never read, kernel positions that see only padding) along one axis.
+
+    Padded coordinates: the input is rows ``[padding, padding + in_size)``; position
+    ``j`` reads rows ``j*stride + dilation*t`` for ``t < kernel``. Closed forms for an
+    undilated kernel (any size, O(1)); a dilated one is checked tap by tap when small.
+    """
+    span = effective_kernel_size(kernel, dilation)
+    padded = in_size + 2 * padding
+    if padded < span:
+        return in_size, 0
+    out = (padded - span) // stride + 1
+    first, end = padding, padding + in_size  # the input's rows
+    if dilation > 1 and out * kernel <= _TAP_CHECK_LIMIT:
+        taps = (np.arange(out, dtype=np.int64)[:, None] * stride
+                + dilation * np.arange(kernel, dtype=np.int64)[None, :])
+        inside = (taps >= first) & (taps < end)
+        read = np.zeros(padded, dtype=bool)
+        read[taps[inside]] = True
+        return in_size - int(read[first:end].sum()), int((~inside.any(axis=1)).sum())
+    # windows [j*s, j*s + span): rows read below the last window's end
+    last_end = (out - 1) * stride + span
+    stop = min(end, last_end)
+    read = _in_residues(stop, stride, span) - _in_residues(first, stride, span) if stop > first else 0
+    # positions ending at or before the input (j*s + span <= first) or starting after it (j*s >= end)
+    before = (first - span) // stride + 1 if first >= span else 0
+    after = max(0, out - (-(-end // stride)))
+    return in_size - read, min(out, before + after)
+
+
 # Divisor search bound for the stride suggestions: trial division up to this (exact
 # for spans up to its square, 10**10); beyond it, divisors near the stride are tried.
 _DIVISOR_SEARCH = 10**5
+# Exact paddings tried on each side of the current one before giving up.
+_PADDING_TRIES = 32
+
+
+def _axis_sound(in_size: int, kernel: int, stride: int, padding: int, dilation: int) -> bool:
+    """The lesson's three checks on one axis (see :class:`ConvExplanation`)."""
+    if in_size + 2 * padding < effective_kernel_size(kernel, dilation):
+        return False
+    unread, padding_only = _axis_reads(in_size, kernel, stride, padding, dilation)
+    return _uncovered(in_size, kernel, stride, padding, dilation) == 0 and unread == 0 and padding_only == 0
 
 
 def _axis_fixes(in_size: int, kernel: int, stride: int, padding: int, dilation: int,
                 search: int = 4, count: int = 3) -> tuple[list[int], list[int]]:
     """The ``count`` nearest paddings (same stride, at most ``padding + search*stride``)
-    and strides (same padding, at most ``max(stride + search, 2*stride)``) that leave
-    nothing uncovered, nearest first.
+    and strides (same padding, at most ``max(stride + search, 2*stride)``) whose
+    slides are sound (:func:`_axis_sound`), nearest first.
 
     Closed forms, not a scan: the work does not grow with the values (explain conv
-    --stride 1000000000 answers at once). A padding p fits when
-    ``(in + 2p - span) % stride == 0``: the solutions form an arithmetic progression.
-    A stride fits when it divides ``in + 2*padding - span``.
+    --stride 1000000000 answers at once). A padding p is exact when
+    ``(in + 2p - span) % stride == 0``: the solutions form an arithmetic progression;
+    it must also be below the span (a larger one makes windows of only padding).
+    A stride is exact when it divides ``in + 2*padding - span``. Each candidate is
+    then put through every check before it is offered.
     """
     span = effective_kernel_size(kernel, dilation)
-    # paddings: 2p = span - in (mod stride), p >= ceil((span - in) / 2) so the kernel fits
+    # paddings: 2p = span - in (mod stride), p >= ceil((span - in) / 2) so the kernel fits,
+    # p < span so no window is all padding
     lowest = max(0, -((in_size - span) // 2))
-    highest = padding + search * stride
+    highest = min(padding + search * stride, span - 1)
     residue = (span - in_size) % stride
     if stride % 2:  # 2 is invertible mod an odd stride: one solution per period
         period, first = stride, residue * ((stride + 1) // 2) % stride
@@ -512,8 +591,16 @@ def _axis_fixes(in_size: int, kernel: int, stride: int, padding: int, dilation: 
     if first is not None and lowest <= highest:
         centre = min(max(padding, lowest), highest)
         k = (centre - first) // period
-        candidates = (first + j * period for j in range(k - count - 1, k + count + 2))
-        paddings = sorted((p for p in candidates if lowest <= p <= highest), key=lambda p: (abs(p - padding), p))
+        # nearest first; a dilated kernel may fail the other checks on some, so a
+        # bounded number beyond ``count`` is tried
+        candidates = (first + j * period for j in range(k - _PADDING_TRIES, k + _PADDING_TRIES + 1))
+        ordered_paddings = sorted((p for p in candidates if lowest <= p <= highest),
+                                  key=lambda p: (abs(p - padding), p))
+        for p in ordered_paddings:
+            if len(paddings) == count:
+                break
+            if _axis_sound(in_size, kernel, stride, p, dilation):
+                paddings.append(p)
     # strides: divisors of the covered length (every stride when it is 0)
     length = in_size + 2 * padding - span
     top = max(stride + search, 2 * stride)
@@ -529,7 +616,13 @@ def _axis_fixes(in_size: int, kernel: int, stride: int, padding: int, dilation: 
         strides.update(s for s in range(stride - _DIVISOR_SEARCH // 100, stride + _DIVISOR_SEARCH // 100 + 1)
                        if s >= 1 and length % s == 0)
     ordered = sorted((s for s in strides if 1 <= s <= top), key=lambda s: (abs(s - stride), -s))
-    return paddings[:count], ordered[:count]
+    checked: list[int] = []
+    for s in ordered:
+        if len(checked) == count:
+            break
+        if _axis_sound(in_size, kernel, s, padding, dilation):
+            checked.append(s)
+    return paddings[:count], checked
 
 
 def _unfloored(covered: int, stride: int) -> str:
@@ -541,14 +634,46 @@ def _unfloored(covered: int, stride: int) -> str:
     return f"{covered // stride + 1} + {covered % stride}/{stride}"
 
 
+def _counted(count: int, word: str) -> str:
+    """``"the last row"``, ``"the last 2 rows"``."""
+    return f"the last {word}" if count == 1 else f"the last {count} {word}s"
+
+
+def _problems(uncovered: tuple[int, int], padding: tuple[int, int], unread: tuple[int, int],
+              padding_only: tuple[int, int]) -> tuple[str, ...]:
+    """One short sentence per failed check, in the order of :class:`ConvExplanation`,
+    from the per-axis facts; input rows dropped at the border are named once (check 1),
+    check 2 then names only the rows skipped elsewhere."""
+    problems = []
+    names = ("row", "column")
+    if any(uncovered):
+        lost = []
+        for count, pad, name in zip(uncovered, padding, names):
+            if count:
+                kind = "padding" if count <= pad else "input" if pad == 0 else "padded"
+                lost.append(_counted(count, f"{kind} {name}"))
+        problems.append(f"not exact: {' and '.join(lost)} never covered")
+    skipped = [n - max(0, u - p) for n, u, p in zip(unread, uncovered, padding)]
+    if any(skipped):
+        words = [f"{n} input {name}{'s' if n != 1 else ''}" for n, name in zip(skipped, names) if n]
+        problems.append(f"{' and '.join(words)} never read between kernel taps or positions")
+    if any(padding_only):
+        words = [f"{n} kernel position{'s' if n != 1 else ''} per {name}"
+                 for n, name in zip(padding_only, ("column", "row")) if n]
+        problems.append(f"{' and '.join(words)} see{'s' if sum(padding_only) == 1 else ''} only zero padding")
+    return tuple(problems)
+
+
 def explain_conv(input_size: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0,
                  dilation: Any = 1) -> ConvExplanation:
-    """Explain how a kernel slides over an input: output size, symmetry, fixes.
+    """Explain how a kernel slides over an input: output size, the three checks, fixes.
 
     CNN Explainer's stride lesson: the designer must make sure the kernel slides
     across the input symmetrically. PyTorch floors ``(in + 2p - k) / s`` silently,
-    dropping border rows/columns; this says so and suggests paddings or strides
-    that avoid it.
+    dropping border rows/columns; a stride longer than the kernel skips rows
+    between positions; padding as wide as the kernel makes windows of zeros. This
+    says which of these happen (:class:`ConvExplanation`) and suggests paddings or
+    strides that avoid all three.
 
     Parameters
     ----------
@@ -561,8 +686,10 @@ def explain_conv(input_size: Any, kernel_size: Any, stride: Any = 1, padding: An
     Examples
     --------
     >>> e = explain_conv(7, 3, stride=3)
-    >>> e.output_size, e.symmetric, e.uncovered
-    ((2, 2), False, (1, 1))
+    >>> e.output_size, e.symmetric, e.uncovered, e.unread
+    ((2, 2), False, (1, 1), (1, 1))
+    >>> explain_conv(7, 3, stride=3).suggested_strides
+    ((2, 2), (1, 1))
     """
     op = "explain_conv"
     in_h, in_w = pair(input_size, "input_size", op, minimum=1)
@@ -579,8 +706,13 @@ def explain_conv(input_size: Any, kernel_size: Any, stride: Any = 1, padding: An
         for (i, k, s, p, d), o in zip(axes, outputs)
     )
     uncovered = tuple(_uncovered(*axis) for axis in axes)
+    reads = [_axis_reads(*axis) for axis in axes]
+    unread = (reads[0][0], reads[1][0])
+    padding_only = (reads[0][1], reads[1][1])
     fits = all(o >= 1 for o in outputs)
     symmetric = fits and uncovered == (0, 0)
+    sound = symmetric and unread == (0, 0) and padding_only == (0, 0)
+    problems = _problems(uncovered, (p_h, p_w), unread, padding_only) if fits else ()
     fixes = [_axis_fixes(*axis) for axis in axes]
     suggested_paddings = tuple((ph, pw) for ph, pw in zip(fixes[0][0], fixes[1][0]))[:3]
     if not suggested_paddings and fixes[0][0] and fixes[1][0]:
@@ -588,6 +720,12 @@ def explain_conv(input_size: Any, kernel_size: Any, stride: Any = 1, padding: An
     suggested_strides = tuple((sh, sw) for sh, sw in zip(fixes[0][1], fixes[1][1]))[:3]
 
     message = ""
+    fixes_text = []
+    if suggested_paddings:
+        fixes_text.append("padding=" + " or ".join(str(p if p[0] != p[1] else p[0]) for p in suggested_paddings))
+    if suggested_strides:
+        fixes_text.append("stride=" + " or ".join(str(s if s[0] != s[1] else s[0]) for s in suggested_strides))
+    alternatives = f" Sound alternatives: {'; '.join(fixes_text)}." if fixes_text else ""
     if not fits:
         message = (
             f"kernel {k_h}x{k_w} (dilation {(d_h, d_w)}) is larger than the padded input "
@@ -600,31 +738,32 @@ def explain_conv(input_size: Any, kernel_size: Any, stride: Any = 1, padding: An
             lost.append(f"the last {uncovered[0]} row{'s' if uncovered[0] > 1 else ''}")
         if uncovered[1]:
             lost.append(f"the last {uncovered[1]} column{'s' if uncovered[1] > 1 else ''}")
-        fixes_text = []
-        if suggested_paddings:
-            fixes_text.append("padding=" + " or ".join(str(p if p[0] != p[1] else p[0]) for p in suggested_paddings))
-        if suggested_strides:
-            fixes_text.append("stride=" + " or ".join(str(s if s[0] != s[1] else s[0]) for s in suggested_strides))
         # the floor drops the bottom/right remainder, the padding there first
-        padding_only = uncovered[0] <= p_h and uncovered[1] <= p_w
+        padding_only_dropped = uncovered[0] <= p_h and uncovered[1] <= p_w
         consequence = ("; they are zero padding, so every input pixel is still read, but the borders are "
                        "treated differently (the padding before the input is read, the padding after it "
-                       "is not)" if padding_only else ", so those pixels are silently dropped")
+                       "is not)" if padding_only_dropped else ", so those pixels are silently dropped")
+        others = problems[1:]
         message = (
             f"kernel {k_h}x{k_w} with stride {(s_h, s_w)} and padding {(p_h, p_w)} does not slide "
             f"symmetrically over a {in_h}x{in_w} input: {' and '.join(lost)} of the padded input "
             f"{'are' if len(lost) > 1 or max(uncovered) > 1 else 'is'} never covered{consequence} "
             f"(output {outputs[0]}x{outputs[1]}; "
-            f"{arithmetic[0] if uncovered[0] else arithmetic[1]}). "
-            + (f"Symmetric alternatives: {'; '.join(fixes_text)}." if fixes_text else "")
+            f"{arithmetic[0] if uncovered[0] else arithmetic[1]})."
+            + "".join(f" Also {p}." for p in others) + alternatives
+        )
+    elif not sound:
+        message = (
+            f"kernel {k_h}x{k_w} with stride {(s_h, s_w)} and padding {(p_h, p_w)} over a {in_h}x{in_w} input "
+            f"(output {outputs[0]}x{outputs[1]}): {'; '.join(problems)}." + alternatives
         )
     return ConvExplanation(
         input_size=(in_h, in_w), kernel_size=(k_h, k_w), stride=(s_h, s_w), padding=(p_h, p_w),
         dilation=(d_h, d_w), output_size=outputs, arithmetic=arithmetic, symmetric=symmetric,
         uncovered=uncovered, suggested_paddings=suggested_paddings,
-        suggested_strides=suggested_strides, message=message,
+        suggested_strides=suggested_strides, message=message, unread=unread, padding_only=padding_only,
+        sound=sound, problems=problems,
     )
-
 
 __all__ = [
     "ConvExplanation", "Conv2dGeometry", "HyperparameterWarning", "Pool2dGeometry", "ShapeError",

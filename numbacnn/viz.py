@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -40,7 +41,7 @@ VIZ_INSTALL_HINT = 'pip install "numbacnn[viz]"'
 # Above this many kernel positions the slide picture keeps only the border
 # positions (first/last output row and column): those are the ones the symmetry
 # lesson is about, and hundreds of outlines would hide the grid.
-MAX_DRAWN_POSITIONS = 64
+MAX_DRAWN_POSITIONS = 20  # one colour each (tab20); more are thinned to the corners
 # Cells are annotated with their coverage count only while the numbers stay legible.
 MAX_ANNOTATED_CELLS = 24
 # The slide picture draws every cell of the padded input (and of the output): beyond
@@ -196,7 +197,7 @@ def _drawn_positions(explanation: ConvExplanation) -> tuple[list[tuple[int, int,
     # the symmetry lesson plays out.
     rows = sorted({0, 1, out_h - 2, out_h - 1} & set(range(out_h)))
     cols = sorted({0, 1, out_w - 2, out_w - 1} & set(range(out_w)))
-    return [(i, j, i * out_w + j) for i in rows for j in cols], True
+    return [(i, j, index) for index, (i, j) in enumerate((i, j) for i in rows for j in cols)], True
 
 
 def check_slide_drawable(explanation: ConvExplanation) -> None:
@@ -215,6 +216,17 @@ def check_slide_drawable(explanation: ConvExplanation) -> None:
 
 def _hex_to_rgb(colour: str) -> tuple[float, float, float]:
     return tuple(int(colour[k:k + 2], 16) / 255 for k in (1, 3, 5))  # type: ignore[return-value]
+
+
+def slide_verdict(explanation: ConvExplanation) -> str:
+    """The slide picture's verdict line, made of the same facts as the printed
+    verdict (``explanation.sound`` and ``explanation.problems``), so the picture
+    never says "symmetric" over a red cell."""
+    if min(explanation.output_size) < 1:
+        return "the kernel does not fit"
+    if explanation.sound:
+        return "symmetric: every input pixel is read, the slide ends at the border, no window of only padding"
+    return "NOT symmetric: " + "; ".join(explanation.problems)
 
 
 def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Path:
@@ -260,7 +272,7 @@ def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Pa
     out_h, out_w = (max(o, 0) for o in explanation.output_size)
     counts = coverage_counts(explanation)
     positions, thinned = _drawn_positions(explanation)
-    palette = matplotlib.colormaps["tab10"]
+    palette = matplotlib.colormaps["tab20"]  # distinct colours for up to MAX_DRAWN_POSITIONS
     largest = max(padded_h, padded_w)
 
     cell = 0.42 if largest <= 16 else max(0.1, 7.0 / largest)
@@ -297,12 +309,12 @@ def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Pa
         ax_in.add_patch(Rectangle(
             (j * explanation.stride[1] + inset, i * explanation.stride[0] + inset),
             k_eff_w - 2 * inset, k_eff_h - 2 * inset, fill=False,
-            edgecolor=palette(index % 10), linewidth=1.8 if largest <= 32 else 1.2,
+            edgecolor=palette(index % 20), linewidth=1.8 if largest <= 32 else 1.2,
         ))
     # Output: each pixel in its position's colour (light grey where not outlined).
     output_cells = np.full((max(out_h, 1), max(out_w, 1), 3), 0.9)
     for i, j, index in positions:
-        output_cells[i, j] = palette(index % 10)[:3]
+        output_cells[i, j] = palette(index % 20)[:3]
     ax_out.imshow(output_cells, extent=(0, max(out_w, 1), max(out_h, 1), 0), interpolation="nearest", alpha=0.85)
     if out_h >= 1 and out_w >= 1:
         ax_out.vlines(range(out_w + 1), 0, out_h, colors=GRID_LINE_COLOUR, linewidth=grid_width)
@@ -326,13 +338,11 @@ def draw_conv_slide(explanation: ConvExplanation, path: str | os.PathLike) -> Pa
     ax_out.set_xticks([])
     ax_out.set_yticks([])
 
-    verdict = "symmetric: every row and column is covered" if explanation.symmetric else (
-        f"NOT symmetric: {explanation.uncovered[0]} row(s) and {explanation.uncovered[1]} column(s) never covered"
-        if min(explanation.output_size) >= 1 else "the kernel does not fit")
+    verdict = slide_verdict(explanation)
     header = [f"height: {explanation.arithmetic[0]}", f"width: {explanation.arithmetic[1]}", verdict]
     if thinned:
         header.append(f"(only the {len(positions)} positions nearest the corners, of {out_h * out_w}, are outlined)")
-    fig.suptitle("\n".join(header), fontsize=9, color="black" if explanation.symmetric else "#b00000")
+    fig.suptitle("\n".join(header), fontsize=9, color="black" if explanation.sound else "#b00000")
     legend = [Patch(facecolor=INPUT_COLOUR, edgecolor="black", label="input"),
               Patch(facecolor=PADDING_COLOUR, edgecolor=GRID_LINE_COLOUR, label="zero padding"),
               Patch(facecolor=UNCOVERED_COLOUR, edgecolor=GRID_LINE_COLOUR, label="never covered")]
@@ -367,7 +377,11 @@ def _grid_shape(panels: int, columns: int | None) -> tuple[int, int]:
 
 
 def _panel_figure(panels: int, rows: int, columns: int, panel_inches: float, title: str) -> tuple[Any, list]:
-    fig = _new_figure(figsize=(columns * panel_inches + 1.2, rows * panel_inches + 0.7), layout="constrained")
+    width = columns * panel_inches + 1.2
+    # wrap the title to the figure's width (a 3-channel kernel picture is ~3 inches
+    # wide and clipped a one-line title); about 0.085 inch per character at 10 pt
+    title = textwrap.fill(title, max(16, int(width / 0.085)))
+    fig = _new_figure(figsize=(width, rows * panel_inches + 0.7 + 0.18 * title.count("\n")), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[panels:]:
@@ -561,3 +575,113 @@ __all__ = [
     "VIZ_INSTALL_HINT", "coverage_counts", "draw_conv_slide", "kernel_positions", "plot_training_curves",
     "save_activation_grid", "save_image", "save_kernels",
 ]
+
+
+# --------------------------------------------------------------------------- #
+# evaluation: confusion matrix and misclassified images (issue 21)
+# --------------------------------------------------------------------------- #
+
+CONFUSION_FILE_NAME = "confusion.png"
+MISCLASSIFIED_FILE_NAME = "misclassified.png"
+# The gallery shows at most this many misclassified images (the first ones, in test order).
+MAX_GALLERY_IMAGES = 40
+
+
+def draw_confusion_matrix(matrix: Any, classes: Sequence[str], path: str | os.PathLike,
+                          title: str = "") -> Path:
+    """Draw a confusion matrix: rows are the true classes, columns the predicted ones,
+    each cell's count written in it, shaded by the share of its row (so rare and
+    common classes compare), per-class accuracy beside each row.
+
+    Parameters
+    ----------
+    matrix : int array (K, K)
+        From :func:`numbacnn.report.confusion.confusion_matrix`.
+    classes : K names
+    path : PNG to write (atomically).
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    counts = np.asarray(matrix, dtype=np.int64)
+    k = len(classes)
+    if counts.shape != (k, k):
+        raise ValueError(f"draw_confusion_matrix: matrix must be {k}x{k} for {k} classes, got {counts.shape}")
+    _require_matplotlib()
+    path = _prepare_path(path)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = counts / np.maximum(totals, 1)
+    side = max(4.0, 0.55 * k + 2.5)
+    fig = _new_figure(figsize=(side + 1.5, side), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for t in range(k):
+        for p in range(k):
+            if counts[t, p] or t == p:
+                ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=7 if k > 12 else 8,
+                        color="white" if shares[t, p] > 0.6 else "black")
+    accuracy = np.diag(counts) / np.maximum(totals[:, 0], 1)
+    labels = [f"{name} ({100 * a:.0f}%)" if n else f"{name} (no images)"
+              for name, a, n in zip(classes, accuracy, totals[:, 0])]
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), labels, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (per-class accuracy)")
+    ax.set_title(title or "confusion matrix", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    save_figure(fig, path)
+    return path
+
+
+def draw_misclassified(images: Any, labels: Any, predictions: Any, classes: Sequence[str],
+                       path: str | os.PathLike, indices: Any = None, title: str = "",
+                       limit: int = MAX_GALLERY_IMAGES) -> int:
+    """A gallery of misclassified images, each titled "true -> predicted" and its index.
+
+    Parameters
+    ----------
+    images : uint8 array (N, C, H, W), C in {1, 3}
+    labels, predictions : int arrays (N,)
+    classes : class names
+    path : PNG to write (atomically).
+    indices : int array (N,) or None
+        The images' numbers in their dataset (default 0..N-1), shown in the titles.
+    limit : int
+        At most this many images (the first misclassified ones).
+
+    Returns
+    -------
+    int
+        How many images were drawn (0: nothing misclassified, nothing written).
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = np.asarray(predictions, dtype=np.int64)
+    indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
+    wrong = np.flatnonzero(labels != predictions)
+    if not len(wrong):
+        return 0
+    shown = wrong[:limit]
+    _require_matplotlib()
+    path = _prepare_path(path)
+    rows, columns = _grid_shape(len(shown), 8)
+    fig = _new_figure(figsize=(columns * 1.35 + 0.3, rows * 1.55 + 0.6), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(shown):]:
+        ax.set_axis_off()
+    for ax, i in zip(axes, shown):
+        picture = images[i]
+        if picture.shape[0] == 1:
+            ax.imshow(picture[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(picture.transpose(1, 2, 0), interpolation="nearest")
+        ax.set_title(f"#{indices[i]}\n{classes[labels[i]]} -> {classes[predictions[i]]}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"misclassified: the first {len(shown)} of {len(wrong)} (true -> predicted)", fontsize=9)
+    save_figure(fig, path)
+    return len(shown)

@@ -42,11 +42,17 @@ CONV_CASES = [
     # per-axis stride and padding (HEIGHT,WIDTH)
     (["--input", "7,6", "--kernel", "3", "--stride", "3,2", "--padding", "0,1"], 0,
      ["stride 3,2, padding 0,1", "height: (7 + 2*0 - 3) / 3 + 1 = 2", "width:  (6 + 2*1 - 3) / 2 + 1 = 3",
-      "the last input row (row 6, counting from 0) and the last padding column", "--stride 4,1: output 2x6"]),
+      "the last input row (row 6, counting from 0) and the last padding column", "--stride 2,1: output 3x6"]),
     (["--input", "7x6", "--kernel", "3", "--stride", "2,1"], 0, ["output 3x4", "verdict: symmetric"]),
-    # dilation widens the kernel
+    # dilation widens the kernel; with stride 2 its holes fall on the same rows every time
     (["--input", "9", "--kernel", "3", "--dilation", "2", "--stride", "2"], 0,
-     ["dilation 2", "(9 + 2*0 - 5) / 2 + 1 = 3", "verdict: symmetric"]),
+     ["dilation 2", "(9 + 2*0 - 5) / 2 + 1 = 3", "verdict: NOT symmetric", "4 input rows and 4 input columns never read",
+      "--stride 1: output 5x5"]),
+    (["--input", "9", "--kernel", "3", "--dilation", "2"], 0, ["output 5x5", "verdict: symmetric"]),
+    # a stride longer than the kernel skips rows (issue 21: was called symmetric)
+    (["--input", "7", "--kernel", "3", "--stride", "4"], 0,
+     ["verdict: NOT symmetric", "1 input row and 1 input column never read", "stride 4 > kernel 3",
+      "--stride 2: output 3x3"]),
     # impossible: kernel larger than the padded input
     (["--input", "3", "--kernel", "5"], 1, ["output -1x-1", "verdict: IMPOSSIBLE", "larger than the padded input"]),
     # bad arguments
@@ -243,13 +249,17 @@ def assert_one_error_line(done: subprocess.CompletedProcess, command: str, *name
 
 
 def _old_axis_fixes(in_size, kernel, stride, padding, dilation, search=4):
-    """The scan explain_conv used before (O(padding + stride)): the reference for small values."""
-    span = shapes.effective_kernel_size(kernel, dilation)
+    """The scan explain_conv used before (O(padding + stride)), each candidate put
+    through the lesson's three checks by listing every tap (issue 21: exact slides
+    that skipped rows or made windows of only padding were suggested): the
+    reference for small values."""
+    from tests.test_explain_rule import brute_sound
+
     paddings = sorted((p for p in range(0, padding + search * stride + 1)
-                       if in_size + 2 * p >= span and (in_size + 2 * p - span) % stride == 0),
+                       if brute_sound(in_size, kernel, stride, p, dilation)),
                       key=lambda p: (abs(p - padding), p))
     strides = sorted((s for s in range(1, max(stride + search, 2 * stride) + 1)
-                      if in_size + 2 * padding >= span and (in_size + 2 * padding - span) % s == 0),
+                      if brute_sound(in_size, kernel, s, padding, dilation)),
                      key=lambda s: (abs(s - stride), -s))
     return paddings[:3], strides[:3]
 
@@ -284,9 +294,11 @@ def test_explain_conv_is_instant_for_huge_values_and_its_suggestions_are_symmetr
 
 @pytest.mark.parametrize("argv, expected", [
     (["conv", "--input", "7", "--kernel", "3", "--stride", HUGE],
-     ["(7 + 2*0 - 3) / 1000000000 + 1 = 1  (floor of 1 + 4/1000000000)", "--stride 4: output 2x2"]),
+     ["(7 + 2*0 - 3) / 1000000000 + 1 = 1  (floor of 1 + 4/1000000000)", "--stride 2: output 3x3"]),
+    # padding wider than the kernel: windows of only zeros (issue 21), the fix is a small padding
     (["conv", "--input", "7", "--kernel", "3", "--padding", HUGE], ["output 2000000005x2000000005",
-                                                                    "verdict: symmetric"]),
+                                                                    "verdict: NOT symmetric", "only zero padding",
+                                                                    "--padding 1: output 7x7"]),
     (["conv", "--input", HUGE, "--kernel", "3", "--stride", HUGE, "--padding", HUGE], ["verdict: NOT symmetric"]),
 ])
 def test_explain_conv_cli_answers_huge_values_at_once(argv, expected):

@@ -41,3 +41,16 @@ def test_gpu_check_refuses_an_unknown_argument():
     result = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--bogus"],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "unknown argument --bogus" in result.stderr
+
+
+@pytest.mark.skipif(bool(__import__("shutil").which("nvidia-smi")), reason="checks the machine without a GPU")
+def test_gpu_check_without_a_gpu_is_one_line_and_writes_no_report(tmp_path):
+    """Without a GPU it printed tracebacks and 'report in gpu_check.md' without one (issue 21)."""
+    out = tmp_path / "gpu_check.md"
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    result = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--out", str(out)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120, env={**env, "PYTHON": sys.executable})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("gpu_check.sh: error: ") and f"no report written to {out}" in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr and not out.exists()

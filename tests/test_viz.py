@@ -184,3 +184,19 @@ def test_a_failed_save_keeps_the_previous_picture(tmp_path, monkeypatch):
         viz.plot_training_curves(metrics, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+
+
+def test_kernel_picture_title_fits_the_figure(tmp_path, monkeypatch):
+    """The RGB report's first-layer kernel picture (10x3 panels, ~3 inches wide) had
+    its title clipped at both sides (issue 21)."""
+    seen = {}
+
+    def keep(fig, path, dpi=100):
+        fig.canvas.draw()
+        seen["title"] = fig._suptitle.get_window_extent()
+        seen["width"] = fig.bbox.width
+
+    monkeypatch.setattr(viz, "save_figure", keep)
+    weights = np.random.default_rng(0).standard_normal((10, 3, 3, 3))
+    viz.save_kernels(weights, tmp_path / "k.png", "first-layer kernels (10, 3, 3, 3) (filter x input channel)")
+    assert seen["title"].x0 >= 0 and seen["title"].x1 <= seen["width"]

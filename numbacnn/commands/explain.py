@@ -60,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     conv.add_argument("--input", type=_int_or_pair, required=True, help="input height/width")
     conv.add_argument("--kernel", type=_int_or_pair, required=True, help="kernel height/width")
-    conv.add_argument("--stride", type=_int_or_pair, default=1)
+    conv.add_argument("--stride", type=_int_or_pair, default=1, help="step between kernel positions")
     conv.add_argument("--padding", type=_int_or_pair, default=0, help="zero padding on each side")
-    conv.add_argument("--dilation", type=_int_or_pair, default=1)
+    conv.add_argument("--dilation", type=_int_or_pair, default=1, help="spacing between kernel taps (1: none)")
     conv.add_argument("--png", metavar="FILE", default=None,
                       help="also draw the padded input with every kernel position (needs numbacnn[viz])")
     conv.set_defaults(func=run_conv)
@@ -73,12 +73,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "kernel that does not slide symmetrically over its input.",
         formatter_class=DefaultsHelpFormatter,
     )
-    model.add_argument("--image-size", type=int, default=64)
-    model.add_argument("--in-channels", type=int, default=3)
-    model.add_argument("--num-classes", type=int, default=10)
-    model.add_argument("--filters", type=int, default=10)
-    model.add_argument("--kernel-size", type=int, default=3)
-    model.add_argument("--padding", type=int, default=0)
+    model.add_argument("--image-size", type=int, default=64,
+                       help="input height and width (64: CNN Explainer's Tiny ImageNet; 28: Fashion-MNIST)")
+    model.add_argument("--in-channels", type=int, default=3, help="input channels (3: RGB; 1: grey, as Fashion-MNIST)")
+    model.add_argument("--num-classes", type=int, default=10, help="outputs of the classifier")
+    model.add_argument("--filters", type=int, default=10, help="channels of every convolution")
+    model.add_argument("--kernel-size", type=int, default=3, help="height and width of every convolution's kernel")
+    model.add_argument("--padding", type=int, default=0,
+                       help="zero padding of every convolution (numbacnn train uses 1)")
     model.add_argument("--stride", type=int, default=1,
                        help="stride of each block's first convolution (as numbacnn train --stride)")
     model.set_defaults(func=run_model)
@@ -95,7 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--out", required=True, metavar="DIR", help="report folder (created)")
     report.add_argument("--invert", action="store_true",
                         help="invert grey levels first (Fashion-MNIST is light-on-dark)")
-    report.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    report.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                        help="where to run the model (default: cpu; one image is fast on the CPU)")
     report.set_defaults(func=run_report)
 
 
@@ -127,9 +130,32 @@ def _format_pair(value: tuple[int, int]) -> str:
     return str(value[0]) if value[0] == value[1] else f"{value[0]},{value[1]}"
 
 
+def _why(problem: str, e: Any) -> str:
+    """The cause of a skip or a window of zeros, in the user's numbers."""
+    from numbacnn.shapes import effective_kernel_size
+
+    if "never read" in problem:
+        causes = []
+        for axis, stride, kernel, dilation in (("height", e.stride[0], e.kernel_size[0], e.dilation[0]),
+                                               ("width", e.stride[1], e.kernel_size[1], e.dilation[1])):
+            span = effective_kernel_size(kernel, dilation)
+            if dilation > 1:
+                causes.append(f"{axis}: dilation {dilation} leaves holes between taps")
+            elif stride > span:
+                causes.append(f"{axis}: stride {stride} > kernel {span}")
+        return f" ({'; '.join(causes)})" if causes else ""
+    if "only zero padding" in problem:
+        causes = [f"{axis}: padding {pad} >= kernel {effective_kernel_size(k, d)}"
+                  for axis, pad, k, d in (("height", e.padding[0], e.kernel_size[0], e.dilation[0]),
+                                          ("width", e.padding[1], e.kernel_size[1], e.dilation[1]))
+                  if pad >= effective_kernel_size(k, d)]
+        return f" ({'; '.join(causes)})" if causes else ""
+    return ""
+
+
 def explain_conv_text(explanation: Any) -> str:
     """The report ``numbacnn explain conv`` prints for a ConvExplanation."""
-    from numbacnn.shapes import effective_kernel_size, explain_conv
+    from numbacnn.shapes import explain_conv
 
     e = explanation
     (in_h, in_w), (k_h, k_w) = e.input_size, e.kernel_size
@@ -146,44 +172,41 @@ def explain_conv_text(explanation: Any) -> str:
     if min(e.output_size) < 1:
         lines.append(f"verdict: IMPOSSIBLE: {e.message}")
         return "\n".join(lines)
-    # A stride longer than the kernel skips pixels between positions even when the
-    # slide is symmetric; worth saying next to the verdict.
-    skipped = []
-    for axis, stride, kernel, dilation in (("row", e.stride[0], k_h, e.dilation[0]),
-                                           ("column", e.stride[1], k_w, e.dilation[1])):
-        span = effective_kernel_size(kernel, dilation)
-        if stride > span:
-            skipped.append(f"{_plural(stride - span, axis)} (stride {stride} > kernel span {span})")
-    skips = [f"{' and '.join(skipped)} between neighbouring kernel positions "
-             f"{'are' if len(skipped) > 1 or 's (' in skipped[0] else 'is'} never read"] if skipped else []
-    notes = [f"note: {text}." for text in skips]
-    if e.symmetric:
+    # The verdict is made of the explanation's facts (e.sound, e.problems), the same
+    # ones the picture's title and every suggestion are checked against.
+    if e.sound:
         positions = e.output_size[0] * e.output_size[1]
         lines.append(f"verdict: symmetric: the {e.output_size[0]}x{e.output_size[1]} = {positions} kernel positions "
-                     f"together cover every row and column of the padded "
-                     f"{in_h + 2 * e.padding[0]}x{in_w + 2 * e.padding[1]} input; no pixel is dropped "
-                     f"at the border.")
-        return "\n".join(lines + notes)
-    losses = []
-    if e.uncovered[0]:
-        losses.append(_axis_loss(e.uncovered[0], in_h, e.padding[0], "row"))
-    if e.uncovered[1]:
-        losses.append(_axis_loss(e.uncovered[1], in_w, e.padding[1], "column"))
-    verb = "are" if len(losses) > 1 or max(e.uncovered) > 1 else "is"
-    if all(padding_only for _, padding_only in losses):
-        consequence = ("Only zero padding is dropped, but the slide is lopsided: the padding before the input "
-                       "is read and the padding after it is not, so the borders are treated differently.")
-    else:
-        consequence = ("The division above is floored, so those pixels are silently dropped "
-                       "(PyTorch does the same).")
-    lines.append(f"verdict: NOT symmetric: {' and '.join(text for text, _ in losses)} {verb} never covered "
-                 f"by the kernel. {consequence}")
-    lines.extend(notes)
+                     f"read every input pixel, end exactly at the border of the padded "
+                     f"{in_h + 2 * e.padding[0]}x{in_w + 2 * e.padding[1]} input, and none sees only zero padding.")
+        return "\n".join(lines)
+    sentences = []
+    problems = list(e.problems)
+    if not e.symmetric:
+        losses = []
+        if e.uncovered[0]:
+            losses.append(_axis_loss(e.uncovered[0], in_h, e.padding[0], "row"))
+        if e.uncovered[1]:
+            losses.append(_axis_loss(e.uncovered[1], in_w, e.padding[1], "column"))
+        verb = "are" if len(losses) > 1 or max(e.uncovered) > 1 else "is"
+        if all(padding_only for _, padding_only in losses):
+            consequence = ("Only zero padding is dropped, but the slide is lopsided: the padding before the input "
+                           "is read and the padding after it is not, so the borders are treated differently.")
+        else:
+            consequence = ("The division above is floored, so those pixels are silently dropped "
+                           "(PyTorch does the same).")
+        sentences.append(f"{' and '.join(text for text, _ in losses)} {verb} never covered by the kernel. "
+                         f"{consequence}")
+        problems = problems[1:]  # the first problem is the one just described row by row
+    for problem in problems:
+        sentences.append(problem[0].upper() + problem[1:] + _why(problem, e) + ".")
+    lines.append(f"verdict: NOT symmetric: {' '.join(sentences)}")
     suggestions = [("padding", p, dict(padding=p, stride=e.stride)) for p in e.suggested_paddings]
     suggestions += [("stride", s, dict(padding=e.padding, stride=s)) for s in e.suggested_strides]
     if suggestions:
         lines.append("")
-        lines.append("suggestions (each slides symmetrically):")
+        lines.append("suggestions (each reads every input pixel, ends exactly at the border and has no window "
+                     "of only padding):")
         for name, value, settings in suggestions:
             fixed = explain_conv(e.input_size, e.kernel_size, dilation=e.dilation, **settings)
             lines.append(f"  --{name} {_format_pair(value)}: output {fixed.output_size[0]}x{fixed.output_size[1]}"
@@ -191,7 +214,7 @@ def explain_conv_text(explanation: Any) -> str:
                          + (f"; {fixed.arithmetic[1]}" if fixed.arithmetic[1] != fixed.arithmetic[0] else "")
                          + ")")
     else:
-        lines.append("no nearby padding or stride fixes both axes; change the input or kernel size.")
+        lines.append("no nearby padding or stride passes every check on both axes; change the input or kernel size.")
     return "\n".join(lines)
 
 

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from numbacnn import __version__
-    from numbacnn.device import cuda_available, cuda_kernels_present
+    from numbacnn.device import DeviceError, cuda_available, cuda_kernels_present, cuda_simulator_enabled, require_cuda
 
     # The threading layer is chosen on the first parallel launch; run a tiny one so
     # the name printed is the one kernels will use.
@@ -109,11 +109,24 @@ def run(args: argparse.Namespace) -> int:
     cuda_line = "no"
     if not cuda_kernels_present():
         cuda_line = "no (this installation has no CUDA backend)"
+    elif cuda_simulator_enabled():
+        # never touch the simulated device: without numba-cuda, numba's own simulator
+        # has no get_current_device (issue 21)
+        try:
+            require_cuda()
+            usable = "--device cuda runs there, thousands of times slower than the CPU; --device auto uses the CPU"
+        except DeviceError as exc:
+            reason = str(exc).removeprefix("device 'cuda': ")
+            usable = f"unusable: {reason}"
+        cuda_line = f"simulator only (NUMBA_ENABLE_CUDASIM=1 is set: {usable})"
     elif cuda_available():
         from numba import cuda
 
-        name = getattr(cuda.get_current_device(), "name", "Numba CUDA simulator")  # the simulator has no name
-        cuda_line = f"yes ({name.decode() if isinstance(name, bytes) else name})"
+        try:
+            name = getattr(cuda.get_current_device(), "name", "unnamed GPU")
+            cuda_line = f"yes ({name.decode() if isinstance(name, bytes) else name})"
+        except Exception as exc:  # a driver that answers is_available() but not this
+            cuda_line = f"no (the GPU did not answer: {type(exc).__name__}: {exc})"
     else:
         cuda_line = 'no (no GPU found, or numba-cuda missing: pip install "numbacnn[cuda]")'
     print("devices         cpu: yes")

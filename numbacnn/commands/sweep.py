@@ -42,6 +42,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sweep", help="train Tiny VGG over a grid of hyperparameters (locally or on Dask)",
+        # argparse would print the optional `report` subcommand as if it were required
+        usage="%(prog)s [-h] [--grid NAME=V1,V2 [NAME=V1,V2 ...]] [train options] [--workers N | --cluster ADDRESS] "
+              "[--out OUT]\n       %(prog)s report OUT",
         description="Train CNN Explainer's Tiny VGG on every combination of --grid and report what each "
                     "hyperparameter did to accuracy, parameters, FLOPs and time. The train options set "
                     "everything the grid does not vary. Trials run on a Dask LocalCluster with one "

@@ -10,6 +10,7 @@ does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ class FastPath:
     out_shape: tuple[int, int, int, int]
 
 
+@lru_cache(maxsize=1024)  # asked for every block of every step: the answer depends on these values only
 def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any, bias_dtype: Any | None,
               device: str) -> FastPath | str:
     """The block's :class:`FastPath` for an input of this shape, dtype and device, or

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -180,7 +181,7 @@ def _image_file(name: str) -> str:
 
 def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, classes: Sequence[str],
                  normalizer: Any = None, dtype: Any = None, title: str = "What Tiny VGG sees",
-                 source: str = "") -> Report:
+                 source: str = "", evaluation: str | os.PathLike | None = None) -> Report:
     """Write ``out_dir/index.html`` and its images for one image through ``model``.
 
     Parameters
@@ -202,6 +203,10 @@ def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, c
         Page heading.
     source : str
         Where the model and image came from, shown under the heading.
+    evaluation : folder or None
+        ``numbacnn evaluate``'s output folder: its ``confusion.png`` and
+        ``misclassified.png`` are copied in and shown in a "Test set" card; when
+        they are absent the card says which command writes them.
 
     Returns
     -------
@@ -243,12 +248,13 @@ def write_report(model: Module, image: np.ndarray, out_dir: str | os.PathLike, c
     with FolderLock(out_dir):  # two reports into one folder would mix their pictures
         check_report_folder(out_dir)  # again, holding the lock: nothing changed it since
         return _write_files(out_dir, title, source, pixels, x_host, activations, model, batch, probabilities,
-                            classes, predicted, viz)
+                            classes, predicted, viz, evaluation)
 
 
 def _write_files(out_dir: Path, title: str, source: str, pixels: np.ndarray, x_host: np.ndarray,
                  activations: Sequence[Any], model: Module, batch: np.ndarray, probabilities: np.ndarray,
-                 classes: tuple[str, ...], predicted: int, viz: Any) -> Report:
+                 classes: tuple[str, ...], predicted: int, viz: Any,
+                 evaluation: str | os.PathLike | None = None) -> Report:
     """The pictures and the page of :func:`write_report`, in a checked and locked folder."""
     written = [_image_file("input")]
     viz.save_image(pixels, out_dir / written[0])
@@ -275,20 +281,29 @@ def _write_files(out_dir: Path, title: str, source: str, pixels: np.ndarray, x_h
         kernel_panels = viz.save_kernels(weights, out_dir / written[-1],
                                          f"first-layer kernels {tuple(weights.shape)} (filter x input channel)")
     described = describe_layers(model, batch.shape)
+    test_pictures = []
+    if evaluation is not None:
+        for name in ("confusion", "misclassified"):
+            found = Path(evaluation) / f"{name}.png"
+            if found.is_file():
+                written.append(_image_file(f"test_{name}"))
+                shutil.copyfile(found, out_dir / written[-1])
+                test_pictures.append((name, written[-1]))
 
     index = out_dir / INDEX_NAME
     # atomically: a failure keeps the previous page or none, never a 0-byte index.html that
     # makes the folder "not a numbacnn report" (names that are not UTF-8 were made
     # printable by esc(); "replace" is the last guard of a valid UTF-8 page)
     page = _render_html(title, source, pixels.shape, input_panels, report_layers, kernel_panels, probabilities,
-                        classes, predicted, described)
+                        classes, predicted, described, test_pictures)
     atomic_write(index, lambda f: f.write(page.encode("utf-8", errors="replace")))
     return Report(index, report_layers, kernel_panels, probabilities, classes, predicted, written)
 
 
 def _render_html(title: str, source: str, image_shape: tuple[int, ...], input_panels: int,
                  layers: list[ReportLayer], kernel_panels: int, probabilities: np.ndarray,
-                 classes: tuple[str, ...], predicted: int, described: list[LayerDescription]) -> str:
+                 classes: tuple[str, ...], predicted: int, described: list[LayerDescription],
+                 test_pictures: Sequence[tuple[str, str]] = ()) -> str:
     """The page. Every image is an <img> of a file under images/; every layer's
     <section> carries data-channels (from the model) and data-panels (drawn)."""
     def esc(text: object) -> str:  # a newline or a non-UTF-8 byte in a name shows as \\n or \\xe9
@@ -331,6 +346,15 @@ def _render_html(title: str, source: str, image_shape: tuple[int, ...], input_pa
         '<div class="stage">\n' + "\n".join(section(layer) for layer in stage) + "\n</div>" for stage in stages
     )
     channels, height, width = image_shape
+    captions = {"confusion": "confusion matrix (rows: true class, with its accuracy; columns: predicted)",
+                "misclassified": "misclassified test images (true -> predicted)"}
+    test_card = ('<div class="card" data-role="test-set">\n<h2>Test set</h2>\n'
+                 + ("\n".join(f'<figure data-picture="{esc(name)}"><img src="{esc(file)}" alt="{esc(captions[name])}">'
+                              f'<figcaption class="muted">{esc(captions[name])}</figcaption></figure>'
+                              for name, file in test_pictures)
+                    or '<p class="muted">Run <code>numbacnn evaluate CHECKPOINT</code> before this report to '
+                       'show the confusion matrix and the misclassified test images here.</p>')
+                 + "\n</div>")
     kernel_card = "" if not kernel_panels else f"""  <div class="card" data-role="kernels" data-panels="{kernel_panels}">
     <h2>First-layer kernels</h2>
     <img src="{_image_file("kernels_first_layer")}" alt="first-layer kernels">
@@ -371,6 +395,7 @@ def _render_html(title: str, source: str, image_shape: tuple[int, ...], input_pa
 <div class="layers">
 {layer_sections}
 </div>
+{test_card}
 <h2>Layers</h2>
 <table id="layers"><tr><th>layer</th><th>name</th><th>type</th><th>output (C, H, W)</th><th>params</th>
 <th>FLOPs</th><th>receptive field</th><th>slide</th></tr>
@@ -427,10 +452,13 @@ def report_from_checkpoint(checkpoint: str | os.PathLike, image: str | os.PathLi
                          "give a PNG or JPEG image file") from exc
     if invert:
         pixels = 255 - pixels
+    checkpoint_path = Path(checkpoint)
+    run_dir = checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent
     return write_report(
         model, pixels, out_dir, loaded.classes, normalizer=loaded.normalizer, dtype=loaded.config.dtype,
         source=f"checkpoint {checkpoint} (epoch {loaded.epoch}), image {image}"
                + (" (inverted)" if invert else ""),
+        evaluation=run_dir / "evaluation",  # numbacnn evaluate's default --out
     )
 
 

@@ -129,6 +129,20 @@ def compare(differences: Sequence[float]) -> tuple[str, str]:
                      f"(std {100 * std:.2f}, standard error {100 * error:.2f})")
 
 
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with an
+    ellipsis when cut (messages were cut mid-word: "larger than th")."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:(")
+    return cut + "…"
+
+
+# Settings that only mean something for the image-folder dataset; the built-in
+# datasets have fixed sizes and channels, so the summary does not list them.
+IMAGEFOLDER_ONLY = ("image_size", "channels")
+
+
 def md_text(value: Any) -> str:
     """``value`` as inert Markdown text on one line: HTML markup escaped (a failed trial's
     message may hold ``<img onerror=...>``, which Markdown viewers would render), ``|``
@@ -147,7 +161,7 @@ def _row_status(row: Mapping[str, Any]) -> str:
     statuses.pop("done", None)
     text = ", ".join(f"{n} {s}" for s, n in statuses.items())
     if statuses and row.get("message"):
-        text += f": {row['message'].split('. ')[0][:140]}"
+        text += f": {_clip(row['message'].split('. ')[0], 140)}"
     return md_text(text)
 
 
@@ -180,7 +194,10 @@ def lessons(records: Sequence[Mapping[str, Any]]) -> list[str]:
         if not differences:
             return None
         verdict, figures = compare(differences)
-        if verdict == "noise":
+        if len(differences) < 2:
+            # one pair has no spread to compare with: "within seed noise" would be a guess
+            judgement = "one paired trial only, too few to judge (add seeds to the grid)"
+        elif verdict == "noise":
             judgement = "within seed noise: the data neither confirm nor contradict the lesson here"
         elif verdict == lesson_sign:
             judgement = "agrees with the lesson"
@@ -239,7 +256,7 @@ def lessons(records: Sequence[Mapping[str, Any]]) -> list[str]:
                f"{_fmt_int(row.get('flops'))} FLOPs/image, {_fmt_int(row.get('parameters'))} parameters"
                + (f", {row['seconds_per_epoch']:.1f} s/epoch" if "seconds_per_epoch" in row else "")
                if row.get("feature_sizes") else "")
-            + (f" (untrainable: {row['message'].split('. ')[0][:200]})" if row.get("message") and not row["trained"]
+            + (f" (untrainable: {_clip(row['message'].split('. ')[0], 200)})" if row.get("message") and not row["trained"]
                else "")
             for row in rows)
         text.append("**A larger stride extracts less and shrinks the layers faster.** " + shrink
@@ -278,7 +295,8 @@ def summary_markdown(records: Sequence[Mapping[str, Any]], grid: Sequence[str] =
              f"(they ran concurrently, so it depends on the load).", ""]
     if records:
         base = records[0]["config"]
-        fixed = {k: v for k, v in base.items() if k not in names and k != "seed"}
+        fixed = {k: v for k, v in base.items() if k not in names and k != "seed"
+                 and not (k in IMAGEFOLDER_ONLY and base.get("dataset") != "imagefolder")}
         lines += ["Fixed settings: " + md_text(", ".join(f"{k}={v}" for k, v in fixed.items())), ""]
         versions = records[0].get("versions")
         if versions:
@@ -297,7 +315,7 @@ def summary_markdown(records: Sequence[Mapping[str, Any]], grid: Sequence[str] =
     failed = [r for r in records if r["status"] == "failed"]
     if failed:
         lines += ["## Failed trials (run again on a re-run)", ""]
-        lines += [f"- {md_text(r['values'])}: {md_text(r.get('message', '')[:300])}" for r in failed] + [""]
+        lines += [f"- {md_text(r['values'])}: {md_text(_clip(r.get('message', ''), 300))}" for r in failed] + [""]
     return "\n".join(lines)
 
 
@@ -338,9 +356,12 @@ def plot(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
             ax.legend(fontsize=8)
 
     lines(axes[0], "kernel_size", [n for n in ("padding", "stride") if len(_ordered_values(records, n)) > 1])
+    # integer hyperparameters: ticks at the values tried, not matplotlib's 3.25 or 1.2
+    axes[0].set_xticks(_ordered_values(trained, "kernel_size") or _ordered_values(records, "kernel_size"))
     axes[0].set_xlabel("kernel size")
     axes[0].set_title("accuracy vs kernel size, per padding")
     lines(axes[1], "stride", [n for n in ("kernel_size", "padding") if len(_ordered_values(records, n)) > 1])
+    axes[1].set_xticks(_ordered_values(records, "stride"))
     axes[1].set_xlabel("stride")
     axes[1].set_title("accuracy vs stride")
     untrained = sorted({r["config"].get("stride") for r in records if r["status"] != "done"} -

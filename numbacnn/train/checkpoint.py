@@ -235,6 +235,16 @@ def load_checkpoint(path: str | os.PathLike, check_finite: bool = True) -> Check
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(format_message("checkpoint: the file does not exist", path, "check the path"))
+    # Say what the file is before NumPy does: its error for a text file is advice to
+    # load pickles (allow_pickle), which numbacnn never does with untrusted input.
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot be read ({exc.strerror or exc})", path, "check the file") from exc
+    if head != b"PK\x03\x04":
+        raise CheckpointError("cannot be read as a checkpoint: the file is not an .npz (zip) archive", path,
+                              "give the checkpoint.npz that numbacnn train wrote, or its folder")
     try:
         with np.load(path, allow_pickle=False) as data:
             if not hasattr(data, "files"):  # a bare .npy array, not an .npz archive

@@ -117,10 +117,19 @@ def resolve_device_option(device: str) -> str:
     :class:`numbacnn.errors.UsageError` naming ``--device``."""
     from numbacnn.device import DeviceError, resolve_device
 
+    import sys
+    import warnings
+
+    from numbacnn.device import SimulatorWarning
+
     try:
-        return resolve_device(device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SimulatorWarning)
+            resolved = resolve_device(device)
     except DeviceError as exc:
-        what = str(exc).split(". ")[0]  # the reason; the rest is advice, replaced by the todo below
-        raise UsageError(what, f"--device {device}",
-                         "use --device cpu, or set NUMBA_ENABLE_CUDASIM=1 for Numba's CUDA simulator") from None
+        what = str(exc).split(". ")[0].split("; install")[0]  # the reason; the advice is the todo below
+        raise UsageError(what, f"--device {device}", "use --device cpu") from None
+    for warning in caught:  # one line on stderr, not Python's two-line warning format
+        print(f"numbacnn: warning: {warning.message}", file=sys.stderr)
+    return resolved
 

@@ -25,6 +25,7 @@ from numbacnn.train.outdir import check_output_names, open_output_folder
 
 METRICS_NAME = "metrics.json"
 CURVES_NAME = "curves.png"
+BEST_NAME = "best.npz"  # --keep-best: the epoch with the highest validation accuracy
 
 
 def make_optimizer(config: TrainConfig, model: Module) -> Optimizer:
@@ -90,14 +91,16 @@ def prepare_data(config: TrainConfig, normalizer: Normalizer | None = None) -> P
     return PreparedData(train, val, test, normalizer, splits.classes, train_set.image_shape, splits.folder)
 
 
-def _write_curves(path: Path, metrics: dict[str, Any]) -> None:
-    """Loss and accuracy per epoch as a PNG, when matplotlib (the viz extra) is installed."""
+def _write_curves(path: Path, metrics: dict[str, Any]) -> bool:
+    """Loss and accuracy per epoch as a PNG, when matplotlib (the viz extra) is
+    installed; False (nothing written) without it: the final log line says so."""
     try:
         from numbacnn.viz import plot_training_curves
 
         plot_training_curves(metrics, path)
     except ImportError:
-        pass  # curves are a bonus; metrics.json holds the same numbers
+        return False  # curves are a bonus; metrics.json holds the same numbers
+    return True
 
 
 def _dropout_generator_states(model: Any) -> dict[str, Any]:
@@ -165,7 +168,7 @@ def _save_failed(exc: OSError, path: Path, epoch: int) -> OutputError:
 
 def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
           progress: bool | None = None, log: Callable[[str], None] | None = print,
-          overwrite: bool = False) -> dict[str, Any]:
+          overwrite: bool = False, keep_best: bool = False) -> dict[str, Any]:
     """Run a whole training job: data, Tiny VGG, optimizer, fit, test accuracy.
 
     Before any data is read or any kernel compiled, everything that can be checked
@@ -191,6 +194,10 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
     overwrite : bool
         Allow replacing a checkpoint already in ``out`` that this run does not
         resume from.
+    keep_best : bool
+        Also keep ``out/best.npz``, the checkpoint of the epoch with the highest
+        validation accuracy so far (the first such epoch on a tie); needs a
+        validation split (``val_fraction > 0``) and ``out``.
 
     Returns
     -------
@@ -207,6 +214,9 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
         NaN/Inf loss; ``out/checkpoint.npz`` still holds the last good epoch.
     """
     config.validate()
+    if keep_best and (config.val_fraction <= 0 or out is None):
+        raise UsageError("keeping the best checkpoint needs a validation split and an output folder",
+                         "--keep-best", "leave out --val-fraction 0, or leave out --keep-best")
     estimate = check_training_memory(config)
     device = resolve_device_option(config.device)
     resume_path = Path(resume).absolute() if resume is not None else None
@@ -216,17 +226,19 @@ def train(config: TrainConfig, out: str | os.PathLike | None = None, resume: str
         return _train(config, None, resume_path, device, progress, log)
     out_dir = Path(out).absolute()
     # a checkpoint beside its temporary copy, plus metrics: twice the weights and buffers
-    lock = open_output_folder(out_dir, needed_bytes=2 * estimate.checkpoint_bytes + 2**20, log=log)
+    lock = open_output_folder(out_dir, needed_bytes=(3 if keep_best else 2) * estimate.checkpoint_bytes + 2**20,
+                              log=log)
     try:
         check_output_names(out_dir, (CHECKPOINT_NAME, METRICS_NAME, CURVES_NAME))
         _refuse_overwrite(out_dir, resume_path, overwrite)
-        return _train(config, out_dir, resume_path, device, progress, log)
+        return _train(config, out_dir, resume_path, device, progress, log, keep_best)
     finally:
         lock.release()
 
 
 def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, device: str,
-           progress: bool | None, log: Callable[[str], None] | None) -> dict[str, Any]:
+           progress: bool | None, log: Callable[[str], None] | None,
+           keep_best: bool = False) -> dict[str, Any]:
     """:func:`train` once the output folder is checked and locked."""
     checkpoint = load_checkpoint(resume) if resume is not None else None
     if checkpoint is not None and config.epochs < checkpoint.epoch:
@@ -299,6 +311,16 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
                             dict(base_meta, epoch=epoch_done, history=hist,
                                  scheduler=scheduler.state_dict() if scheduler else None,
                                  dropout_generators=_dropout_generator_states(model)))
+            previous = [h["val_accuracy"] for h in hist[:-1] if h.get("val_accuracy") is not None]
+            latest = hist[-1].get("val_accuracy")
+            if keep_best and latest is not None and (not previous or latest > max(previous)):
+                path = out_dir / BEST_NAME  # the same checkpoint, under a second name
+                save_checkpoint(path, model, optimizer,
+                                dict(base_meta, epoch=epoch_done, history=hist,
+                                     scheduler=scheduler.state_dict() if scheduler else None,
+                                     dropout_generators=_dropout_generator_states(model)))
+                if log:
+                    log(f"best validation accuracy so far ({latest:.2%}): saved {path}")
             path = out_dir / METRICS_NAME
             _write_json(path, metrics)
         except OSError as exc:
@@ -336,7 +358,7 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
             # the picture first: metrics.json with its test accuracy marks the run complete,
             # so a run killed while drawing is finished by --resume, which also removes the
             # picture's temporary file
-            _write_curves(out_dir / CURVES_NAME, metrics)
+            curves = _write_curves(out_dir / CURVES_NAME, metrics)
             _write_json(out_dir / METRICS_NAME, metrics)
         except OSError as exc:
             error = OutputError(f"could not write the final metrics ({(exc.strerror or str(exc)).lower()})",
@@ -348,4 +370,10 @@ def _train(config: TrainConfig, out_dir: Path | None, resume: Path | None, devic
             raise error from exc
     if log:
         log(f"test accuracy {test['accuracy']:.2%} (loss {test['loss']:.4f}, {test['images']:,} images)")
+        if out_dir is not None:  # issue 21: say where everything went, and what was not drawn
+            best = [h.get("val_accuracy", -1.0) for h in history]
+            best_text = f", {BEST_NAME} (epoch {best.index(max(best)) + 1})" if keep_best and best else ""
+            log(f"saved {CHECKPOINT_NAME}{best_text}, {METRICS_NAME}" + (f" and {CURVES_NAME}" if curves else "")
+                + f" in {out_dir}" + ("" if curves else
+                                      f"; {CURVES_NAME} needs matplotlib: pip install \"numbacnn[viz]\""))
     return metrics
