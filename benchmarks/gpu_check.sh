@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check for a short loan of a machine with an NVIDIA GPU (about 5 minutes):
 #   (a) the test suite's CUDA tests against the real GPU (NUMBACNN_TEST_REAL_GPU=1),
+#       and the conv tests again under compute-sanitizer --tool memcheck when installed,
 #   (b) a Tiny VGG training step and each kernel beside PyTorch/cuDNN (NCHW and
 #       channels_last) at batch 32/128/512, for 3x64x64 and the main job's 1x28x28,
 #   (c) one epoch of `numbacnn train --device cuda` on Fashion-MNIST,
@@ -67,6 +68,35 @@ tests_status=$?
 [ "$tests_status" = 124 ] && echo "stopped after ${TESTS_SECONDS:-150} s" >>"$log"
 tail -n 3 "$log"
 
+# (a') the conv and Tiny VGG CUDA tests again under compute-sanitizer's memcheck, when
+# it is installed: a read outside an array whose value is never used (the tiled
+# forward's patch load without its left-padding guard) changes no result, so only
+# memcheck sees it. The caching pool is switched off (NUMBACNN_CUDA_POOL=0) so each
+# array is its own cudaMalloc with memcheck's padding after it; inside one pooled
+# block a stray read would land in a neighbour and go unseen. Its verdict is the
+# last line of the tests' log and fails the script.
+memcheck_status=0
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)
+if [ "$tiny" = 0 ] && [ -n "$sanitizer" ]; then
+    memcheck_log=$(mktemp)
+    NUMBACNN_CUDA_POOL=0 timeout "${MEMCHECK_SECONDS:-120}" "$sanitizer" --tool memcheck --padding 256 \
+        --error-exitcode 86 --print-limit 20 "$python" -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+        -k "conv2d_cuda_matches_cpu or tiny_vgg_step_cuda" >"$memcheck_log" 2>&1
+    memcheck_status=$?
+    tests_tail=$(grep -v '^[[:space:]]*$' "$log" | tail -n 1)  # kept on the report's line
+    case "$memcheck_status" in
+        0) verdict="memcheck: no errors ($(tail -n 1 "$memcheck_log"))" ;;
+        86) verdict="memcheck: ERRORS: $(grep -m 1 -E 'Invalid|out of bounds|ERROR SUMMARY' "$memcheck_log")" ;;
+        124) verdict="memcheck: stopped after ${MEMCHECK_SECONDS:-120} s, no error before that"; memcheck_status=0 ;;
+        *) verdict="memcheck: exit $memcheck_status ($(tail -n 1 "$memcheck_log"))" ;;
+    esac
+    grep -E "Invalid|out of bounds|ERROR SUMMARY" "$memcheck_log" | head -n 20 >>"$log"
+    echo "$tests_tail; $verdict" | tee -a "$log"
+    rm -f "$memcheck_log"
+elif [ "$tiny" = 0 ]; then
+    echo "memcheck: skipped (compute-sanitizer not found)" | tee -a "$log"
+fi
+
 # (b) + (c) and the report
 args=(--out "$out" --tests-log "$log" --tests-status "$tests_status" --budget-s "${BUDGET_SECONDS:-140}")
 [ -n "$data_dir" ] && args+=(--data-dir "$data_dir")
@@ -75,8 +105,8 @@ args=(--out "$out" --tests-log "$log" --tests-status "$tests_status" --budget-s 
 report_status=$?
 
 if [ "$report_status" = 0 ] && [ -s "$out" ]; then
-    echo "gpu_check: $(( $(date +%s) - start )) s, report in $out (tests exit $tests_status)"
+    echo "gpu_check: $(( $(date +%s) - start )) s, report in $out (tests exit $tests_status, memcheck exit $memcheck_status)"
 else
     echo "gpu_check: $(( $(date +%s) - start )) s, no complete report (report exit $report_status, tests exit $tests_status)" >&2
 fi
-[ "$tests_status" = 0 ] && [ "$report_status" = 0 ]
+[ "$tests_status" = 0 ] && [ "$memcheck_status" = 0 ] && [ "$report_status" = 0 ]

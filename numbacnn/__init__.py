@@ -19,8 +19,10 @@ import os as _os
 # cores those kernels need, and one step took 30x longer (456 ms instead of 14 ms,
 # measured on 2 cores with two busy processes). A short spin keeps the idle-machine
 # speed and degrades gracefully under load. Set before Numba loads libgomp; a value
-# the user set wins.
-_os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# the user set wins, and so does OMP_WAIT_POLICY (libgomp lets GOMP_SPINCOUNT
+# override it, so setting ours would silently ignore the user's policy).
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from numbacnn import _environment  # noqa: E402  (before Numba is imported: its cache and thread settings)
 

@@ -194,11 +194,19 @@ def backend(device_name: str) -> ModuleType:
 
     Every backend module exposes the same kernel names plus ``empty`` and ``zeros``.
     """
+    if device_name == "cpu" and _LOADED_BACKENDS:  # the common case, several times per layer per step
+        return _LOADED_BACKENDS["cpu"]
     if device_name == "cuda":
         require_cuda()
     if device_name not in DEVICES:
         raise ValueError(f"device: got {device_name!r}, expected one of {DEVICES}")
-    return importlib.import_module(f"numbacnn.kernels.{device_name}")
+    module = importlib.import_module(f"numbacnn.kernels.{device_name}")
+    if device_name == "cpu":
+        _LOADED_BACKENDS["cpu"] = module
+    return module
+
+
+_LOADED_BACKENDS: dict[str, ModuleType] = {}  # "cpu" -> numbacnn.kernels.cpu once imported
 
 
 def empty(shape: tuple[int, ...], dtype: Any, device_name: str | None = None) -> Any:

@@ -61,6 +61,18 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests replay the same cases on every run (issue 22): a fixed seed derived
+# from each test's name (derandomize) and no example database, so a CI failure is
+# reproduced by the same command and a pass does not depend on the draw. Every
+# module-level ``settings(max_examples=...)`` inherits this profile, as it is loaded
+# before the test modules are imported. NUMBACNN_HYPOTHESIS_PROFILE=explore draws new
+# cases (random seed, more examples) when hunting for bugs on purpose.
+settings.register_profile("numbacnn", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, database=None, deadline=None, print_blob=True,
+                          max_examples=200)
+settings.load_profile(os.environ.get("NUMBACNN_HYPOTHESIS_PROFILE", "numbacnn"))
 
 from helpers import available_devices  # noqa: E402
 

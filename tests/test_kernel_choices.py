@@ -84,14 +84,15 @@ def test_locations_point_at_the_kernels():
         source = open(path).read().splitlines()[int(line) - 1]
         assert f"def {choice.kernel.split('.')[1]}(" in source, (choice, source)
     table = format_kernel_choices(choices)
-    assert "conv_rows.conv_rows_kernel" in table and "MODE_RELU_POOL" in table
+    assert "conv_rows_kernel" in table and "numbacnn/kernels/cpu/conv_rows.py:" in table
+    assert "MODE_RELU_POOL" in table and "conv_1_2 + relu_1_2 + max_pool_1" in table
 
 
 def test_info_kernels_command_prints_the_table_and_refuses_bad_options():
     ok = subprocess.run([sys.executable, "-m", "numbacnn", "info", "--kernels", "--eval"], capture_output=True,
                         text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "conv_rows.conv_rows_kernel" in ok.stdout and "grad-weight" not in ok.stdout
+    assert "conv_rows_kernel" in ok.stdout and "grad-weight" not in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "numbacnn", "info", "--kernels", "--image-size", "2"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("numbacnn info: error:")

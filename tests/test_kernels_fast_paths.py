@@ -18,7 +18,7 @@ CONV_INPUTS = [(1, 3, 64, 64), (3, 10, 62, 62), (1, 10, 30, 30), (2, 10, 28, 28)
 
 def test_tiny_vgg_layers_take_the_fast_path():
     assert fast_path_applies(10, 3, 3, 1, 1, 1, 1, 1)
-    assert not fast_path_applies(10, 3, 3, 2, 1, 1, 1, 1)  # stride 2: general kernel
+    assert not fast_path_applies(10, 3, 3, 2, 1, 1, 1, 1)  # stride 2: conv.py's STRIDED variant
     assert not fast_path_applies(10, 3, 3, 1, 1, 2, 2, 1)  # dilation 2
     assert not fast_path_applies(10, 3, 3, 1, 1, 1, 1, 2)  # groups 2
     assert not fast_path_applies(3, 3, 3, 1, 1, 1, 1, 1)  # few filters
@@ -83,3 +83,37 @@ def test_fast_max_pool2x2_matches_reference(x_shape, dtype, rng):
     assert_close(y, ref.max_pool2d(x, 2), dtype, "max_pool2d y")
     gy = random_array(rng, y.shape, dtype)
     assert_close(F.max_pool2d_backward(gy, x, 2), ref.max_pool2d_backward(gy, x, 2), dtype, "max_pool2d gx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, filters, kernel, stride, padding", [
+    ((2, 1, 28, 28), 10, 3, 2, 1),        # Tiny VGG --stride 2, conv_1_1 (grad-input: too few channels)
+    ((3, 10, 7, 7), 10, 3, 2, 1),         # conv_2_1: 7 -> 4, the last stride reads padding only
+    ((2, 6, 8, 8), 4, 3, 2, 0),           # no padding: the last input row is never read
+    ((1, 5, 9, 8), 5, 3, (2, 1), (1, 0)), # per-axis stride and padding
+    ((2, 4, 11, 10), 6, 5, 2, 2),         # 5x5, odd sizes
+    ((1, 4, 8, 9), 4, (3, 5), (1, 2), (1, 2)),
+])
+def test_strided_convolutions_take_the_subsampled_fast_kernels(shape, filters, kernel, stride, padding, dtype, rng):
+    """kernels/cpu/conv.py's STRIDED variant (the stride-1 rows kernel, every s-th row and
+    column kept; the gradient spread onto the stride-1 grid) against the float64 reference
+    and the general strided kernels."""
+    from numbacnn.kernels.cpu import conv as cpu_conv
+
+    kernel_h, kernel_w = (kernel, kernel) if isinstance(kernel, int) else kernel
+    stride_h, stride_w = (stride, stride) if isinstance(stride, int) else stride
+    pad_h, pad_w = (padding, padding) if isinstance(padding, int) else padding
+    assert cpu_conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, 1, 1, 1, 2)[0] == cpu_conv.STRIDED
+    x = random_array(rng, shape, dtype)
+    w = random_array(rng, (filters, shape[1], kernel_h, kernel_w), dtype)
+    b = random_array(rng, (filters,), dtype)
+    y = F.conv2d(x, w, b, stride=stride, padding=padding)
+    assert_close(y, ref.conv2d(x, w, b, stride=stride, padding=padding), dtype, "conv2d y")
+    general = np.empty_like(y)
+    args = (stride_h, stride_w, pad_h, pad_w, 1, 1, 1)
+    cpu_conv.conv2d_forward_general(general, x, w, b, *args)
+    assert_close(y, general, dtype, "y against the general kernel")
+    gy = random_array(rng, y.shape, dtype)
+    for got, want, name in zip(F.conv2d_backward(gy, x, w, stride=stride, padding=padding),
+                               ref.conv2d_backward(gy, x, w, stride=stride, padding=padding), ("gx", "gw", "gb")):
+        assert_close(got, want, dtype, name)

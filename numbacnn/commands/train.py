@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train Tiny VGG and print the test accuracy",
         description="Train CNN Explainer's Tiny VGG. Writes OUT/checkpoint.npz after every epoch and "
                     "OUT/metrics.json. With --resume, the run continues from a checkpoint with its saved "
-                    "settings (only --epochs and --device may change) to the same result as an "
+                    "settings (only --epochs, --device and --threads may change) to the same result as an "
                     "uninterrupted run.",
         formatter_class=DefaultsHelpFormatter,
     )
@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a checkpoint already in OUT (without it, a new run into a folder holding "
                              "another run's checkpoint is refused)")
+    parser.add_argument("--threads", default="auto", metavar="auto|N",
+                        help="CPU threads of the training step: auto times the full count against fewer now and "
+                             "then and keeps the faster (a busy machine makes every parallel step wait for its "
+                             "slowest thread); N fixes it. Results are the same bit for bit either way")
     parser.add_argument("--keep-best", action="store_true",
                         help="also keep OUT/best.npz, the checkpoint of the epoch with the best validation "
                              "accuracy (PyTorch Lightning's ModelCheckpoint(monitor=..., save_top_k=1))")
@@ -87,10 +91,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from numbacnn.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
+    from numbacnn.train.threads import set_default_threads
 
     # errors (bad option, data, checkpoint, output folder, diverged loss) become one
     # line in numbacnn.cli.main
+    previous_threads = set_default_threads(args.threads)  # checked before any work
+    try:
+        return _run(args)
+    finally:
+        set_default_threads(previous_threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from numbacnn.train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train
     from numbacnn.train.outdir import tidy_output_folder
 
     resume = None
@@ -103,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
             # that run left is removed all the same, as the run itself would have
             tidy_output_folder(args.out)
             raise
-        print(f"resuming with the settings saved in {resume}; of the options given, only --epochs and "
-              f"--device apply")
+        print(f"resuming with the settings saved in {resume}; of the options given, only --epochs, "
+              f"--device and --threads apply")
     else:
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})

@@ -10,6 +10,7 @@ does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ class FastPath:
     out_shape: tuple[int, int, int, int]
 
 
+@lru_cache(maxsize=1024)  # asked for every block of every step: the answer depends on these values only
 def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any, bias_dtype: Any | None,
               device: str) -> FastPath | str:
     """The block's :class:`FastPath` for an input of this shape, dtype and device, or
@@ -83,6 +85,8 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
         return f"padding={block.padding!r}"
     filters, channels, kernel_h, kernel_w = block.weight_shape
     (stride_h, stride_w), (dilation_h, dilation_w) = block.stride, block.dilation
+    if (stride_h, stride_w) != (1, 1):
+        return f"stride {stride_h}x{stride_w} (the fused rows kernels are stride 1)"
     if not tuning.fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                     block.groups):
         return backend("cpu").conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,

@@ -71,6 +71,7 @@ class FusedChain:
         self.groups = [tuple(group) for group in groups]
         self.chain: BlockChain | None = None
         self._blocks: tuple = ()
+        self._warned_for: set = set()  # input shapes whose slide lessons the layers have been asked
 
     def __repr__(self) -> str:
         return "FusedChain(" + " | ".join(", ".join(type(layer).__name__ for layer in group)
@@ -112,7 +113,9 @@ class FusedChain:
     def forward(self, x: Any) -> Any:
         """x (N, C, H, W) -> the last group's output; caches what backward needs in training mode."""
         self.blocks()
-        self._warn(x)
+        if tuple(x.shape) not in self._warned_for:  # each layer checks each input size once anyway
+            self._warned_for.add(tuple(x.shape))
+            self._warn(x)
         return self.chain.forward(x, self._params(), [group[0].training for group in self.groups])
 
     def backward(self, gy: Any, input_grad: bool = True) -> Any:

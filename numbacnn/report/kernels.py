@@ -34,8 +34,8 @@ class KernelChoice:
     Attributes
     ----------
     layers : str
-        The layer's dotted name and CNN Explainer name, e.g. ``"features.0 conv_1_1"``;
-        a fused group lists its layers joined by ``+``.
+        The layer's CNN Explainer name and dotted name, e.g. ``"conv_1_1 (features.0)"``;
+        a fused group lists its layers joined by `` + ``.
     names : tuple of str
         The dotted names of those layers, e.g. ``("features.0", "features.1")``.
     direction : str
@@ -96,7 +96,7 @@ def kernel_choices(model: Module, input_shape: Sequence[int], device: str = "cpu
     """
     leaves = _leaves(model)
     names = dict(zip((id(layer) for _, layer in leaves), explainer_names([layer for _, layer in leaves])))
-    labels = {id(layer): f"{name} {names[id(layer)]}" for name, layer in leaves}
+    labels = {id(layer): f"{names[id(layer)]} ({name})" for name, layer in leaves}
     choices: list[KernelChoice] = []
     shape = tuple(int(s) for s in input_shape)
     first = True
@@ -132,8 +132,8 @@ def _add(choices: list, label: str, direction: str, device: str, module: str, fu
 
 
 def _names(label: str) -> tuple:
-    """("features.0", "features.1") from "features.0 conv_1_1 + features.1 relu_1_1"."""
-    return tuple(part.split()[0] for part in label.split(" + "))
+    """("features.0", "features.1") from "conv_1_1 (features.0) + relu_1_1 (features.1)"."""
+    return tuple(part.split(" (")[1].rstrip(")") for part in label.split(" + "))
 
 
 def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, training: bool, first: bool,
@@ -216,7 +216,7 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     prefix = f"{context}; " if context else ""
 
     def with_context(why: str) -> str:
-        return context if context and why in context else with_context(why)
+        return context if context and why in context else prefix + why
     if device != "cpu":
         for direction, function in (("forward", "conv2d_forward"), ("grad-input", "conv2d_backward_input"),
                                     ("grad-weight", "conv2d_backward_weight"), ("grad-bias", "conv2d_backward_bias")):
@@ -226,7 +226,7 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     cpu_conv = backend("cpu").conv
     variant, why = cpu_conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                            conv.groups, out_shape[2])
-    if variant == cpu_conv.FAST:
+    if variant in (cpu_conv.FAST, cpu_conv.STRIDED):
         _add(choices, label, "forward", device, "conv_rows", "correlation_kernel", with_context(why))
     else:
         _add(choices, label, "forward", device, "conv", "conv2d_forward_general", with_context(why))
@@ -236,13 +236,13 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         pad = conv.padding if not isinstance(conv.padding, str) else (0, 0)
         variant, why = cpu_conv.choose_backward_input(channels * conv.groups, kernel_h, kernel_w, stride_h, stride_w,
                                                       pad[0], pad[1], dilation_h, dilation_w, conv.groups, shape[2])
-        if variant == cpu_conv.FAST:
+        if variant in (cpu_conv.FAST, cpu_conv.STRIDED):
             _add(choices, label, "grad-input", device, "conv_rows", "correlation_kernel", with_context(why))
         else:
             _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general", with_context(why))
     variant, why = cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
                                                    dilation_w, conv.groups)
-    if variant == cpu_conv.FAST:
+    if variant in (cpu_conv.FAST, cpu_conv.STRIDED):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
     else:
         _add(choices, label, "grad-weight", device, "conv", "conv2d_backward_weight_general", with_context(why))
@@ -314,14 +314,24 @@ def forward_kernel_sources(model: Module, input_shape: Sequence[int], dtype: Any
 
 
 def format_kernel_choices(choices: Sequence[KernelChoice]) -> str:
-    """The table ``numbacnn info --kernels`` prints: layer, direction, kernel, file:line, why."""
+    """The table ``numbacnn info --kernels`` prints: for each layer or fused group, each
+    pass's kernel, its file:line and why. The layer column gives CNN Explainer's names on
+    the group's first row and the dotted names (``features.0``) on its second."""
+    groups: list[list[KernelChoice]] = []
+    for choice in choices:
+        if groups and groups[-1][0].layers == choice.layers:
+            groups[-1].append(choice)
+        else:
+            groups.append([choice])
     rows = [("layer", "pass", "kernel", "where", "why")]
-    rows += [(c.layers, c.direction, c.kernel, c.location, c.why) for c in choices]
+    for group in groups:
+        explainer = " + ".join(part.split(" (")[0] for part in group[0].layers.split(" + "))
+        dotted = "(" + ", ".join(group[0].names) + ")"
+        labels = [explainer, dotted] + [""] * len(group)
+        for label, c in zip(labels, group):
+            rows.append((label, c.direction, c.kernel.split(".")[-1], c.location, c.why))
+        if len(group) == 1:
+            rows.append((dotted, "", "", "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = []
-    previous = None
-    for row in rows:
-        layer = row[0] if row[0] != previous else ""
-        previous = row[0]
-        lines.append("  ".join([layer.ljust(widths[0]), *(row[i].ljust(widths[i]) for i in (1, 2, 3)), row[4]]).rstrip())
-    return "\n".join(lines)
+    return "\n".join("  ".join([row[0].ljust(widths[0]), *(row[i].ljust(widths[i]) for i in (1, 2, 3)),
+                                row[4]]).rstrip() for row in rows)

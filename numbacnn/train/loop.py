@@ -16,6 +16,7 @@ from numbacnn.errors import NumbacnnError
 from numbacnn.functional.loss import _check_labels
 from numbacnn.nn import Module
 from numbacnn.optim import LRScheduler, Optimizer
+from numbacnn.train.threads import ThreadGovernor, default_threads, governed
 
 
 # On a GPU, reading the loss back every step waits for each step to finish and
@@ -42,13 +43,16 @@ def _progress_bar(total: int, desc: str, enabled: bool | None):
 
 def train_one_epoch(model: Module, optimizer: Optimizer, loader: BatchLoader, device: str, epoch: int,
                     epochs: int, progress: bool | None = None,
-                    readback_every: int = GPU_READBACK_EVERY) -> dict[str, float]:
+                    readback_every: int = GPU_READBACK_EVERY,
+                    governor: ThreadGovernor | None = None) -> dict[str, float]:
     """One pass over ``loader`` (set to ``epoch`` first); returns loss, accuracy, seconds, images/s.
 
     On CUDA the loss and the correct predictions are summed on the device and read
     back every ``readback_every`` batches and after the last one (one small copy each
     time, see ``functional/metrics.py``); the NaN/Inf check runs on each read. The
-    labels are range-checked once for the whole dataset, on the host.
+    labels are range-checked once for the whole dataset, on the host. On the CPU,
+    ``governor`` (see ``train/threads.py``) sets the thread count step by step and
+    gives the caller's back at the end.
 
     Raises
     ------
@@ -65,8 +69,9 @@ def train_one_epoch(model: Module, optimizer: Optimizer, loader: BatchLoader, de
     on_gpu = device == "cuda"
     metrics = F.RunningMetrics(device) if on_gpu else None
     checked = 0  # batches whose loss has been read back (on the GPU)
-    with _progress_bar(len(loader), f"epoch {epoch + 1}/{epochs}", progress) as bar:
+    with _progress_bar(len(loader), f"epoch {epoch + 1}/{epochs}", progress) as bar, governed(governor) as on_step:
         for step, (images, labels) in enumerate(loader):
+            on_step()
             x = to_device(images, device)
             y = to_device(labels, device)
             logits = model(x)
@@ -191,7 +196,8 @@ def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_load
         epochs: int = 1, device: str = "cpu", scheduler: LRScheduler | None = None, start_epoch: int = 0,
         history: list[dict[str, Any]] | None = None,
         on_epoch_end: Callable[[int, list[dict[str, Any]]], None] | None = None,
-        progress: bool | None = None, log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+        progress: bool | None = None, log: Callable[[str], None] | None = print,
+        threads: str | int | ThreadGovernor | None = None) -> list[dict[str, Any]]:
     """Train from epoch ``start_epoch`` up to ``epochs`` (exclusive), validating after each.
 
     Parameters
@@ -209,6 +215,10 @@ def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_load
         Show the tqdm bar; None means only when stderr is a terminal.
     log : callable or None
         Receives one summary line per epoch.
+    threads : "auto", int, ThreadGovernor or None
+        CPU training threads: "auto" adapts the count to what the machine gives
+        (``train/threads.py``), an int fixes it; the caller's count is restored.
+        None: ``threads.default_threads()`` ("auto" unless ``--threads`` set it).
 
     Returns
     -------
@@ -217,10 +227,14 @@ def fit(model: Module, optimizer: Optimizer, train_loader: BatchLoader, val_load
         seconds, images_per_second.
     """
     history = list(history or [])
+    if threads is None:
+        threads = default_threads()
+    governor = None if device == "cuda" else threads if isinstance(threads, ThreadGovernor) else ThreadGovernor(threads)
     for epoch in range(start_epoch, epochs):
         lr = optimizer.lr
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        record.update(train_one_epoch(model, optimizer, train_loader, device, epoch, epochs, progress))
+        record.update(train_one_epoch(model, optimizer, train_loader, device, epoch, epochs, progress,
+                                      governor=governor))
         if val_loader is not None and len(val_loader.dataset):
             val = evaluate(model, val_loader, device)
             record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
