@@ -488,3 +488,22 @@ def batch_norm_backward(gy, x, running_mean, running_var, weight, training, eps)
     else:
         gx = invstd * g
     return gx, (gy * xhat).sum(axis=axes), gy.sum(axis=axes)
+
+
+def adam(p, grads, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
+    """torch.optim.Adam / AdamW for one parameter, written out in float64: ``grads`` are
+    the gradients of the steps it had one in, so the bias correction counts its own steps."""
+    p = p.astype(np.float64).copy()
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g = g.astype(np.float64)
+        if decoupled:
+            p *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * p
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        denom = np.sqrt(v) / math.sqrt(1 - betas[1] ** t) + eps
+        p -= lr / (1 - betas[0] ** t) * m / denom
+    return p

@@ -9,6 +9,7 @@ import pytest
 
 from numbacnn.nn import Parameter
 from numbacnn.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
+from reference import adam as adam_reference
 
 
 def _params(dtype, seed=0, shapes=((3, 2, 3, 3), (5,))):
@@ -31,24 +32,6 @@ def sgd_reference(p, grads, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, n
             buf = g.copy() if buf is None else momentum * buf + (1 - dampening) * g
             g = g + momentum * buf if nesterov else buf
         p -= lr * g
-    return p
-
-
-def adam_reference(p, grads, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
-    """torch.optim.Adam / AdamW, written out in float64."""
-    p = p.astype(np.float64).copy()
-    m = np.zeros_like(p)
-    v = np.zeros_like(p)
-    for t, g in enumerate(grads, start=1):
-        g = g.astype(np.float64)
-        if decoupled:
-            p *= 1 - lr * weight_decay
-        else:
-            g = g + weight_decay * p
-        m = betas[0] * m + (1 - betas[0]) * g
-        v = betas[1] * v + (1 - betas[1]) * g * g
-        denom = np.sqrt(v) / math.sqrt(1 - betas[1] ** t) + eps
-        p -= lr / (1 - betas[0] ** t) * m / denom
     return p
 
 

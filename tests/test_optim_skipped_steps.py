@@ -23,6 +23,7 @@ import pytest
 
 from numbacnn.nn import Parameter
 from numbacnn.optim import SGD, Adam, AdamW
+from reference import adam as _adam_over_own_steps  # the one written-out Adam
 
 STEPS = 7
 # which steps (0-based) each parameter has a gradient in
@@ -47,21 +48,10 @@ def _grad(step, index, dtype):
 def adam_reference(p, steps_with_grad, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
     """torch.optim.Adam / AdamW for one parameter in float64; ``steps_with_grad`` is
     the list of (global step, gradient) in which it had a gradient. The bias
-    correction uses the parameter's own count ``t``."""
-    p = np.asarray(p, np.float64).copy()
-    m = np.zeros_like(p)
-    v = np.zeros_like(p)
-    for t, (_, g) in enumerate(steps_with_grad, start=1):
-        g = np.asarray(g, np.float64)
-        if decoupled:
-            p *= 1 - lr * weight_decay
-        else:
-            g = g + weight_decay * p
-        m = betas[0] * m + (1 - betas[0]) * g
-        v = betas[1] * v + (1 - betas[1]) * g * g
-        denom = np.sqrt(v) / math.sqrt(1 - betas[1] ** t) + eps
-        p -= lr / (1 - betas[0] ** t) * m / denom
-    return p
+    correction uses the parameter's own count ``t``: reference.adam applied to
+    the steps this parameter had a gradient in, whatever their global numbers."""
+    return _adam_over_own_steps(np.asarray(p), [g for _, g in steps_with_grad], lr, betas, eps, weight_decay,
+                                decoupled)
 
 
 def sgd_reference(p, steps_with_grad, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
