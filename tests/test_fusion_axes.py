@@ -239,11 +239,10 @@ def _reference_step(layers, x):
 
 
 # Every case runs in float64 (the tight tolerance sees the most); these in float32 too.
-# Each new (filters, kernel, size, border) compiles fused kernels, so the float32 list is
-# kept to one case of each group kind and each per-axis family.
-FLOAT32_TOO = {"CR stride (1,2)", "CR padding (0,1)", "CR kernel (3,5)", "CR no bias", "CRP stride (2,1)",
-               "CRP padding (1,0)", "CRP kernel (5,3)", "CRP pool ceil odd", "CBR stride (1,2)",
-               "CBRP kernel (3,5)", "block pads (1,0)/(0,1)"}
+# Each new (filters, kernel, size, border, dtype) compiles fused kernels (CI paid ~10 minutes
+# for this file with 11 float32 cases), so float32 keeps one case of each fused kind:
+# conv + ReLU, conv + ReLU + pool, and two groups handing buffers over.
+FLOAT32_TOO = {"CR padding (0,1)", "CRP padding (1,0)", "block pads (1,0)/(0,1)"}  # fused, pooled, handed over
 # whole blocks compile several fused kernels each: seconds on an idle machine, more beside others
 SLOW = {"two blocks (2,1) (5,3)", "block stride (1,2) then pad (0,1)", "block pads (0,1)/(1,0)",
         "block BN pads (1,0)/(0,1)"}
