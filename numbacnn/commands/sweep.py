@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="show the progress bar over trials (default: only when stderr is a terminal)")
     parser.set_defaults(func=run)
-    actions = parser.add_subparsers(dest="sweep_command", metavar="report")
+    # prog given: argparse would otherwise build it from the two-line usage above
+    actions = parser.add_subparsers(dest="sweep_command", metavar="report", prog="numbacnn sweep")
     report = actions.add_parser("report", help="write results.csv, summary.md and sweep.png of a sweep",
                                 description="Read OUT/results.jsonl and write OUT/results.csv, OUT/summary.md "
                                             "and OUT/sweep.png (matplotlib, numbacnn[viz]).")
