@@ -20,8 +20,10 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def test_second_process_loads_kernels_from_the_disk_cache():
-    runs = [subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
+def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
+    # its own cache folder: another pytest worker may write the shared one meanwhile
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba_cache"))
+    runs = [subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, env=env)
             for _ in range(2)]
     hits, misses = (int(v) for v in runs[1].stdout.split())
     assert hits >= 1 and misses == 0, f"second process recompiled: hits={hits} misses={misses}"
