@@ -35,6 +35,12 @@ correlation_kernel``       unfused layers, fast path, >= 2 output      reference
                            flipped kernel with padding K - 1 - p
 ``conv_weight_grad.        grad-weight, fast path                      ``conv2d_backward_weight_general``, the
 weight_gradient_kernel``                                               reference, finite differences
+kernel-row bodies:         kernels larger than 3x3 (``conv_tuning.     the general kernels and the reference,
+``conv_rows._accumulate_   kernel_rows_outside``, ``weight_gradient_   5x5, 7x7, 2x9, padded or not, odd sizes
+rows_by_kernel_row``,      by_planes``: up to 7 wide) in the four      (tests/test_large_kernels.py)
+``conv_weight_grad._       kernels above and below: kh looped outside
+weight_gradient_planes_    the columns (rows x filters x KW unrolled);
+kernel``                   grad-weight as whole-plane dot products
 ``STRIDED``: the two      stride 2 (``conv_tuning.                    the reference and the general kernels
 above at stride 1,        strided_path_applies``), otherwise as the   (tests/test_kernels_fast_paths.py,
 subsampled                fast path: every s-th row and column of the  ``test_strided_...``)

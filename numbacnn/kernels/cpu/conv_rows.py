@@ -35,7 +35,7 @@ from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH, is_new_max
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, VECTOR_BYTES, filter_block_size, forward_fastmath,
-                                              row_blocking)
+                                              kernel_rows_outside, row_blocking)
 
 # What conv_rows_kernel does with each sum before storing it
 MODE_BIAS = 0       # plain: the convolution (grad-input)
@@ -67,6 +67,27 @@ def _accumulate_rows(sums, x, w, n, top_row, first, width, filters, kernel_h, ke
                                 s += w[f, c, kh, kw] * x[n, c, top_row + first + r + kh, ow + kw]
                         sums[first + r, f, ow] = s
 
+
+@njit(inline="always", fastmath=FASTMATH)
+def _accumulate_rows_by_kernel_row(sums, x, w, n, top_row, first, width, filters, kernel_h, kernel_w, rows,
+                                   filter_block):
+    """The same sums as :func:`_accumulate_rows`, for kernels larger than 3x3: the loop
+    over kernel rows (kh) runs *outside* the loop over columns, so the unrolled body per
+    column vector is rows x filter_block x kernel_w FMAs instead of rows x filter_block x
+    kernel_h x kernel_w. A 5x5 or 7x7 kernel then keeps a register block of several rows
+    and filters (``conv_tuning.row_blocking``) within the budget LLVM vectorises, at the
+    price of loading and storing each row's sums once per kernel row rather than once
+    per channel. The sums are added in another order than :func:`_accumulate_rows`'s."""
+    for c in range(x.shape[1]):
+        for first_filter in range(0, filters, filter_block):
+            for kh in range(kernel_h):
+                for ow in range(width):
+                    for f in range(first_filter, first_filter + filter_block):
+                        for r in range(rows):
+                            s = sums[first + r, f, ow]
+                            for kw in range(kernel_w):
+                                s += w[f, c, kh, kw] * x[n, c, top_row + first + r + kh, ow + kw]
+                            sums[first + r, f, ow] = s
 
 
 @lru_cache(maxsize=None)
@@ -104,6 +125,7 @@ def correlation_kernel(filters, kernel_h, kernel_w):
     not the functional API, where every new input size would compile a new kernel.
     """
     filter_block = filter_block_size(filters, kernel_h, kernel_w)
+    by_kernel_row = kernel_rows_outside(kernel_h, kernel_w)
     @njit(parallel=True, cache=True, fastmath=forward_fastmath(kernel_h, kernel_w))
     def correlate(out, x, w, b):
         batch, _, out_height, out_width = out.shape
@@ -121,8 +143,12 @@ def correlation_kernel(filters, kernel_h, kernel_w):
                 for ow in range(computed_width):
                     pair_sums[0, f, ow] = b[f]
                     pair_sums[1, f, ow] = b[f]
-            _accumulate_rows(pair_sums, x, w, n, top_row, 0, computed_width, filters, kernel_h, kernel_w, 2,
-                             filter_block)
+            if by_kernel_row:
+                _accumulate_rows_by_kernel_row(pair_sums, x, w, n, top_row, 0, computed_width, filters, kernel_h,
+                                               kernel_w, 2, filter_block)
+            else:
+                _accumulate_rows(pair_sums, x, w, n, top_row, 0, computed_width, filters, kernel_h, kernel_w, 2,
+                                 filter_block)
             for row in range(first_stored, 2):
                 for f in range(filters):
                     for ow in range(out_width):
@@ -253,6 +279,7 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
     pool_windows = sums_width // 2
     blocks = (out_height + rows_per_task - 1) // rows_per_task
     pooled_rows = 2 * (out_height // 2)  # rows covered by whole pool windows
+    by_kernel_row = kernel_rows_outside(kernel_h, kernel_w)
 
     @njit(parallel=True, cache=True, fastmath=forward_fastmath(kernel_h, kernel_w))
     def conv_rows(out, pooled, indices, mask, x, w, b):
@@ -269,7 +296,14 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
                     for ow in range(computed_width):
                         sums[r, f, ow] = b[f]
             for first in range(0, rows_per_task, rows):
-                if task == batch * blocks - 1:
+                if by_kernel_row:
+                    if task == batch * blocks - 1:
+                        _accumulate_rows_by_kernel_row(sums, x, w, n, top_row, first, out_width, filters, kernel_h,
+                                                       kernel_w, rows, filter_block)
+                    else:
+                        _accumulate_rows_by_kernel_row(sums, x, w, n, top_row, first, computed_width, filters,
+                                                       kernel_h, kernel_w, rows, filter_block)
+                elif task == batch * blocks - 1:
                     _accumulate_rows(sums, x, w, n, top_row, first, out_width, filters, kernel_h, kernel_w, rows,
                                      filter_block)
                 else:

@@ -78,11 +78,53 @@ def forward_fastmath(kernel_h, kernel_w):
     return FASTMATH if kernel_h * kernel_w <= 9 else FASTMATH - {"reassoc"}
 
 
+# The widest kernel row the whole-plane grad-weight body spells out (one named
+# accumulator per tap and filter: conv_weight_grad._kernel_row_dots).
+MAX_PLANE_KERNEL_WIDTH = 7
+
+
+def weight_gradient_by_planes(kernel_h, kernel_w):
+    """True when ``conv_weight_grad.weight_gradient_kernel`` sums whole planes, one
+    kernel row at a time (``conv_weight_grad._weight_gradient_planes_kernel``), instead of
+    one dot product per output row and tap: kernels larger than 3x3 and at most
+    ``MAX_PLANE_KERNEL_WIDTH`` wide. (3x3 keeps its row dot products, and the fused 3x3
+    path its own whole-plane kernel: their sums stay bit for bit what they were.)"""
+    return kernel_h * kernel_w > 9 and kernel_w <= MAX_PLANE_KERNEL_WIDTH
+
+
+def kernel_rows_outside(kernel_h, kernel_w):
+    """True when the forward row kernels loop over kernel rows outside the column loop
+    (``conv_rows._accumulate_rows_by_kernel_row``): kernels larger than 3x3. Their
+    whole-kernel body fits LLVM's budget only for one or two rows of one filter."""
+    return kernel_h * kernel_w > 9
+
+
+# The kernel-row body (kernels larger than 3x3) unrolls rows x filter block x kernel_w
+# FMAs per column vector. Measured (float32, one thread, 10 filters, alternating in one
+# process): rows of two or more vectors ran fastest with 4 rows x 2 filters for 5x5
+# (40 FMAs: 67 GFLOP/s at 28 wide, against 42 for the whole-kernel body) and 2 x 2 or
+# 1 x 2 for 7x7 (4 x 2, 56 FMAs, vectorised only partly: 30); one-vector rows (14 wide)
+# with 1 row x 5 filters (25 and 35 FMAs: 81 and 51 GFLOP/s, against 30 and 23).
+KERNEL_ROW_BODY_BUDGET = 40
+KERNEL_ROW_ONE_VECTOR_BUDGET = 35
+KERNEL_ROW_FILTER_BLOCK = 2  # filters per block on rows of two or more vectors
+
+
+def _largest_divisor(filters, limit):
+    """The largest divisor of ``filters`` that is at most ``limit`` (at least 1)."""
+    for block in range(min(filters, max(limit, 1)), 0, -1):
+        if filters % block == 0:
+            return block
+    return 1
+
+
 def filter_block_size(filters, kernel_h, kernel_w):
     """Filters accumulated together by the functional forward (two rows at a time): the
     largest divisor of ``filters`` whose 2 rows x block x taps FMAs stay within
     ``unrolled_body_budget`` (5 for Tiny VGG's 10 filters and 3x3 kernels: 90 FMAs per
     column vector; 1 for 5x5)."""
+    if kernel_rows_outside(kernel_h, kernel_w):  # 2 rows x block x kernel_w, as row_blocking's
+        return _largest_divisor(filters, min(KERNEL_ROW_FILTER_BLOCK, KERNEL_ROW_BODY_BUDGET // (2 * kernel_w)))
     budget = unrolled_body_budget(kernel_h, kernel_w)
     for block in range(filters, 0, -1):
         if filters % block == 0 and 2 * block * kernel_h * kernel_w <= budget:
@@ -103,6 +145,8 @@ def row_blocking(filters, kernel_h, kernel_w, out_height, vectors_per_row):
     task covers an even number of rows, so that 2x2 pool windows never straddle two
     tasks.
     """
+    if kernel_rows_outside(kernel_h, kernel_w):
+        return _kernel_row_blocking(filters, kernel_w, out_height, vectors_per_row)
     taps = kernel_h * kernel_w
     budget = unrolled_body_budget(kernel_h, kernel_w)
     rows = 1 if vectors_per_row <= 1 else 4
@@ -113,5 +157,21 @@ def row_blocking(filters, kernel_h, kernel_w, out_height, vectors_per_row):
         if filters % candidate == 0 and rows * candidate * taps <= budget:
             block = candidate
             break
+    per_task = rows if rows % 2 == 0 else 2 * rows
+    return rows, block, min(per_task, out_height)
+
+
+def _kernel_row_blocking(filters, kernel_w, out_height, vectors_per_row):
+    """:func:`row_blocking` for the kernel-row body (``kernel_rows_outside``): rows x
+    filter block x kernel_w FMAs per column vector within ``KERNEL_ROW_BODY_BUDGET``
+    (one-vector rows: 1 row, as many filters as ``KERNEL_ROW_ONE_VECTOR_BUDGET`` holds)."""
+    if vectors_per_row <= 1:
+        rows = 1
+        block = _largest_divisor(filters, KERNEL_ROW_ONE_VECTOR_BUDGET // kernel_w)
+    else:
+        block = _largest_divisor(filters, min(KERNEL_ROW_FILTER_BLOCK, KERNEL_ROW_BODY_BUDGET // kernel_w))
+        rows = 4
+        while rows > 1 and (rows * block * kernel_w > KERNEL_ROW_BODY_BUDGET or rows > out_height):
+            rows //= 2
     per_task = rows if rows % 2 == 0 else 2 * rows
     return rows, block, min(per_task, out_height)

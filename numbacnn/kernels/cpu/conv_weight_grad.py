@@ -12,10 +12,11 @@ float32 over one output row (or plane) at most, then added in float64.
 
 from functools import lru_cache
 
-from numba import njit, prange
+import numpy as np
+from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH
-from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
+from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS, weight_gradient_by_planes
 
 
 @lru_cache(maxsize=None)
@@ -48,7 +49,12 @@ def weight_gradient_kernel(filters, kernel_h, kernel_w, dout_top=0, dout_left=0,
     An odd last filter is paired with itself and stored once. (Keeping more taps'
     sums in a local array, to share more loads, stopped LLVM from vectorising; four
     filters at a time ran no faster than two.)
+
+    Kernels larger than 3x3 (``conv_tuning.weight_gradient_by_planes``) get
+    :func:`_weight_gradient_planes_kernel` instead, with the same signature and result.
     """
+    if weight_gradient_by_planes(kernel_h, kernel_w):
+        return _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_left, with_bias)
 
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def weight_gradient(partial_w, partial_b, dout, x):
@@ -93,6 +99,133 @@ def weight_gradient_kernel(filters, kernel_h, kernel_w, dout_top=0, dout_left=0,
 
     BUILT_KERNELS.append(weight_gradient)
     return weight_gradient
+
+
+@njit(cache=True, inline="never", fastmath=FASTMATH)
+def _kernel_row_dots(g0, g1, xs, length, kernel_w):
+    """The dot products of two filters' gradient planes g0, g1 (L,) with the input
+    plane xs shifted by ``kw``, for each tap kw < kernel_w (<= 7) of one kernel row: two
+    7-tuples, (sum over i < length of g0[i] * xs[i + kw]) and the same for g1; the
+    entries from kernel_w on are zero. (xs starts at the kernel row: an index
+    ``start + i`` with a run-time start might be negative as far as Numba knows, and its
+    wrap-around test turned every load into a gather.)
+
+    One named accumulator per tap and filter (LLVM vectorises named scalar
+    accumulators, not a local array of them), 2 + kernel_w loads for 2 * kernel_w
+    FMAs. Compiled per kernel_w (``literally``), so the taps past it drop out before
+    LLVM vectorises the loop. (Not inlined: Numba's array analysis of the parallel
+    kernel fails on the returned tuples.)"""
+    literally(kernel_w)
+    zero = g0.dtype.type(0)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = zero  # g0's sums, tap 0 .. 6
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = zero  # g1's
+    for i in range(length):
+        u = g0[i]
+        v = g1[i]
+        p = xs[i]
+        a0 += u * p
+        b0 += v * p
+        if kernel_w > 1:
+            p = xs[i + 1]
+            a1 += u * p
+            b1 += v * p
+        if kernel_w > 2:
+            p = xs[i + 2]
+            a2 += u * p
+            b2 += v * p
+        if kernel_w > 3:
+            p = xs[i + 3]
+            a3 += u * p
+            b3 += v * p
+        if kernel_w > 4:
+            p = xs[i + 4]
+            a4 += u * p
+            b4 += v * p
+        if kernel_w > 5:
+            p = xs[i + 5]
+            a5 += u * p
+            b5 += v * p
+        if kernel_w > 6:
+            p = xs[i + 6]
+            a6 += u * p
+            b6 += v * p
+    return (a0, a1, a2, a3, a4, a5, a6), (b0, b1, b2, b3, b4, b5, b6)
+
+
+@lru_cache(maxsize=None)
+def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_left, with_bias):
+    """:func:`weight_gradient_kernel` for kernels larger than 3x3 (up to 7 wide): the
+    same ``weight_gradient(partial_w, partial_b, dout, x)`` and result, summed by planes.
+
+    The row dot products of :func:`weight_gradient_kernel` run over 14 or 28 columns
+    and end in a horizontal sum each; with 25 or 49 taps that is most of the work
+    (7-20 GFLOP/s). Here, as in :func:`weight_bias_gradient_3x3_kernel`, each image's
+    gradient plane of a filter is first copied into a task-local plane with x's row
+    width W = OW + KW - 1, zero past column OW. In the flattened planes tap (kh, kw) is
+    then the constant offset ``kh * W + kw``: the sum over the image of
+    ``dout[oh, ow] * x[oh + kh, ow + kw]`` is one dot product over
+    ``L = (OH - 1) * W + OW`` consecutive elements (the zero columns add nothing).
+    Kernel rows are a loop; each runs the KW taps of two filters together
+    (:func:`_kernel_row_dots`, 2 + KW loads for 2 x KW FMAs):
+
+        for image n of the chunk:     T chunks of the batch, one parallel task each
+          for filter pair:            copy the two gradient planes, [bias: their sums]
+            for c, kh:
+              for i < L:              vectorised: 2 x KW reductions in the input dtype
+              partial_w[...] += the 2 x KW sums, in float64
+
+    The dot products (one per image, filter, channel and tap) are added into the
+    chunk's float64 partial sums. The chunks split the batch (a chunk past it writes
+    zeros), whatever the thread count; an odd last filter pairs with itself.
+    """
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def weight_gradient_planes(partial_w, partial_b, dout, x):
+        chunks = partial_w.shape[0]
+        batch, channels, width = x.shape[0], x.shape[1], x.shape[3]
+        out_height = x.shape[2] - kernel_h + 1
+        out_width = width - kernel_w + 1
+        length = (out_height - 1) * width + out_width  # first to last output element, on rows of W
+        zero = dout.dtype.type(0)
+        for chunk in prange(chunks):
+            for f in range(filters):
+                if with_bias:
+                    partial_b[chunk, f] = 0.0
+                for c in range(channels):
+                    for kh in range(kernel_h):
+                        for kw in range(kernel_w):
+                            partial_w[chunk, f, c, kh, kw] = 0.0
+            # two filters' gradient planes on rows of W; the columns past OW stay zero
+            planes = np.zeros((2, out_height * width), dout.dtype)
+            for n in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
+                for first in range(0, filters, 2):
+                    second = min(first + 1, filters - 1)  # an odd last filter pairs with itself
+                    for oh in range(out_height):
+                        for ow in range(out_width):
+                            planes[0, oh * width + ow] = dout[n, first, dout_top + oh, dout_left + ow]
+                            planes[1, oh * width + ow] = dout[n, second, dout_top + oh, dout_left + ow]
+                    g0 = planes[0]
+                    g1 = planes[1]
+                    if with_bias:
+                        first_sum = zero
+                        second_sum = zero
+                        for i in range(length):
+                            first_sum += g0[i]
+                            second_sum += g1[i]
+                        partial_b[chunk, first] += first_sum
+                        if second != first:
+                            partial_b[chunk, second] += second_sum
+                    for c in range(channels):
+                        xs = x[n, c].reshape(-1)
+                        for kh in range(kernel_h):
+                            first_sums, second_sums = _kernel_row_dots(g0, g1, xs[kh * width:], length, kernel_w)
+                            for kw in range(kernel_w):
+                                partial_w[chunk, first, c, kh, kw] += first_sums[kw]
+                                if second != first:
+                                    partial_w[chunk, second, c, kh, kw] += second_sums[kw]
+
+    BUILT_KERNELS.append(weight_gradient_planes)
+    return weight_gradient_planes
 
 
 @lru_cache(maxsize=None)
