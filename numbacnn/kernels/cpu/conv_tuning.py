@@ -65,7 +65,8 @@ def unrolled_body_budget(kernel_h, kernel_w):
     """Multiply-adds per column vector that an unrolled forward body may hold and still
     vectorise. 3x3 bodies of 72-90 vectorise; 5x5 and 7x7 bodies of 98-100 did not
     (8 and 5 GFLOP/s, one thread) while bodies of 49-50 did (64 and 36 GFLOP/s): a
-    larger kernel's taps load more distinct input rows, so LLVM gives up sooner."""
+    larger kernel's taps load more distinct input rows, so LLVM gives up sooner. (Such
+    kernels now take the kernel-row body, ``kernel_rows_outside``, and its own budget.)"""
     return MAX_UNROLLED_TAPS if kernel_h * kernel_w <= 9 else MAX_UNROLLED_TAPS // 2
 
 
