@@ -1,47 +1,204 @@
-"""Batch normalisation on CUDA over x viewed as (N, C, L): one channel per thread
-(grid-stride), the same arithmetic as ``kernels/cpu/norm.py``. Simple, not fast on a
-GPU (C threads); a block-per-channel reduction is the obvious next step."""
+"""Batch normalisation on CUDA over x viewed as (N, C, L): the per-channel sums as
+block reductions, the per-element passes one thread per element.
+
+The same functions, arguments and arithmetic as ``kernels/cpu/norm.py`` (read its
+docstrings first): every sum is taken in float64, whatever x's dtype, the variance
+in two passes (the mean first, then the squared deviations from it), and the
+running variance is updated with the unbiased variance.
+
+How the work is split, and why. A channel's statistics are sums over its
+``count = N * L`` values, and a network has few channels (Tiny VGG: 10) but many
+values per channel (batch 64 at 28 x 28: 50176). One thread per channel, as this
+file first did, keeps 10 threads of a GPU busy; one block per channel keeps 10 of
+its 132 SMs busy. So each channel's values are cut into ``parts`` consecutive
+chunks (:func:`parts_per_channel`), and one block of ``REDUCE_THREADS`` threads
+sums one (channel, part) chunk::
+
+    partials (C, parts) float64   partials[c, p] = sum of chunk p of channel c
+
+Inside a block the threads stride through the chunk (consecutive threads read
+consecutive elements: coalesced) and add in float64 registers, then a fixed-order
+shared-memory tree (``reduce.block_sum``) gives the chunk's sum. A second, tiny
+kernel with one thread per channel adds the ``parts`` partials of its channel in
+order (``parts <= MAX_PARTS``, so C * parts additions in all) and finishes the
+channel's statistic. Nothing depends on timing (no atomics), so the results are
+the same bit for bit on every run; they do depend on ``parts``, which depends only
+on the shape.
+
+- ``batch_norm_stats``, training: partial sums of x -> mean (one thread per
+  channel) -> partial sums of (x - mean)^2 (the workspace reused) -> invstd and
+  the running-statistics update (one thread per channel). Eval: one thread per
+  channel copies the running statistics (no reduction).
+- ``batch_norm_forward``: one thread per element of (N, C, L), grid-stride.
+- ``batch_norm_backward``: partial sums of gy and of gy * xhat in one pass (two
+  shared arrays) -> gbias, gweight and the float64 totals (one thread per
+  channel) -> gx, one thread per element, grid-stride.
+
+Launch sizes come from ``launch.blocks_for``; under the simulator the blocks are
+tiny and the grids capped (see ``launch.py``), with the same code paths, and the
+part sizes small enough that the tests' small shapes still cut channels into
+several parts, the last one shorter.
+"""
 
 from __future__ import annotations
 
 import math
 
-from numba import cuda
+import numpy as np
+from numba import cuda, float64
 
 from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured
+from numbacnn.kernels.cuda.memory import empty
+from numbacnn.kernels.cuda.reduce import block_sum
 
-THREADS = 8 if SIMULATOR else 64
-MAX_BLOCKS = 2 if SIMULATOR else 1024
+# ---- per-channel sums: one block per (channel, part) ------------------------------
+REDUCE_THREADS = 4 if SIMULATOR else 256      # a power of two (tree reduction)
+REDUCE_MAX_BLOCKS = 2 if SIMULATOR else 65535
+# How many parts a channel is cut into: enough blocks in all to fill the GPU
+# (132 SMs on an H100, several blocks each), ...
+PARTS_TARGET_BLOCKS = 8 if SIMULATOR else 1024
+# ... but every thread still gets a few elements to add before the tree (a block
+# whose threads each add one value spends its time in the tree and the launch) ...
+MIN_ITEMS_PER_THREAD = 2 if SIMULATOR else 4
+# ... and the finishing thread of a channel adds at most this many partials.
+MAX_PARTS = 8 if SIMULATOR else 64
+
+# ---- per-channel finish (C * parts additions): one thread per channel ---------------
+CHANNEL_THREADS = 4 if SIMULATOR else 64
+CHANNEL_MAX_BLOCKS = 2 if SIMULATOR else 1024
+
+# ---- per-element passes: one thread per element -----------------------------------
+ELEMENT_THREADS = 8 if SIMULATOR else 256
+ELEMENT_MAX_BLOCKS = 2 if SIMULATOR else 4096
+
+
+def parts_per_channel(channels: int, count: int) -> int:
+    """Number of chunks each channel's ``count`` values are cut into (one block each).
+
+    About ``PARTS_TARGET_BLOCKS / channels``, at least 1, at most ``MAX_PARTS``, and
+    no more than leaves every thread of a block ``MIN_ITEMS_PER_THREAD`` values.
+    Depends on the shape only, so the same shape always sums in the same order.
+    """
+    wanted = blocks_for(PARTS_TARGET_BLOCKS, max(int(channels), 1), MAX_PARTS)
+    filled = blocks_for(count, REDUCE_THREADS * MIN_ITEMS_PER_THREAD, MAX_PARTS)
+    return min(wanted, filled)
+
+
+# --------------------------------------------------------------------------- #
+# statistics
 
 
 @cuda.jit
-def batch_norm_stats_kernel(mean, invstd, running_mean, running_var, x, eps, momentum, training, update):
+def channel_sum_kernel(partials, x):
+    # partials (C, parts) float64 written, one block per element; x (N, C, L)
     n_, c_, l_ = x.shape
+    parts = partials.shape[1]
     count = n_ * l_
-    for c in range(cuda.grid(1), c_, cuda.gridsize(1)):
-        if not training:
-            mean[c] = running_mean[c]
-            invstd[c] = 1.0 / math.sqrt(running_var[c] + eps)
-            continue
+    chunk = (count + parts - 1) // parts
+    partial = cuda.shared.array(REDUCE_THREADS, dtype=float64)
+    thread = cuda.threadIdx.x
+    for task in range(cuda.blockIdx.x, c_ * parts, cuda.gridDim.x):  # the same trip count for the whole block
+        c = task // parts
+        p = task % parts
         total = 0.0
-        for n in range(n_):
-            for i in range(l_):
-                total += float(x[n, c, i])  # float(): float64 also under the simulator (NumPy scalars)
-        m = total / count
+        for k in range(p * chunk + thread, min((p + 1) * chunk, count), REDUCE_THREADS):
+            total += float(x[k // l_, c, k % l_])  # float(): float64 also under the simulator (NumPy scalars)
+        partial[thread] = total
+        block_sum(partial, thread)
+        if thread == 0:  # only thread 0 reads partial[0]: the next task's writes wait at block_sum's barrier
+            partials[c, p] = partial[0]
+
+
+@cuda.jit
+def channel_squares_kernel(partials, x, mean):
+    # partials (C, parts) float64 written: sums of (x - mean)^2 per chunk; x (N, C, L); mean (C,) float64
+    n_, c_, l_ = x.shape
+    parts = partials.shape[1]
+    count = n_ * l_
+    chunk = (count + parts - 1) // parts
+    partial = cuda.shared.array(REDUCE_THREADS, dtype=float64)
+    thread = cuda.threadIdx.x
+    for task in range(cuda.blockIdx.x, c_ * parts, cuda.gridDim.x):  # the same trip count for the whole block
+        c = task // parts
+        p = task % parts
+        m = mean[c]
+        total = 0.0
+        for k in range(p * chunk + thread, min((p + 1) * chunk, count), REDUCE_THREADS):
+            d = float(x[k // l_, c, k % l_]) - m
+            total += d * d
+        partial[thread] = total
+        block_sum(partial, thread)
+        if thread == 0:
+            partials[c, p] = partial[0]
+
+
+@cuda.jit
+def batch_norm_mean_kernel(mean, partials, count):
+    # mean (C,) float64 written; partials (C, parts) float64 from channel_sum_kernel; count = N * L
+    for c in range(cuda.grid(1), mean.shape[0], cuda.gridsize(1)):
+        total = 0.0
+        for p in range(partials.shape[1]):
+            total += partials[c, p]
+        mean[c] = total / count
+
+
+@cuda.jit
+def batch_norm_invstd_kernel(invstd, running_mean, running_var, mean, partials, count, eps, momentum, update):
+    # invstd (C,) float64 written; running_mean, running_var (C,) updated when ``update``;
+    # mean (C,) float64; partials (C, parts) float64 from channel_squares_kernel; count = N * L
+    for c in range(cuda.grid(1), mean.shape[0], cuda.gridsize(1)):
         squares = 0.0
-        for n in range(n_):
-            for i in range(l_):
-                d = float(x[n, c, i]) - m
-                squares += d * d
-        mean[c] = m
+        for p in range(partials.shape[1]):
+            squares += partials[c, p]
         invstd[c] = 1.0 / math.sqrt(squares / count + eps)
-        if update:
-            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * m
+        if update:  # PyTorch's rule: the running variance takes the unbiased variance
+            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean[c]
             running_var[c] = (1.0 - momentum) * running_var[c] + momentum * squares / (count - 1)
 
 
 @cuda.jit
+def batch_norm_eval_stats_kernel(mean, invstd, running_mean, running_var, eps):
+    # mean, invstd (C,) float64 written; running_mean, running_var (C,)
+    for c in range(cuda.grid(1), mean.shape[0], cuda.gridsize(1)):
+        mean[c] = running_mean[c]
+        invstd[c] = 1.0 / math.sqrt(float(running_var[c]) + eps)
+
+
+def _channel_blocks(channels: int) -> int:
+    return blocks_for(channels, CHANNEL_THREADS, CHANNEL_MAX_BLOCKS)
+
+
+def batch_norm_stats(mean, invstd, running_mean, running_var, x, eps, momentum, training, update) -> None:
+    """Per channel: the mean and 1/sqrt(var + eps) the forward normalises with (float64, (C,)).
+
+    Training: the batch's mean and biased variance over N and L, and, when ``update``,
+    running = (1 - momentum) * running + momentum * batch with the unbiased variance.
+    Eval: from the running statistics. x is (N, C, L); the other arrays (C,).
+    """
+    n_, c_, l_ = x.shape
+    channel_blocks = _channel_blocks(c_)
+    if not training:
+        configured(batch_norm_eval_stats_kernel, channel_blocks, CHANNEL_THREADS)(
+            mean, invstd, running_mean, running_var, eps)
+        return
+    count = n_ * l_
+    parts = parts_per_channel(c_, count)
+    partials = empty((c_, parts), np.float64)  # float64 workspace: first the sums, then the squares
+    reduce_blocks = blocks_for(c_ * parts, 1, REDUCE_MAX_BLOCKS)
+    configured(channel_sum_kernel, reduce_blocks, REDUCE_THREADS)(partials, x)
+    configured(batch_norm_mean_kernel, channel_blocks, CHANNEL_THREADS)(mean, partials, count)
+    configured(channel_squares_kernel, reduce_blocks, REDUCE_THREADS)(partials, x, mean)
+    configured(batch_norm_invstd_kernel, channel_blocks, CHANNEL_THREADS)(
+        invstd, running_mean, running_var, mean, partials, count, eps, momentum, update)
+
+
+# --------------------------------------------------------------------------- #
+# forward
+
+
+@cuda.jit
 def batch_norm_forward_kernel(y, x, mean, invstd, weight, bias):
+    # y, x (N, C, L); mean, invstd (C,) float64; weight, bias (C,)
     n_, c_, l_ = x.shape
     for item in range(cuda.grid(1), n_ * c_ * l_, cuda.gridsize(1)):
         i = item % l_
@@ -51,40 +208,92 @@ def batch_norm_forward_kernel(y, x, mean, invstd, weight, bias):
         y[n, c, i] = x[n, c, i] * scale + (bias[c] - mean[c] * scale)
 
 
+def batch_norm_forward(y, x, mean, invstd, weight, bias) -> None:
+    """y = (x - mean) * invstd * weight + bias per channel; y, x (N, C, L)."""
+    configured(batch_norm_forward_kernel, blocks_for(x.size, ELEMENT_THREADS, ELEMENT_MAX_BLOCKS),
+               ELEMENT_THREADS)(y, x, mean, invstd, weight, bias)
+
+
+# --------------------------------------------------------------------------- #
+# backward
+
+
 @cuda.jit
-def batch_norm_backward_kernel(gx, gweight, gbias, gy, x, mean, invstd, weight, training):
+def batch_norm_backward_sums_kernel(partials, gy, x, mean, invstd):
+    # partials (2, C, parts) float64 written: [0] sums of gy, [1] sums of gy * xhat, per chunk;
+    # gy, x (N, C, L); mean, invstd (C,) float64
     n_, c_, l_ = x.shape
+    parts = partials.shape[2]
     count = n_ * l_
-    for c in range(cuda.grid(1), c_, cuda.gridsize(1)):
+    chunk = (count + parts - 1) // parts
+    gy_part = cuda.shared.array(REDUCE_THREADS, dtype=float64)
+    gy_xhat_part = cuda.shared.array(REDUCE_THREADS, dtype=float64)
+    thread = cuda.threadIdx.x
+    for task in range(cuda.blockIdx.x, c_ * parts, cuda.gridDim.x):  # the same trip count for the whole block
+        c = task // parts
+        p = task % parts
+        m = mean[c]
+        s = invstd[c]
         sum_gy = 0.0
         sum_gy_xhat = 0.0
-        for n in range(n_):
-            for i in range(l_):
-                g = float(gy[n, c, i])
-                sum_gy += g
-                sum_gy_xhat += g * (float(x[n, c, i]) - mean[c]) * invstd[c]
-        gweight[c] = sum_gy_xhat
+        for k in range(p * chunk + thread, min((p + 1) * chunk, count), REDUCE_THREADS):
+            n = k // l_
+            i = k % l_
+            g = float(gy[n, c, i])
+            sum_gy += g
+            sum_gy_xhat += g * (float(x[n, c, i]) - m) * s
+        gy_part[thread] = sum_gy
+        gy_xhat_part[thread] = sum_gy_xhat
+        block_sum(gy_part, thread)
+        block_sum(gy_xhat_part, thread)
+        if thread == 0:
+            partials[0, c, p] = gy_part[0]
+            partials[1, c, p] = gy_xhat_part[0]
+
+
+@cuda.jit
+def batch_norm_backward_totals_kernel(totals, gweight, gbias, partials):
+    # totals (2, C) float64 written: [0] sum(gy), [1] sum(gy * xhat); gweight, gbias (C,) written;
+    # partials (2, C, parts) float64 from batch_norm_backward_sums_kernel
+    for c in range(cuda.grid(1), gbias.shape[0], cuda.gridsize(1)):
+        sum_gy = 0.0
+        sum_gy_xhat = 0.0
+        for p in range(partials.shape[2]):
+            sum_gy += partials[0, c, p]
+            sum_gy_xhat += partials[1, c, p]
+        totals[0, c] = sum_gy
+        totals[1, c] = sum_gy_xhat
         gbias[c] = sum_gy
-        scale = weight[c] * invstd[c]
-        for n in range(n_):
-            for i in range(l_):
-                g = float(gy[n, c, i])
-                if training:
-                    xhat = (float(x[n, c, i]) - mean[c]) * invstd[c]
-                    g = g - (sum_gy + xhat * sum_gy_xhat) / count
-                gx[n, c, i] = scale * g
+        gweight[c] = sum_gy_xhat
 
 
-def batch_norm_stats(mean, invstd, running_mean, running_var, x, eps, momentum, training, update) -> None:
-    configured(batch_norm_stats_kernel, blocks_for(x.shape[1], THREADS, MAX_BLOCKS), THREADS)(
-        mean, invstd, running_mean, running_var, x, eps, momentum, training, update)
-
-
-def batch_norm_forward(y, x, mean, invstd, weight, bias) -> None:
-    configured(batch_norm_forward_kernel, blocks_for(x.size, THREADS, MAX_BLOCKS), THREADS)(
-        y, x, mean, invstd, weight, bias)
+@cuda.jit
+def batch_norm_backward_input_kernel(gx, gy, x, mean, invstd, weight, totals, training):
+    # gx, gy, x (N, C, L); mean, invstd (C,) float64; weight (C,); totals (2, C) float64
+    n_, c_, l_ = x.shape
+    count = n_ * l_
+    for item in range(cuda.grid(1), n_ * c_ * l_, cuda.gridsize(1)):
+        i = item % l_
+        c = (item // l_) % c_
+        n = item // (l_ * c_)
+        g = float(gy[n, c, i])
+        if training:  # the batch statistics depend on x too
+            xhat = (float(x[n, c, i]) - mean[c]) * invstd[c]
+            g = g - (totals[0, c] + xhat * totals[1, c]) / count
+        gx[n, c, i] = weight[c] * invstd[c] * g
 
 
 def batch_norm_backward(gx, gweight, gbias, gy, x, mean, invstd, weight, training) -> None:
-    configured(batch_norm_backward_kernel, blocks_for(x.shape[1], THREADS, MAX_BLOCKS), THREADS)(
-        gx, gweight, gbias, gy, x, mean, invstd, weight, training)
+    """gweight = sum(gy * xhat), gbias = sum(gy) per channel; gx = weight * invstd *
+    (gy - (sum(gy) + xhat * sum(gy * xhat)) / count) in training, weight * invstd * gy
+    in eval. gx, gy, x (N, C, L); every other array (C,), mean and invstd float64."""
+    n_, c_, l_ = x.shape
+    parts = parts_per_channel(c_, n_ * l_)
+    partials = empty((2, c_, parts), np.float64)
+    totals = empty((2, c_), np.float64)
+    configured(batch_norm_backward_sums_kernel, blocks_for(c_ * parts, 1, REDUCE_MAX_BLOCKS), REDUCE_THREADS)(
+        partials, gy, x, mean, invstd)
+    configured(batch_norm_backward_totals_kernel, _channel_blocks(c_), CHANNEL_THREADS)(
+        totals, gweight, gbias, partials)
+    configured(batch_norm_backward_input_kernel, blocks_for(x.size, ELEMENT_THREADS, ELEMENT_MAX_BLOCKS),
+               ELEMENT_THREADS)(gx, gy, x, mean, invstd, weight, totals, training)
