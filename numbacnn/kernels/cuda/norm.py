@@ -75,12 +75,13 @@ ELEMENT_MAX_BLOCKS = 2 if SIMULATOR else 4096
 def parts_per_channel(channels: int, count: int) -> int:
     """Number of chunks each channel's ``count`` values are cut into (one block each).
 
-    About ``PARTS_TARGET_BLOCKS / channels``, at least 1, at most ``MAX_PARTS``, and
-    no more than leaves every thread of a block ``MIN_ITEMS_PER_THREAD`` values.
-    Depends on the shape only, so the same shape always sums in the same order.
+    About ``PARTS_TARGET_BLOCKS / channels``, at most ``MAX_PARTS``, and few enough
+    that every part holds at least ``REDUCE_THREADS * MIN_ITEMS_PER_THREAD`` values
+    (a channel with fewer is one part). Depends on the shape only, so the same shape
+    always sums in the same order.
     """
     wanted = blocks_for(PARTS_TARGET_BLOCKS, max(int(channels), 1), MAX_PARTS)
-    filled = blocks_for(count, REDUCE_THREADS * MIN_ITEMS_PER_THREAD, MAX_PARTS)
+    filled = max(1, int(count) // (REDUCE_THREADS * MIN_ITEMS_PER_THREAD))
     return min(wanted, filled)
 
 
