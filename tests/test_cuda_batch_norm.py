@@ -2,11 +2,12 @@
 a float64 reference.
 
 The CUDA kernels cut each channel's N * L values into ``parts`` chunks, one block per
-(channel, part), and finish each channel's sums with one thread per channel. The
-cases below are chosen so that channels are cut into several parts with a shorter
-last one, into one part, with N = 1, C = 1, L = 1 and L not a multiple of the block
-(``test_the_cases_cover_uneven_parts`` holds that). Each kernel is called through
-the backend interface with the same arguments on both devices:
+(channel, part), and finish each channel's sums with one thread per channel
+(``kernels/cuda/channel_sums.py``). The cases below are chosen so that channels are
+cut into several parts with a shorter last one, into one part, with N = 1, C = 1,
+L = 1 and L not a multiple of the block (``test_the_cases_cover_uneven_parts`` holds
+that). Each kernel is called through the backend interface with the same arguments
+on both devices:
 
 - statistics (training with and without the running update, eval) against the CPU
   kernel and NumPy float64 (mean, biased variance, the running update with the
@@ -45,10 +46,11 @@ if not CUDA_SIMULATED:  # a GPU: a Tiny VGG layer (batch 64, 28 x 28) and uneven
     CASES += [(64, 10, 784), (3, 2, 4999)]  # 49 parts of 1024; 14 parts, the last of 1061
 
 
-def _cuda_norm():
-    from numbacnn.kernels.cuda import norm
+def _channel_sums():
+    """The module that cuts channels into parts (the CUDA backend is imported only when usable)."""
+    from numbacnn.kernels.cuda import channel_sums
 
-    return norm
+    return channel_sums
 
 
 def _inputs(rng, shape, dtype):
@@ -81,23 +83,23 @@ def _close(actual, expected, rtol, name):
 def test_the_cases_cover_uneven_parts():
     """The shapes above reach every path of the reductions: several parts with a shorter
     last one, a single part, N = 1, C = 1; parts stay within their bounds."""
-    norm = _cuda_norm()
+    sums = _channel_sums()
     cut, uneven, single = False, False, False
     for n, c, l in CASES:
         count = n * l
-        parts = norm.parts_per_channel(c, count)
-        assert 1 <= parts <= norm.MAX_PARTS
+        parts = sums.parts_per_channel(c, count)
+        assert 1 <= parts <= sums.MAX_PARTS
         chunk = -(-count // parts)
         assert (parts - 1) * chunk < count  # no part is empty
         if parts > 1:
             cut = True
-            assert chunk >= norm.REDUCE_THREADS * norm.MIN_ITEMS_PER_THREAD
+            assert chunk >= sums.REDUCE_THREADS * sums.MIN_ITEMS_PER_THREAD
             uneven |= count % chunk != 0
         else:
             single = True
     assert cut and uneven and single
     assert any(n == 1 for n, _, _ in CASES) and any(c == 1 for _, c, _ in CASES)
-    assert any(l % norm.REDUCE_THREADS for _, _, l in CASES)
+    assert any(l % sums.REDUCE_THREADS for _, _, l in CASES)
 
 
 @pytest.mark.parametrize("shape", CASES)
@@ -198,10 +200,10 @@ def test_float32_data_is_summed_in_float64():
     sum, the shared-memory tree, the partials) swallows the small values next to a
     running sum of 2**20 or more (float32's spacing there is 1/8). Every value and
     every float64 sum of them is exact, so the mean and sum(gy) must be exact."""
-    norm = _cuda_norm()
+    sums = _channel_sums()
     rng = np.random.default_rng(11)
     n, c, l = 2, 2, 40
-    assert norm.parts_per_channel(c, n * l) > 1 or not CUDA_SIMULATED
+    assert sums.parts_per_channel(c, n * l) > 1 or not CUDA_SIMULATED
     big = 2.0 ** 20
 
     def cancelling():
@@ -228,7 +230,7 @@ def test_float32_data_is_summed_in_float64():
 def test_same_bits_on_a_second_run_and_close_whatever_the_parts(monkeypatch):
     """No atomics: the same shape gives the same bits. Cutting channels into one part
     or into as many as allowed changes only the order of the float64 additions."""
-    norm = _cuda_norm()
+    sums = _channel_sums()
     rng = np.random.default_rng(5)
     shape = (3, 2, 29)
     x, running_mean, running_var, weight, _ = _inputs(rng, shape, np.float32)
@@ -244,15 +246,15 @@ def test_same_bits_on_a_second_run_and_close_whatever_the_parts(monkeypatch):
         return [mean, invstd, rm, rv] + [numbacnn.to_host(a) for a in (gx, gw, gb)]
 
     first = run()
-    assert norm.parts_per_channel(2, 3 * 29) > 1 or not CUDA_SIMULATED
+    assert sums.parts_per_channel(2, 3 * 29) > 1 or not CUDA_SIMULATED
     for a, b in zip(first, run()):
         assert np.array_equal(a, b)
-    monkeypatch.setattr(norm, "PARTS_TARGET_BLOCKS", 1)  # one part per channel
-    assert norm.parts_per_channel(2, 3 * 29) == 1
+    monkeypatch.setattr(sums, "PARTS_TARGET_BLOCKS", 1)  # one part per channel
+    assert sums.parts_per_channel(2, 3 * 29) == 1
     single = run()
-    monkeypatch.setattr(norm, "PARTS_TARGET_BLOCKS", 10 ** 6)
-    monkeypatch.setattr(norm, "MIN_ITEMS_PER_THREAD", 1)
-    assert norm.parts_per_channel(2, 3 * 29) == norm.MAX_PARTS
+    monkeypatch.setattr(sums, "PARTS_TARGET_BLOCKS", 10 ** 6)
+    monkeypatch.setattr(sums, "MIN_ITEMS_PER_THREAD", 1)
+    assert sums.parts_per_channel(2, 3 * 29) == sums.MAX_PARTS
     many = run()
     for name, a, b, c in zip(("mean", "invstd", "running_mean", "running_var", "gx", "gweight", "gbias"),
                              first, single, many):

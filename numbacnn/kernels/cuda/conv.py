@@ -17,8 +17,10 @@ CPU (so an inf weight next to the border gives the same result on both).
   tiles; every other configuration uses a direct kernel, one output per thread.
 - grad-input: a gather, each thread owns dx elements and sums over the output
   positions that read them (no atomics).
-- grad-weight and grad-bias: one block per dw / db element, a fixed-order
-  shared-memory reduction (``block_sum``): bitwise identical from run to run.
+- grad-weight: one block per dw element, a fixed-order shared-memory reduction
+  (``block_sum``): bitwise identical from run to run.
+- grad-bias: ``channel_sums.py`` (several blocks per filter, float64 partial sums,
+  fixed-order trees): bitwise identical from run to run too.
 
 Kernels write every element of their output (dx and dw need not arrive zeroed).
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 from numba import cuda
 
 from numbacnn.kernels.common import end_valid_output, first_valid_output
+from numbacnn.kernels.cuda.channel_sums import channel_sums
 from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured, launch_bounds
 from numbacnn.kernels.cuda.reduce import block_sum
 
@@ -51,7 +54,7 @@ TILED_BLOCKS_PER_SM = 2
 DIRECT_THREADS = 8 if SIMULATOR else 256
 DIRECT_MAX_BLOCKS = 2 if SIMULATOR else 65535
 
-# ---- grad-weight, grad-bias: one block per output element --------------------------
+# ---- grad-weight: one block per output element -------------------------------------
 REDUCE_THREADS = 4 if SIMULATOR else 256      # a power of two (tree reduction)
 REDUCE_MAX_BLOCKS = 2 if SIMULATOR else 65535
 
@@ -284,25 +287,11 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
         dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
 
 
-@cuda.jit
-def conv2d_backward_bias_kernel(db, dout):
-    # db (F,) written, one block per filter; dout (N, F, OH, OW)
-    batch, out_channels, out_height, out_width = dout.shape
-    plane = out_height * out_width
-    partial = cuda.shared.array(REDUCE_THREADS, dtype=db.dtype)
-    thread = cuda.threadIdx.x
-    for f in range(cuda.blockIdx.x, out_channels, cuda.gridDim.x):  # the same trip count for the whole block
-        total = db.dtype.type(0)
-        for k in range(thread, batch * plane, REDUCE_THREADS):
-            n = k // plane
-            total += dout[n, f, (k % plane) // out_width, k % out_width]
-        partial[thread] = total
-        block_sum(partial, thread)
-        if thread == 0:
-            db[f] = partial[0]
-
-
 def conv2d_backward_bias(db, dout) -> None:
-    """db[f] = sum over n, oh, ow of dout[n, f, oh, ow]."""
-    blocks = blocks_for(dout.shape[1], 1, REDUCE_MAX_BLOCKS)
-    configured(conv2d_backward_bias_kernel, blocks, REDUCE_THREADS)(db, dout)
+    """db[f] = sum over n, oh, ow of dout[n, f, oh, ow], added in float64 (as on the CPU).
+
+    dout viewed as (N, F, OH * OW) goes through ``channel_sums``: several blocks per
+    filter (a layer has few filters and many values per filter), fixed-order trees.
+    """
+    batch, out_channels, out_height, out_width = dout.shape
+    channel_sums(db, dout.reshape(batch, out_channels, out_height * out_width))

@@ -9,21 +9,13 @@ running variance is updated with the unbiased variance.
 How the work is split, and why. A channel's statistics are sums over its
 ``count = N * L`` values, and a network has few channels (Tiny VGG: 10) but many
 values per channel (batch 64 at 28 x 28: 50176). One thread per channel, as this
-file first did, keeps 10 threads of a GPU busy; one block per channel keeps 10 of
-its 132 SMs busy. So each channel's values are cut into ``parts`` consecutive
-chunks (:func:`parts_per_channel`), and one block of ``REDUCE_THREADS`` threads
-sums one (channel, part) chunk::
-
-    partials (C, parts) float64   partials[c, p] = sum of chunk p of channel c
-
-Inside a block the threads stride through the chunk (consecutive threads read
-consecutive elements: coalesced) and add in float64 registers, then a fixed-order
-shared-memory tree (``reduce.block_sum``) gives the chunk's sum. A second, tiny
-kernel with one thread per channel adds the ``parts`` partials of its channel in
-order (``parts <= MAX_PARTS``, so C * parts additions in all) and finishes the
-channel's statistic. Nothing depends on timing (no atomics), so the results are
-the same bit for bit on every run; they do depend on ``parts``, which depends only
-on the shape.
+file first did, keeps 10 threads of a GPU busy; one block per channel would keep 10
+of an H100's 132 SMs busy. So every sum over a channel is taken as in
+``channel_sums.py``: the channel's values cut into ``parts`` chunks, one block of
+``REDUCE_THREADS`` threads per (channel, part) adding in float64 with a fixed-order
+shared-memory tree into ``partials[c, p]``, then one thread per channel adding its
+``parts`` partials in order (C * parts additions in all, ``parts <= MAX_PARTS``)
+and finishing the statistic. No atomics: the same bits on every run.
 
 - ``batch_norm_stats``, training: partial sums of x -> mean (one thread per
   channel) -> partial sums of (x - mean)^2 (the workspace reused) -> invstd and
@@ -34,10 +26,11 @@ on the shape.
   shared arrays) -> gbias, gweight and the float64 totals (one thread per
   channel) -> gx, one thread per element, grid-stride.
 
-Launch sizes come from ``launch.blocks_for``; under the simulator the blocks are
-tiny and the grids capped (see ``launch.py``), with the same code paths, and the
-part sizes small enough that the tests' small shapes still cut channels into
-several parts, the last one shorter.
+Launch sizes come from ``launch.blocks_for`` (for the sums through
+``channel_sums.partial_blocks`` and ``channel_blocks``); under the simulator the
+blocks are tiny and the grids capped (see ``launch.py``), with the same code paths,
+and the parts small enough that the tests' small shapes still cut channels into
+several parts, the last one shorter (``tests/test_cuda_batch_norm.py``).
 """
 
 from __future__ import annotations
@@ -47,67 +40,26 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from numbacnn.kernels.cuda.channel_sums import (
+    CHANNEL_THREADS,
+    REDUCE_THREADS,
+    channel_blocks,
+    channel_partial_sums,
+    partial_blocks,
+    parts_per_channel,
+)
 from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured
 from numbacnn.kernels.cuda.memory import empty
 from numbacnn.kernels.cuda.reduce import block_sum
 
-# ---- per-channel sums: one block per (channel, part) ------------------------------
-REDUCE_THREADS = 4 if SIMULATOR else 256      # a power of two (tree reduction)
-REDUCE_MAX_BLOCKS = 2 if SIMULATOR else 65535
-# How many parts a channel is cut into: enough blocks in all to fill the GPU
-# (132 SMs on an H100, several blocks each), ...
-PARTS_TARGET_BLOCKS = 8 if SIMULATOR else 1024
-# ... but every thread still gets a few elements to add before the tree (a block
-# whose threads each add one value spends its time in the tree and the launch) ...
-MIN_ITEMS_PER_THREAD = 2 if SIMULATOR else 4
-# ... and the finishing thread of a channel adds at most this many partials.
-MAX_PARTS = 8 if SIMULATOR else 64
-
-# ---- per-channel finish (C * parts additions): one thread per channel ---------------
-CHANNEL_THREADS = 4 if SIMULATOR else 64
-CHANNEL_MAX_BLOCKS = 2 if SIMULATOR else 1024
-
-# ---- per-element passes: one thread per element -----------------------------------
+# the per-channel sums' launch sizes are channel_sums.py's; the per-element passes:
+# one thread per element, grid-stride
 ELEMENT_THREADS = 8 if SIMULATOR else 256
 ELEMENT_MAX_BLOCKS = 2 if SIMULATOR else 4096
 
 
-def parts_per_channel(channels: int, count: int) -> int:
-    """Number of chunks each channel's ``count`` values are cut into (one block each).
-
-    About ``PARTS_TARGET_BLOCKS / channels``, at most ``MAX_PARTS``, and few enough
-    that every part holds at least ``REDUCE_THREADS * MIN_ITEMS_PER_THREAD`` values
-    (a channel with fewer is one part). Depends on the shape only, so the same shape
-    always sums in the same order.
-    """
-    wanted = blocks_for(PARTS_TARGET_BLOCKS, max(int(channels), 1), MAX_PARTS)
-    filled = max(1, int(count) // (REDUCE_THREADS * MIN_ITEMS_PER_THREAD))
-    return min(wanted, filled)
-
-
 # --------------------------------------------------------------------------- #
 # statistics
-
-
-@cuda.jit
-def channel_sum_kernel(partials, x):
-    # partials (C, parts) float64 written, one block per element; x (N, C, L)
-    n_, c_, l_ = x.shape
-    parts = partials.shape[1]
-    count = n_ * l_
-    chunk = (count + parts - 1) // parts
-    partial = cuda.shared.array(REDUCE_THREADS, dtype=float64)
-    thread = cuda.threadIdx.x
-    for task in range(cuda.blockIdx.x, c_ * parts, cuda.gridDim.x):  # the same trip count for the whole block
-        c = task // parts
-        p = task % parts
-        total = 0.0
-        for k in range(p * chunk + thread, min((p + 1) * chunk, count), REDUCE_THREADS):
-            total += float(x[k // l_, c, k % l_])  # float(): float64 also under the simulator (NumPy scalars)
-        partial[thread] = total
-        block_sum(partial, thread)
-        if thread == 0:  # only thread 0 reads partial[0]: the next task's writes wait at block_sum's barrier
-            partials[c, p] = partial[0]
 
 
 @cuda.jit
@@ -129,7 +81,7 @@ def channel_squares_kernel(partials, x, mean):
             total += d * d
         partial[thread] = total
         block_sum(partial, thread)
-        if thread == 0:
+        if thread == 0:  # only thread 0 reads partial[0]: the next task's writes wait at block_sum's barrier
             partials[c, p] = partial[0]
 
 
@@ -165,10 +117,6 @@ def batch_norm_eval_stats_kernel(mean, invstd, running_mean, running_var, eps):
         invstd[c] = 1.0 / math.sqrt(float(running_var[c]) + eps)
 
 
-def _channel_blocks(channels: int) -> int:
-    return blocks_for(channels, CHANNEL_THREADS, CHANNEL_MAX_BLOCKS)
-
-
 def batch_norm_stats(mean, invstd, running_mean, running_var, x, eps, momentum, training, update) -> None:
     """Per channel: the mean and 1/sqrt(var + eps) the forward normalises with (float64, (C,)).
 
@@ -177,19 +125,16 @@ def batch_norm_stats(mean, invstd, running_mean, running_var, x, eps, momentum, 
     Eval: from the running statistics. x is (N, C, L); the other arrays (C,).
     """
     n_, c_, l_ = x.shape
-    channel_blocks = _channel_blocks(c_)
+    finish_blocks = channel_blocks(c_)
     if not training:
-        configured(batch_norm_eval_stats_kernel, channel_blocks, CHANNEL_THREADS)(
+        configured(batch_norm_eval_stats_kernel, finish_blocks, CHANNEL_THREADS)(
             mean, invstd, running_mean, running_var, eps)
         return
     count = n_ * l_
-    parts = parts_per_channel(c_, count)
-    partials = empty((c_, parts), np.float64)  # float64 workspace: first the sums, then the squares
-    reduce_blocks = blocks_for(c_ * parts, 1, REDUCE_MAX_BLOCKS)
-    configured(channel_sum_kernel, reduce_blocks, REDUCE_THREADS)(partials, x)
-    configured(batch_norm_mean_kernel, channel_blocks, CHANNEL_THREADS)(mean, partials, count)
-    configured(channel_squares_kernel, reduce_blocks, REDUCE_THREADS)(partials, x, mean)
-    configured(batch_norm_invstd_kernel, channel_blocks, CHANNEL_THREADS)(
+    partials = channel_partial_sums(x)  # (C, parts) float64: first the sums, then the squares
+    configured(batch_norm_mean_kernel, finish_blocks, CHANNEL_THREADS)(mean, partials, count)
+    configured(channel_squares_kernel, partial_blocks(c_, partials.shape[1]), REDUCE_THREADS)(partials, x, mean)
+    configured(batch_norm_invstd_kernel, finish_blocks, CHANNEL_THREADS)(
         invstd, running_mean, running_var, mean, partials, count, eps, momentum, update)
 
 
@@ -292,9 +237,9 @@ def batch_norm_backward(gx, gweight, gbias, gy, x, mean, invstd, weight, trainin
     parts = parts_per_channel(c_, n_ * l_)
     partials = empty((2, c_, parts), np.float64)
     totals = empty((2, c_), np.float64)
-    configured(batch_norm_backward_sums_kernel, blocks_for(c_ * parts, 1, REDUCE_MAX_BLOCKS), REDUCE_THREADS)(
+    configured(batch_norm_backward_sums_kernel, partial_blocks(c_, parts), REDUCE_THREADS)(
         partials, gy, x, mean, invstd)
-    configured(batch_norm_backward_totals_kernel, _channel_blocks(c_), CHANNEL_THREADS)(
+    configured(batch_norm_backward_totals_kernel, channel_blocks(c_), CHANNEL_THREADS)(
         totals, gweight, gbias, partials)
     configured(batch_norm_backward_input_kernel, blocks_for(x.size, ELEMENT_THREADS, ELEMENT_MAX_BLOCKS),
                ELEMENT_THREADS)(gx, gy, x, mean, invstd, weight, totals, training)
