@@ -17,10 +17,11 @@ shared-memory tree into ``partials[c, p]``, then one thread per channel adding i
 ``parts`` partials in order (C * parts additions in all, ``parts <= MAX_PARTS``)
 and finishing the statistic. No atomics: the same bits on every run.
 
-- ``batch_norm_stats``, training: partial sums of x -> mean (one thread per
-  channel) -> partial sums of (x - mean)^2 (the workspace reused) -> invstd and
-  the running-statistics update (one thread per channel). Eval: one thread per
-  channel copies the running statistics (no reduction).
+- ``batch_norm_stats``, training: partial sums of x -> partial sums of
+  (x - mean)^2 (thread 0 of each block adds the channel's partial sums into the
+  mean first) -> mean, invstd and the running-statistics update (one thread per
+  channel; the mean added in the same order, so the same bits). Three launches.
+  Eval: one thread per channel copies the running statistics (no reduction).
 - ``batch_norm_forward``: one thread per element of (N, C, L), grid-stride.
 - ``batch_norm_backward``: partial sums of gy and of gy * xhat in one pass (two
   shared arrays) -> gbias, gweight and the float64 totals (one thread per
@@ -62,19 +63,34 @@ ELEMENT_MAX_BLOCKS = 2 if SIMULATOR else 4096
 # statistics
 
 
+@cuda.jit(device=True)
+def channel_mean(sums, c, count):
+    """The mean of channel c from its partial sums (C, parts) float64, added in order:
+    the squares kernel and the finishing kernel get the same bits."""
+    total = 0.0
+    for p in range(sums.shape[1]):
+        total += sums[c, p]
+    return total / count
+
+
 @cuda.jit
-def channel_squares_kernel(partials, x, mean):
-    # partials (C, parts) float64 written: sums of (x - mean)^2 per chunk; x (N, C, L); mean (C,) float64
+def channel_squares_kernel(squares, sums, x):
+    # squares (C, parts) float64 written: per chunk, the sum of (x - mean)^2; sums (C, parts)
+    # float64 from channel_sum_kernel (the mean); x (N, C, L)
     n_, c_, l_ = x.shape
-    parts = partials.shape[1]
+    parts = squares.shape[1]
     count = n_ * l_
     chunk = (count + parts - 1) // parts
     partial = cuda.shared.array(REDUCE_THREADS, dtype=float64)
+    block_mean = cuda.shared.array(1, dtype=float64)  # the channel's mean, for the whole block
     thread = cuda.threadIdx.x
     for task in range(cuda.blockIdx.x, c_ * parts, cuda.gridDim.x):  # the same trip count for the whole block
         c = task // parts
         p = task % parts
-        m = mean[c]
+        if thread == 0:  # parts additions, once per block rather than once per thread
+            block_mean[0] = channel_mean(sums, c, count)
+        cuda.syncthreads()
+        m = block_mean[0]  # read before block_sum's first barrier, so thread 0's next write waits for it
         total = 0.0
         for k in range(p * chunk + thread, min((p + 1) * chunk, count), REDUCE_THREADS):
             d = float(x[k // l_, c, k % l_]) - m
@@ -82,31 +98,24 @@ def channel_squares_kernel(partials, x, mean):
         partial[thread] = total
         block_sum(partial, thread)
         if thread == 0:  # only thread 0 reads partial[0]: the next task's writes wait at block_sum's barrier
-            partials[c, p] = partial[0]
+            squares[c, p] = partial[0]
 
 
 @cuda.jit
-def batch_norm_mean_kernel(mean, partials, count):
-    # mean (C,) float64 written; partials (C, parts) float64 from channel_sum_kernel; count = N * L
+def batch_norm_stats_kernel(mean, invstd, running_mean, running_var, sums, squares, count, eps, momentum,
+                            update):
+    # mean, invstd (C,) float64 written; running_mean, running_var (C,) updated when ``update``;
+    # sums, squares (C, parts) float64 from channel_sum_kernel and channel_squares_kernel; count = N * L
     for c in range(cuda.grid(1), mean.shape[0], cuda.gridsize(1)):
+        m = channel_mean(sums, c, count)
         total = 0.0
-        for p in range(partials.shape[1]):
-            total += partials[c, p]
-        mean[c] = total / count
-
-
-@cuda.jit
-def batch_norm_invstd_kernel(invstd, running_mean, running_var, mean, partials, count, eps, momentum, update):
-    # invstd (C,) float64 written; running_mean, running_var (C,) updated when ``update``;
-    # mean (C,) float64; partials (C, parts) float64 from channel_squares_kernel; count = N * L
-    for c in range(cuda.grid(1), mean.shape[0], cuda.gridsize(1)):
-        squares = 0.0
-        for p in range(partials.shape[1]):
-            squares += partials[c, p]
-        invstd[c] = 1.0 / math.sqrt(squares / count + eps)
+        for p in range(squares.shape[1]):
+            total += squares[c, p]
+        mean[c] = m
+        invstd[c] = 1.0 / math.sqrt(total / count + eps)
         if update:  # PyTorch's rule: the running variance takes the unbiased variance
-            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean[c]
-            running_var[c] = (1.0 - momentum) * running_var[c] + momentum * squares / (count - 1)
+            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * m
+            running_var[c] = (1.0 - momentum) * running_var[c] + momentum * total / (count - 1)
 
 
 @cuda.jit
@@ -130,12 +139,11 @@ def batch_norm_stats(mean, invstd, running_mean, running_var, x, eps, momentum, 
         configured(batch_norm_eval_stats_kernel, finish_blocks, CHANNEL_THREADS)(
             mean, invstd, running_mean, running_var, eps)
         return
-    count = n_ * l_
-    partials = channel_partial_sums(x)  # (C, parts) float64: first the sums, then the squares
-    configured(batch_norm_mean_kernel, finish_blocks, CHANNEL_THREADS)(mean, partials, count)
-    configured(channel_squares_kernel, partial_blocks(c_, partials.shape[1]), REDUCE_THREADS)(partials, x, mean)
-    configured(batch_norm_invstd_kernel, finish_blocks, CHANNEL_THREADS)(
-        invstd, running_mean, running_var, mean, partials, count, eps, momentum, update)
+    sums = channel_partial_sums(x)  # (C, parts) float64
+    squares = empty(sums.shape, np.float64)
+    configured(channel_squares_kernel, partial_blocks(c_, sums.shape[1]), REDUCE_THREADS)(squares, sums, x)
+    configured(batch_norm_stats_kernel, finish_blocks, CHANNEL_THREADS)(
+        mean, invstd, running_mean, running_var, sums, squares, n_ * l_, eps, momentum, update)
 
 
 # --------------------------------------------------------------------------- #
