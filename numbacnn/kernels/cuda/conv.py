@@ -17,8 +17,9 @@ CPU (so an inf weight next to the border gives the same result on both).
   tiles; every other configuration uses a direct kernel, one output per thread.
 - grad-input: a gather, each thread owns dx elements and sums over the output
   positions that read them (no atomics).
-- grad-weight: one block per dw element, a fixed-order shared-memory reduction
-  (``block_sum``): bitwise identical from run to run.
+- grad-weight: one block per dw element, float64 partial sums (as on the CPU) and
+  a fixed-order shared-memory reduction (``block_sum``): bitwise identical from
+  run to run.
 - grad-bias: ``channel_sums.py`` (several blocks per filter, float64 partial sums,
   fixed-order trees): bitwise identical from run to run too.
 
@@ -27,7 +28,7 @@ Kernels write every element of their output (dx and dw need not arrive zeroed).
 
 from __future__ import annotations
 
-from numba import cuda
+from numba import cuda, float64
 
 from numbacnn.kernels.common import end_valid_output, first_valid_output
 from numbacnn.kernels.cuda.channel_sums import channel_sums
@@ -249,7 +250,7 @@ def conv2d_backward_weight_kernel(dw, dout, x, stride_h, stride_w, pad_h, pad_w,
     batch, out_height, out_width = dout.shape[0], dout.shape[2], dout.shape[3]
     in_height, in_width = x.shape[2], x.shape[3]
     group_out_channels = out_channels // groups
-    partial = cuda.shared.array(REDUCE_THREADS, dtype=dw.dtype)
+    partial = cuda.shared.array(REDUCE_THREADS, dtype=float64)  # float64 partial sums, as on the CPU
     thread = cuda.threadIdx.x
     for index in range(cuda.blockIdx.x, dw.size, cuda.gridDim.x):  # the same trip count for the whole block
         kw = index % kernel_width
@@ -266,14 +267,15 @@ def conv2d_backward_weight_kernel(dw, dout, x, stride_h, stride_w, pad_h, pad_w,
         ow_end = end_valid_output(in_width, pad_w, col_offset, stride_w, out_width)
         rows = max(oh_end - oh_begin, 0)
         cols = max(ow_end - ow_begin, 0)
-        total = dw.dtype.type(0)
-        # consecutive threads take consecutive output columns: coalesced reads
+        total = 0.0
+        # consecutive threads take consecutive output columns: coalesced reads; float(): float64 products
+        # and sums (a product of two float32 values is exact in float64), also under the simulator
         for k in range(thread, batch * rows * cols, REDUCE_THREADS):
             n = k // (rows * cols)
             oh = oh_begin + (k // cols) % rows
             ow = ow_begin + k % cols
-            total += dout[n, f, oh, ow] * x[n, c_in, oh * stride_h - pad_h + row_offset,
-                                            ow * stride_w - pad_w + col_offset]
+            total += float(dout[n, f, oh, ow]) * float(x[n, c_in, oh * stride_h - pad_h + row_offset,
+                                                          ow * stride_w - pad_w + col_offset])
         partial[thread] = total
         block_sum(partial, thread)
         if thread == 0:
