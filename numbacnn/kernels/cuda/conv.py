@@ -58,6 +58,9 @@ DIRECT_MAX_BLOCKS = 2 if SIMULATOR else 65535
 # ---- grad-weight: one block per output element -------------------------------------
 REDUCE_THREADS = 4 if SIMULATOR else 256      # a power of two (tree reduction)
 REDUCE_MAX_BLOCKS = 2 if SIMULATOR else 65535
+# Resident blocks per SM asked of ptxas: the float64 sums took 84 registers (float32
+# data), which left 2 blocks of 256 threads per SM where float32 sums (78) had 3.
+WEIGHT_GRAD_BLOCKS_PER_SM = 3
 
 
 # --------------------------------------------------------------------------- #
@@ -243,7 +246,7 @@ def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilatio
 # --------------------------------------------------------------------------- #
 
 
-@cuda.jit
+@cuda.jit(**launch_bounds(REDUCE_THREADS, WEIGHT_GRAD_BLOCKS_PER_SM))
 def conv2d_backward_weight_kernel(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     # dw (F, C // groups, KH, KW) written, one block per element; dout (N, F, OH, OW); x (N, C, H, W)
     out_channels, group_in_channels, kernel_height, kernel_width = dw.shape
