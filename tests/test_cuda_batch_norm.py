@@ -262,3 +262,39 @@ def test_same_bits_on_a_second_run_and_close_whatever_the_parts(monkeypatch):
         tolerance = 1e-13 if a.dtype == np.float64 else 1e-6
         _close(b, a, tolerance, name + " (one part)")
         _close(c, a, tolerance, name + " (MAX_PARTS parts)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_vgg_with_batch_norm_on_cuda_matches_the_cpu(dtype):
+    """A Tiny VGG with batch norm, a training step and an eval forward on both devices:
+    the CPU runs its fused Conv -> BatchNorm -> ReLU blocks, CUDA the composed ops with
+    these kernels. Logits, every gradient and the running statistics agree."""
+    from numbacnn.models import tiny_vgg
+
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((3, 2, 8, 8)).astype(dtype)
+    labels = np.array([0, 2, 1])
+    results = {}
+    for device in ("cuda", "cpu"):
+        model = tiny_vgg(in_channels=2, num_classes=3, image_size=8, filters=3, padding=1, dtype=dtype, seed=0,
+                         batch_norm=True).to(device)
+        logits = model(numbacnn.to_device(x, device))
+        _, grad = F.softmax_cross_entropy(logits, numbacnn.to_device(labels, device))
+        model.backward(grad, input_grad=False)
+        grads = [numbacnn.to_host(p.grad) for p in model.parameters()]
+        buffers = [numbacnn.to_host(b) for name, b in model.named_buffers() if "running" in name]
+        model.eval()
+        eval_logits = model(numbacnn.to_device(x, device))
+        results[device] = [numbacnn.to_host(logits)] + grads + buffers + [numbacnn.to_host(eval_logits)]
+    assert len(results["cuda"]) == len(results["cpu"]) > 2 + 2 * 4  # 4 batch norms: 8 running buffers
+    tolerance = 1e-5 if dtype == np.float32 else 1e-11
+    # a conv bias ahead of a batch norm has no effect: its gradient is zero but for rounding
+    rounding = 1e-6 if dtype == np.float32 else 1e-13
+    zero_gradients = 0
+    for i, (got, cpu) in enumerate(zip(results["cuda"], results["cpu"])):
+        if np.linalg.norm(cpu) < rounding:
+            assert np.linalg.norm(got) < rounding, (i, got, cpu)
+            zero_gradients += 1
+        else:
+            _close(got, cpu, tolerance, f"result {i}")
+    assert zero_gradients == 4  # the four convolutions' biases
