@@ -310,7 +310,8 @@ def _layer_choices(layer: Module, shape: tuple, device: str, training: bool, fir
         _add(choices, label, "forward", device, "norm", "batch_norm_stats", "per-channel batch statistics")
         _add(choices, label, "forward", device, "norm", "batch_norm_forward", "normalise, scale, shift")
         if training:
-            _add(choices, label, "backward", device, "norm", "batch_norm_backward", "per channel")
+            _add(choices, label, "backward", device, "norm", "batch_norm_backward",
+                 "per channel" if device == "cpu" else "(channel, part) block sums, then per element")
     elif isinstance(layer, Dropout):
         _add(choices, label, "forward", device, "dropout", "dropout_apply", "mask from a seeded generator")
         if training:
