@@ -43,6 +43,7 @@ def test_the_rules_pick_the_kernel_row_bodies_for_large_kernels_only():
     assert conv_tuning.row_blocking(10, 5, 5, 28, 2) == (4, 2, 4)
     assert conv_tuning.row_blocking(10, 7, 7, 28, 2) == (2, 2, 2)
     assert conv_tuning.row_blocking(10, 7, 7, 14, 1) == (1, 5, 2)
+    assert [conv_tuning.filter_block_size(10, k, k) for k in (3, 5, 7)] == [5, 5, 2]  # the functional kernel's
 
 
 # (x shape (N, C, H, W), filters, (kernel_h, kernel_w), padding): odd sizes, filter and

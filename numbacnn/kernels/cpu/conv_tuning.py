@@ -109,6 +109,10 @@ def kernel_rows_outside(kernel_h, kernel_w):
 KERNEL_ROW_BODY_BUDGET = 40
 KERNEL_ROW_ONE_VECTOR_BUDGET = 35
 KERNEL_ROW_FILTER_BLOCK = 2  # filters per block on rows of two or more vectors
+# The functional kernel (correlation_kernel: two rows, run-time widths) ran fastest with
+# 2 rows x 5 filters for 5x5 (50 FMAs: 66 GFLOP/s at 28 wide, against 53 for 2 x 2) and
+# 2 x 2 for 7x7 (28 FMAs: 43; 2 x 5, 70 FMAs, fell to 17).
+KERNEL_ROW_PAIR_BUDGET = 50
 
 
 def _largest_divisor(filters, limit):
@@ -123,9 +127,10 @@ def filter_block_size(filters, kernel_h, kernel_w):
     """Filters accumulated together by the functional forward (two rows at a time): the
     largest divisor of ``filters`` whose 2 rows x block x taps FMAs stay within
     ``unrolled_body_budget`` (5 for Tiny VGG's 10 filters and 3x3 kernels: 90 FMAs per
-    column vector; 1 for 5x5)."""
-    if kernel_rows_outside(kernel_h, kernel_w):  # 2 rows x block x kernel_w, as row_blocking's
-        return _largest_divisor(filters, min(KERNEL_ROW_FILTER_BLOCK, KERNEL_ROW_BODY_BUDGET // (2 * kernel_w)))
+    column vector); for larger kernels (the kernel-row body, kh looped outside) 2 rows x
+    block x kernel_w within ``KERNEL_ROW_PAIR_BUDGET`` (5 for 5x5, 2 for 7x7)."""
+    if kernel_rows_outside(kernel_h, kernel_w):  # 2 rows x block x kernel_w FMAs per column vector
+        return _largest_divisor(filters, KERNEL_ROW_PAIR_BUDGET // (2 * kernel_w))
     budget = unrolled_body_budget(kernel_h, kernel_w)
     for block in range(filters, 0, -1):
         if filters % block == 0 and 2 * block * kernel_h * kernel_w <= budget:
