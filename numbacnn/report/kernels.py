@@ -197,8 +197,10 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                     _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_bias_gradient_3x3_kernel",
                          "3x3 with padding 0 or 1: whole planes as single dot products, with the bias")
                 else:
+                    by_planes = backend("cpu").conv_tuning.weight_gradient_by_planes(kernel_h, kernel_w)
                     _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel",
-                         f"{size}: row dot products, bias in the same pass")
+                         f"{size}: {'whole planes, kernel rows looped' if by_planes else 'row dot products'}, "
+                         "bias in the same pass")
                 if not (first and i == 0):
                     masked = i > 0 and blocks[i - 1].pool is None
                     in_height = shape[2]
