@@ -250,7 +250,7 @@ def test_batch_norm_maps_are_rebuilt_bit_for_bit_or_stored():
                            records=records, history=[], confusion={"missing": "none"},
                            slides={"limits": {}, "fields": [], "answers": [], "index": ""})
     derive = {layer["explainer_name"]: layer["derive"] for layer in data["layers"]}
-    assert derive["batchnorm2d"] == "batch_norm" and derive["relu_1_1"] == "relu" and derive["max_pool_1"] == "max_pool"
+    assert derive["batch_norm_1_1"] == "batch_norm" and derive["relu_1_1"] == "relu" and derive["max_pool_1"] == "max_pool"
     stored = set(data["images"][0]["maps"])
     assert stored == {str(layer["index"]) for layer in data["layers"] if layer["kind"] == "Conv2d"}
     for record in records:

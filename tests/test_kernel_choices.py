@@ -25,6 +25,8 @@ COUNTED = {
                  "copy_interior_kernel"],
     "pool": ["max_pool2x2_forward", "max_pool2x2_backward", "max_pool2d_forward_general",
              "max_pool2d_backward_general"],
+    "norm": ["batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "batch_norm_stats_planes",
+             "batch_norm_relu_kernel", "batch_norm_relu_pool2x2_kernel", "batch_norm_backward_bordered_kernel"],
 }
 
 
@@ -63,7 +65,9 @@ def _training_step(model, shape, dtype) -> None:
     dict(padding=0),                       # 3x3 without padding: gz bordered twice
     dict(padding=1, stride=2),             # strided first convs: composed groups beside fast ones
     dict(kernel_size=5, padding=2),
-], ids=["main-job", "padding0", "stride2", "k5"])
+    dict(padding=1, batch_norm=True),      # Conv -> BatchNorm -> ReLU (-> pool) blocks on the fast path
+    dict(padding=1, stride=2, batch_norm=True),  # composed batch norm groups beside fast ones
+], ids=["main-job", "padding0", "stride2", "k5", "batch-norm", "batch-norm-stride2"])
 def test_listed_kernels_are_the_ones_that_run(options, monkeypatch):
     dtype = np.float32
     shape = (4, 1, 28, 28)
@@ -71,6 +75,21 @@ def test_listed_kernels_are_the_ones_that_run(options, monkeypatch):
     listed = {c.kernel for c in kernel_choices(model, shape, "cpu", dtype) if c.kernel.split(".")[0] in COUNTED}
     calls = _count_calls(monkeypatch)
     _training_step(model, shape, dtype)
+    ran = {name for name, count in calls.items() if count}
+    assert listed == ran, f"listed but not run: {listed - ran}; run but not listed: {ran - listed}"
+
+
+@pytest.mark.parametrize("options", [dict(padding=1), dict(padding=1, batch_norm=True)], ids=["plain", "batch-norm"])
+def test_listed_eval_kernels_are_the_ones_that_run(options, monkeypatch):
+    """Eval mode: a batch norm's running statistics are folded into its conv."""
+    dtype = np.float32
+    shape = (4, 1, 28, 28)
+    model = tiny_vgg(1, 10, 28, dtype=dtype, seed=0, **options)
+    model.eval()
+    listed = {c.kernel for c in kernel_choices(model, shape, "cpu", dtype, training=False)
+              if c.kernel.split(".")[0] in COUNTED}
+    calls = _count_calls(monkeypatch)
+    model(np.random.default_rng(0).standard_normal(shape).astype(dtype))
     ran = {name for name, count in calls.items() if count}
     assert listed == ran, f"listed but not run: {listed - ran}; run but not listed: {ran - listed}"
 

@@ -172,3 +172,73 @@ def copy_interior(dst: Any, dst_border: tuple[int, int], src: Any, src_border: t
 def relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gy: Any, y: Any) -> None:
     """gz's interior = gy where y > 0, else 0 (gy, y (N, C, OH, OW))."""
     backend("cpu").bordered.relu_mask_bordered_kernel(*gz_border)(gz_padded, np.ascontiguousarray(gy), np.ascontiguousarray(y))
+
+
+# --------------------------------------------------------------------------- #
+# Batch norm blocks: Conv2d -> BatchNorm2d -> ReLU (-> MaxPool2d)
+# --------------------------------------------------------------------------- #
+
+def conv2d_padded(x_padded: Any, w: Any, b: Any, out: Any) -> None:
+    """out (N, F, OH, OW), plain, = conv2d of a padded input (stride 1) + b: a batch
+    norm block's conv output z, which the batch norm then reads twice."""
+    rows = backend("cpu").conv_rows
+    filters, _, kernel_h, kernel_w = w.shape
+    kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_BIAS, x_padded.shape[2], x_padded.shape[3],
+                                   itemsize=x_padded.itemsize)
+    kernel(out, out, _dummy_indices(), out, x_padded, w, b)
+
+
+def batch_norm_statistics(z: Any, running_mean: Any, running_var: Any, eps: float, momentum: float) -> tuple:
+    """(mean, invstd), float64 (F,), of the batch z (N, F, OH, OW); running_mean and
+    running_var (F,) updated in place with ``momentum`` when given (both None: none)."""
+    channels = z.shape[1]
+    mean, invstd = np.empty(channels, np.float64), np.empty(channels, np.float64)
+    update = running_mean is not None
+    backend("cpu").norm.batch_norm_stats_planes(mean, invstd, running_mean if update else mean,
+                                                running_var if update else mean,
+                                                z.reshape(z.shape[0], channels, -1), float(eps), float(momentum),
+                                                update)
+    return mean, invstd
+
+
+def batch_norm_scale_shift(mean: Any, invstd: Any, weight: Any, bias: Any) -> tuple:
+    """(scale, shift), float64 (F,): batch norm is ``z * scale + shift`` per channel,
+    scale = weight * invstd and shift = bias - mean * scale (``batch_norm_forward``'s
+    expressions, so the values match the layer's bit for bit)."""
+    scale = invstd * weight
+    return scale, bias - mean * scale
+
+
+def batch_norm_relu_padded(z: Any, scale: Any, shift: Any, out: Any, out_border: tuple[int, int], *,
+                           pooled: Any = None, pooled_border: tuple[int, int] = (0, 0), indices: Any = None) -> None:
+    """relu(z * scale + shift) into out's interior (N, F, OH, OW) at out_border, or,
+    with ``pooled``, its 2x2 / stride-2 max pool into pooled's interior at
+    pooled_border and the argmax ``indices`` (N, F, OH // 2, OW // 2) instead."""
+    norm = backend("cpu").norm
+    if pooled is None:
+        norm.batch_norm_relu_kernel(*out_border)(out, z, scale, shift)
+    else:
+        norm.batch_norm_relu_pool2x2_kernel(*pooled_border, z.shape[3])(pooled, indices, z, scale, shift)
+
+
+def batch_norm_backward_padded(gconv: Any, gconv_border: tuple[int, int], gy: Any, z: Any, mean: Any, invstd: Any,
+                               weight: Any, *, also: Any = None) -> tuple[Any, Any]:
+    """The batch norm's training backward: writes the gradient of its input z (the conv
+    output) into gconv's interior at gconv_border (and also's at (1, 1) when given);
+    returns (gweight, gbias), (F,) in z's dtype.
+
+    gy (N, F, OH, OW) is the gradient at the batch norm's output (through the ReLU
+    mask); mean and invstd are the forward's batch statistics."""
+    channels = z.shape[1]
+    gweight, gbias = np.empty(channels, z.dtype), np.empty(channels, z.dtype)
+    second = (1, 1) if also is not None else (-1, -1)
+    kernel = backend("cpu").norm.batch_norm_backward_bordered_kernel(*gconv_border, *second)
+    kernel(gconv, gconv if also is None else also, gweight, gbias, np.ascontiguousarray(gy), z, mean, invstd, weight)
+    return gweight, gbias
+
+
+def fold_batch_norm(w: Any, b: Any, scale: Any, shift: Any) -> tuple[Any, Any]:
+    """The conv weights with an eval-mode batch norm folded in: ``bn(conv(x, w) + b) =
+    conv(x, w * scale) + b * scale + shift`` per filter; (w', b') in w's dtype."""
+    folded_w = (w * scale[:, None, None, None]).astype(w.dtype)
+    return np.ascontiguousarray(folded_w), (b * scale + shift).astype(w.dtype)

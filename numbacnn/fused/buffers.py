@@ -46,6 +46,12 @@ class BlockBuffers:
     pooled : bool
     training : bool
         Without training there is no backward: no gradient buffers.
+    batch_norm : bool
+        A batch norm between the conv and the ReLU (``z`` and ``gconv`` below).
+    batch_stats : bool
+        With batch norm: it normalises with this batch's statistics (training, or no
+        running statistics), so the conv output ``z`` is kept; eval with running
+        statistics folds them into the conv instead and keeps nothing more.
 
     Attributes
     ----------
@@ -55,14 +61,23 @@ class BlockBuffers:
         mask, and the indices)
     pooled, pooled_view, indices : the pool's output (bordered by out_border) and its
         int64 argmax indices (with a pool)
-    gz, gz_view : the gradient of the conv output, bordered by K - 1 - p
-    gz_by_1 : for 3x3 without padding, the same gradient bordered by 1, so grad-weight
-        runs over whole planes
+    z : with batch norm and batch statistics, the conv output (N, F, OH, OW), plain: the
+        batch norm's input, whose statistics and backward read it
+    gz, gz_view : the gradient at the ReLU's input, which the next block's backward
+        writes into: without batch norm that is the conv output's gradient, bordered by
+        K - 1 - p; with batch norm the batch norm output's, plain (border (0, 0))
+    gz_by_1 : for 3x3 without padding (no batch norm), the same gradient bordered by
+        1, so grad-weight runs over whole planes
+    gconv, gconv_border, gconv_by_1 : the gradient of the conv output as the conv's
+        backward reads it (bordered by K - 1 - p, and by 1 for 3x3 without padding):
+        gz, gz_border and gz_by_1 themselves without batch norm; with batch norm, its
+        backward writes them
     gx : a plain input gradient (to a pool or outside the chain)
     """
 
     def __init__(self, x_shape: tuple, dtype: Any, kernel_size: tuple[int, int], fast: FastPath,
-                 out_border: tuple[int, int], pooled: bool, training: bool) -> None:
+                 out_border: tuple[int, int], pooled: bool, training: bool, batch_norm: bool = False,
+                 batch_stats: bool = False) -> None:
         kernel_h, kernel_w = kernel_size
         pad = fast.pad
         self.pad = pad
@@ -78,14 +93,21 @@ class BlockBuffers:
         else:
             self.y = bordered_empty(self.y_shape, out_border, dtype)
             self.y_view = interior(self.y, out_border, self.y_shape)
-        self.gz_border = (kernel_h - 1 - pad[0], kernel_w - 1 - pad[1])
-        self.gz = self.gz_view = self.gz_by_1 = self.gx = None
+        self.batch_norm = batch_norm
+        self.z = np.empty(self.y_shape, dtype) if batch_norm and batch_stats else None
+        self.gconv_border = (kernel_h - 1 - pad[0], kernel_w - 1 - pad[1])
+        self.gz_border = (0, 0) if batch_norm else self.gconv_border
+        self.gz = self.gz_view = self.gz_by_1 = self.gconv = self.gconv_by_1 = self.gx = None
         if not training:
             return
-        self.gz = bordered_empty(self.y_shape, self.gz_border, dtype)
-        self.gz_view = interior(self.gz, self.gz_border, self.y_shape)
+        self.gconv = bordered_empty(self.y_shape, self.gconv_border, dtype)
         if (kernel_h, kernel_w) == (3, 3) and pad == (0, 0):
-            self.gz_by_1 = bordered_empty(self.y_shape, (1, 1), dtype)
+            self.gconv_by_1 = bordered_empty(self.y_shape, (1, 1), dtype)
+        if batch_norm:  # the next block writes the batch norm output's gradient; its backward, gconv
+            self.gz = self.gz_view = np.empty(self.y_shape, dtype)
+        else:
+            self.gz, self.gz_by_1 = self.gconv, self.gconv_by_1
+            self.gz_view = interior(self.gz, self.gz_border, self.y_shape)
         self.gx = np.empty(x_shape, dtype)
 
     @property

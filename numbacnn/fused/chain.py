@@ -1,4 +1,4 @@
-"""A run of consecutive ``Conv2d -> ReLU (-> MaxPool2d)`` blocks executed as one op.
+"""A run of consecutive ``Conv2d (-> BatchNorm2d) -> ReLU (-> MaxPool2d)`` blocks executed as one op.
 
 :class:`BlockChain` is what ``numbacnn.nn.Sequential`` sees (through
 ``nn/fusion.py``): ``forward(x, params, training)`` and ``backward(gy, input_grad)``,
@@ -22,6 +22,13 @@ What neighbours share is handed over as values, inside this one object:
   output gradient (``in_place``), and into its second, 1-bordered copy where there is
   one (``by_1_written``).
 
+A block with batch norm keeps its conv output z (the batch norm's input) in training:
+forward, the conv, the batch statistics of z, then normalise + ReLU (+ pool) into the
+next block's input; backward, the gradient at the ReLU input goes through the batch
+norm's backward into the conv's bordered output gradient (``BlockBuffers.gconv``). In
+eval mode with running statistics the batch norm is folded into the conv's weights
+and the block runs as one without it.
+
 What leaves the chain is plain: the forward's output is an interior view of a
 buffer (copied by the outermost Sequential), the backward's input gradient is never
 masked. Parameter gradients are returned, one (gw, gb) per block, for the layers to
@@ -43,7 +50,27 @@ from numbacnn.fused.buffers import BlockBuffers
 from numbacnn.fused.eligibility import ConvBlock, FastPath, fast_path
 from numbacnn.workspace import Workspaces
 
-Params = tuple[Any, Any]  # (weight (F, C // groups, KH, KW), bias (F,) or None)
+
+@dataclass
+class NormParams:
+    """A block's batch norm for one step.
+
+    ``weight``, ``bias``: (F,) or None (no affine: 1 and 0); ``running_mean``,
+    ``running_var``: (F,) or None (no running statistics); ``batch_stats``: normalise
+    with this batch's statistics (training, or no running statistics), else with the
+    running ones; ``momentum``: the running statistics' update weight this step
+    (used when ``batch_stats`` and there are running statistics, as ``F.batch_norm``)."""
+
+    weight: Any
+    bias: Any
+    running_mean: Any
+    running_var: Any
+    batch_stats: bool
+    momentum: float
+
+
+# (weight (F, C // groups, KH, KW), bias (F,) or None, NormParams or None)
+Params = tuple[Any, Any, "NormParams | None"]
 
 
 @dataclass
@@ -69,10 +96,13 @@ class _Saved:
     x_padded: Any = None
     y: Any = None                        # composed: the ReLU output (mask, pool input)
     indices: Any = None                  # composed with a pool: the argmax indices
+    z: Any = None                        # batch norm: its input, the conv output
+    mean: Any = None                     # fast batch norm: the batch statistics (F,), float64
+    invstd: Any = None
 
 
 class BlockChain:
-    """Consecutive Conv2d -> ReLU (-> MaxPool2d) blocks run as one op.
+    """Consecutive Conv2d (-> BatchNorm2d) -> ReLU (-> MaxPool2d) blocks run as one op.
 
     Parameters
     ----------
@@ -93,30 +123,32 @@ class BlockChain:
         device = device_of(x)
         choice = self._choose(0, x, params, device)
         for i, block in enumerate(self.blocks):
-            w, b = params[i]
+            w, b, norm = params[i]
             if isinstance(choice, FastPath):
                 following = None
                 if i + 1 < len(self.blocks):
-                    w_next, b_next = params[i + 1]
+                    w_next, b_next, _ = params[i + 1]
                     following = fast_path(self.blocks[i + 1], choice.out_shape, x.dtype, np.dtype(w_next.dtype),
                                           None if b_next is None else np.dtype(b_next.dtype), device)
                 out_border = following.pad if isinstance(following, FastPath) else (0, 0)
-                x = self._forward_fast(i, x, w, b, choice, out_border, training[i])
+                x = self._forward_fast(i, x, w, b, norm, choice, out_border, training[i])
                 choice = following
             else:
-                x = self._forward_composed(i, x, w, b, training[i])
+                x = self._forward_composed(i, x, w, b, norm, training[i])
                 self._fast[i] = None
                 choice = self._choose(i + 1, x, params, device) if i + 1 < len(self.blocks) else None
         return x
 
     def _choose(self, i: int, x: Any, params: Sequence[Params], device: str) -> FastPath | str:
-        w, b = params[i]
+        w, b, _ = params[i]
         return fast_path(self.blocks[i], tuple(x.shape), np.dtype(x.dtype), np.dtype(w.dtype),
                          None if b is None else np.dtype(b.dtype), device)
 
-    def _forward_composed(self, i: int, x: Any, w: Any, b: Any, training: bool) -> Any:
+    def _forward_composed(self, i: int, x: Any, w: Any, b: Any, norm: NormParams | None, training: bool) -> Any:
         block = self.blocks[i]
         conv_args = dict(stride=block.stride, padding=block.padding, dilation=block.dilation, groups=block.groups)
+        if block.norm is not None:
+            return self._forward_composed_norm(i, x, w, b, norm, training, conv_args)
         if block.pool is None:
             y = FF.conv2d_relu(x, w, b, **conv_args)
             out, indices = y, None
@@ -128,10 +160,26 @@ class BlockChain:
         self._saved[i] = _Saved(x=x, y=y, indices=indices) if training else None
         return out
 
-    def _forward_fast(self, i: int, x: Any, w: Any, b: Any, fast: FastPath, out_border: tuple[int, int],
-                      training: bool) -> Any:
+    def _forward_composed_norm(self, i: int, x: Any, w: Any, b: Any, norm: NormParams, training: bool,
+                               conv_args: dict) -> Any:
+        """conv2d, batch_norm, relu (, max_pool2d with indices): the layers' own ops."""
         block = self.blocks[i]
-        key = (tuple(x.shape), x.dtype.str, out_border)
+        z = F.conv2d(x, w, b, **conv_args)
+        y = F.relu(F.batch_norm(z, norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.batch_stats,
+                                norm.momentum, block.norm.eps))
+        out, indices = y, None
+        if block.pool is not None:
+            pool = block.pool
+            out, indices = F.max_pool2d(y, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode,
+                                        return_indices=True)
+        self._saved[i] = _Saved(x=x, y=y, indices=indices, z=z) if training else None
+        return out
+
+    def _forward_fast(self, i: int, x: Any, w: Any, b: Any, norm: NormParams | None, fast: FastPath,
+                      out_border: tuple[int, int], training: bool) -> Any:
+        block = self.blocks[i]
+        batch_stats = norm is not None and norm.batch_stats
+        key = (tuple(x.shape), x.dtype.str, out_border, batch_stats)
         name = f"{i}:{'train' if training else 'eval'}"
         buffers = self._workspaces.get(name, key)
         if buffers is None:
@@ -140,7 +188,7 @@ class BlockChain:
             # there (numbacnn/workspace.py), so reusing buffers in eval mode is safe too.
             buffers = self._workspaces.keep(name, key, BlockBuffers(
                 tuple(x.shape), x.dtype, block.weight_shape[2:], fast, out_border, block.pool is not None,
-                training))
+                training, batch_norm=norm is not None, batch_stats=batch_stats))
         previous = self._fast[i - 1] if i > 0 else None
         if previous is not None and x is previous.output[1] and previous.out_border == fast.pad:
             x_padded = previous.output[0]  # the previous block wrote its output into our padded input
@@ -148,21 +196,48 @@ class BlockChain:
             x_padded = buffers.x_padded
             ops.copy_into_border(x_padded, fast.pad, x)
         bias = b if b is not None else np.zeros(block.weight_shape[0], x.dtype)
-        if block.pool is None:
-            ops.conv2d_relu_padded(x_padded, w, bias, buffers.y, buffers.out_border)
+        saved = _Saved(x=x, buffers=buffers, x_padded=x_padded)
+        if batch_stats:
+            # conv into z, z's batch statistics, then normalise + ReLU (+ pool) into the output
+            ops.conv2d_padded(x_padded, w, bias, buffers.z)
+            update = norm.running_mean is not None
+            saved.mean, saved.invstd = ops.batch_norm_statistics(
+                buffers.z, norm.running_mean if update else None, norm.running_var if update else None,
+                block.norm.eps, norm.momentum)
+            scale, shift = ops.batch_norm_scale_shift(saved.mean, saved.invstd, *self._affine(norm, block.weight_shape[0], x.dtype))
+            saved.z = buffers.z
+            ops.batch_norm_relu_padded(buffers.z, scale, shift, buffers.y, buffers.out_border, pooled=buffers.pooled,
+                                       pooled_border=buffers.out_border, indices=buffers.indices)
         else:
-            ops.conv2d_relu_padded(x_padded, w, bias, None, (0, 0), pooled=buffers.pooled,
-                                   pooled_border=buffers.out_border, indices=buffers.indices)
+            if norm is not None:  # eval with running statistics: folded into the conv
+                invstd = 1.0 / np.sqrt(norm.running_var.astype(np.float64) + block.norm.eps)
+                scale, shift = ops.batch_norm_scale_shift(norm.running_mean.astype(np.float64), invstd,
+                                                          *self._affine(norm, block.weight_shape[0], x.dtype))
+                w, bias = ops.fold_batch_norm(w, bias, scale, shift)
+            if block.pool is None:
+                ops.conv2d_relu_padded(x_padded, w, bias, buffers.y, buffers.out_border)
+            else:
+                ops.conv2d_relu_padded(x_padded, w, bias, None, (0, 0), pooled=buffers.pooled,
+                                       pooled_border=buffers.out_border, indices=buffers.indices)
         self._fast[i] = buffers
-        self._saved[i] = _Saved(x=x, buffers=buffers, x_padded=x_padded) if training else None
+        self._saved[i] = saved if training else None
         return buffers.output[1]
+
+    @staticmethod
+    def _affine(norm: NormParams, channels: int, dtype: Any) -> tuple[Any, Any]:
+        """The batch norm's (weight, bias), ones and zeros without affine."""
+        if norm.weight is not None:
+            return norm.weight, norm.bias
+        return np.ones(channels, dtype), np.zeros(channels, dtype)
 
     # ----------------------------------------------------------------- backward
     def backward(self, gy: Any, params: Sequence[Params], input_grad: bool = True) -> tuple[Any, list]:
-        """gy (the last block's output shape) -> (gx or None, [(gw, gb) per block]).
+        """gy (the last block's output shape) -> (gx or None, [(gw, gb, gnorm) per block]).
 
         ``input_grad=False``: the first block skips its input gradient (a network's
-        first convolution). gb is returned even for a block without bias (unused)."""
+        first convolution). gb is returned even for a block without bias (unused);
+        gnorm is the batch norm's (gweight, gbias) (unused without affine), or None
+        for a block without batch norm."""
         grads: list = [None] * len(self.blocks)
         handoff = Handoff(gy)
         for i in range(len(self.blocks) - 1, -1, -1):
@@ -172,17 +247,18 @@ class BlockChain:
                                    "mode first")
             mask_input = i > 0 and self.blocks[i - 1].pool is None  # x came out of a ReLU
             wants_input_grad = input_grad if i == 0 else True
-            w = params[i][0]
+            w, _, norm = params[i]
             if saved.buffers is not None:
                 previous = self._saved[i - 1].buffers if i > 0 and self._saved[i - 1] is not None else None
-                handoff, grads[i] = self._backward_fast(i, saved, w, handoff, wants_input_grad, mask_input, previous)
+                handoff, grads[i] = self._backward_fast(i, saved, w, norm, handoff, wants_input_grad, mask_input,
+                                                        previous)
             else:
-                handoff, grads[i] = self._backward_composed(i, saved, w, handoff, wants_input_grad, mask_input)
+                handoff, grads[i] = self._backward_composed(i, saved, w, norm, handoff, wants_input_grad, mask_input)
             self._saved[i] = None  # spent, as the layers' caches
         return handoff.grad, grads
 
-    def _backward_composed(self, i: int, saved: _Saved, w: Any, handoff: Handoff, input_grad: bool,
-                           mask_input: bool) -> tuple[Handoff, Params]:
+    def _backward_composed(self, i: int, saved: _Saved, w: Any, norm: NormParams | None, handoff: Handoff,
+                           input_grad: bool, mask_input: bool) -> tuple[Handoff, tuple]:
         block = self.blocks[i]
         if block.pool is not None:
             pool = block.pool
@@ -192,12 +268,17 @@ class BlockChain:
             gz = handoff.grad
         else:
             gz = F.relu_backward(handoff.grad, saved.y)
+        gnorm = None
+        if block.norm is not None:  # gz is the batch norm output's gradient: through its backward
+            gz, gnorm_w, gnorm_b = F.batch_norm_backward(gz, saved.z, norm.running_mean, norm.running_var,
+                                                         norm.weight, norm.batch_stats, block.norm.eps)
+            gnorm = (gnorm_w, gnorm_b)
         gx, gw, gb = FF.conv2d_backward_relu_mask(gz, saved.x, w, block.stride, block.padding, block.dilation,
                                                   block.groups, input_grad=input_grad, mask_input=mask_input)
-        return Handoff(gx, masked=mask_input), (gw, gb)
+        return Handoff(gx, masked=mask_input), (gw, gb, gnorm)
 
-    def _backward_fast(self, i: int, saved: _Saved, w: Any, handoff: Handoff, input_grad: bool, mask_input: bool,
-                       previous: BlockBuffers | None) -> tuple[Handoff, Params]:
+    def _backward_fast(self, i: int, saved: _Saved, w: Any, norm: NormParams | None, handoff: Handoff,
+                       input_grad: bool, mask_input: bool, previous: BlockBuffers | None) -> tuple[Handoff, tuple]:
         buffers = saved.buffers
         gy = np.asarray(handoff.grad)
         # buffers.gz_by_1 (3x3 without padding) holds the same gradient with another
@@ -217,17 +298,24 @@ class BlockChain:
             by_1_written = False
         if buffers.gz_by_1 is not None and not by_1_written:
             ops.copy_interior(buffers.gz_by_1, (1, 1), buffers.gz, buffers.gz_border)
-        common = dict(gz_bordered_by_1=buffers.gz_by_1)
+        gnorm = None
+        if buffers.batch_norm:  # buffers.gz is the batch norm output's gradient: through its backward
+            gnorm = ops.batch_norm_backward_padded(buffers.gconv, buffers.gconv_border, buffers.gz, saved.z,
+                                                   saved.mean, saved.invstd,
+                                                   self._affine(norm, w.shape[0], w.dtype)[0],
+                                                   also=buffers.gconv_by_1)
+        gconv, gconv_border = buffers.gconv, buffers.gconv_border
+        common = dict(gz_bordered_by_1=buffers.gconv_by_1)
         x_padded, pad = saved.x_padded, buffers.pad
         if not input_grad:
-            gw, gb = ops.conv2d_backward_padded(buffers.gz, buffers.gz_border, x_padded, w, pad, **common)
-            return Handoff(None), (gw, gb)
+            gw, gb = ops.conv2d_backward_padded(gconv, gconv_border, x_padded, w, pad, **common)
+            return Handoff(None), (gw, gb, gnorm)
         if mask_input and previous is not None:
             # straight into the previous block's bordered output gradient, through its ReLU mask
-            gw, gb = ops.conv2d_backward_padded(buffers.gz, buffers.gz_border, x_padded, w, pad, gx=previous.gz,
+            gw, gb = ops.conv2d_backward_padded(gconv, gconv_border, x_padded, w, pad, gx=previous.gz,
                                                 gx_border=previous.gz_border, mask=x_padded, mask_border=pad,
                                                 gx_also=previous.gz_by_1, gx_also_border=(1, 1), **common)
-            return Handoff(previous.gz_view, masked=True, by_1_written=previous.gz_by_1 is not None), (gw, gb)
-        gw, gb = ops.conv2d_backward_padded(buffers.gz, buffers.gz_border, x_padded, w, pad, gx=buffers.gx,
+            return Handoff(previous.gz_view, masked=True, by_1_written=previous.gz_by_1 is not None), (gw, gb, gnorm)
+        gw, gb = ops.conv2d_backward_padded(gconv, gconv_border, x_padded, w, pad, gx=buffers.gx,
                                             mask=x_padded if mask_input else None, mask_border=pad, **common)
-        return Handoff(buffers.gx, masked=mask_input), (gw, gb)
+        return Handoff(buffers.gx, masked=mask_input), (gw, gb, gnorm)

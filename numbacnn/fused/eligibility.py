@@ -31,11 +31,22 @@ class PoolSpec:
 
 
 @dataclass(frozen=True)
+class NormSpec:
+    """A BatchNorm2d's fixed settings (its momentum and statistics change per step and
+    are passed with the parameters)."""
+
+    eps: float
+    affine: bool
+    track_running_stats: bool
+
+
+@dataclass(frozen=True)
 class ConvBlock:
-    """``Conv2d -> ReLU (-> MaxPool2d)`` as values: what the group computes.
+    """``Conv2d (-> BatchNorm2d) -> ReLU (-> MaxPool2d)`` as values: what the group computes.
 
     ``weight_shape`` is (F, C // groups, KH, KW); ``padding`` a pair or "same" /
-    "valid" as the layer holds it; ``pool`` None for a group without a pool.
+    "valid" as the layer holds it; ``pool`` None for a group without a pool;
+    ``norm`` None for a group without batch norm.
     """
 
     weight_shape: tuple[int, int, int, int]
@@ -44,6 +55,7 @@ class ConvBlock:
     dilation: tuple[int, int]
     groups: int
     pool: PoolSpec | None = None
+    norm: NormSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
     (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, >= 4 filters);
     numeric padding smaller than the kernel; at least two output rows; and a pool, if
     any, of 2x2 windows with stride 2, no padding or dilation, whole windows only.
+    A batch norm between the conv and the ReLU asks nothing more (its kernels take
+    any (N, C, H, W)).
     """
     tuning = backend("cpu").conv_tuning if device == "cpu" else None
     if tuning is None:

@@ -1,13 +1,15 @@
-"""Fusion chosen by :class:`~numbacnn.nn.Sequential`: Conv2d -> ReLU (-> MaxPool2d).
+"""Fusion chosen by :class:`~numbacnn.nn.Sequential`: Conv2d (-> BatchNorm2d) -> ReLU (-> MaxPool2d).
 
 The unfused layers stay the definition. When a Sequential holds a run
-``Conv2d, ReLU`` or ``Conv2d, ReLU, MaxPool2d`` (exactly those classes: a subclass
-may have changed what its forward does), it runs it as one block, and consecutive
+``Conv2d, ReLU`` or ``Conv2d, ReLU, MaxPool2d``, with or without a ``BatchNorm2d``
+after the conv (exactly those classes: a subclass may have changed what its forward
+does), it runs it as one block, and consecutive
 blocks as one :class:`FusedChain` step, which hands the block descriptions and the
 layers' parameters to the fused wing (:class:`numbacnn.fused.BlockChain`). A chain
 produces the same output, the same parameter gradients (added into the same
-``Parameter.grad``) and the same input gradient as the layers one by one;
-``tests/test_fusion.py`` holds them equal.
+``Parameter.grad``), the same running statistics and the same input gradient as the
+layers one by one; ``tests/test_fusion.py`` and ``tests/test_fusion_batch_norm.py``
+hold them equal.
 
 ``with numbacnn.nn.fusion.disabled():`` runs every Sequential layer by layer (the
 reference path); ``set_enabled(False)`` does so until switched back.
@@ -18,9 +20,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
-from numbacnn.fused import BlockChain, ConvBlock, PoolSpec
+from numbacnn.fused import BlockChain, ConvBlock, NormParams, NormSpec, PoolSpec
 from numbacnn.nn.layers import Conv2d, MaxPool2d, ReLU, _warn_if_asymmetric
 from numbacnn.nn.module import Module
+from numbacnn.nn.normalization import BatchNorm2d
 
 _enabled = True
 
@@ -48,23 +51,37 @@ def disabled() -> Iterator[None]:
         _enabled = before
 
 
-Group = tuple  # (Conv2d, ReLU) or (Conv2d, ReLU, MaxPool2d)
+Group = tuple  # (Conv2d, [BatchNorm2d,] ReLU [, MaxPool2d])
 
 
-def conv_block(conv: Conv2d, pool: MaxPool2d | None) -> ConvBlock:
+def group_pool(group: Group) -> MaxPool2d | None:
+    """The group's MaxPool2d, or None."""
+    return group[-1] if type(group[-1]) is MaxPool2d else None
+
+
+def group_norm(group: Group) -> BatchNorm2d | None:
+    """The group's BatchNorm2d, or None."""
+    return group[1] if type(group[1]) is BatchNorm2d else None
+
+
+def conv_block(conv: Conv2d, pool: MaxPool2d | None, norm: BatchNorm2d | None = None) -> ConvBlock:
     """The fused wing's description of one group (values only)."""
-    spec = None
+    pool_spec = norm_spec = None
     if pool is not None:
-        spec = PoolSpec(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
-    return ConvBlock(tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, conv.groups, spec)
+        pool_spec = PoolSpec(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+    if norm is not None:
+        norm_spec = NormSpec(norm.eps, norm.affine, norm.track_running_stats)
+    return ConvBlock(tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, conv.groups, pool_spec,
+                     norm_spec)
 
 
 class FusedChain:
-    """Consecutive ``Conv2d -> ReLU (-> MaxPool2d)`` groups of a Sequential run as one step.
+    """Consecutive ``Conv2d (-> BatchNorm2d) -> ReLU (-> MaxPool2d)`` groups of a Sequential run as one step.
 
     Not a Module: the layers stay where they are in the Sequential (names,
-    ``state_dict``, parameters unchanged); the step reads their parameters at each
-    call, warns as the layers would, and accumulates the gradients the chain returns.
+    ``state_dict``, parameters and buffers unchanged); the step reads their parameters
+    at each call, warns as the layers would, counts each batch norm's batches as it
+    would, and accumulates the gradients the chain returns.
     """
 
     def __init__(self, groups: Sequence[Group]) -> None:
@@ -81,26 +98,34 @@ class FusedChain:
     def layers(self) -> tuple[Module, ...]:
         return tuple(layer for group in self.groups for layer in group)
 
-    def _pool(self, group: Group) -> MaxPool2d | None:
-        return group[2] if len(group) == 3 else None
-
     def blocks(self) -> tuple[ConvBlock, ...]:
         """The groups as the wing sees them; the chain is rebuilt if a layer changed."""
-        blocks = tuple(conv_block(group[0], self._pool(group)) for group in self.groups)
+        blocks = tuple(conv_block(group[0], group_pool(group), group_norm(group)) for group in self.groups)
         if self.chain is None or blocks != self._blocks:
             self.chain, self._blocks = BlockChain(blocks), blocks
         return blocks
 
-    def _params(self) -> list[tuple[Any, Any]]:
-        return [(group[0].weight.data, None if group[0].bias is None else group[0].bias.data)
-                for group in self.groups]
+    def _params(self, forward: bool = False) -> list[tuple[Any, Any, NormParams | None]]:
+        """Each group's (conv weight, conv bias, batch norm's NormParams or None);
+        ``forward``: for a forward, which counts each batch norm's batch."""
+        params = []
+        for group in self.groups:
+            conv, norm = group[0], group_norm(group)
+            norm_params = None
+            if norm is not None:
+                momentum = norm.count_batch() if forward else 0.0
+                norm_params = NormParams(
+                    None if norm.weight is None else norm.weight.data, None if norm.bias is None else norm.bias.data,
+                    norm.running_mean, norm.running_var, norm.uses_batch_stats(), momentum)
+            params.append((conv.weight.data, None if conv.bias is None else conv.bias.data, norm_params))
+        return params
 
     def _warn(self, x: Any) -> None:
         """CNN Explainer's slide lesson for each conv and pool, on the shapes this input
         gives them (the layers warn the same way when run one by one)."""
         shape = tuple(x.shape)
         for group in self.groups:
-            conv, pool = group[0], self._pool(group)
+            conv, pool = group[0], group_pool(group)
             _warn_if_asymmetric(conv, _Shape(shape))
             try:
                 shape = conv.output_shape(shape)
@@ -116,7 +141,7 @@ class FusedChain:
         if tuple(x.shape) not in self._warned_for:  # each layer checks each input size once anyway
             self._warned_for.add(tuple(x.shape))
             self._warn(x)
-        return self.chain.forward(x, self._params(), [group[0].training for group in self.groups])
+        return self.chain.forward(x, self._params(forward=True), [group[0].training for group in self.groups])
 
     def backward(self, gy: Any, input_grad: bool = True) -> Any:
         """gy (the last group's output shape) -> gx (x's shape) or None; accumulates every
@@ -124,11 +149,14 @@ class FusedChain:
         if self.chain is None:
             raise RuntimeError(f"{self!r}.backward: no cached input; call forward in training mode first")
         gx, grads = self.chain.backward(gy, self._params(), input_grad)
-        for group, (gw, gb) in zip(self.groups, grads):
-            conv = group[0]
+        for group, (gw, gb, gnorm) in zip(self.groups, grads):
+            conv, norm = group[0], group_norm(group)
             conv.weight.accumulate(gw)
             if conv.bias is not None:
                 conv.bias.accumulate(gb)
+            if norm is not None and norm.weight is not None:
+                norm.weight.accumulate(gnorm[0])
+                norm.bias.accumulate(gnorm[1])
         return gx
 
 
@@ -143,17 +171,24 @@ Step = Module | FusedChain
 
 
 def _group_at(layers: Sequence[Module], i: int) -> Group | None:
-    """The Conv2d, ReLU (, MaxPool2d) group starting at layers[i], exact classes only."""
-    if type(layers[i]) is Conv2d and i + 1 < len(layers) and type(layers[i + 1]) is ReLU:
-        if i + 2 < len(layers) and type(layers[i + 2]) is MaxPool2d:
-            return tuple(layers[i:i + 3])
-        return tuple(layers[i:i + 2])
-    return None
+    """The Conv2d, [BatchNorm2d,] ReLU [, MaxPool2d] group starting at layers[i], exact
+    classes only."""
+    if type(layers[i]) is not Conv2d:
+        return None
+    end = i + 1
+    if end < len(layers) and type(layers[end]) is BatchNorm2d:
+        end += 1
+    if end >= len(layers) or type(layers[end]) is not ReLU:
+        return None
+    end += 1
+    if end < len(layers) and type(layers[end]) is MaxPool2d:
+        end += 1
+    return tuple(layers[i:end])
 
 
 def plan(layers: Sequence[Module]) -> list[Step]:
     """The steps a Sequential runs: its layers, with each maximal run of consecutive
-    Conv2d -> ReLU (-> MaxPool2d) groups replaced by one :class:`FusedChain`."""
+    Conv2d (-> BatchNorm2d) -> ReLU (-> MaxPool2d) groups replaced by one :class:`FusedChain`."""
     steps: list[Step] = []
     i = 0
     while i < len(layers):

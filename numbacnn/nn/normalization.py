@@ -69,14 +69,25 @@ class BatchNorm2d(Module):
             raise ValueError(f"BatchNorm2d: expected x of shape (N, C, H, W) or (C, H, W), got {tuple(x.shape)}")
         return x, False
 
+    def uses_batch_stats(self) -> bool:
+        """Whether a forward now normalises with the batch's statistics (training, or no
+        running statistics) rather than the running ones."""
+        return self.training or not self.track_running_stats
+
+    def count_batch(self) -> float:
+        """Count a forward's batch (training with running statistics) and return the
+        running statistics' update weight for it: ``momentum``, or 1 / batches so far
+        when momentum is None (PyTorch's cumulative average); 0.0 when not updating.
+        A fused Sequential block calls this in place of :meth:`forward`."""
+        if not (self.training and self.track_running_stats):
+            return 0.0
+        self.num_batches_tracked = np.array(int(self.num_batches_tracked) + 1, dtype=np.int64)
+        return 1.0 / int(self.num_batches_tracked) if self.momentum is None else float(self.momentum)
+
     def forward(self, x: Any) -> Any:
         x4, unbatched = self._unbatched(x)
-        batch_stats = self.training or not self.track_running_stats
-        momentum = 0.0
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked = np.array(int(self.num_batches_tracked) + 1, dtype=np.int64)
-            # PyTorch: momentum None means the cumulative average of all batches so far
-            momentum = 1.0 / int(self.num_batches_tracked) if self.momentum is None else float(self.momentum)
+        batch_stats = self.uses_batch_stats()
+        momentum = self.count_batch()
         y = F.batch_norm(x4, self.running_mean, self.running_var,
                          None if self.weight is None else self.weight.data,
                          None if self.bias is None else self.bias.data, batch_stats, momentum, self.eps)

@@ -21,7 +21,7 @@ import numpy as np
 from numbacnn.device import backend
 from numbacnn.fused import FastPath, fast_path
 from numbacnn.nn import (BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Module, ReLU, Sequential)
-from numbacnn.nn.fusion import FusedChain, plan
+from numbacnn.nn.fusion import FusedChain, group_norm, group_pool, plan
 from numbacnn.report.layers import explainer_names
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # above numbacnn/
@@ -144,8 +144,8 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
     for group, block, bias_dtype in zip(chain.groups, blocks, bias_dtypes):
         paths.append(fast_path(block, block_shape, dtype, dtype, bias_dtype, device))
         block_shape = group[0].output_shape(block_shape)
-        if len(group) == 3:
-            block_shape = group[2].output_shape(block_shape)
+        if group_pool(group) is not None:
+            block_shape = group_pool(group).output_shape(block_shape)
     for i, (group, block, path) in enumerate(zip(chain.groups, blocks, paths)):
         label = " + ".join(labels[id(layer)] for layer in group)
         conv = group[0]
@@ -153,12 +153,28 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
         size = f"{kernel_h}x{kernel_w}, stride 1, {filters} filters"
         if isinstance(path, FastPath):
             pooled = block.pool is not None
+            norm = group_norm(group)
+            batch_stats = norm is not None and (training or not norm.track_running_stats)
             if i == 0 or not isinstance(paths[i - 1], FastPath):
                 _add(choices, label, "forward", device, "bordered", "copy_into_border_kernel",
                      "the input into the zero-bordered buffer the row kernel reads")
             what = "conv+ReLU+2x2 pool" if pooled else "conv+ReLU"
-            _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
-                 f"{size}: fused {what} rows (MODE_RELU_POOL)" if pooled else f"{size}: fused {what} rows (MODE_RELU)")
+            if batch_stats:
+                _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
+                     f"{size}: conv rows into z, the batch norm's input (MODE_BIAS)")
+                _add(choices, label, "forward", device, "norm", "batch_norm_stats_planes",
+                     "z's batch statistics, planes summed vectorised")
+                if pooled:
+                    _add(choices, label, "forward", device, "norm", "batch_norm_relu_pool2x2_kernel",
+                         "normalise + ReLU + 2x2 pool with indices, into the next block's buffer")
+                else:
+                    _add(choices, label, "forward", device, "norm", "batch_norm_relu_kernel",
+                         "normalise + ReLU into the next block's bordered input")
+            else:
+                folded = " (the batch norm's running statistics folded into the weights)" if norm is not None else ""
+                _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
+                     (f"{size}: fused {what} rows (MODE_RELU_POOL)" if pooled else
+                      f"{size}: fused {what} rows (MODE_RELU)") + folded)
             if training:
                 if pooled:
                     _add(choices, label, "backward", device, "bordered", "max_pool2x2_relu_backward_kernel",
@@ -171,9 +187,12 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                     elif not next_fast:
                         _add(choices, label, "backward", device, "bordered", "copy_into_border_kernel",
                              "the composed next block's masked gradient into the bordered buffer")
-                    if path.pad == (0, 0) and (kernel_h, kernel_w) == (3, 3) and not next_fast:
+                    if path.pad == (0, 0) and (kernel_h, kernel_w) == (3, 3) and not next_fast and norm is None:
                         _add(choices, label, "backward", device, "bordered", "copy_interior_kernel",
                              "the gradient again, bordered by 1, for the whole-plane grad-weight")
+                if norm is not None:
+                    _add(choices, label, "backward", device, "norm", "batch_norm_backward_bordered_kernel",
+                         "the batch norm's backward into the conv's bordered output gradient")
                 if (kernel_h, kernel_w) == (3, 3) and path.pad in ((0, 0), (1, 1)):
                     _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_bias_gradient_3x3_kernel",
                          "3x3 with padding 0 or 1: whole planes as single dot products, with the bias")
@@ -196,12 +215,15 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
             why = f"composed ops ({path})"  # each layer's own kernels, labelled by layer
             _conv_choices(conv, shape, device, training, first and i == 0, labels[id(conv)], choices, why)
             shape = conv.output_shape(shape)
-            relu_label = labels[id(group[1])]
+            if group_norm(group) is not None:
+                _layer_choices(group_norm(group), shape, device, training, False, labels[id(group_norm(group))],
+                               choices)
+            relu_label = labels[id(group[2 if group_norm(group) is not None else 1])]
             _add(choices, relu_label, "forward", device, "activation", "relu_forward", "ReLU of the composed group")
             if training:
                 _add(choices, relu_label, "backward", device, "activation", "relu_backward", "ReLU mask")
             if block.pool is not None:
-                pool = group[2]
+                pool = group_pool(group)
                 _pool_choices(pool, shape, device, training, labels[id(pool)], choices)
                 shape = pool.output_shape(shape)
     return shape
@@ -292,7 +314,8 @@ def _layer_choices(layer: Module, shape: tuple, device: str, training: bool, fir
         _add(choices, label, "forward", device, "norm", "batch_norm_stats", "per-channel batch statistics")
         _add(choices, label, "forward", device, "norm", "batch_norm_forward", "normalise, scale, shift")
         if training:
-            _add(choices, label, "backward", device, "norm", "batch_norm_backward", "per channel")
+            _add(choices, label, "backward", device, "norm", "batch_norm_backward",
+                 "per channel" if device == "cpu" else "(channel, part) block sums, then per element")
     elif isinstance(layer, Dropout):
         _add(choices, label, "forward", device, "dropout", "dropout_apply", "mask from a seeded generator")
         if training:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from numbacnn.nn import Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, leaf_layers
+from numbacnn.nn import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, Module, ReLU, leaf_layers
 from numbacnn.nn.summary import checked_input_shape, layer_step
 from numbacnn.shapes import ConvExplanation, receptive_field_step
 
@@ -22,8 +22,8 @@ def explainer_names(layers: Sequence[Module]) -> list[str]:
 
     Convolutions are numbered per block (a block ends at a max pool):
     ``conv_1_1, relu_1_1, conv_1_2, relu_1_2, max_pool_1, conv_2_1, ...``; a ReLU
-    takes the number of the convolution before it. The last Linear is
-    ``output``, earlier ones ``linear_1``, ``linear_2``, ...
+    (and a batch norm, ``batch_norm_1_1``) takes the number of the convolution before
+    it. The last Linear is ``output``, earlier ones ``linear_1``, ``linear_2``, ...
     """
     names, block, conv_in_block, linears = [], 1, 0, 0
     last_linear = max((i for i, layer in enumerate(layers) if isinstance(layer, Linear)), default=-1)
@@ -33,6 +33,8 @@ def explainer_names(layers: Sequence[Module]) -> list[str]:
             names.append(f"conv_{block}_{conv_in_block}")
         elif isinstance(layer, ReLU):
             names.append(f"relu_{block}_{conv_in_block}" if conv_in_block else f"relu_{index}")
+        elif isinstance(layer, BatchNorm2d):
+            names.append(f"batch_norm_{block}_{conv_in_block}" if conv_in_block else f"batch_norm_{index}")
         elif isinstance(layer, MaxPool2d):
             names.append(f"max_pool_{block}")
             block, conv_in_block = block + 1, 0

@@ -17,17 +17,21 @@ CPU (so an inf weight next to the border gives the same result on both).
   tiles; every other configuration uses a direct kernel, one output per thread.
 - grad-input: a gather, each thread owns dx elements and sums over the output
   positions that read them (no atomics).
-- grad-weight and grad-bias: one block per dw / db element, a fixed-order
-  shared-memory reduction (``block_sum``): bitwise identical from run to run.
+- grad-weight: one block per dw element, float64 partial sums (as on the CPU) and
+  a fixed-order shared-memory reduction (``block_sum``): bitwise identical from
+  run to run.
+- grad-bias: ``channel_sums.py`` (several blocks per filter, float64 partial sums,
+  fixed-order trees): bitwise identical from run to run too.
 
 Kernels write every element of their output (dx and dw need not arrive zeroed).
 """
 
 from __future__ import annotations
 
-from numba import cuda
+from numba import cuda, float64
 
 from numbacnn.kernels.common import end_valid_output, first_valid_output
+from numbacnn.kernels.cuda.channel_sums import channel_sums
 from numbacnn.kernels.cuda.launch import SIMULATOR, blocks_for, configured, launch_bounds
 from numbacnn.kernels.cuda.reduce import block_sum
 
@@ -51,9 +55,12 @@ TILED_BLOCKS_PER_SM = 2
 DIRECT_THREADS = 8 if SIMULATOR else 256
 DIRECT_MAX_BLOCKS = 2 if SIMULATOR else 65535
 
-# ---- grad-weight, grad-bias: one block per output element --------------------------
+# ---- grad-weight: one block per output element -------------------------------------
 REDUCE_THREADS = 4 if SIMULATOR else 256      # a power of two (tree reduction)
 REDUCE_MAX_BLOCKS = 2 if SIMULATOR else 65535
+# Resident blocks per SM asked of ptxas: the float64 sums took 84 registers (float32
+# data), which left 2 blocks of 256 threads per SM where float32 sums (78) had 3.
+WEIGHT_GRAD_BLOCKS_PER_SM = 3
 
 
 # --------------------------------------------------------------------------- #
@@ -239,14 +246,14 @@ def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilatio
 # --------------------------------------------------------------------------- #
 
 
-@cuda.jit
+@cuda.jit(**launch_bounds(REDUCE_THREADS, WEIGHT_GRAD_BLOCKS_PER_SM))
 def conv2d_backward_weight_kernel(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     # dw (F, C // groups, KH, KW) written, one block per element; dout (N, F, OH, OW); x (N, C, H, W)
     out_channels, group_in_channels, kernel_height, kernel_width = dw.shape
     batch, out_height, out_width = dout.shape[0], dout.shape[2], dout.shape[3]
     in_height, in_width = x.shape[2], x.shape[3]
     group_out_channels = out_channels // groups
-    partial = cuda.shared.array(REDUCE_THREADS, dtype=dw.dtype)
+    partial = cuda.shared.array(REDUCE_THREADS, dtype=float64)  # float64 partial sums, as on the CPU
     thread = cuda.threadIdx.x
     for index in range(cuda.blockIdx.x, dw.size, cuda.gridDim.x):  # the same trip count for the whole block
         kw = index % kernel_width
@@ -263,14 +270,15 @@ def conv2d_backward_weight_kernel(dw, dout, x, stride_h, stride_w, pad_h, pad_w,
         ow_end = end_valid_output(in_width, pad_w, col_offset, stride_w, out_width)
         rows = max(oh_end - oh_begin, 0)
         cols = max(ow_end - ow_begin, 0)
-        total = dw.dtype.type(0)
-        # consecutive threads take consecutive output columns: coalesced reads
+        total = 0.0
+        # consecutive threads take consecutive output columns: coalesced reads; float(): float64 products
+        # and sums (a product of two float32 values is exact in float64), also under the simulator
         for k in range(thread, batch * rows * cols, REDUCE_THREADS):
             n = k // (rows * cols)
             oh = oh_begin + (k // cols) % rows
             ow = ow_begin + k % cols
-            total += dout[n, f, oh, ow] * x[n, c_in, oh * stride_h - pad_h + row_offset,
-                                            ow * stride_w - pad_w + col_offset]
+            total += float(dout[n, f, oh, ow]) * float(x[n, c_in, oh * stride_h - pad_h + row_offset,
+                                                          ow * stride_w - pad_w + col_offset])
         partial[thread] = total
         block_sum(partial, thread)
         if thread == 0:
@@ -284,25 +292,11 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
         dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
 
 
-@cuda.jit
-def conv2d_backward_bias_kernel(db, dout):
-    # db (F,) written, one block per filter; dout (N, F, OH, OW)
-    batch, out_channels, out_height, out_width = dout.shape
-    plane = out_height * out_width
-    partial = cuda.shared.array(REDUCE_THREADS, dtype=db.dtype)
-    thread = cuda.threadIdx.x
-    for f in range(cuda.blockIdx.x, out_channels, cuda.gridDim.x):  # the same trip count for the whole block
-        total = db.dtype.type(0)
-        for k in range(thread, batch * plane, REDUCE_THREADS):
-            n = k // plane
-            total += dout[n, f, (k % plane) // out_width, k % out_width]
-        partial[thread] = total
-        block_sum(partial, thread)
-        if thread == 0:
-            db[f] = partial[0]
-
-
 def conv2d_backward_bias(db, dout) -> None:
-    """db[f] = sum over n, oh, ow of dout[n, f, oh, ow]."""
-    blocks = blocks_for(dout.shape[1], 1, REDUCE_MAX_BLOCKS)
-    configured(conv2d_backward_bias_kernel, blocks, REDUCE_THREADS)(db, dout)
+    """db[f] = sum over n, oh, ow of dout[n, f, oh, ow], added in float64 (as on the CPU).
+
+    dout viewed as (N, F, OH * OW) goes through ``channel_sums``: several blocks per
+    filter (a layer has few filters and many values per filter), fixed-order trees.
+    """
+    batch, out_channels, out_height, out_width = dout.shape
+    channel_sums(db, dout.reshape(batch, out_channels, out_height * out_width))
