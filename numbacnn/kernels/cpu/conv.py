@@ -41,13 +41,13 @@ weight_gradient_kernel``                                               reference
 kernel`` (forward,         stride-1 kernels over the input's s * s     < K (tests/test_strided_phases.py)
 grad-input) and            phases, ceil(K / s)-tap phase kernels
 ``conv_weight_grad.        (3x3: 1.78x the strided multiply-adds,
-weight_gradient_kernel``   5x5 1.44x, 7x7 1.31x), small images
-                           packed side by side in one row. Replaced
-                           ``STRIDED`` (the stride-1 output
-                           everywhere, every s-th kept: s * s the
-                           work): 1.0-3.3x faster on 3x3 (Tiny VGG's
-                           stride-2 layers 1.5-3.3x), 5-43x on 5x5
-                           and 7x7, one thread, measured
+weight_gradient_kernel``   5x5 1.44x, 7x7 1.31x); forward and
+                           grad-input pack small images side by side
+                           in one row. Replaced ``STRIDED`` (the
+                           stride-1 output everywhere, every s-th
+                           kept: s * s the work): Tiny VGG's stride-2
+                           layers 1.6-3.1x faster, 5-43x on 5x5 and
+                           7x7, one thread, measured
 ``conv_rows.               Sequential's fused groups on the fast       the compositions in functional/fused.py
 conv_rows_kernel``         path (``numbacnn/fused``): forward + ReLU    (tests/test_fusion.py) and the reference
                            (+ 2x2 pool), grad-input (x ReLU mask)       (tests/test_fusion_kernels.py)
@@ -409,25 +409,21 @@ def _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
 
 
 def _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
-    """dw (F, C, KH, KW): the stride-1 grad-weight of the phase convolution (x's phases
-    and dout, both packed side by side), its taps put back."""
+    """dw (F, C, KH, KW): the stride-1 grad-weight of the phase convolution, its taps put
+    back. One image a row, never packed: the fast grad-weight sums each row in the
+    data's type, and a packed float32 row would sum several images' rows before the
+    float64 partial sums (tests/test_float64_partial_sums.py holds them apart)."""
     filters, channels, kernel_h, kernel_w = dw.shape
     batch, _, out_height, out_width = dout.shape
-    layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w)
-    phases = np.empty((layout.packed_batch, layout.phases * channels, layout.phase_height, layout.packed_width),
-                      x.dtype)
-    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, layout.group)
+    layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w,
+                                      packed=False)
+    phases = np.empty((batch, layout.phases * channels, layout.phase_height, layout.slot_width), x.dtype)
+    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, 1)
     pack_phases(phases, x, stride_h, stride_w, pad_h, pad_w)
-    packed_dout = dout  # one image a row: dout as it is
-    if layout.group > 1:
-        packed_dout = np.empty((layout.packed_batch, filters, out_height,
-                                layout.packed_width - layout.split_w + 1), dout.dtype)
-        conv_phases.pack_images_kernel(0, 0, layout.slot_width, layout.group, out_width)(packed_dout, dout)
-    chunks = max(1, min(GRAD_WEIGHT_CHUNKS, layout.packed_batch * out_height))
+    chunks = max(1, min(GRAD_WEIGHT_CHUNKS, batch * out_height))
     partial = np.empty((chunks, filters, phases.shape[1], layout.split_h, layout.split_w), np.float64)
     no_bias = np.empty((1, 1), np.float64)  # not written without with_bias
-    conv_weight_grad.weight_gradient_kernel(filters, layout.split_h, layout.split_w)(partial, no_bias, packed_dout,
-                                                                                     phases)
+    conv_weight_grad.weight_gradient_kernel(filters, layout.split_h, layout.split_w)(partial, no_bias, dout, phases)
     conv_phases.merge_phase_weights(dw, partial.sum(axis=0), stride_h, stride_w)
 
 
