@@ -225,13 +225,14 @@ def phases_path_applies(count, kernel_h, kernel_w, stride_h, stride_w, dilation_
                                   groups))
 
 
-def _phases_why(count, kernel_h, kernel_w, stride_h, stride_w, counted="filters"):
+def _phases_why(count, kernel_h, kernel_w, stride_h, stride_w, counted="filters",
+                how="the stride-1 rows kernel", layout="images side by side"):
     split_h = conv_phases.phase_kernel_size(kernel_h, stride_h)
     split_w = conv_phases.phase_kernel_size(kernel_w, stride_w)
     work = stride_h * stride_w * split_h * split_w / (kernel_h * kernel_w)
-    return (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {count} {counted}: the stride-1 rows kernel over "
-            f"the input's {stride_h * stride_w} phases ({split_h}x{split_w} phase kernels, {work:.2f}x the "
-            "multiply-adds), images side by side")
+    return (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {count} {counted}: {how} over the input's "
+            f"{stride_h * stride_w} phases ({split_h}x{split_w} phase kernels, {work:.2f}x the multiply-adds), "
+            f"{layout}")
 
 
 def choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups, out_height):
@@ -275,7 +276,8 @@ def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dila
     (``conv_weight_grad.weight_gradient_kernel``), ``PHASES`` (strided: the same over the
     phases) or ``GENERAL`` (:func:`conv2d_backward_weight_general`)."""
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-        return PHASES, _phases_why(filters, kernel_h, kernel_w, stride_h, stride_w)
+        return PHASES, _phases_why(filters, kernel_h, kernel_w, stride_h, stride_w,
+                                   how="row dot products, float64 partial sums,", layout="one image a row")
     if not fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         return GENERAL, _why_not_fast(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                       groups)
