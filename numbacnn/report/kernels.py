@@ -267,8 +267,10 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         else:
             _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general", with_context(why))
     variant, why = cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
-                                                   dilation_w, conv.groups)
-    if variant in (cpu_conv.FAST, cpu_conv.PHASES):
+                                                   dilation_w, conv.groups, shape[0], out_shape[3])
+    if variant == cpu_conv.LANES:
+        _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes", with_context(why))
+    elif variant in (cpu_conv.FAST, cpu_conv.PHASES):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
     else:
         _add(choices, label, "grad-weight", device, "conv", "conv2d_backward_weight_general", with_context(why))

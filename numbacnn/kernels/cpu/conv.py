@@ -24,7 +24,7 @@ planes of the output, grad-input over (image, channel) planes of dx, grad-weight
 (filter, channel) slices of dw, grad-bias over filters.
 
 Fast variants (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, at
-least 4 filters, a kernel up to 7x7; strided: ``PHASES``)
+least 4 filters, a kernel up to 7x7; strided: ``PHASES`` and ``LANES``)
 ------------------------------------------------------------------------------------
 =========================  ==========================================  ==========================================
 variant                    runs when                                   tested against
@@ -43,11 +43,17 @@ grad-input) and            phases, ceil(K / s)-tap phase kernels
 ``conv_weight_grad.        (3x3: 1.78x the strided multiply-adds,
 weight_gradient_kernel``   5x5 1.44x, 7x7 1.31x); forward and
                            grad-input pack small images side by side
-                           in one row. Replaced ``STRIDED`` (the
+                           in one row; grad-weight when LANES does
+                           not apply. Replaced ``STRIDED`` (the
                            stride-1 output everywhere, every s-th
-                           kept: s * s the work): Tiny VGG's stride-2
-                           layers 1.6-3.1x faster, 5-43x on 5x5 and
-                           7x7, one thread, measured
+                           kept: s * s the work): 1.2-33x faster per
+                           op (3x3 to 7x7), one thread, measured
+``LANES`` (strided         where PHASES applies, output rows of at     the reference, the general kernel, the
+grad-weight,               most ``LANES_MAX_OUT_WIDTH`` columns and a  cancelling gradient of
+``conv_lanes.              batch of ``LANES_MIN_BATCH`` or more: the   test_float64_partial_sums
+weight_gradient_lanes``)   images in the vector lanes, x and dout      (tests/test_strided_phases.py)
+                           batch-last (Tiny VGG's stride-2
+                           grad-weights 1.9-3.4x faster than PHASES)
 ``conv_rows.               Sequential's fused groups on the fast       the compositions in functional/fused.py
 conv_rows_kernel``         path (``numbacnn/fused``): forward + ReLU    (tests/test_fusion.py) and the reference
                            (+ 2x2 pool), grad-input (x ReLU mask)       (tests/test_fusion_kernels.py)
@@ -69,7 +75,7 @@ from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH, end_valid_output, first_valid_output
 from numbacnn.kernels.cpu.bordered import pad_images
-from numbacnn.kernels.cpu import conv_phases, conv_rows, conv_weight_grad
+from numbacnn.kernels.cpu import conv_lanes, conv_phases, conv_rows, conv_weight_grad
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, GRAD_WEIGHT_CHUNKS, MAX_UNROLLED_TAPS, MIN_FILTERS,
                                               fast_path_applies)
 
@@ -206,11 +212,20 @@ def conv2d_backward_bias(db, dout):
 GENERAL = "general"
 FAST = "fast"
 PHASES = "phases"  # strided: the stride-1 fast kernels over the input's s * s phases (conv_phases.py)
+LANES = "lanes"  # strided grad-weight, small planes: the images in the vector lanes (conv_lanes.py)
 
 # Strides up to this (on each axis) take the PHASES variant: stride s makes s * s
 # phase channels, each with a ceil(K / s)-tap kernel, so larger strides only add
 # channels; a limit keeps the tested shapes few.
 MAX_PHASE_STRIDE = 4
+
+# A strided grad-weight takes LANES (images in the vector lanes) when its output rows
+# are narrower than this and the batch fills a float32 vector: one thread, against
+# PHASES' row dot products, 0.22 against 0.42 ms at 14 columns, 0.18 against 0.61 at 4,
+# 0.68 against 1.19 at 8 (Tiny VGG's stride-2 layers on 28x28 and 64x64 images), but
+# 6.6 against 3.1 ms at 32 columns, where the rows are long (batch 64, measured).
+LANES_MAX_OUT_WIDTH = 15
+LANES_MIN_BATCH = 16
 
 
 def phases_path_applies(count, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
@@ -271,11 +286,18 @@ def choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_
     return FAST, f"{kernel_h}x{kernel_w}, stride 1, {channels} input channels: flipped-kernel correlation rows"
 
 
-def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
+                           batch, out_width):
     """(variant, why) of :func:`conv2d_backward_weight`: ``FAST``
-    (``conv_weight_grad.weight_gradient_kernel``), ``PHASES`` (strided: the same over the
-    phases) or ``GENERAL`` (:func:`conv2d_backward_weight_general`)."""
+    (``conv_weight_grad.weight_gradient_kernel``), for strided convolutions ``LANES``
+    (``conv_lanes.weight_gradient_lanes``: narrow output rows, a batch of
+    ``LANES_MIN_BATCH`` or more) or ``PHASES`` (the fast kernel over the phases), or
+    ``GENERAL`` (:func:`conv2d_backward_weight_general`)."""
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        if out_width <= LANES_MAX_OUT_WIDTH and batch >= LANES_MIN_BATCH:
+            return LANES, (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {filters} filters, "
+                           f"{out_width}-column output rows: the {batch} images in the vector lanes, float32 row "
+                           "sums per image, float64 across rows and images")
         return PHASES, _phases_why(filters, kernel_h, kernel_w, stride_h, stride_w,
                                    how="row dot products, float64 partial sums,", layout="one image a row")
     if not fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
@@ -347,8 +369,10 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
     """
     filters, channels, kernel_h, kernel_w = dw.shape
     variant, _ = choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
-                                        groups)
-    if variant == PHASES:
+                                        groups, dout.shape[0], dout.shape[3])
+    if variant == LANES:
+        _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
+    elif variant == PHASES:
         _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == FAST:
         chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0] * dout.shape[2]))
@@ -408,6 +432,19 @@ def _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
     correlate(dphases, dphases, _NO_INDICES, dphases, packed_dout, flipped, np.zeros(dphases.shape[1], dx.dtype))
     merge_phases = conv_phases.merge_phases_kernel(layout.slot_width, layout.group)
     merge_phases(dx, dphases, stride_h, stride_w, pad_h, pad_w)
+
+
+def _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
+    """dw (F, C, KH, KW) of a strided convolution, images in the vector lanes: x and dout
+    with the batch axis last (x zero-padded), then ``conv_lanes.weight_gradient_lanes``."""
+    filters, channels, kernel_h, kernel_w = dw.shape
+    batch, _, out_height, out_width = dout.shape
+    x_t = np.empty((channels, (out_height - 1) * stride_h + kernel_h, (out_width - 1) * stride_w + kernel_w, batch),
+                   x.dtype)
+    conv_lanes.images_last(x_t, x, pad_h, pad_w)
+    dout_t = np.empty((filters, out_height, out_width, batch), dout.dtype)
+    conv_lanes.images_last(dout_t, dout, 0, 0)
+    conv_lanes.weight_gradient_lanes(dw, dout_t, x_t, stride_h, stride_w)
 
 
 def _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
