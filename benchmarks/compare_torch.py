@@ -6,6 +6,7 @@
     python benchmarks/compare_torch.py --ops conv pool layers model --batches 32   # the per-op table
     python benchmarks/compare_torch.py --first-call    # also cold-start times
     python benchmarks/compare_torch.py --variants [--busy]  # numbacnn train's variants (issue 18's table)
+    python benchmarks/compare_torch.py --variant-kernels    # per-kernel table of each variant's step
 
 Default run: a whole training step (forward, loss, backward, SGD update) of
 numbacnn's ``tiny_vgg`` + ``SGD`` (the fused Sequential path, the default) against
@@ -472,6 +473,34 @@ def _describe(name: str, args: tuple, kwargs: dict) -> tuple[str, float, str]:
         return f"copy: {what}", 2 * np.asarray(src).nbytes, "GB/s"
     if name == "relu_backward_padded":
         return "ReLU backward into bordered buffer", 3 * args[2].nbytes, "GB/s"
+    if name == "conv2d_padded":
+        n, c, f, oh, ow, flops = _conv_dims(args[0], args[1])
+        return f"conv {c}->{f} {oh}x{ow}: forward into z (batch norm's input)", flops, "GFLOP/s"
+    if name == "batch_norm_statistics":
+        z = args[0]
+        return f"batch norm statistics {tuple(z.shape[1:])} (2 passes)", 2 * z.nbytes, "GB/s"
+    if name == "batch_norm_relu_padded":
+        z = args[0]
+        pool = " + max-pool (indices)" if kwargs.get("pooled") is not None else ""
+        return f"batch norm + ReLU{pool} {tuple(z.shape[1:])}", 2 * z.nbytes, "GB/s"
+    if name == "batch_norm_backward_padded":
+        z = args[3]
+        return f"batch norm backward {tuple(z.shape[1:])}", 5 * z.nbytes, "GB/s"
+    if name in ("conv2d", "conv2d_backward"):
+        x, w = (args[0], args[1]) if name == "conv2d" else (args[1], args[2])
+        stride = kwargs.get("stride", args[3] if name == "conv2d" and len(args) > 3 else
+                            (args[3] if name == "conv2d_backward" and len(args) > 3 else 1))
+        from numbacnn.shapes import conv_output_size
+        pad = kwargs.get("padding", args[4] if len(args) > 4 else 0)
+        s_h = stride[0] if isinstance(stride, tuple) else stride
+        p_h = pad[0] if isinstance(pad, tuple) else pad
+        f, c, kh, kw = w.shape
+        oh = conv_output_size(x.shape[2], kh, s_h, p_h)
+        ow = conv_output_size(x.shape[3], kw, s_h, p_h)
+        flops = 2 * x.shape[0] * f * c * kh * kw * oh * ow
+        what = "forward" if name == "conv2d" else "backward (grad-weight, grad-bias, grad-input)"
+        return (f"conv {c}->{f} {oh}x{ow} stride {s_h}: {what}", flops if name == "conv2d" else 2 * flops,
+                "GFLOP/s")
     if name == "linear":
         x, w = args[0], args[1]
         return f"linear {w.shape[1]}->{w.shape[0]} forward", 2 * x.shape[0] * w.shape[0] * w.shape[1], "GFLOP/s"
@@ -523,7 +552,8 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
         setattr(module, name, timed)
 
     for name in ("conv2d_relu_padded", "conv2d_backward_padded", "max_pool2d_relu_backward_padded",
-                 "copy_into_border", "copy_interior", "relu_backward_padded"):
+                 "copy_into_border", "copy_interior", "relu_backward_padded", "conv2d_padded",
+                 "batch_norm_statistics", "batch_norm_relu_padded", "batch_norm_backward_padded"):
         wrap(BO, name)  # the fused wing's fast path (numbacnn/fused/bordered_ops.py)
     for name in ("conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d_relu_backward", "conv2d_backward_relu_mask"):
         wrap(FF, name)  # its composed path
@@ -583,6 +613,31 @@ def print_kernel_tables(dtype: str, steps: int, roof: float) -> None:
         flops = tiny_vgg_step_flops(batch, in_channels, size, padding)
         print(f"| **whole step** | {step_seconds * 1e3:.3f} | 100% | {flops / step_seconds / 1e9:.1f} GFLOP/s | "
               f"{100 * flops / step_seconds / 1e9 / roof:.0f}% |")
+        print()
+
+
+def print_variant_kernel_tables(dtype: str, steps: int, roof: float) -> None:
+    """:func:`print_kernel_tables` for each of VARIANTS (main job's shape, batch 64);
+    the whole step's GFLOP/s from the model's own forward FLOP count, times 3."""
+    for label, options in VARIANTS:
+        ours = TinyVGGStep(64, dtype, in_channels=1, image_size=28, **options)
+        for _ in range(3):
+            ours.step()
+        rows, step_seconds = kernel_table(ours, steps)
+        print(f"numbacnn per kernel, {label} (1x28x28, batch 64; mean of {steps} steps, calls in step order; "
+              f"load {load_average()}):")
+        print()
+        print("| kernel | ms per step | % of step | rate | % of roof |")
+        print("|---|---:|---:|---:|---:|")
+        for name, seconds, work, unit in rows:
+            rate = f"{work / seconds / 1e9:.1f} {unit}" if work and seconds > 0 else "-"
+            share = f"{100 * work / seconds / 1e9 / roof:.0f}%" if unit == "GFLOP/s" and seconds > 0 else "-"
+            print(f"| {name} | {seconds * 1e3:.3f} | {100 * seconds / step_seconds:.0f}% | {rate} | {share} |")
+        rest = step_seconds - sum(row[1] for row in rows)
+        print(f"| everything else | {rest * 1e3:.3f} | {100 * rest / step_seconds:.0f}% | - | - |")
+        flops = 3 * ours.model.flops(tuple(ours.x.shape))
+        print(f"| **whole step** | {step_seconds * 1e3:.3f} | 100% | ~{flops / step_seconds / 1e9:.1f} GFLOP/s | "
+              f"~{100 * flops / step_seconds / 1e9 / roof:.0f}% |")
         print()
 
 
@@ -677,6 +732,8 @@ def main(argv=None) -> int:
                         help="--ops: seconds of calls per op and library, at least (default 0.3)")
     parser.add_argument("--variants", action="store_true",
                         help="numbacnn train's model variants (batch norm, stride 2, 5x5, 7x7) against PyTorch")
+    parser.add_argument("--variant-kernels", action="store_true",
+                        help="per-kernel tables of each of numbacnn train's variants (no PyTorch runs)")
     parser.add_argument("--first-call", action="store_true",
                         help="also time a fresh process's first training step, with and without a disk cache")
     args = parser.parse_args(argv)
@@ -686,6 +743,11 @@ def main(argv=None) -> int:
     threads = numba.get_num_threads()
     torch.set_num_threads(threads)
     print(machine_description(torch))
+    if args.variant_kernels:
+        roof = args.roof or measure_roof(numba.get_num_threads())
+        print(f"roof (float32 sgemm, {numba.get_num_threads()} threads): {roof:.1f} GFLOP/s")
+        print_variant_kernel_tables(args.dtype, args.kernel_steps, roof)
+        return 0
     if args.variants:
         print(f"competing busy process (yes > /dev/null): {'yes' if args.busy else 'no'}; "
               f"load average before: {load_average()}")

@@ -29,7 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
 TIMING_KEYS = ("seconds", "images_per_second")
 KILLS = 12  # half at random moments, half inside a checkpoint write
+MIN_KILLS, MIN_KILLS_IN_WRITE = 6, 2  # what the test asserts it did
 TIME_BUDGET_S = 80
+# on a loaded machine (CI's two pytest workers on two cores) the budget may end before
+# the minimum: the test then goes on to this limit rather than fail for lack of kills
+HARD_LIMIT_S = 4 * TIME_BUDGET_S
 
 SLOW = """
 import io, os, runpy, sys, time
@@ -109,18 +113,21 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(tmp_path):
             return False
         return "test_accuracy" in json.loads((out / METRICS_NAME).read_text())
 
-    def time_left():
-        return TIME_BUDGET_S - (time.perf_counter() - start_all) - 2 * run_seconds
-
     kills = kills_in_write = chains = 0
-    while kills < KILLS and time_left() > 0:
+
+    def may_kill():
+        minimum_met = kills >= MIN_KILLS and kills_in_write >= MIN_KILLS_IN_WRITE
+        budget = TIME_BUDGET_S if minimum_met else HARD_LIMIT_S
+        return kills < KILLS and budget - (time.perf_counter() - start_all) - 2 * run_seconds > 0
+
+    while may_kill():
         # one chain: a fresh folder, killed again and again until a run completes
         out = tmp_path / f"chain{chains}"
         chains += 1
         epochs_seen: list[int] = []
         while not complete(out):
             proc = _start(data, out, resume=(out / CHECKPOINT_NAME).exists())
-            if kills >= KILLS or time_left() <= 0:
+            if not may_kill():
                 _, stderr = proc.communicate(timeout=240)  # the last run of a chain goes to the end
                 assert proc.returncode == 0, stderr
                 break
@@ -163,4 +170,4 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(tmp_path):
 
     print(f"{kills} kills ({kills_in_write} inside a checkpoint write) over {chains} resumed chains, "
           f"{time.perf_counter() - start_all:.0f} s")
-    assert kills >= 6 and kills_in_write >= 2, (kills, kills_in_write)
+    assert kills >= MIN_KILLS and kills_in_write >= MIN_KILLS_IN_WRITE, (kills, kills_in_write)

@@ -198,22 +198,10 @@ class BlockChain:
         bias = b if b is not None else np.zeros(block.weight_shape[0], x.dtype)
         saved = _Saved(x=x, buffers=buffers, x_padded=x_padded)
         if batch_stats:
-            # conv into z, z's batch statistics, then normalise + ReLU (+ pool) into the output
-            ops.conv2d_padded(x_padded, w, bias, buffers.z)
-            update = norm.running_mean is not None
-            saved.mean, saved.invstd = ops.batch_norm_statistics(
-                buffers.z, norm.running_mean if update else None, norm.running_var if update else None,
-                block.norm.eps, norm.momentum)
-            scale, shift = ops.batch_norm_scale_shift(saved.mean, saved.invstd, *self._affine(norm, block.weight_shape[0], x.dtype))
-            saved.z = buffers.z
-            ops.batch_norm_relu_padded(buffers.z, scale, shift, buffers.y, buffers.out_border, pooled=buffers.pooled,
-                                       pooled_border=buffers.out_border, indices=buffers.indices)
+            self._conv_batch_norm_fast(block, x_padded, w, bias, norm, buffers, saved)
         else:
             if norm is not None:  # eval with running statistics: folded into the conv
-                invstd = 1.0 / np.sqrt(norm.running_var.astype(np.float64) + block.norm.eps)
-                scale, shift = ops.batch_norm_scale_shift(norm.running_mean.astype(np.float64), invstd,
-                                                          *self._affine(norm, block.weight_shape[0], x.dtype))
-                w, bias = ops.fold_batch_norm(w, bias, scale, shift)
+                w, bias = self._folded(block, w, bias, norm)
             if block.pool is None:
                 ops.conv2d_relu_padded(x_padded, w, bias, buffers.y, buffers.out_border)
             else:
@@ -222,6 +210,28 @@ class BlockChain:
         self._fast[i] = buffers
         self._saved[i] = saved if training else None
         return buffers.output[1]
+
+    def _conv_batch_norm_fast(self, block: ConvBlock, x_padded: Any, w: Any, bias: Any, norm: NormParams,
+                              buffers: BlockBuffers, saved: _Saved) -> None:
+        """A batch norm block on its batch's statistics: the conv into z, z's statistics
+        (the running ones updated), then normalise + ReLU (+ pool) into the output."""
+        ops.conv2d_padded(x_padded, w, bias, buffers.z)
+        update = norm.running_mean is not None
+        saved.z = buffers.z
+        saved.mean, saved.invstd = ops.batch_norm_statistics(
+            buffers.z, norm.running_mean if update else None, norm.running_var if update else None, block.norm.eps,
+            norm.momentum)
+        scale, shift = ops.batch_norm_scale_shift(saved.mean, saved.invstd,
+                                                  *self._affine(norm, block.weight_shape[0], w.dtype))
+        ops.batch_norm_relu_padded(buffers.z, scale, shift, buffers.y, buffers.out_border, pooled=buffers.pooled,
+                                   pooled_border=buffers.out_border, indices=buffers.indices)
+
+    def _folded(self, block: ConvBlock, w: Any, bias: Any, norm: NormParams) -> tuple[Any, Any]:
+        """The conv's (weight, bias) with the batch norm's running statistics folded in."""
+        invstd = 1.0 / np.sqrt(norm.running_var.astype(np.float64) + block.norm.eps)
+        scale, shift = ops.batch_norm_scale_shift(norm.running_mean.astype(np.float64), invstd,
+                                                  *self._affine(norm, block.weight_shape[0], w.dtype))
+        return ops.fold_batch_norm(w, bias, scale, shift)
 
     @staticmethod
     def _affine(norm: NormParams, channels: int, dtype: Any) -> tuple[Any, Any]:
