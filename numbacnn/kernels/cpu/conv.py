@@ -46,7 +46,7 @@ weight_gradient_kernel``   5x5 1.44x, 7x7 1.31x); forward and
                            in one row; grad-weight when LANES does
                            not apply. Replaced ``STRIDED`` (the
                            stride-1 output everywhere, every s-th
-                           kept: s * s the work): 1.2-33x faster per
+                           kept: s * s the work): 1.3-28x faster per
                            op (3x3 to 7x7), one thread, measured
 ``LANES`` (strided         where PHASES applies, output rows of at     the reference, the general kernel, the
 grad-weight,               most ``LANES_MAX_OUT_WIDTH`` columns and a  cancelling gradient of
