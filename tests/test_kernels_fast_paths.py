@@ -18,7 +18,7 @@ CONV_INPUTS = [(1, 3, 64, 64), (3, 10, 62, 62), (1, 10, 30, 30), (2, 10, 28, 28)
 
 def test_tiny_vgg_layers_take_the_fast_path():
     assert fast_path_applies(10, 3, 3, 1, 1, 1, 1, 1)
-    assert not fast_path_applies(10, 3, 3, 2, 1, 1, 1, 1)  # stride 2: conv.py's STRIDED variant
+    assert not fast_path_applies(10, 3, 3, 2, 1, 1, 1, 1)  # stride 2: conv.py's PHASES variant
     assert not fast_path_applies(10, 3, 3, 1, 1, 2, 2, 1)  # dilation 2
     assert not fast_path_applies(10, 3, 3, 1, 1, 1, 1, 2)  # groups 2
     assert not fast_path_applies(3, 3, 3, 1, 1, 1, 1, 1)  # few filters
@@ -94,16 +94,16 @@ def test_fast_max_pool2x2_matches_reference(x_shape, dtype, rng):
     ((2, 4, 11, 10), 6, 5, 2, 2),         # 5x5, odd sizes
     ((1, 4, 8, 9), 4, (3, 5), (1, 2), (1, 2)),
 ])
-def test_strided_convolutions_take_the_subsampled_fast_kernels(shape, filters, kernel, stride, padding, dtype, rng):
-    """kernels/cpu/conv.py's STRIDED variant (the stride-1 rows kernel, every s-th row and
-    column kept; the gradient spread onto the stride-1 grid) against the float64 reference
-    and the general strided kernels."""
+def test_strided_convolutions_take_the_phases_fast_kernels(shape, filters, kernel, stride, padding, dtype, rng):
+    """kernels/cpu/conv.py's PHASES variant (the stride-1 rows kernel over the input's
+    phases; more in tests/test_strided_phases.py) against the float64 reference and the
+    general strided kernels."""
     from numbacnn.kernels.cpu import conv as cpu_conv
 
     kernel_h, kernel_w = (kernel, kernel) if isinstance(kernel, int) else kernel
     stride_h, stride_w = (stride, stride) if isinstance(stride, int) else stride
     pad_h, pad_w = (padding, padding) if isinstance(padding, int) else padding
-    assert cpu_conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, 1, 1, 1, 2)[0] == cpu_conv.STRIDED
+    assert cpu_conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, 1, 1, 1, 2)[0] == cpu_conv.PHASES
     x = random_array(rng, shape, dtype)
     w = random_array(rng, (filters, shape[1], kernel_h, kernel_w), dtype)
     b = random_array(rng, (filters,), dtype)

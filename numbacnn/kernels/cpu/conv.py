@@ -24,7 +24,7 @@ planes of the output, grad-input over (image, channel) planes of dx, grad-weight
 (filter, channel) slices of dw, grad-bias over filters.
 
 Fast variants (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, at
-least 4 filters, a kernel up to 7x7)
+least 4 filters, a kernel up to 7x7; strided: ``PHASES`` and ``LANES``)
 ------------------------------------------------------------------------------------
 =========================  ==========================================  ==========================================
 variant                    runs when                                   tested against
@@ -41,13 +41,27 @@ rows_by_kernel_row``,      by_planes``: up to 7 wide) in the four      (tests/te
 ``conv_weight_grad._       kernels above and below: kh looped outside
 weight_gradient_planes_    the columns (rows x filters x KW unrolled);
 kernel``                   grad-weight as whole-plane dot products
-``STRIDED``: the two      stride 2 (``conv_tuning.                    the reference and the general kernels
-above at stride 1,        strided_path_applies``), otherwise as the   (tests/test_kernels_fast_paths.py,
-subsampled                fast path: every s-th row and column of the  ``test_strided_...``)
-                          stride-1 output kept; the gradient spread
-                          onto the stride-1 grid, zeros between
-                          (s * s the multiply-adds, 2-5x faster than
-                          the general loops, one thread, measured)
+                           (PHASES' phase kernels too: 7x7 stride 2's
+                           4x4, 4x3, 3x4)
+``PHASES`` (strided,       stride 2 to ``MAX_PHASE_STRIDE`` on either  the reference, the general kernels and
+``conv_phases.py``):       axis (``phases_path_applies``), otherwise   finite differences, strides 2x2, 2x1, 1x2,
+``conv_rows.conv_rows_     as the fast path, >= 2 output rows: the     3x3; kernels 2, 3, 5, 7; every padding
+kernel`` (forward,         stride-1 kernels over the input's s * s     < K (tests/test_strided_phases.py)
+grad-input) and            phases, ceil(K / s)-tap phase kernels
+``conv_weight_grad.        (3x3: 1.78x the strided multiply-adds,
+weight_gradient_kernel``   5x5 1.44x, 7x7 1.31x); forward and
+                           grad-input pack small images side by side
+                           in one row; grad-weight when LANES does
+                           not apply. Replaced ``STRIDED`` (the
+                           stride-1 output everywhere, every s-th
+                           kept: s * s the work): 1.3-28x faster per
+                           op (3x3 to 7x7), one thread, measured
+``LANES`` (strided         where PHASES applies, output rows of at     the reference, the general kernel, the
+grad-weight,               most ``LANES_MAX_OUT_WIDTH`` columns and a  cancelling gradient of
+``conv_lanes.              batch of ``LANES_MIN_BATCH`` or more: the   test_float64_partial_sums
+weight_gradient_lanes``)   images in the vector lanes, x and dout      (tests/test_strided_phases.py)
+                           batch-last (Tiny VGG's stride-2
+                           grad-weights 1.9-3.4x faster than PHASES)
 ``conv_rows.               Sequential's fused groups on the fast       the compositions in functional/fused.py
 conv_rows_kernel``         path (``numbacnn/fused``): forward + ReLU    (tests/test_fusion.py) and the reference
                            (+ 2x2 pool), grad-input (x ReLU mask)       (tests/test_fusion_kernels.py)
@@ -69,9 +83,9 @@ from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH, end_valid_output, first_valid_output
 from numbacnn.kernels.cpu.bordered import pad_images
-from numbacnn.kernels.cpu import conv_rows, conv_weight_grad
+from numbacnn.kernels.cpu import conv_lanes, conv_phases, conv_rows, conv_weight_grad
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, GRAD_WEIGHT_CHUNKS, MAX_UNROLLED_TAPS, MIN_FILTERS,
-                                              fast_path_applies, strided_path_applies)
+                                              fast_path_applies)
 
 
 # --------------------------------------------------------------------------- #
@@ -205,21 +219,53 @@ def conv2d_backward_bias(db, dout):
 
 GENERAL = "general"
 FAST = "fast"
-STRIDED = "strided"  # the stride-1 fast kernels on every position, every s-th one kept
+PHASES = "phases"  # strided: the stride-1 fast kernels over the input's s * s phases (conv_phases.py)
+LANES = "lanes"  # strided grad-weight, small planes: the images in the vector lanes (conv_lanes.py)
+
+# Strides up to this (on each axis) take the PHASES variant: stride s makes s * s
+# phase channels, each with a ceil(K / s)-tap kernel, so larger strides only add
+# channels; a limit keeps the tested shapes few.
+MAX_PHASE_STRIDE = 4
+
+# A strided grad-weight takes LANES (images in the vector lanes) when its output rows
+# are narrower than this and the batch fills a float32 vector: one thread, against
+# PHASES' row dot products, 0.22 against 0.42 ms at 14 columns, 0.18 against 0.61 at 4,
+# 0.68 against 1.19 at 8 (Tiny VGG's stride-2 layers on 28x28 and 64x64 images), but
+# 6.6 against 3.1 ms at 32 columns, where the rows are long (batch 64, measured).
+LANES_MAX_OUT_WIDTH = 15
+LANES_MIN_BATCH = 16
 
 
-def _strided_why(count, kernel_h, kernel_w, stride_h, stride_w, counted="filters"):
-    return (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {count} {counted}: the stride-1 rows kernel, "
-            f"every {stride_h}{'nd' if stride_h == 2 else 'st'} row and {stride_w}{'nd' if stride_w == 2 else 'st'} "
-            "column kept")
+def phases_path_applies(count, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+    """True when a strided convolution runs as the stride-1 fast kernels over its phases
+    (``PHASES``): stride above 1 and at most ``MAX_PHASE_STRIDE`` on each axis, and the
+    phase convolution (ceil(KH / SH) x ceil(KW / SW) kernels, stride 1) on the fast path:
+    dilation 1, groups 1, ``count`` (filters; input channels for grad-input) at least
+    ``MIN_FILTERS``."""
+    return ((stride_h, stride_w) != (1, 1) and max(stride_h, stride_w) <= MAX_PHASE_STRIDE
+            and fast_path_applies(count, conv_phases.phase_kernel_size(kernel_h, stride_h),
+                                  conv_phases.phase_kernel_size(kernel_w, stride_w), 1, 1, dilation_h, dilation_w,
+                                  groups))
+
+
+def _phases_why(count, kernel_h, kernel_w, stride_h, stride_w, counted="filters",
+                how="the stride-1 rows kernel", layout="images side by side"):
+    split_h = conv_phases.phase_kernel_size(kernel_h, stride_h)
+    split_w = conv_phases.phase_kernel_size(kernel_w, stride_w)
+    work = stride_h * stride_w * split_h * split_w / (kernel_h * kernel_w)
+    return (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {count} {counted}: {how} over the input's "
+            f"{stride_h * stride_w} phases ({split_h}x{split_w} phase kernels, {work:.2f}x the multiply-adds), "
+            f"{layout}")
 
 
 def choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups, out_height):
-    """(variant, why) of :func:`conv2d_forward`: ``FAST`` (``conv_rows.correlation_kernel``)
-    or ``GENERAL`` (:func:`conv2d_forward_general`), or ``STRIDED`` (the fast kernel at
-    stride 1, subsampled)."""
-    if strided_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-        return STRIDED, _strided_why(filters, kernel_h, kernel_w, stride_h, stride_w)
+    """(variant, why) of :func:`conv2d_forward`: ``FAST`` (``conv_rows.correlation_kernel``),
+    ``PHASES`` (strided: ``conv_rows.conv_rows_kernel`` over the phases) or ``GENERAL``
+    (:func:`conv2d_forward_general`)."""
+    if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        if out_height < 2:
+            return GENERAL, "one output row (the row kernel computes two at a time)"
+        return PHASES, _phases_why(filters, kernel_h, kernel_w, stride_h, stride_w)
     if not fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         return GENERAL, _why_not_fast(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                       groups)
@@ -231,11 +277,13 @@ def choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, 
 def choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
                           groups, in_height):
     """(variant, why) of :func:`conv2d_backward_input`: ``FAST`` (the forward row kernel
-    on the flipped kernel) or ``GENERAL`` (:func:`conv2d_backward_input_general`), or
-    ``STRIDED`` (the output gradient spread onto the stride-1 grid, zeros between)."""
-    if (strided_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups)
-            and pad_h < kernel_h and pad_w < kernel_w):
-        return STRIDED, _strided_why(channels, kernel_h, kernel_w, stride_h, stride_w, "input channels")
+    on the flipped kernel), ``PHASES`` (strided: the same over the phases) or ``GENERAL``
+    (:func:`conv2d_backward_input_general`)."""
+    if phases_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        # phase rows PH = OH + ceil(KH / SH) - 1: one row only when KH <= SH and OH = 1
+        if kernel_h <= stride_h and in_height < 2 * stride_h:
+            return GENERAL, "one phase row (the row kernel computes two at a time)"
+        return PHASES, _phases_why(channels, kernel_h, kernel_w, stride_h, stride_w, "input channels")
     if not fast_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         return GENERAL, _why_not_fast(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                       groups, counted="input channels")
@@ -246,13 +294,20 @@ def choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_
     return FAST, f"{kernel_h}x{kernel_w}, stride 1, {channels} input channels: flipped-kernel correlation rows"
 
 
-def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
+                           batch, out_width):
     """(variant, why) of :func:`conv2d_backward_weight`: ``FAST``
-    (``conv_weight_grad.weight_gradient_kernel``) or ``GENERAL``
-    (:func:`conv2d_backward_weight_general`), or ``STRIDED`` (the output gradient spread
-    onto the stride-1 grid)."""
-    if strided_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-        return STRIDED, _strided_why(filters, kernel_h, kernel_w, stride_h, stride_w)
+    (``conv_weight_grad.weight_gradient_kernel``), for strided convolutions ``LANES``
+    (``conv_lanes.weight_gradient_lanes``: narrow output rows, a batch of
+    ``LANES_MIN_BATCH`` or more) or ``PHASES`` (the fast kernel over the phases), or
+    ``GENERAL`` (:func:`conv2d_backward_weight_general`)."""
+    if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        if out_width <= LANES_MAX_OUT_WIDTH and batch >= LANES_MIN_BATCH:
+            return LANES, (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {filters} filters, "
+                           f"{out_width}-column output rows: the {batch} images in the vector lanes, float32 row "
+                           "sums per image, float64 across rows and images")
+        return PHASES, _phases_why(filters, kernel_h, kernel_w, stride_h, stride_w,
+                                   how="row dot products, float64 partial sums,", layout="one image a row")
     if not fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         return GENERAL, _why_not_fast(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                       groups)
@@ -262,7 +317,8 @@ def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dila
 def _why_not_fast(count, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups, counted="filters"):
     """The first condition of ``fast_path_applies`` that fails, in words."""
     if (stride_h, stride_w) != (1, 1):
-        return f"stride {stride_h}x{stride_w} (the fast kernels are stride 1)"
+        return (f"stride {stride_h}x{stride_w} (the fast kernels are stride 1; over the phases up to "
+                f"{MAX_PHASE_STRIDE})")
     if (dilation_h, dilation_w) != (1, 1):
         return f"dilation {dilation_h}x{dilation_w}"
     if groups != 1:
@@ -285,11 +341,8 @@ def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, d
                                 out.shape[2])
     if variant == FAST:
         _correlate(out, x, w, b, pad_h, pad_w)
-    elif variant == STRIDED:
-        full = np.empty(_stride1_shape(out.shape, x.shape, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w),
-                        out.dtype)
-        _correlate(full, x, w, b, pad_h, pad_w)
-        out[...] = _kept(full, out.shape, stride_h, stride_w)
+    elif variant == PHASES:
+        _forward_phases(out, x, w, b, stride_h, stride_w, pad_h, pad_w)
     else:
         conv2d_forward_general(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups)
 
@@ -304,10 +357,9 @@ def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilatio
     filters, channels, kernel_h, kernel_w = w.shape
     variant, _ = choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
                                        dilation_w, groups, dx.shape[2])
-    if variant in (FAST, STRIDED):
-        if variant == STRIDED:  # the gradient of the stride-1 output: dout where kept, zero between
-            dout = _spread(dout, _stride1_shape(dout.shape, dx.shape, kernel_h, kernel_w, stride_h, stride_w, pad_h,
-                                                pad_w), stride_h, stride_w)
+    if variant == PHASES:
+        _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w)
+    elif variant == FAST:
         flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW), 1 KB
         no_bias = np.zeros(channels, dx.dtype)
         _correlate(dx, dout, flipped, no_bias, kernel_h - 1 - pad_h, kernel_w - 1 - pad_w)
@@ -325,11 +377,12 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
     """
     filters, channels, kernel_h, kernel_w = dw.shape
     variant, _ = choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
-                                        groups)
-    if variant in (FAST, STRIDED):
-        if variant == STRIDED:
-            dout = _spread(dout, _stride1_shape(dout.shape, x.shape, kernel_h, kernel_w, stride_h, stride_w, pad_h,
-                                                pad_w), stride_h, stride_w)
+                                        groups, dout.shape[0], dout.shape[3])
+    if variant == LANES:
+        _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
+    elif variant == PHASES:
+        _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
+    elif variant == FAST:
         chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0] * dout.shape[2]))
         partial = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
         padded_x = _zero_padded(x, pad_h, pad_w, dout.shape[2], dout.shape[3], kernel_h, kernel_w)
@@ -341,28 +394,84 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
                                        groups)
 
 
-def _stride1_shape(out_shape, in_shape, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
-    """(N, F, OH1, OW1): the stride-1 output a strided (N, F, OH, OW) output is every
-    s-th row and column of. It reaches the last kept position, and far enough that the
-    padded input it reads holds the whole input (``pad_images`` copies x unclipped)."""
-    def extent(out, size, kernel, stride, pad):
-        return max((out - 1) * stride + 1, pad + size - kernel + 1)
-
-    return (out_shape[0], out_shape[1], extent(out_shape[2], in_shape[2], kernel_h, stride_h, pad_h),
-            extent(out_shape[3], in_shape[3], kernel_w, stride_w, pad_w))
+_NO_INDICES = np.empty((1, 1, 1, 1), np.int64)  # conv_rows_kernel's pool indices, unused in MODE_BIAS
 
 
-def _kept(full, out_shape, stride_h, stride_w):
-    """The (N, F, OH, OW) positions of a stride-1 output (N, F, OH1, OW1) a strided conv keeps."""
-    return full[:, :, 0:(out_shape[2] - 1) * stride_h + 1:stride_h, 0:(out_shape[3] - 1) * stride_w + 1:stride_w]
+def _forward_phases(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
+    """out (N, F, OH, OW) = the strided convolution of x (N, C, H, W): the stride-1
+    correlation of x's phases, images packed side by side, with the phase weights
+    (``conv_phases``' derivation), unpacked."""
+    filters, channels, kernel_h, kernel_w = w.shape
+    batch, _, out_height, out_width = out.shape
+    layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w)
+    phases = np.empty((layout.packed_batch, layout.phases * channels, layout.phase_height, layout.packed_width),
+                      x.dtype)
+    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, layout.group)
+    pack_phases(phases, x, stride_h, stride_w, pad_h, pad_w)
+    packed_shape = (layout.packed_batch, filters, out_height, layout.packed_width - layout.split_w + 1)
+    packed_out = out if layout.group == 1 else np.empty(packed_shape, out.dtype)  # one image a row: out itself
+    correlate = conv_rows.conv_rows_kernel(filters, layout.split_h, layout.split_w, conv_rows.MODE_BIAS,
+                                           layout.phase_height, layout.packed_width, itemsize=x.itemsize)
+    correlate(packed_out, packed_out, _NO_INDICES, packed_out, phases,
+              conv_phases.phase_weights(w, stride_h, stride_w), b)
+    if layout.group > 1:
+        conv_phases.unpack_images_kernel(layout.slot_width, layout.group, out_width)(out, packed_out)
 
 
-def _spread(dout, full_shape, stride_h, stride_w):
-    """dout (N, F, OH, OW) on the stride-1 grid (N, F, OH1, OW1): at the kept positions,
-    zero between (a zero gradient adds nothing to grad-input or grad-weight)."""
-    full = np.zeros(full_shape, dout.dtype)
-    _kept(full, dout.shape, stride_h, stride_w)[...] = dout
-    return full
+def _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
+    """dx (N, C, H, W): the stride-1 grad-input of the phase convolution (dout packed
+    side by side and padded by KP - 1, correlated with the flipped phase weights),
+    merged back from the phases."""
+    filters, channels, kernel_h, kernel_w = w.shape
+    batch, _, out_height, out_width = dout.shape
+    layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w)
+    border_h, border_w = layout.split_h - 1, layout.split_w - 1
+    packed_dout = np.empty((layout.packed_batch, filters, out_height + 2 * border_h, border_w + layout.packed_width),
+                           dout.dtype)
+    pack_dout = conv_phases.pack_images_kernel(border_h, border_w, layout.slot_width, layout.group, out_width)
+    pack_dout(packed_dout, dout)
+    split = conv_phases.phase_weights(w, stride_h, stride_w)  # (F, SH * SW * C, KPH, KPW)
+    flipped = np.ascontiguousarray(split[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (SH * SW * C, F, KPH, KPW)
+    dphases = np.empty((layout.packed_batch, layout.phases * channels, layout.phase_height, layout.packed_width),
+                       dx.dtype)
+    correlate = conv_rows.conv_rows_kernel(layout.phases * channels, layout.split_h, layout.split_w,
+                                           conv_rows.MODE_BIAS, packed_dout.shape[2], packed_dout.shape[3],
+                                           itemsize=dx.itemsize)
+    correlate(dphases, dphases, _NO_INDICES, dphases, packed_dout, flipped, np.zeros(dphases.shape[1], dx.dtype))
+    merge_phases = conv_phases.merge_phases_kernel(layout.slot_width, layout.group)
+    merge_phases(dx, dphases, stride_h, stride_w, pad_h, pad_w)
+
+
+def _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
+    """dw (F, C, KH, KW) of a strided convolution, images in the vector lanes: x and dout
+    with the batch axis last (x zero-padded), then ``conv_lanes.weight_gradient_lanes``."""
+    filters, channels, kernel_h, kernel_w = dw.shape
+    batch, _, out_height, out_width = dout.shape
+    x_t = np.empty((channels, (out_height - 1) * stride_h + kernel_h, (out_width - 1) * stride_w + kernel_w, batch),
+                   x.dtype)
+    conv_lanes.images_last(x_t, x, pad_h, pad_w)
+    dout_t = np.empty((filters, out_height, out_width, batch), dout.dtype)
+    conv_lanes.images_last(dout_t, dout, 0, 0)
+    conv_lanes.weight_gradient_lanes(dw, dout_t, x_t, stride_h, stride_w)
+
+
+def _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
+    """dw (F, C, KH, KW): the stride-1 grad-weight of the phase convolution, its taps put
+    back. One image a row, never packed: the fast grad-weight sums each row in the
+    data's type, and a packed float32 row would sum several images' rows before the
+    float64 partial sums (tests/test_float64_partial_sums.py holds them apart)."""
+    filters, channels, kernel_h, kernel_w = dw.shape
+    batch, _, out_height, out_width = dout.shape
+    layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w,
+                                      packed=False)
+    phases = np.empty((batch, layout.phases * channels, layout.phase_height, layout.slot_width), x.dtype)
+    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, 1)
+    pack_phases(phases, x, stride_h, stride_w, pad_h, pad_w)
+    chunks = max(1, min(GRAD_WEIGHT_CHUNKS, batch * out_height))
+    partial = np.empty((chunks, filters, phases.shape[1], layout.split_h, layout.split_w), np.float64)
+    no_bias = np.empty((1, 1), np.float64)  # not written without with_bias
+    conv_weight_grad.weight_gradient_kernel(filters, layout.split_h, layout.split_w)(partial, no_bias, dout, phases)
+    conv_phases.merge_phase_weights(dw, partial.sum(axis=0), stride_h, stride_w)
 
 
 def _zero_padded(src, pad_top, pad_left, out_height, out_width, kernel_h, kernel_w):
