@@ -34,6 +34,7 @@ import numbacnn.functional as F
 import reference as ref
 from helpers import assert_close, relative_l2_error
 from numbacnn import nn
+from numbacnn.kernels.cpu import conv_tuning
 
 BIG = 2.0 ** 20
 SMALL = 2.0 ** -10
@@ -94,7 +95,10 @@ def _float32_running_sum_of_planes(dout):
 FUNCTIONAL_CASES = [
     ("fast 3x3 pad 0", (4, 3, 26, 12), 10, (3, 3), dict(padding=(0, 0))),
     ("fast 3x3 pad 1", (4, 3, 24, 10), 10, (3, 3), dict(padding=(1, 1))),
-    ("fast (3,5) pad (1,2)", (3, 2, 24, 11), 4, (3, 5), dict(padding=(1, 2))),
+    # kernels larger than 3x3 sum whole planes in float32 (conv_weight_grad._weight_gradient_planes_kernel):
+    # all-big or all-small planes, many images; a kernel wider than 7 keeps the row kernel
+    ("fast (3,5) pad (1,2) planes", (24, 2, 9, 11), 4, (3, 5), dict(padding=(1, 2))),
+    ("fast (2,9) pad (1,4)", (3, 2, 24, 11), 4, (2, 9), dict(padding=(1, 4))),
     ("general stride (1,2)", (4, 3, 26, 21), 8, (3, 3), dict(stride=(1, 2), padding=(0, 0))),
     ("general dilation (2,1)", (4, 2, 28, 12), 4, (3, 3), dict(dilation=(2, 1), padding=(0, 0))),
     ("general 3 filters", (4, 3, 26, 12), 3, (3, 3), dict(padding=(0, 0))),
@@ -110,7 +114,8 @@ def test_functional_grad_weight_and_bias_sum_in_float64(name, x_shape, filters, 
     stride, padding, dilation = hyper.get("stride", (1, 1)), hyper.get("padding", (0, 0)), hyper.get("dilation",
                                                                                                        (1, 1))
     out_shape = F.conv2d(x, w, **hyper).shape
-    gy = cancelling_gradient(rng, out_shape, kernel, padding, stride, dilation, x_shape[2:])
+    unit = "plane" if stride == (1, 1) and conv_tuning.weight_gradient_by_planes(*kernel) else "row"
+    gy = cancelling_gradient(rng, out_shape, kernel, padding, stride, dilation, x_shape[2:], unit=unit)
     _, gw, gb = F.conv2d_backward(gy, x, w, **hyper)
     _check_reduction(gw, gb, gy, x, w.shape, stride=stride, padding=padding, dilation=dilation)
 
@@ -119,11 +124,12 @@ def test_functional_grad_weight_and_bias_sum_in_float64(name, x_shape, filters, 
 # bias on an all-ones input the ReLU passes every gradient, so gz = gy.
 SEQUENTIAL_CASES = [
     # the 3x3 kernels of the fused group sum one whole plane in float32 (see kernels/cpu/fused.py),
+    # and so do kernels larger than 3x3 (conv_weight_grad._weight_gradient_planes_kernel),
     # so their data is all-big or all-small per plane; many images per filter
     ("fused 3x3 pad 0", (24, 3, 10, 9), 10, 3, 0, "plane"),
     ("fused 3x3 pad 1", (24, 3, 8, 9), 10, 3, 1, "plane"),
-    ("fused (3,5) pad (1,2)", (3, 2, 24, 11), 4, (3, 5), (1, 2), "row"),
-    ("fused (5,3) pad 0", (3, 2, 26, 10), 8, (5, 3), 0, "row"),
+    ("fused (3,5) pad (1,2)", (24, 2, 9, 11), 4, (3, 5), (1, 2), "plane"),
+    ("fused 3x3 pad (1,0)", (3, 2, 26, 10), 8, 3, (1, 0), "row"),  # the row kernel (gz bordered (1,2))
     ("fused (5,3) pad 0 planes", (24, 2, 9, 8), 8, (5, 3), 0, "plane"),
 ]
 

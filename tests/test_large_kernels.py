@@ -63,7 +63,8 @@ def test_functional_large_kernels_match_general_and_reference(case, dtype, rng):
     x_shape, filters, (kernel_h, kernel_w), pad = case
     assert cpu_conv.choose_forward(filters, kernel_h, kernel_w, 1, 1, 1, 1, 1, 2)[0] == cpu_conv.FAST
     assert cpu_conv.choose_backward_input(x_shape[1], kernel_h, kernel_w, 1, 1, *pad, 1, 1, 1, 2)[0] == cpu_conv.FAST
-    assert cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, 1, 1, 1, 1, 1)[0] == cpu_conv.FAST
+    assert cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, 1, 1, 1, 1, 1, x_shape[0],
+                                           x_shape[3])[0] == cpu_conv.FAST
     x = random_array(rng, x_shape, dtype)
     w = random_array(rng, (filters, x_shape[1], kernel_h, kernel_w), dtype)
     b = random_array(rng, (filters,), dtype)
