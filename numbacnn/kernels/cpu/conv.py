@@ -85,7 +85,7 @@ from numbacnn.kernels.common import FASTMATH, end_valid_output, first_valid_outp
 from numbacnn.kernels.cpu.bordered import pad_images
 from numbacnn.kernels.cpu import conv_lanes, conv_phases, conv_rows, conv_weight_grad
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, GRAD_WEIGHT_CHUNKS, MAX_UNROLLED_TAPS, MIN_FILTERS,
-                                              fast_path_applies)
+                                              fast_path_applies, weight_gradient_by_planes)
 
 
 # --------------------------------------------------------------------------- #
@@ -311,6 +311,9 @@ def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dila
     if not fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         return GENERAL, _why_not_fast(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                       groups)
+    if weight_gradient_by_planes(kernel_h, kernel_w):
+        return FAST, (f"{kernel_h}x{kernel_w}, stride 1, {filters} filters: whole planes, kernel rows looped, "
+                      "float64 partial sums")
     return FAST, f"{kernel_h}x{kernel_w}, stride 1, {filters} filters: row dot products, float64 partial sums"
 
 

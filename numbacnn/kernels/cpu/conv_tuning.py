@@ -47,20 +47,6 @@ def fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_
             and MIN_FILTERS <= filters and 2 * kernel_h * kernel_w <= MAX_UNROLLED_TAPS)
 
 
-# Strides up to this take the stride-1 fast kernels and keep every s-th row and column
-# (conv.py's STRIDED variant): s * s times the multiply-adds, on kernels 5-20x faster
-# per multiply-add than the general strided loops (issue 18's stride-2 measurements).
-MAX_SUBSAMPLED_STRIDE = 2
-
-
-def strided_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-    """True when a strided convolution runs as the stride-1 fast kernels, subsampled:
-    stride above 1 and at most ``MAX_SUBSAMPLED_STRIDE`` on each axis, and everything
-    else as ``fast_path_applies`` asks."""
-    return ((stride_h, stride_w) != (1, 1) and max(stride_h, stride_w) <= MAX_SUBSAMPLED_STRIDE
-            and fast_path_applies(filters, kernel_h, kernel_w, 1, 1, dilation_h, dilation_w, groups))
-
-
 def unrolled_body_budget(kernel_h, kernel_w):
     """Multiply-adds per column vector that an unrolled forward body may hold and still
     vectorise. 3x3 bodies of 72-90 vectorise; 5x5 and 7x7 bodies of 98-100 did not
