@@ -115,3 +115,16 @@ def test_info_kernels_command_prints_the_table_and_refuses_bad_options():
     bad = subprocess.run([sys.executable, "-m", "numbacnn", "info", "--kernels", "--image-size", "2"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("numbacnn info: error:")
+
+
+def test_readme_table_is_what_info_kernels_prints():
+    """The README's excerpt of ``numbacnn info --kernels`` (the main job) is the table the
+    code prints now: file:line moves whenever a kernel file changes."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```text\ntiny_vgg, input 64x1x28x28 float32 on cpu, a training step:\n")
+    excerpt = readme[start:readme.index("```", start + 3)].splitlines()[2:]
+    assert excerpt[-1] == "..."
+    printed = format_kernel_choices(kernel_choices(tiny_vgg(1, 10, 28, padding=1, seed=0), (64, 1, 28, 28)))
+    assert excerpt[:-1] == printed.splitlines()[:len(excerpt) - 1]
