@@ -593,6 +593,16 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
     return rows, float(np.mean(step_times))
 
 
+def _print_kernel_rows(rows: list[tuple], step_seconds: float, roof: float) -> None:
+    """The per-kernel table's header and one row per kernel (from :func:`kernel_table`)."""
+    print("| kernel | ms per step | % of step | rate | % of roof |")
+    print("|---|---:|---:|---:|---:|")
+    for name, seconds, work, unit in rows:
+        rate = f"{work / seconds / 1e9:.1f} {unit}" if work and seconds > 0 else "-"
+        share = f"{100 * work / seconds / 1e9 / roof:.0f}%" if unit == "GFLOP/s" and seconds > 0 else "-"
+        print(f"| {name} | {seconds * 1e3:.3f} | {100 * seconds / step_seconds:.0f}% | {rate} | {share} |")
+
+
 def print_kernel_tables(dtype: str, steps: int, roof: float) -> None:
     for label, in_channels, size, batch, padding in STEP_SHAPES:
         ours = TinyVGGStep(batch, dtype, in_channels=in_channels, image_size=size, padding=padding)
@@ -601,12 +611,7 @@ def print_kernel_tables(dtype: str, steps: int, roof: float) -> None:
         rows, step_seconds = kernel_table(ours, steps)
         print(f"numbacnn per kernel, {label} (mean of {steps} steps, calls in step order):")
         print()
-        print("| kernel | ms per step | % of step | rate | % of roof |")
-        print("|---|---:|---:|---:|---:|")
-        for name, seconds, work, unit in rows:
-            rate = f"{work / seconds / 1e9:.1f} {unit}" if work and seconds > 0 else "-"
-            share = f"{100 * work / seconds / 1e9 / roof:.0f}%" if unit == "GFLOP/s" and seconds > 0 else "-"
-            print(f"| {name} | {seconds * 1e3:.3f} | {100 * seconds / step_seconds:.0f}% | {rate} | {share} |")
+        _print_kernel_rows(rows, step_seconds, roof)
         rest = step_seconds - sum(row[1] for row in rows)
         print(f"| everything else (Python, dispatch, Flatten, zero_grad) | {rest * 1e3:.3f} | "
               f"{100 * rest / step_seconds:.0f}% | - | - |")
@@ -627,12 +632,7 @@ def print_variant_kernel_tables(dtype: str, steps: int, roof: float) -> None:
         print(f"numbacnn per kernel, {label} (1x28x28, batch 64; mean of {steps} steps, calls in step order; "
               f"load {load_average()}):")
         print()
-        print("| kernel | ms per step | % of step | rate | % of roof |")
-        print("|---|---:|---:|---:|---:|")
-        for name, seconds, work, unit in rows:
-            rate = f"{work / seconds / 1e9:.1f} {unit}" if work and seconds > 0 else "-"
-            share = f"{100 * work / seconds / 1e9 / roof:.0f}%" if unit == "GFLOP/s" and seconds > 0 else "-"
-            print(f"| {name} | {seconds * 1e3:.3f} | {100 * seconds / step_seconds:.0f}% | {rate} | {share} |")
+        _print_kernel_rows(rows, step_seconds, roof)
         rest = step_seconds - sum(row[1] for row in rows)
         print(f"| everything else | {rest * 1e3:.3f} | {100 * rest / step_seconds:.0f}% | - | - |")
         flops = 3 * ours.model.flops(tuple(ours.x.shape))
