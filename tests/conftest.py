@@ -92,3 +92,16 @@ def device(request) -> str:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+# The longest files first. pytest-xdist (``--dist loadfile``, pyproject.toml) hands whole
+# files to the workers in collection order, so a long file collected late (the README
+# run, alphabetically near the end) kept one worker busy minutes after the other had
+# finished (CI on 2 cores, 2026-12-06: the README test started last, 145 s).
+SLOW_FILES_FIRST = ("test_readme.py", "test_sweep.py", "test_cache.py", "test_fusion_axes.py", "test_gpu_check.py",
+                    "test_fusion.py", "test_cuda_compile.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: every file keeps its own order
