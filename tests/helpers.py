@@ -86,3 +86,19 @@ def on_device(device: str, fn, *args, **kwargs):
 
 def random_array(rng: np.random.Generator, shape, dtype) -> np.ndarray:
     return rng.standard_normal(shape).astype(dtype)
+
+
+def bordered_copy(a: np.ndarray, border: tuple[int, int]) -> np.ndarray:
+    """a (N, C, H, W) in the interior of a new zero-bordered buffer (``numbacnn/fused/buffers.py``)."""
+    from numbacnn.fused.buffers import bordered_empty, interior
+
+    buffer = bordered_empty(a.shape, border, a.dtype)
+    interior(buffer, border, a.shape)[...] = a
+    return buffer
+
+
+def assert_border_zero(buffer: np.ndarray, border: tuple[int, int], shape: tuple, name: str) -> None:
+    """Nothing outside the (N, C, H, W) interior at ``border`` of a bordered buffer was written."""
+    inside = np.zeros(buffer.shape, bool)
+    inside[:, :, border[0]:border[0] + shape[2], border[1]:border[1] + shape[3]] = True
+    assert not np.any(buffer[~inside]), f"{name}: border written"

@@ -14,7 +14,7 @@ import numbacnn.fused.bordered_ops as FF
 from numbacnn.fused import ConvBlock, fast_path
 from numbacnn.fused.buffers import bordered_empty, interior
 import reference as ref
-from helpers import DTYPES, assert_close, random_array
+from helpers import DTYPES, assert_border_zero as _assert_border_zero, assert_close, bordered_copy as _bordered, random_array
 
 # (batch, channels, height, width, filters, (kernel_h, kernel_w), padding)
 CASES = [
@@ -28,18 +28,6 @@ CASES = [
     (2, 3, 9, 40, 6, (5, 5), 2),      # 5x5: blocks of 4 rows x 1 filter, 40 wide (3 vectors)
     (1, 4, 3, 5, 4, (2, 2), 0),       # two output rows only
 ]
-
-
-def _bordered(a, border):
-    buffer = bordered_empty(a.shape, border, a.dtype)
-    interior(buffer, border, a.shape)[...] = a
-    return buffer
-
-
-def _assert_border_zero(buffer, border, shape, name):
-    inside = np.zeros(buffer.shape, bool)
-    inside[:, :, border[0]:border[0] + shape[2], border[1]:border[1] + shape[3]] = True
-    assert not np.any(buffer[~inside]), f"{name}: border written"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -13,7 +13,7 @@ import pytest
 import numbacnn.functional as F
 import numbacnn.fused.bordered_ops as FF
 import reference as ref
-from helpers import DTYPES, assert_close, random_array
+from helpers import DTYPES, assert_border_zero as _assert_border_zero, assert_close, bordered_copy as _bordered, random_array
 from numbacnn.fused.buffers import bordered_empty, interior
 from numbacnn.kernels.cpu import conv as cpu_conv
 from numbacnn.kernels.cpu import conv_tuning
@@ -81,18 +81,6 @@ def test_functional_large_kernels_match_general_and_reference(case, dtype, rng):
     assert_close(y, general_y, dtype, "y against the general kernel")
     assert_close(gx, general_gx, dtype, "gx against the general kernel")
     assert_close(gw, general_gw, dtype, "gw against the general kernel")
-
-
-def _bordered(a, border):
-    buffer = bordered_empty(a.shape, border, a.dtype)
-    interior(buffer, border, a.shape)[...] = a
-    return buffer
-
-
-def _assert_border_zero(buffer, border, shape, name):
-    inside = np.zeros(buffer.shape, bool)
-    inside[:, :, border[0]:border[0] + shape[2], border[1]:border[1] + shape[3]] = True
-    assert not np.any(buffer[~inside]), f"{name}: border written"
 
 
 # (batch, channels, height, width, filters, kernel, padding, dtypes): Tiny VGG's 5x5 and 7x7
