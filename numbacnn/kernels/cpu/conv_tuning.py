@@ -101,6 +101,41 @@ KERNEL_ROW_FILTER_BLOCK = 2  # filters per block on rows of two or more vectors
 KERNEL_ROW_PAIR_BUDGET = 50
 
 
+# The plane body (conv_rows._accumulate_planes_by_kernel_row: kernels larger than 3x3 on
+# rows of two or more vectors) runs one long loop over a task's flattened rows with a
+# block of filters x kernel_w FMAs per column vector. Measured (float32, one thread,
+# Tiny VGG's 10 filters, 28 wide, alternating in one process): 5 filters x whole plane
+# 82 GFLOP/s for 5x5 (the kernel-row body's best block, 4 rows x 2 filters: 65-67) and
+# 73 for 7x7 (64); 14 rows per task 81 and 69; 10 filters 53-59; C = 1: 46 against 29.
+# Rows of one vector (14 wide) keep the kernel-row body (81 against 76: the padded row,
+# 18 wide, wastes more columns than the rounding to one vector, 16).
+PLANE_FILTER_BLOCK = 5
+# A task's sums (filters x rows x padded width) stay within this many bytes (about L1):
+# the whole 28x28 plane for 5x5 and 7x7 (36 and 38 KB), fewer rows of wider planes.
+PLANE_SUMS_BYTES = 40 * 1024
+
+
+def planes_outside(kernel_h, kernel_w, vectors_per_row):
+    """True when ``conv_rows.conv_rows_kernel`` sums flattened planes
+    (``conv_rows._accumulate_planes_by_kernel_row``): kernels larger than 3x3 whose
+    output rows are two or more 64-byte vectors."""
+    return kernel_rows_outside(kernel_h, kernel_w) and vectors_per_row >= 2
+
+
+def plane_blocking(filters, out_height, in_width, itemsize):
+    """(filter_block, rows_per_task) of the plane body (:func:`planes_outside`): up to
+    ``PLANE_FILTER_BLOCK`` filters (a divisor of ``filters``), and the output rows split
+    into equal blocks of an even number of rows (2x2 pool windows stay inside a task)
+    whose sums fit ``PLANE_SUMS_BYTES`` (the whole plane when it fits)."""
+    block = _largest_divisor(filters, PLANE_FILTER_BLOCK)
+    most_rows = max(2, PLANE_SUMS_BYTES // (filters * in_width * itemsize))
+    blocks = (out_height + most_rows - 1) // most_rows
+    rows = (out_height + blocks - 1) // blocks
+    if blocks > 1 and rows % 2:
+        rows += 1
+    return block, min(rows, out_height)
+
+
 def _largest_divisor(filters, limit):
     """The largest divisor of ``filters`` that is at most ``limit`` (at least 1)."""
     for block in range(min(filters, max(limit, 1)), 0, -1):
