@@ -16,7 +16,7 @@ import numpy as np
 from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH
-from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS, weight_gradient_by_planes
+from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS, VECTOR_BYTES, weight_gradient_by_planes
 
 
 @lru_cache(maxsize=None)
@@ -182,10 +182,12 @@ def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_l
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def weight_gradient_planes(partial_w, partial_b, dout, x):
         chunks = partial_w.shape[0]
-        batch, channels, width = x.shape[0], x.shape[1], x.shape[3]
-        out_height = x.shape[2] - kernel_h + 1
+        batch, channels, height, width = x.shape
+        out_height = height - kernel_h + 1
         out_width = width - kernel_w + 1
         length = (out_height - 1) * width + out_width  # first to last output element, on rows of W
+        vector = VECTOR_BYTES // x.itemsize
+        whole_length = (length + vector - 1) // vector * vector  # no remainder loop: the tail is zero
         zero = dout.dtype.type(0)
         for chunk in prange(chunks):
             for f in range(filters):
@@ -195,9 +197,17 @@ def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_l
                     for kh in range(kernel_h):
                         for kw in range(kernel_w):
                             partial_w[chunk, f, c, kh, kw] = 0.0
-            # two filters' gradient planes on rows of W; the columns past OW stay zero
-            planes = np.zeros((2, out_height * width), dout.dtype)
+            # two filters' gradient planes on rows of W; the columns past OW and the tail
+            # stay zero
+            planes = np.zeros((2, whole_length), dout.dtype)
+            # the image's input planes, each with a zero tail: the whole-vector dot
+            # products of the last kernel row read zeros past the plane
+            x_planes = np.zeros((channels, height * width + vector), x.dtype)
             for n in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
+                for c in range(channels):
+                    for row in range(height):
+                        for col in range(width):
+                            x_planes[c, row * width + col] = x[n, c, row, col]
                 for first in range(0, filters, 2):
                     second = min(first + 1, filters - 1)  # an odd last filter pairs with itself
                     for oh in range(out_height):
@@ -216,9 +226,10 @@ def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_l
                         if second != first:
                             partial_b[chunk, second] += second_sum
                     for c in range(channels):
-                        xs = x[n, c].reshape(-1)
+                        xs = x_planes[c]
                         for kh in range(kernel_h):
-                            first_sums, second_sums = _kernel_row_dots(g0, g1, xs[kh * width:], length, kernel_w)
+                            first_sums, second_sums = _kernel_row_dots(g0, g1, xs[kh * width:], whole_length,
+                                                                       kernel_w)
                             for kw in range(kernel_w):
                                 partial_w[chunk, first, c, kh, kw] += first_sums[kw]
                                 if second != first:
