@@ -90,32 +90,6 @@ def _accumulate_rows_by_kernel_row(sums, x, w, n, top_row, first, width, filters
                             sums[first + r, f, ow] = s
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _accumulate_planes_by_kernel_row(sums, xs, w, c, length, filters, kernel_h, kernel_w, filter_block, in_width):
-    """Adds input channel c's taps to a task's flattened sums: sums[f, i] += w[f, c, kh,
-    kw] * xs[i + kh * in_width + kw] for i < length, every filter, kernel row and tap.
-
-    sums (F, R * in_width) holds R output rows on rows of the *input's* width: output
-    (r, ow) is element ``r * in_width + ow``, so every tap is a constant offset into the
-    flattened input plane xs (which starts at the task's first row) and one loop of
-    ``length = (R - 1) * in_width + OW`` elements covers all R rows; the in_width - OW
-    elements between rows are computed and never stored (the tap reads stay inside the
-    plane). Against :func:`_accumulate_rows_by_kernel_row`, whose loop covers one row
-    (one or two vectors), the loop is long (the set-up of each filter block and kernel
-    row is paid once per task, not once per row block), and each input load feeds
-    filter_block FMAs with no register block of rows. Inlined into
-    ``conv_rows_kernel``'s plane kernels, counts compiled in; each sum gets its taps in
-    the same order as in :func:`_accumulate_rows_by_kernel_row` (c, kh, kw)."""
-    for first_filter in range(0, filters, filter_block):
-        for kh in range(kernel_h):
-            for i in range(length):
-                for f in range(first_filter, first_filter + filter_block):
-                    s = sums[f, i]
-                    for kw in range(kernel_w):
-                        s += w[f, c, kh, kw] * xs[i + kh * in_width + kw]
-                    sums[f, i] = s
-
-
 @lru_cache(maxsize=None)
 def correlation_kernel(filters, kernel_h, kernel_w):
     """The forward convolution for one (filters, kernel_h, kernel_w), stride 1, no padding.
@@ -360,6 +334,32 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
 
     BUILT_KERNELS.append(conv_rows)
     return conv_rows
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _accumulate_planes_by_kernel_row(sums, xs, w, c, length, filters, kernel_h, kernel_w, filter_block, in_width):
+    """Adds input channel c's taps to a task's flattened sums: sums[f, i] += w[f, c, kh,
+    kw] * xs[i + kh * in_width + kw] for i < length, every filter, kernel row and tap.
+
+    sums (F, R * in_width) holds R output rows on rows of the *input's* width: output
+    (r, ow) is element ``r * in_width + ow``, so every tap is a constant offset into the
+    flattened input plane xs (which starts at the task's first row) and one loop of
+    ``length = (R - 1) * in_width + OW`` elements covers all R rows; the in_width - OW
+    elements between rows are computed and never stored (the tap reads stay inside the
+    plane). Against :func:`_accumulate_rows_by_kernel_row`, whose loop covers one row
+    (one or two vectors), the loop is long (the set-up of each filter block and kernel
+    row is paid once per task, not once per row block), and each input load feeds
+    filter_block FMAs with no register block of rows. Inlined into
+    :func:`_conv_planes_kernel`, counts compiled in; each sum gets its taps in
+    the same order as in :func:`_accumulate_rows_by_kernel_row` (c, kh, kw)."""
+    for first_filter in range(0, filters, filter_block):
+        for kh in range(kernel_h):
+            for i in range(length):
+                for f in range(first_filter, first_filter + filter_block):
+                    s = sums[f, i]
+                    for kw in range(kernel_w):
+                        s += w[f, c, kh, kw] * xs[i + kh * in_width + kw]
+                    sums[f, i] = s
 
 
 @lru_cache(maxsize=None)

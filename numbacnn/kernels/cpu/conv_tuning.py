@@ -191,7 +191,9 @@ def row_blocking(filters, kernel_h, kernel_w, out_height, vectors_per_row):
 def _kernel_row_blocking(filters, kernel_w, out_height, vectors_per_row):
     """:func:`row_blocking` for the kernel-row body (``kernel_rows_outside``): rows x
     filter block x kernel_w FMAs per column vector within ``KERNEL_ROW_BODY_BUDGET``
-    (one-vector rows: 1 row, as many filters as ``KERNEL_ROW_ONE_VECTOR_BUDGET`` holds)."""
+    (one-vector rows: 1 row, as many filters as ``KERNEL_ROW_ONE_VECTOR_BUDGET`` holds).
+    ``conv_rows.conv_rows_kernel`` runs rows of two or more vectors on the plane body
+    instead (:func:`planes_outside`), so only the one-vector blocking is used there."""
     if vectors_per_row <= 1:
         rows = 1
         block = _largest_divisor(filters, KERNEL_ROW_ONE_VECTOR_BUDGET // kernel_w)

@@ -164,14 +164,18 @@ def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_l
     width W = OW + KW - 1, zero past column OW. In the flattened planes tap (kh, kw) is
     then the constant offset ``kh * W + kw``: the sum over the image of
     ``dout[oh, ow] * x[oh + kh, ow + kw]`` is one dot product over
-    ``L = (OH - 1) * W + OW`` consecutive elements (the zero columns add nothing).
-    Kernel rows are a loop; each runs the KW taps of two filters together
-    (:func:`_kernel_row_dots`, 2 + KW loads for 2 x KW FMAs):
+    ``L = (OH - 1) * W + OW`` consecutive elements (the zero columns add nothing),
+    rounded up to whole 64-byte vectors (L'): the gradient planes are zero past L and
+    the image's input planes are copied into local planes with a zero tail, so no
+    scalar remainder loop runs and no read leaves a plane (14x14: 51 -> 62 GFLOP/s,
+    28x28: 75 -> 81, one thread, float32). Kernel rows are a loop; each runs the KW
+    taps of two filters together (:func:`_kernel_row_dots`, 2 + KW loads for 2 x KW FMAs):
 
         for image n of the chunk:     T chunks of the batch, one parallel task each
+          copy its C input planes     (zero tails)
           for filter pair:            copy the two gradient planes, [bias: their sums]
             for c, kh:
-              for i < L:              vectorised: 2 x KW reductions in the input dtype
+              for i < L':             vectorised: 2 x KW reductions in the input dtype
               partial_w[...] += the 2 x KW sums, in float64
 
     The dot products (one per image, filter, channel and tap) are added into the
