@@ -409,8 +409,8 @@ def _forward_phases(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
     layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w)
     phases = np.empty((layout.packed_batch, layout.phases * channels, layout.phase_height, layout.packed_width),
                       x.dtype)
-    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, layout.group)
-    pack_phases(phases, x, stride_h, stride_w, pad_h, pad_w)
+    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, layout.group, stride_h, stride_w, pad_h, pad_w)
+    pack_phases(phases, x)
     packed_shape = (layout.packed_batch, filters, out_height, layout.packed_width - layout.split_w + 1)
     packed_out = out if layout.group == 1 else np.empty(packed_shape, out.dtype)  # one image a row: out itself
     correlate = conv_rows.conv_rows_kernel(filters, layout.split_h, layout.split_w, conv_rows.MODE_BIAS,
@@ -441,8 +441,8 @@ def _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
                                            conv_rows.MODE_BIAS, packed_dout.shape[2], packed_dout.shape[3],
                                            itemsize=dx.itemsize)
     correlate(dphases, dphases, _NO_INDICES, dphases, packed_dout, flipped, np.zeros(dphases.shape[1], dx.dtype))
-    merge_phases = conv_phases.merge_phases_kernel(layout.slot_width, layout.group)
-    merge_phases(dx, dphases, stride_h, stride_w, pad_h, pad_w)
+    merge_phases = conv_phases.merge_phases_kernel(layout.slot_width, layout.group, stride_h, stride_w, pad_h, pad_w)
+    merge_phases(dx, dphases)
 
 
 def _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
@@ -468,8 +468,8 @@ def _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
     layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w,
                                       packed=False)
     phases = np.empty((batch, layout.phases * channels, layout.phase_height, layout.slot_width), x.dtype)
-    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, 1)
-    pack_phases(phases, x, stride_h, stride_w, pad_h, pad_w)
+    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, 1, stride_h, stride_w, pad_h, pad_w)
+    pack_phases(phases, x)
     chunks = max(1, min(GRAD_WEIGHT_CHUNKS, batch * out_height))
     partial = np.empty((chunks, filters, phases.shape[1], layout.split_h, layout.split_w), np.float64)
     no_bias = np.empty((1, 1), np.float64)  # not written without with_bias
