@@ -123,3 +123,56 @@ def test_strided_small_maps_match_finite_differences(rng):
     x_few = x[few].copy()
     loss_few = lambda: float(np.sum(gy[few] * F.conv2d(x_few, w, b, **hyper)))  # noqa: E731
     assert_gradient(gx[few], numerical_gradient(loss_few, x_few), "gx")
+
+
+# Stride-1 fused ops on small maps, images side by side (kernels/cpu/conv_small_maps.py):
+# (batch, channels, H, W, filters, (KH, KW), padding)
+SMALL_MAP_CASES = [
+    (64, 10, 4, 4, 10, (3, 3), 1),   # Tiny VGG stride 2's conv4: 21 images a row, 4 packed rows
+    (23, 4, 6, 5, 6, (3, 3), 1),     # odd width (5-column rows, one pool window a row), 2 packed rows
+    (3, 5, 9, 6, 4, (3, 3), 0),      # no padding: 4-column rows, 7 rows
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", SMALL_MAP_CASES, ids=lambda c: "x".join(map(str, c[:5])))
+def test_small_map_fused_ops_pack_images_and_match_reference(case, dtype, rng):
+    """conv2d_relu_padded (plain, pooled, pooled only) and conv2d_backward_padded's
+    input gradient (plain, masked, written twice) through the side-by-side path, against
+    the float64 reference; test_fusion_kernels' checks of the same ops run on it too."""
+    from numbacnn.fused import bordered_ops as FF
+    from numbacnn.kernels.cpu import conv_small_maps
+    from test_fusion_kernels import (test_bordered_backward_matches_reference,
+                                     test_bordered_forward_relu_and_pool_match_reference)
+
+    batch, channels, height, width, filters, kernel, padding = case
+    out_width = width + 2 * padding - kernel[1] + 1
+    out_height = height + 2 * padding - kernel[0] + 1
+    assert conv_small_maps.packs_images(out_width, out_height, batch, np.dtype(dtype).itemsize) == (
+        dtype == np.float32 or out_width <= 4)
+    calls = []
+    original = conv_small_maps.pack_planes
+    conv_small_maps.pack_planes = lambda *args: calls.append(1) or original(*args)
+    try:
+        test_bordered_forward_relu_and_pool_match_reference(case, dtype, rng)
+        test_bordered_backward_matches_reference(case, dtype, rng)
+        # the input gradient written twice, into two differently bordered buffers
+        from helpers import bordered_copy
+        from numbacnn.fused.buffers import bordered_empty, interior
+        pad = (padding, padding)
+        x = random_array(rng, (batch, channels, height, width), dtype)
+        w = random_array(rng, (filters, channels, *kernel), dtype)
+        gz = random_array(rng, (batch, filters, out_height, out_width), dtype)
+        rgx, _, _ = ref.conv2d_backward(gz, x, w, padding=pad)
+        gz_border = (kernel[0] - 1 - padding, kernel[1] - 1 - padding)
+        mask = bordered_copy(np.maximum(random_array(rng, x.shape, dtype), 0), pad)
+        gx, gx_also = bordered_empty(x.shape, (1, 2), dtype), bordered_empty(x.shape, (1, 1), dtype)
+        FF.conv2d_backward_padded(bordered_copy(gz, gz_border), gz_border, bordered_copy(x, pad), w, pad, gx=gx,
+                                  gx_border=(1, 2), mask=mask, mask_border=pad, gx_also=gx_also,
+                                  gx_also_border=(1, 1))
+        want = ref.relu_backward(rgx, interior(mask, pad, x.shape))
+        assert_close(interior(gx, (1, 2), x.shape), want, dtype, "gx")
+        np.testing.assert_array_equal(interior(gx_also, (1, 1), x.shape), interior(gx, (1, 2), x.shape))
+    finally:
+        conv_small_maps.pack_planes = original
+    assert bool(calls) == conv_small_maps.packs_images(out_width, out_height, batch, np.dtype(dtype).itemsize)
