@@ -69,7 +69,20 @@ conv_rows_kernel``         path (``numbacnn/fused``): forward + ReLU    (tests/t
 weight_gradient_kernel``   grad-bias in one pass (``with_bias``);
 ``weight_bias_gradient_    3x3 with padding 1: whole planes
 3x3_kernel``
+side by side (small maps,  the fused groups' forward + ReLU (+ pool)   the reference, plain, pooled, masked,
+``conv_small_maps.py``):   and grad-input when output rows fill at     written twice (tests/test_small_maps.py,
+``conv_rows.conv_rows_     most half a vector (``packs_images``:       tests/test_fusion_kernels.py)
+kernel`` on packed rows    float32 <= 8 columns) and N >= 2: each
+                           image's padded planes side by side in one
+                           row, as PHASES packs (Tiny VGG stride 2's
+                           4x4 conv4 forward 0.21 -> 0.06 ms, one
+                           thread)
 =========================  ==========================================  ==========================================
+
+PHASES' copies (``conv_phases.pack_phases_kernel``, ``merge_phases_kernel``) are
+compiled per layer, strides and padding included; its grad-input computes only the
+phase rows that hold input rows. tests/test_small_maps.py holds the copies against
+their NumPy definition.
 
 The fast variants compute the same sums in another order (row blocks, float32 row
 sums added in float64), so they agree with the definition to rounding, not bit for

@@ -63,6 +63,9 @@ is packed the same way with zeros in those columns and a border of KP - 1
 ``G`` depends on the slot width only, never on N: the row kernels compile their shapes
 in, so a new batch size does not compile a new kernel.
 
+The same packing with stride 1 (no phases: each image's padded planes side by side)
+runs the fused groups' stride-1 convolutions on small maps: ``conv_small_maps.py``.
+
 Grad-weight is not packed (``phase_layout(..., packed=False)``: G = 1): the fast
 grad-weight sums each row in the data's type before its float64 partial sums, and a
 packed float32 row would add several images' rows in float32
