@@ -129,8 +129,10 @@ def test_strided_small_maps_match_finite_differences(rng):
 # (batch, channels, H, W, filters, (KH, KW), padding)
 SMALL_MAP_CASES = [
     (64, 10, 4, 4, 10, (3, 3), 1),   # Tiny VGG stride 2's conv4: 21 images a row, 4 packed rows
-    (23, 4, 6, 5, 6, (3, 3), 1),     # odd width (5-column rows, one pool window a row), 2 packed rows
+    (23, 4, 6, 3, 6, (3, 3), 1),     # odd width (3-column rows, one pool window a row), 2 packed rows
     (3, 5, 9, 6, 4, (3, 3), 0),      # no padding: 4-column rows, 7 rows
+    (5, 4, 5, 2, 4, (3, 3), 1),      # 2-column rows: float64 packs them too
+    (4, 4, 8, 8, 4, (3, 3), 1),      # 8-column rows: as rows (half a vector), float32 and float64
 ]
 
 
@@ -149,7 +151,7 @@ def test_small_map_fused_ops_pack_images_and_match_reference(case, dtype, rng):
     out_width = width + 2 * padding - kernel[1] + 1
     out_height = height + 2 * padding - kernel[0] + 1
     assert conv_small_maps.packs_images(out_width, out_height, batch, np.dtype(dtype).itemsize) == (
-        dtype == np.float32 or out_width <= 4)
+        out_width <= (4 if dtype == np.float32 else 2))
     calls = []
     original = conv_small_maps.pack_planes
     conv_small_maps.pack_planes = lambda *args: calls.append(1) or original(*args)

@@ -71,8 +71,8 @@ weight_gradient_kernel``   grad-bias in one pass (``with_bias``);
 3x3_kernel``
 side by side (small maps,  the fused groups' forward + ReLU (+ pool)   the reference, plain, pooled, masked,
 ``conv_small_maps.py``):   and grad-input when output rows fill at     written twice (tests/test_small_maps.py,
-``conv_rows.conv_rows_     most half a vector (``packs_images``:       tests/test_fusion_kernels.py)
-kernel`` on packed rows    float32 <= 8 columns) and N >= 2: each
+``conv_rows.conv_rows_     most a quarter vector (``packs_images``:    tests/test_fusion_kernels.py)
+kernel`` on packed rows    float32 <= 4 columns) and N >= 2: each
                            image's padded planes side by side in one
                            row, as PHASES packs (Tiny VGG stride 2's
                            4x4 conv4 forward 0.21 -> 0.06 ms, one
