@@ -1,16 +1,17 @@
 """Stride-1 convolutions on small maps with the images side by side: the fused wing's
 conv + ReLU (+ 2x2 pool) and grad-input (x ReLU mask) when the output rows fill a
-quarter of a vector or less (``numbacnn/fused/bordered_ops.py`` runs them; the composed ops
-of ``functional/fused.py`` are the definition, tests/test_small_maps.py compares).
+quarter of a vector or less (``numbacnn/fused/bordered_ops.py`` runs them; the composed
+ops of ``functional/fused.py`` are the definition, tests/test_small_maps.py compares).
 
 Why
 ---
 ``conv_rows.conv_rows_kernel`` computes each output row in whole vectors: a 4-wide row
 (Tiny VGG's stride-2 variant, conv4 on 4x4 maps) fills a quarter of a 16-float vector,
-so three quarters of its multiply-adds are thrown away (11 GFLOP/s against 60 on 14x14
-maps). ``conv_phases.py`` packs the phases of a strided convolution side by side for
-that reason; this is the same packing with stride 1: the padded planes of G =
-``conv_phases.images_per_row(slot width)`` images sit side by side in one row::
+so three quarters of its multiply-adds are thrown away (about 10 GFLOP/s against 50-65
+on 14x14 maps in a per-op profile of the stride-2 step). ``conv_phases.py`` packs the
+phases of a strided convolution side by side for that reason; this is the same packing
+with stride 1: the padded planes of G = ``conv_phases.images_per_row(slot width)``
+images sit side by side in one row::
 
     packed[g, c, r, j * SW + q] = x_padded[g * G + j, c, r, q]      SW = x_padded's width
 
@@ -20,8 +21,9 @@ columns of each slot read across its edge and are dropped when the outputs are c
 out (:func:`unpack_relu_pool_kernel`, :func:`unpack_masked_kernel`), which also do what
 the row kernel's fused store did (the pool with its argmax, the mask, the borders).
 
-Tiny VGG's conv4 forward (64 x 10 x 4 x 4 outputs, 10 channels, one thread, measured):
-0.21 ms as rows, 0.062 packed (pack 0.014, correlation 0.044, copy out 0.005).
+Tiny VGG's conv4 (64 x 10 x 4 x 4 outputs, 10 channels, one thread, measured): forward
+with the pool 0.23 ms as rows, 0.073 side by side (pack 0.014, correlation 0.044, the
+rest copying out); grad-input with the mask 0.165 against 0.070 (:func:`packs_images`).
 
 Shapes: x_padded (N, C, H, SW); packed (ceil(N / G), C, H, G * SW); packed output
 (ceil(N / G), F, H - KH + 1, G * SW - KW + 1).
