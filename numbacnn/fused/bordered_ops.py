@@ -48,10 +48,14 @@ def conv2d_relu_padded(
         interior (N, F, OH // 2, OW // 2), and ``indices`` (same shape, int64) the
         flat ``row * OW + col`` of each window's maximum.
     """
-    rows = backend("cpu").conv_rows
+    cpu = backend("cpu")
+    rows = cpu.conv_rows
     filters, _, kernel_h, kernel_w = w.shape
     in_height, in_width = x_padded.shape[2], x_padded.shape[3]
-    if pooled is None:
+    if cpu.conv_small_maps.packs_images(in_width - kernel_w + 1, in_height - kernel_h + 1, x_padded.shape[0],
+                                        x_padded.itemsize):
+        _conv2d_relu_side_by_side(x_padded, w, b, out, out_border, pooled, pooled_border, indices)
+    elif pooled is None:
         kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_RELU, in_height, in_width,
                                           *out_border, itemsize=x_padded.itemsize)
         kernel(out, out, _dummy_indices(), out, x_padded, w, b)
@@ -61,6 +65,30 @@ def conv2d_relu_padded(
                                           itemsize=x_padded.itemsize)
         out = pooled if out is None else out  # an unused argument of the right type
         kernel(out, pooled, indices, out, x_padded, w, b)
+
+
+def _conv2d_relu_side_by_side(x_padded: Any, w: Any, b: Any, out: Any, out_border: tuple[int, int], pooled: Any,
+                              pooled_border: tuple[int, int], indices: Any) -> None:
+    """:func:`conv2d_relu_padded` on a small map: x_padded's planes packed side by side
+    (``kernels/cpu/conv_small_maps.py``), one ReLU correlation of the packed rows, each
+    image's outputs copied out (and pooled)."""
+    cpu = backend("cpu")
+    small, rows = cpu.conv_small_maps, cpu.conv_rows
+    filters, _, kernel_h, kernel_w = w.shape
+    slot_width = x_padded.shape[3]
+    packed = np.empty(small.packed_shape(x_padded.shape, slot_width), x_padded.dtype)
+    small.pack_planes(packed, x_padded)
+    packed_out = np.empty((packed.shape[0], filters, packed.shape[2] - kernel_h + 1, packed.shape[3] - kernel_w + 1),
+                          x_padded.dtype)
+    kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_RELU, packed.shape[2], packed.shape[3],
+                                   itemsize=x_padded.itemsize)
+    kernel(packed_out, packed_out, _dummy_indices(), packed_out, packed, w, b)
+    group = packed.shape[3] // slot_width
+    unpack = small.unpack_relu_pool_kernel(slot_width, group, slot_width - kernel_w + 1, *out_border, *pooled_border,
+                                           pooled is not None, out is not None)
+    some = out if out is not None else pooled  # unused arguments of the right type
+    unpack(some, pooled if pooled is not None else some, indices if indices is not None else _dummy_indices(),
+           packed_out)
 
 
 def conv2d_backward_padded(
@@ -118,7 +146,10 @@ def conv2d_backward_padded(
     if gx is not None:
         in_height = x_padded.shape[2] - 2 * padding[0]
         rows = cpu.conv_rows
-        if channels >= cpu.conv_tuning.MIN_FILTERS and in_height >= 2:
+        if channels >= cpu.conv_tuning.MIN_FILTERS and cpu.conv_small_maps.packs_images(
+                gz_padded.shape[3] - kernel_w + 1, gz_padded.shape[2] - kernel_h + 1, batch, gz_padded.itemsize):
+            _grad_input_side_by_side(gz_padded, w, gx, gx_border, mask, mask_border, gx_also, gx_also_border)
+        elif channels >= cpu.conv_tuning.MIN_FILTERS and in_height >= 2:
             flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW)
             no_bias = np.zeros(channels, w.dtype)
             in_height_gz, in_width_gz = gz_padded.shape[2], gz_padded.shape[3]
@@ -146,6 +177,30 @@ def conv2d_backward_padded(
             if gx_also is not None:
                 interior(gx_also, gx_also_border, shape)[...] = plain
     return gw, gb
+
+
+def _grad_input_side_by_side(gz_padded: Any, w: Any, gx: Any, gx_border: tuple[int, int], mask: Any,
+                             mask_border: tuple[int, int], gx_also: Any, gx_also_border: tuple[int, int]) -> None:
+    """:func:`conv2d_backward_padded`'s input gradient on a small map: gz_padded's planes
+    packed side by side (``kernels/cpu/conv_small_maps.py``), one correlation with the
+    flipped kernel, each image's gradient copied out through the mask (and twice)."""
+    cpu = backend("cpu")
+    small, rows = cpu.conv_small_maps, cpu.conv_rows
+    _, channels, kernel_h, kernel_w = w.shape
+    slot_width = gz_padded.shape[3]
+    packed = np.empty(small.packed_shape(gz_padded.shape, slot_width), gz_padded.dtype)
+    small.pack_planes(packed, gz_padded)
+    packed_gx = np.empty((packed.shape[0], channels, packed.shape[2] - kernel_h + 1, packed.shape[3] - kernel_w + 1),
+                         gz_padded.dtype)
+    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW)
+    kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_BIAS, packed.shape[2], packed.shape[3],
+                                   itemsize=gz_padded.itemsize)
+    kernel(packed_gx, packed_gx, _dummy_indices(), packed_gx, packed, flipped, np.zeros(channels, w.dtype))
+    twice = gx_also is not None
+    unpack = small.unpack_masked_kernel(slot_width, packed.shape[3] // slot_width, slot_width - kernel_w + 1,
+                                        *gx_border, *(gx_also_border if twice else (0, 0)),
+                                        *(mask_border if mask is not None else (0, 0)), mask is not None, twice)
+    unpack(gx, gx_also if twice else gx, mask if mask is not None else gx, packed_gx)
 
 
 def max_pool2d_relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gp: Any, indices: Any,

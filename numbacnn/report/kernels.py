@@ -172,9 +172,16 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                          "normalise + ReLU into the next block's bordered input")
             else:
                 folded = " (the batch norm's running statistics folded into the weights)" if norm is not None else ""
-                _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
-                     (f"{size}: fused {what} rows (MODE_RELU_POOL)" if pooled else
-                      f"{size}: fused {what} rows (MODE_RELU)") + folded)
+                if side_by_side(path.y_shape, dtype):
+                    _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
+                         f"{size}: {path.y_shape[3]}-column rows, the images side by side in one row (MODE_RELU)"
+                         + folded)
+                    _add(choices, label, "forward", device, "conv_small_maps", "unpack_relu_pool_kernel",
+                         f"each image's outputs out of the packed rows{', 2x2-pooled with indices' if pooled else ''}")
+                else:
+                    _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
+                         (f"{size}: fused {what} rows (MODE_RELU_POOL)" if pooled else
+                          f"{size}: fused {what} rows (MODE_RELU)") + folded)
             if training:
                 if pooled:
                     _add(choices, label, "backward", device, "bordered", "max_pool2x2_relu_backward_kernel",
@@ -204,7 +211,13 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                 if not (first and i == 0):
                     masked = i > 0 and blocks[i - 1].pool is None
                     in_height = shape[2]
-                    if channels >= backend("cpu").conv_tuning.MIN_FILTERS and in_height >= 2:
+                    if channels >= backend("cpu").conv_tuning.MIN_FILTERS and side_by_side(shape, dtype):
+                        _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel",
+                             f"flipped-kernel rows, {shape[3]}-column rows with the images side by side")
+                        _add(choices, label, "grad-input", device, "conv_small_maps", "unpack_masked_kernel",
+                             "each image's gradient out of the packed rows"
+                             + (", times the previous ReLU's mask" if masked else ""))
+                    elif channels >= backend("cpu").conv_tuning.MIN_FILTERS and in_height >= 2:
                         _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel",
                              "flipped-kernel rows" + (" times the previous ReLU's mask (MODE_MASK)" if masked
                                                       else " (MODE_BIAS)"))
@@ -229,6 +242,14 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                 _pool_choices(pool, shape, device, training, labels[id(pool)], choices)
                 shape = pool.output_shape(shape)
     return shape
+
+
+def side_by_side(map_shape: tuple, dtype: Any) -> bool:
+    """Whether a fused stride-1 conv whose output (or, for its grad-input, whose input)
+    is ``map_shape`` (N, C, H, W) packs the images side by side: the rule
+    ``bordered_ops`` asks, ``conv_small_maps.packs_images``."""
+    n, _, height, width = map_shape
+    return backend("cpu").conv_small_maps.packs_images(width, height, n, np.dtype(dtype).itemsize)
 
 
 def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first: bool, label: str, choices: list,

@@ -69,7 +69,20 @@ conv_rows_kernel``         path (``numbacnn/fused``): forward + ReLU    (tests/t
 weight_gradient_kernel``   grad-bias in one pass (``with_bias``);
 ``weight_bias_gradient_    3x3 with padding 1: whole planes
 3x3_kernel``
+side by side (small maps,  the fused groups' forward + ReLU (+ pool)   the reference, plain, pooled, masked,
+``conv_small_maps.py``):   and grad-input when output rows fill at     written twice (tests/test_small_maps.py,
+``conv_rows.conv_rows_     most a quarter vector (``packs_images``:    tests/test_fusion_kernels.py)
+kernel`` on packed rows    float32 <= 4 columns) and N >= 2: each
+                           image's padded planes side by side in one
+                           row, as PHASES packs (Tiny VGG stride 2's
+                           4x4 conv4 forward 0.21 -> 0.06 ms, one
+                           thread)
 =========================  ==========================================  ==========================================
+
+PHASES' copies (``conv_phases.pack_phases_kernel``, ``merge_phases_kernel``) are
+compiled per layer, strides and padding included; its grad-input computes only the
+phase rows that hold input rows. tests/test_small_maps.py holds the copies against
+their NumPy definition.
 
 The fast variants compute the same sums in another order (row blocks, float32 row
 sums added in float64), so they agree with the definition to rounding, not bit for
@@ -409,8 +422,8 @@ def _forward_phases(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
     layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w)
     phases = np.empty((layout.packed_batch, layout.phases * channels, layout.phase_height, layout.packed_width),
                       x.dtype)
-    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, layout.group)
-    pack_phases(phases, x, stride_h, stride_w, pad_h, pad_w)
+    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, layout.group, stride_h, stride_w, pad_h, pad_w)
+    pack_phases(phases, x)
     packed_shape = (layout.packed_batch, filters, out_height, layout.packed_width - layout.split_w + 1)
     packed_out = out if layout.group == 1 else np.empty(packed_shape, out.dtype)  # one image a row: out itself
     correlate = conv_rows.conv_rows_kernel(filters, layout.split_h, layout.split_w, conv_rows.MODE_BIAS,
@@ -424,25 +437,31 @@ def _forward_phases(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
 def _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
     """dx (N, C, H, W): the stride-1 grad-input of the phase convolution (dout packed
     side by side and padded by KP - 1, correlated with the flipped phase weights),
-    merged back from the phases."""
+    merged back from the phases.
+
+    Only the phase rows that hold input rows are computed, ceil((H + pad_h) / SH) of
+    the PH: the others (i * SH >= H + pad_h) are past the input, and their rows can
+    cost as much as the rest (Tiny VGG's 7x7 -> 4x4: 4 of 5 rows, and the row kernel's
+    blocks of 4 rows computed 8: the whole grad-input 0.19 -> 0.12 ms, one thread, measured)."""
     filters, channels, kernel_h, kernel_w = w.shape
     batch, _, out_height, out_width = dout.shape
     layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w)
+    # >= out_height (see conv_phases.py): the packed dout's rows all fit
+    phase_rows = min(layout.phase_height, max(2, -(-(dx.shape[2] + pad_h) // stride_h)))
     border_h, border_w = layout.split_h - 1, layout.split_w - 1
-    packed_dout = np.empty((layout.packed_batch, filters, out_height + 2 * border_h, border_w + layout.packed_width),
+    packed_dout = np.empty((layout.packed_batch, filters, phase_rows + border_h, border_w + layout.packed_width),
                            dout.dtype)
     pack_dout = conv_phases.pack_images_kernel(border_h, border_w, layout.slot_width, layout.group, out_width)
     pack_dout(packed_dout, dout)
     split = conv_phases.phase_weights(w, stride_h, stride_w)  # (F, SH * SW * C, KPH, KPW)
     flipped = np.ascontiguousarray(split[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (SH * SW * C, F, KPH, KPW)
-    dphases = np.empty((layout.packed_batch, layout.phases * channels, layout.phase_height, layout.packed_width),
-                       dx.dtype)
+    dphases = np.empty((layout.packed_batch, layout.phases * channels, phase_rows, layout.packed_width), dx.dtype)
     correlate = conv_rows.conv_rows_kernel(layout.phases * channels, layout.split_h, layout.split_w,
                                            conv_rows.MODE_BIAS, packed_dout.shape[2], packed_dout.shape[3],
                                            itemsize=dx.itemsize)
     correlate(dphases, dphases, _NO_INDICES, dphases, packed_dout, flipped, np.zeros(dphases.shape[1], dx.dtype))
-    merge_phases = conv_phases.merge_phases_kernel(layout.slot_width, layout.group)
-    merge_phases(dx, dphases, stride_h, stride_w, pad_h, pad_w)
+    merge_phases = conv_phases.merge_phases_kernel(layout.slot_width, layout.group, stride_h, stride_w, pad_h, pad_w)
+    merge_phases(dx, dphases)
 
 
 def _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
@@ -468,8 +487,8 @@ def _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
     layout = conv_phases.phase_layout(batch, out_height, out_width, kernel_h, kernel_w, stride_h, stride_w,
                                       packed=False)
     phases = np.empty((batch, layout.phases * channels, layout.phase_height, layout.slot_width), x.dtype)
-    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, 1)
-    pack_phases(phases, x, stride_h, stride_w, pad_h, pad_w)
+    pack_phases = conv_phases.pack_phases_kernel(layout.slot_width, 1, stride_h, stride_w, pad_h, pad_w)
+    pack_phases(phases, x)
     chunks = max(1, min(GRAD_WEIGHT_CHUNKS, batch * out_height))
     partial = np.empty((chunks, filters, phases.shape[1], layout.split_h, layout.split_w), np.float64)
     no_bias = np.empty((1, 1), np.float64)  # not written without with_bias

@@ -63,6 +63,9 @@ is packed the same way with zeros in those columns and a border of KP - 1
 ``G`` depends on the slot width only, never on N: the row kernels compile their shapes
 in, so a new batch size does not compile a new kernel.
 
+The same packing with stride 1 (no phases: each image's padded planes side by side)
+runs the fused groups' stride-1 convolutions on small maps: ``conv_small_maps.py``.
+
 Grad-weight is not packed (``phase_layout(..., packed=False)``: G = 1): the fast
 grad-weight sums each row in the data's type before its float64 partial sums, and a
 packed float32 row would add several images' rows in float32
@@ -127,65 +130,86 @@ def phase_layout(batch: int, out_height: int, out_width: int, kernel_h: int, ker
                        stride_h * stride_w)
 
 
-# The copy kernels below are built per (slot width, images per row[, width]), those
-# compiled in like the row kernels' shapes: with run-time values, ``j * slot_width + q``
-# might be negative as far as Numba knows, so every index got a wrap-around test and
-# copying Tiny VGG's packed 14x14 outputs took 2.1x as long, its 4x4 ones 3.1x
-# (measured, one thread). Strides and padding stay run-time values.
+# The copy kernels below are built per layer: slot width, images per row, strides and
+# padding compiled in, like the row kernels' shapes. With run-time values, an index such
+# as ``q * stride_w + b - pad_w`` might be negative as far as Numba knows, so every index
+# got a wrap-around test, and the short copies (a phase row of an image: 7 or 2 columns
+# in Tiny VGG) ran through loops of run-time length: with the slot width and group
+# only compiled in, packing Tiny VGG's stride-2 inputs took 0.060 (28x28, C = 1) and
+# 0.055 ms (7x7, C = 10); with strides and padding too, 0.028 and 0.028 (one thread,
+# measured). An earlier version with every size at run time copied packed 14x14 outputs
+# 2.1x slower, 4x4 ones 3.1x.
+
+def _phase_columns(in_width: int, slot_width: int, stride_w: int, pad_w: int, b: int) -> tuple[int, int, int]:
+    """(first_q, count, first_col): the phase columns q = first_q .. first_q + count - 1
+    of column phase ``b`` whose input column ``q * SW + b - pad_w`` lies inside x (the
+    others are padding), and the first of those input columns."""
+    first_q = max(0, (pad_w - b + stride_w - 1) // stride_w)
+    end_q = min(slot_width, (in_width - 1 + pad_w - b) // stride_w + 1)
+    return first_q, max(0, end_q - first_q), first_q * stride_w + b - pad_w
+
+
+_phase_columns_jit = njit(inline="always")(_phase_columns)
+
 
 @lru_cache(maxsize=None)
-def pack_phases_kernel(slot_width: int, group: int):
-    """``pack_phases(packed, x, stride_h, stride_w, pad_h, pad_w)``::
+def pack_phases_kernel(slot_width: int, group: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int):
+    """``pack_phases(packed, x)``::
 
         packed[g, (a * SW + b) * C + c, i, j * PW + q] = x[g * G + j, c, i * SH + a - pad_h, q * SW + b - pad_w]
 
     (PW = ``slot_width``, G = ``group``), zero where that is outside x (the padding)
-    or the image is past the last. Every element written; parallel over (packed image,
-    channel): each task zeroes its phase planes, then copies the part of each phase row
-    that lies inside x (no test per element)."""
+    or the image is past the last. Every element written once; parallel over (packed
+    image, channel): each task writes its phase rows, one image's slot at a time (the
+    columns inside x copied, the padding's zeroed), then the empty slots."""
 
     @njit(parallel=True, cache=True)
-    def pack_phases(packed, x, stride_h, stride_w, pad_h, pad_w):
+    def pack_phases(packed, x):
         batch, channels, in_height, in_width = x.shape
         packed_batch, _, phase_height, packed_width = packed.shape
         for task in prange(packed_batch * channels):
             g = task // channels
             c = task % channels
+            images = min(group, batch - g * group)
             for a in range(stride_h):
                 for b in range(stride_w):
                     k = (a * stride_w + b) * channels + c
+                    first_q, count, first_col = _phase_columns_jit(in_width, slot_width, stride_w, pad_w, b)
                     for i in range(phase_height):
-                        for col in range(packed_width):
-                            packed[g, k, i, col] = 0
-                    # the phase columns q whose input column q * SW + b - pad_w is inside x
-                    first_q = max(0, (pad_w - b + stride_w - 1) // stride_w)
-                    end_q = min(slot_width, (in_width - 1 + pad_w - b) // stride_w + 1)
-                    for j in range(min(group, batch - g * group)):
-                        for i in range(phase_height):
-                            ih = i * stride_h + a - pad_h
-                            if 0 <= ih < in_height:
-                                for q in range(first_q, end_q):
-                                    packed[g, k, i, j * slot_width + q] = x[g * group + j, c, ih,
-                                                                            q * stride_w + b - pad_w]
+                        row = packed[g, k, i]
+                        ih = i * stride_h + a - pad_h
+                        filled = 0  # columns of row written from x
+                        if 0 <= ih < in_height:
+                            filled = images * slot_width
+                            for j in range(images):
+                                src = x[g * group + j, c, ih]
+                                start = j * slot_width
+                                for q in range(first_q):
+                                    row[start + q] = 0
+                                for q in range(count):
+                                    row[start + first_q + q] = src[first_col + q * stride_w]
+                                for q in range(first_q + count, slot_width):
+                                    row[start + q] = 0
+                        for col in range(filled, packed_width):
+                            row[col] = 0
 
     BUILT_KERNELS.append(pack_phases)
     return pack_phases
 
 
 @lru_cache(maxsize=None)
-def merge_phases_kernel(slot_width: int, group: int):
-    """``merge_phases(dx, dphases, stride_h, stride_w, pad_h, pad_w)``, the inverse of
-    :func:`pack_phases_kernel`'s copy::
+def merge_phases_kernel(slot_width: int, group: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int):
+    """``merge_phases(dx, dphases)``, the inverse of :func:`pack_phases_kernel`'s copy::
 
         dx[n, c, h, w] = dphases[g, (a * SW + b) * C + c, i, j * PW + q]
         for n = g * G + j, h + pad_h = i * SH + a, w + pad_w = q * SW + b
 
     and zero where (i, q) lies past the phases (an input element no output reads).
     Every element written; parallel over (packed image, channel): each task zeroes its
-    dx planes, then copies each phase row back."""
+    dx planes, then copies each image's slot of each phase row back."""
 
     @njit(parallel=True, cache=True)
-    def merge_phases(dx, dphases, stride_h, stride_w, pad_h, pad_w):
+    def merge_phases(dx, dphases):
         batch, channels, in_height, in_width = dx.shape
         packed_batch, phase_height = dphases.shape[0], dphases.shape[2]
         for task in prange(packed_batch * channels):
@@ -199,15 +223,16 @@ def merge_phases_kernel(slot_width: int, group: int):
             for a in range(stride_h):
                 for b in range(stride_w):
                     k = (a * stride_w + b) * channels + c
-                    first_q = max(0, (pad_w - b + stride_w - 1) // stride_w)
-                    end_q = min(slot_width, (in_width - 1 + pad_w - b) // stride_w + 1)
-                    for j in range(images):
-                        for i in range(phase_height):
-                            h = i * stride_h + a - pad_h
-                            if 0 <= h < in_height:
-                                for q in range(first_q, end_q):
-                                    dx[g * group + j, c, h, q * stride_w + b - pad_w] = dphases[g, k, i,
-                                                                                               j * slot_width + q]
+                    first_q, count, first_col = _phase_columns_jit(in_width, slot_width, stride_w, pad_w, b)
+                    for i in range(phase_height):
+                        h = i * stride_h + a - pad_h
+                        if 0 <= h < in_height:
+                            row = dphases[g, k, i]
+                            for j in range(images):
+                                dst = dx[g * group + j, c, h]
+                                start = j * slot_width + first_q
+                                for q in range(count):
+                                    dst[first_col + q * stride_w] = row[start + q]
 
     BUILT_KERNELS.append(merge_phases)
     return merge_phases
