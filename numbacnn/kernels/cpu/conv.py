@@ -43,6 +43,15 @@ weight_gradient_planes_    the columns (rows x filters x KW unrolled);
 kernel``                   grad-weight as whole-plane dot products
                            (PHASES' phase kernels too: 7x7 stride 2's
                            4x4, 4x3, 3x4)
+plane bodies:              kernels larger than 3x3 on output rows of   the reference, several row blocks, an
+``conv_rows._conv_planes_  two or more vectors (``conv_tuning.planes_  overlapping last block, NaN
+kernel``, whole-vector     outside``: Tiny VGG's 28x28 5x5 / 7x7):     (tests/test_large_kernel_planes.py)
+grad-weight planes         a task's rows flattened on the input's
+                           width, each tap a fixed offset, one loop
+                           over the plane (5x5 forward + pool 68 ->
+                           76 GFLOP/s, grad-input 66 -> 79, one
+                           thread); grad-weight dot products over
+                           zero-tailed whole vectors
 ``PHASES`` (strided,       stride 2 to ``MAX_PHASE_STRIDE`` on either  the reference, the general kernels and
 ``conv_phases.py``):       axis (``phases_path_applies``), otherwise   finite differences, strides 2x2, 2x1, 1x2,
 ``conv_rows.conv_rows_     as the fast path, >= 2 output rows: the     3x3; kernels 2, 3, 5, 7; every padding
