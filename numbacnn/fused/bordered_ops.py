@@ -67,25 +67,33 @@ def conv2d_relu_padded(
         kernel(out, pooled, indices, out, x_padded, w, b)
 
 
-def _conv2d_relu_side_by_side(x_padded: Any, w: Any, b: Any, out: Any, out_border: tuple[int, int], pooled: Any,
-                              pooled_border: tuple[int, int], indices: Any) -> None:
-    """:func:`conv2d_relu_padded` on a small map: x_padded's planes packed side by side
-    (``kernels/cpu/conv_small_maps.py``), one ReLU correlation of the packed rows, each
-    image's outputs copied out (and pooled)."""
+def _correlate_side_by_side(padded: Any, w: Any, b: Any, mode: int) -> tuple[Any, int]:
+    """padded's planes (N, C, H, SW) packed side by side (``kernels/cpu/conv_small_maps.py``),
+    correlated with w (F, C, KH, KW) + b in the row kernel's ``mode``: returns the packed
+    result (ceil(N / G), F, H - KH + 1, G * SW - KW + 1), image g * G + j's outputs at
+    columns j * SW + q, and G, the images per packed row."""
     cpu = backend("cpu")
     small, rows = cpu.conv_small_maps, cpu.conv_rows
     filters, _, kernel_h, kernel_w = w.shape
-    slot_width = x_padded.shape[3]
-    packed = np.empty(small.packed_shape(x_padded.shape, slot_width), x_padded.dtype)
-    small.pack_planes(packed, x_padded)
+    packed = np.empty(small.packed_shape(padded.shape, padded.shape[3]), padded.dtype)
+    small.pack_planes(packed, padded)
     packed_out = np.empty((packed.shape[0], filters, packed.shape[2] - kernel_h + 1, packed.shape[3] - kernel_w + 1),
-                          x_padded.dtype)
-    kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_RELU, packed.shape[2], packed.shape[3],
-                                   itemsize=x_padded.itemsize)
+                          padded.dtype)
+    kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, mode, packed.shape[2], packed.shape[3],
+                                   itemsize=padded.itemsize)
     kernel(packed_out, packed_out, _dummy_indices(), packed_out, packed, w, b)
-    group = packed.shape[3] // slot_width
-    unpack = small.unpack_relu_pool_kernel(slot_width, group, slot_width - kernel_w + 1, *out_border, *pooled_border,
-                                           pooled is not None, out is not None)
+    return packed_out, packed.shape[3] // padded.shape[3]
+
+
+def _conv2d_relu_side_by_side(x_padded: Any, w: Any, b: Any, out: Any, out_border: tuple[int, int], pooled: Any,
+                              pooled_border: tuple[int, int], indices: Any) -> None:
+    """:func:`conv2d_relu_padded` on a small map: one ReLU correlation of the packed rows
+    (:func:`_correlate_side_by_side`), each image's outputs copied out (and pooled)."""
+    packed_out, group = _correlate_side_by_side(x_padded, w, b, backend("cpu").conv_rows.MODE_RELU)
+    slot_width = x_padded.shape[3]
+    unpack = backend("cpu").conv_small_maps.unpack_relu_pool_kernel(
+        slot_width, group, slot_width - w.shape[3] + 1, *out_border, *pooled_border, pooled is not None,
+        out is not None)
     some = out if out is not None else pooled  # unused arguments of the right type
     unpack(some, pooled if pooled is not None else some, indices if indices is not None else _dummy_indices(),
            packed_out)
@@ -181,25 +189,18 @@ def conv2d_backward_padded(
 
 def _grad_input_side_by_side(gz_padded: Any, w: Any, gx: Any, gx_border: tuple[int, int], mask: Any,
                              mask_border: tuple[int, int], gx_also: Any, gx_also_border: tuple[int, int]) -> None:
-    """:func:`conv2d_backward_padded`'s input gradient on a small map: gz_padded's planes
-    packed side by side (``kernels/cpu/conv_small_maps.py``), one correlation with the
-    flipped kernel, each image's gradient copied out through the mask (and twice)."""
-    cpu = backend("cpu")
-    small, rows = cpu.conv_small_maps, cpu.conv_rows
-    _, channels, kernel_h, kernel_w = w.shape
-    slot_width = gz_padded.shape[3]
-    packed = np.empty(small.packed_shape(gz_padded.shape, slot_width), gz_padded.dtype)
-    small.pack_planes(packed, gz_padded)
-    packed_gx = np.empty((packed.shape[0], channels, packed.shape[2] - kernel_h + 1, packed.shape[3] - kernel_w + 1),
-                         gz_padded.dtype)
+    """:func:`conv2d_backward_padded`'s input gradient on a small map: one correlation of
+    the packed rows with the flipped kernel (:func:`_correlate_side_by_side`), each
+    image's gradient copied out through the mask (and twice)."""
+    channels, kernel_w = w.shape[1], w.shape[3]
     flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW)
-    kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_BIAS, packed.shape[2], packed.shape[3],
-                                   itemsize=gz_padded.itemsize)
-    kernel(packed_gx, packed_gx, _dummy_indices(), packed_gx, packed, flipped, np.zeros(channels, w.dtype))
+    packed_gx, group = _correlate_side_by_side(gz_padded, flipped, np.zeros(channels, w.dtype),
+                                               backend("cpu").conv_rows.MODE_BIAS)
+    slot_width = gz_padded.shape[3]
     twice = gx_also is not None
-    unpack = small.unpack_masked_kernel(slot_width, packed.shape[3] // slot_width, slot_width - kernel_w + 1,
-                                        *gx_border, *(gx_also_border if twice else (0, 0)),
-                                        *(mask_border if mask is not None else (0, 0)), mask is not None, twice)
+    unpack = backend("cpu").conv_small_maps.unpack_masked_kernel(
+        slot_width, group, slot_width - kernel_w + 1, *gx_border, *(gx_also_border if twice else (0, 0)),
+        *(mask_border if mask is not None else (0, 0)), mask is not None, twice)
     unpack(gx, gx_also if twice else gx, mask if mask is not None else gx, packed_gx)
 
 

@@ -158,6 +158,30 @@ def correlation_kernel(filters, kernel_h, kernel_w):
     return correlate
 
 
+@njit(inline="always")
+def _store_task_rows(out, second, mask, sums, n, top_row, first, out_width, mode, store_twice, out_top, out_left,
+                     second_top, second_left, mask_top, mask_left, zero):
+    """Store a task's rows through the mode: sums (R, F, >= OW) holds output rows
+    top_row .. top_row + R - 1 of image n; rows first .. R - 1 go to out's interior at
+    (out_top, out_left), ReLU'd in MODE_RELU / MODE_RELU_POOL, through the previous
+    ReLU's mask (mask's interior at (mask_top, mask_left) > 0) in MODE_MASK, and with
+    ``store_twice`` into second's interior at (second_top, second_left) too. The one
+    store of both rows kernels (``conv_rows_kernel`` and ``_conv_planes_kernel``, whose
+    sums are (F, R, W): it passes a transposed view)."""
+    for r in range(first, sums.shape[0]):
+        oh = top_row + r
+        for f in range(sums.shape[1]):
+            for ow in range(out_width):
+                value = sums[r, f, ow]
+                if mode == MODE_RELU or mode == MODE_RELU_POOL:
+                    value = value if not value <= 0 else zero  # "not <= 0" so NaN passes through, as relu
+                elif mode == MODE_MASK:
+                    value = value if mask[n, f, mask_top + oh, mask_left + ow] > 0 else zero
+                out[n, f, out_top + oh, out_left + ow] = value
+                if store_twice:
+                    second[n, f, second_top + oh, second_left + ow] = value
+
+
 POOL_WINDOWS_CHUNK = 16  # pool windows per inner loop: one float32 vector, a constant trip count
 
 
@@ -313,19 +337,8 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
                     _accumulate_rows(sums, x, w, n, top_row, first, computed_width, filters, kernel_h, kernel_w,
                                      rows, filter_block)
             if mode != MODE_RELU_POOL or store_out:
-                for r in range(first_stored, rows_per_task):
-                    oh = top_row + r
-                    for f in range(filters):
-                        for ow in range(out_width):
-                            value = sums[r, f, ow]
-                            if mode == MODE_RELU or mode == MODE_RELU_POOL:
-                                # "not <= 0" so NaN passes through, as relu
-                                value = value if not value <= 0 else zero
-                            elif mode == MODE_MASK:
-                                value = value if mask[n, f, mask_top + oh, mask_left + ow] > 0 else zero
-                            out[n, f, out_top + oh, out_left + ow] = value
-                            if store_twice:
-                                pooled[n, f, pool_top + oh, pool_left + ow] = value
+                _store_task_rows(out, pooled, mask, sums, n, top_row, first_stored, out_width, mode, store_twice,
+                                 out_top, out_left, pool_top, pool_left, mask_top, mask_left, zero)
             if mode == MODE_RELU_POOL:
                 first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
                 stop = min(rows_per_task, pooled_rows - top_row) - 1
@@ -410,19 +423,8 @@ def _conv_planes_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, 
                                                  filter_block, in_width)
             sums = flat_sums.reshape((filters, rows_per_task, in_width))
             if mode != MODE_RELU_POOL or store_out:
-                for r in range(first_stored, rows_per_task):
-                    oh = top_row + r
-                    for f in range(filters):
-                        for ow in range(out_width):
-                            value = sums[f, r, ow]
-                            if mode == MODE_RELU or mode == MODE_RELU_POOL:
-                                # "not <= 0" so NaN passes through, as relu
-                                value = value if not value <= 0 else zero
-                            elif mode == MODE_MASK:
-                                value = value if mask[n, f, mask_top + oh, mask_left + ow] > 0 else zero
-                            out[n, f, out_top + oh, out_left + ow] = value
-                            if store_twice:
-                                pooled[n, f, pool_top + oh, pool_left + ow] = value
+                _store_task_rows(out, pooled, mask, sums.transpose((1, 0, 2)), n, top_row, first_stored, out_width,
+                                 mode, store_twice, out_top, out_left, pool_top, pool_left, mask_top, mask_left, zero)
             if mode == MODE_RELU_POOL:
                 first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
                 stop = min(rows_per_task, pooled_rows - top_row) - 1
