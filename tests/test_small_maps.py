@@ -53,8 +53,10 @@ def _out_shape(size, kernel, stride, pad):
     return tuple((s + 2 * p - k) // st + 1 for s, k, st, p in zip(size, kernel, stride, pad))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", list(COPY_CASES))
+# float64 on one case each (the copies and sums do not depend on the dtype; each
+# (case, dtype) compiles its own kernels, and CI time is budgeted)
+@pytest.mark.parametrize("case, dtype", [(case, np.float32) for case in COPY_CASES]
+                         + [("stride-3x2-pad-2x0", np.float64)])
 def test_pack_and_merge_phases_match_their_definition(case, dtype, rng):
     batch, channels, size, kernel, stride, pad = COPY_CASES[case]
     x = random_array(rng, (batch, channels, *size), dtype)
@@ -85,8 +87,8 @@ LANES_CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", list(LANES_CASES))
+@pytest.mark.parametrize("case, dtype", [(case, np.float32) for case in LANES_CASES]
+                         + [("2x5-stride-2x3", np.float64)])
 def test_lanes_grad_weight_matches_reference_and_general_kernel(case, dtype, rng):
     batch, channels, filters, size, kernel, stride, pad = LANES_CASES[case]
     out_shape = _out_shape(size, kernel, stride, pad)
@@ -136,8 +138,11 @@ SMALL_MAP_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", SMALL_MAP_CASES, ids=lambda c: "x".join(map(str, c[:5])))
+# float64 packs rows of at most 2 columns: its cases are the 2-column one (packed) and
+# the 8-column one (rows)
+@pytest.mark.parametrize("case, dtype", [(case, np.float32) for case in SMALL_MAP_CASES]
+                         + [(SMALL_MAP_CASES[3], np.float64), (SMALL_MAP_CASES[4], np.float64)],
+                         ids=lambda v: "x".join(map(str, v[:5])) if isinstance(v, tuple) else np.dtype(v).name)
 def test_small_map_fused_ops_pack_images_and_match_reference(case, dtype, rng):
     """conv2d_relu_padded (plain, pooled, pooled only) and conv2d_backward_padded's
     input gradient (plain, masked, written twice) through the side-by-side path, against
