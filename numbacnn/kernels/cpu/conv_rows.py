@@ -182,6 +182,17 @@ def _store_task_rows(out, second, mask, sums, n, top_row, first, out_width, mode
                     second[n, f, second_top + oh, second_left + ow] = value
 
 
+@njit(inline="always")
+def _task_rows(task, blocks, rows_per_task, out_height):
+    """(n, top_row, first_stored) of a rows kernel's task, one of N * ``blocks``: image
+    n, output rows top_row .. top_row + rows_per_task - 1. A last block that would run
+    past out_height starts earlier, overlapping its neighbour, and stores only its rows
+    from first_stored on (> 0 then), the ones its neighbour did not."""
+    first_new = (task % blocks) * rows_per_task
+    top_row = min(first_new, out_height - rows_per_task)
+    return task // blocks, top_row, first_new - top_row
+
+
 POOL_WINDOWS_CHUNK = 16  # pool windows per inner loop: one float32 vector, a constant trip count
 
 
@@ -313,10 +324,7 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
         batch = x.shape[0]
         zero = x.dtype.type(0)
         for task in prange(batch * blocks):
-            n = task // blocks
-            first_new = (task % blocks) * rows_per_task
-            top_row = min(first_new, out_height - rows_per_task)
-            first_stored = first_new - top_row  # > 0 when the last block overlaps
+            n, top_row, first_stored = _task_rows(task, blocks, rows_per_task, out_height)
             sums = np.empty((rows_per_task, filters, sums_width), x.dtype)
             for r in range(rows_per_task):
                 for f in range(filters):
@@ -409,10 +417,7 @@ def _conv_planes_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, 
         batch, channels = x.shape[0], x.shape[1]
         zero = x.dtype.type(0)
         for task in prange(batch * blocks):
-            n = task // blocks
-            first_new = (task % blocks) * rows_per_task
-            top_row = min(first_new, out_height - rows_per_task)
-            first_stored = first_new - top_row  # > 0 when the last block overlaps
+            n, top_row, first_stored = _task_rows(task, blocks, rows_per_task, out_height)
             flat_sums = np.empty((filters, rows_per_task * in_width), x.dtype)
             for f in range(filters):
                 for i in range(length):
