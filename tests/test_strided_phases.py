@@ -7,6 +7,15 @@ Each case keeps its output size fixed while the padding runs over 0 .. K - 1 and
 input size over even and odd (every size with that output): the packed layout, and so
 the row kernels compiled for it, depend on the output size only, so each case compiles
 once per dtype.
+
+Each case runs in one dtype (each (case, dtype) compiles its own 11 to 29 kernels, and
+CI time is budgeted): float32 for Tiny VGG's two strided layers (the dtype they train
+in; its 16-float vectors compute 128 columns of conv_1_1's 120-column packed rows, 8
+doubles exactly 120) and for stride (2, 1); float64 for the others, whose 1e-10 bar
+sees a sum kept in a narrower type anywhere in the PHASES path (rows and planes
+correlations, row and plane grad-weights). The float64 LANES grad-weight is
+test_small_maps.py's (2x5-stride-2x3 in float64, and the finite differences on Tiny
+VGG's conv_2_1 geometry, batch 16).
 """
 
 import numpy as np
@@ -34,7 +43,7 @@ CASES = {
     "stride-1x2-3x5": (2, 4, 4, (3, 5), (1, 2), (3, 4)),
     "stride-3": (2, 4, 4, (5, 5), (3, 3), (3, 2)),
 }
-FLOAT32_CASES = ["tiny-vgg-conv_2_1", "tiny-vgg-conv_1_1", "2x2-even", "stride-2x1"]
+FLOAT32_CASES = ["tiny-vgg-conv_2_1", "tiny-vgg-conv_1_1", "stride-2x1"]  # the others in float64
 
 
 def _input_size(out, kernel, stride, pad, extra):
@@ -64,8 +73,8 @@ def _general_gradients(gy, x, w, stride, pad):
     return gx, gw
 
 
-@pytest.mark.parametrize("dtype, case", [(np.float64, name) for name in CASES]
-                         + [(np.float32, name) for name in FLOAT32_CASES])
+@pytest.mark.parametrize("dtype, case", [(np.float32 if name in FLOAT32_CASES else np.float64, name)
+                                         for name in CASES])
 def test_phases_match_reference_and_general_kernels(case, dtype, rng):
     batch, channels, filters, kernel, stride, out = CASES[case]
     assert cpu_conv.choose_forward(filters, *kernel, *stride, 1, 1, 1, out[0])[0] == cpu_conv.PHASES
