@@ -1,6 +1,14 @@
 """Kernels compile once per dtype and are cached on disk (cache=True): a second
 process loads them instead of recompiling, and computes bit for bit what the first
-process (which compiled them) computed (see ``numbacnn/kernels/linking.py``)."""
+process (which compiled them) computed (see ``numbacnn/kernels/linking.py``).
+
+The three slow claims (training steps, the train command, the thread count) share one
+pair of processes (the ``cold_and_warm`` fixture): the first, on one thread with an
+empty cache, runs all three workloads and so compiles every kernel they need; the
+second, on two threads with that cache, runs them again and loads every kernel. Each
+test checks its own workload's results from the pair. (Three pairs compiled the
+kernels the workloads share three times: CI time is budgeted.)
+"""
 
 import os
 import subprocess
@@ -29,41 +37,94 @@ def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
     assert hits >= 1 and misses == 0, f"second process recompiled: hits={hits} misses={misses}"
 
 
+# The three workloads, each a function of the folder it writes its results to.
+#
 # Two Tiny VGG training steps (SGD with momentum, then Adam) and a strided convolution,
 # through the public API only, so the test keeps guarding whatever kernels the
-# functional API picks. Prints the numbacnn kernels' cache hits and misses.
+# functional API picks.
 TRAINING_STEPS = textwrap.dedent("""
-    import gc, sys
-    import numpy as np
-    import numbacnn.functional as F
-    from numbacnn.models import tiny_vgg
-    from numbacnn.optim import SGD, Adam
+    def training_steps(out):
+        import numpy as np
+        import numbacnn.functional as F
+        from numbacnn.models import tiny_vgg
+        from numbacnn.optim import SGD, Adam
 
-    rng = np.random.default_rng(7)
-    results = {}
-    images = rng.standard_normal((6, 1, 28, 28)).astype(np.float32)
-    labels = rng.integers(0, 10, 6)
-    model = tiny_vgg(in_channels=1, num_classes=10, image_size=28, padding=1, seed=3)
-    for name, optimizer in [("sgd", SGD(model.parameters(), lr=0.05, momentum=0.9)),
-                            ("adam", Adam(model.parameters(), lr=1e-3))]:
-        for step in range(2):
-            logits = model(images)
-            loss, grad = F.softmax_cross_entropy(logits, labels)
-            optimizer.zero_grad()
-            model.backward(grad, input_grad=False)
-            optimizer.step()
-            results[f"{name}{step}_logits"] = logits
-            results[f"{name}{step}_loss"] = np.float64(loss)
-    for name, p in model.named_parameters():
-        results["param_" + name] = p.data
-    # a general (non fast-path) convolution: stride 2, dilation 2, groups 2, float64
-    x = rng.standard_normal((2, 4, 11, 9))
-    w = rng.standard_normal((6, 2, 3, 2))
-    y = F.conv2d(x, w, rng.standard_normal(6), stride=2, padding=1, dilation=2, groups=2)
-    results["general_y"] = y
-    results.update(zip(["general_dx", "general_dw", "general_db"],
-                       F.conv2d_backward(np.ones_like(y), x, w, stride=2, padding=1, dilation=2, groups=2)))
-    np.savez(sys.argv[1], **results)
+        rng = np.random.default_rng(7)
+        results = {}
+        images = rng.standard_normal((6, 1, 28, 28)).astype(np.float32)
+        labels = rng.integers(0, 10, 6)
+        model = tiny_vgg(in_channels=1, num_classes=10, image_size=28, padding=1, seed=3)
+        for name, optimizer in [("sgd", SGD(model.parameters(), lr=0.05, momentum=0.9)),
+                                ("adam", Adam(model.parameters(), lr=1e-3))]:
+            for step in range(2):
+                logits = model(images)
+                loss, grad = F.softmax_cross_entropy(logits, labels)
+                optimizer.zero_grad()
+                model.backward(grad, input_grad=False)
+                optimizer.step()
+                results[f"{name}{step}_logits"] = logits
+                results[f"{name}{step}_loss"] = np.float64(loss)
+        for name, p in model.named_parameters():
+            results["param_" + name] = p.data
+        # a general (non fast-path) convolution: stride 2, dilation 2, groups 2, float64
+        x = rng.standard_normal((2, 4, 11, 9))
+        w = rng.standard_normal((6, 2, 3, 2))
+        y = F.conv2d(x, w, rng.standard_normal(6), stride=2, padding=1, dilation=2, groups=2)
+        results["general_y"] = y
+        results.update(zip(["general_dx", "general_dw", "general_db"],
+                           F.conv2d_backward(np.ones_like(y), x, w, stride=2, padding=1, dilation=2, groups=2)))
+        np.savez(out / "training_steps.npz", **results)
+""")
+
+# Five SGD steps of a 5x5 and a 3x3 Tiny VGG (fused path) and of a 64x64 one without
+# padding through the unfused layers, in float64; writes a hash of every parameter.
+THREAD_STEPS = textwrap.dedent("""
+    def thread_steps(out):
+        import hashlib, numpy as np
+        import numbacnn.functional as F
+        import numbacnn.nn.fusion as fusion
+        from numbacnn.models import tiny_vgg
+        from numbacnn.optim import SGD
+        digest = hashlib.sha256()
+        for kernel, size, padding, fused in ((5, 28, 1, True), (3, 28, 1, True), (3, 64, 0, False)):
+            fusion.set_enabled(fused)
+            channels = 1 if size == 28 else 3
+            # float64: a different grouping of the partial sums shows in the last bits at once
+            # (in float32 it shows only after many steps, once a rounding flips)
+            model = tiny_vgg(channels, 10, size, kernel_size=kernel, padding=padding, seed=2, dtype=np.float64)
+            optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
+            rng = np.random.default_rng(5)
+            for step in range(5):
+                x = rng.standard_normal((24, channels, size, size))
+                loss, grad = F.softmax_cross_entropy(model(x), rng.integers(0, 10, 24))
+                optimizer.zero_grad()
+                model.backward(grad, input_grad=False)
+                optimizer.step()
+            for p in model.parameters():
+                digest.update(p.data.tobytes())
+        fusion.set_enabled(True)
+        (out / "thread_steps.sha256").write_text(digest.hexdigest())
+""")
+
+# The train command, as `numbacnn train` runs it (numbacnn.cli.main is the console
+# script's entry point), on a generated 28x28 dataset: the model training_steps trains
+# (most of its kernels compiled once for both workloads).
+TRAIN_COMMAND = textwrap.dedent("""
+    def train_command(out, data):
+        from numbacnn.cli import main
+        code = main(["train", "--dataset", "mnist", "--data-dir", data, "--epochs", "1", "--batch-size", "8",
+                     "--val-fraction", "0", "--device", "cpu", "--out", str(out / "train"), "--no-progress"])
+        assert code == 0, f"numbacnn train exited {code}"
+""")
+
+# The three workloads in one process; prints the numbacnn kernels' cache hits and misses.
+WORKLOADS = TRAINING_STEPS + THREAD_STEPS + TRAIN_COMMAND + textwrap.dedent("""
+    import gc, sys
+    from pathlib import Path
+    out = Path(sys.argv[1])
+    training_steps(out)
+    thread_steps(out)
+    train_command(out, sys.argv[2])
 
     from numba.core.dispatcher import Dispatcher
     kernels = [d for d in gc.get_objects() if isinstance(d, Dispatcher)
@@ -73,24 +134,38 @@ TRAINING_STEPS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_first_run_and_cached_run_are_bit_identical(tmp_path):
-    cache = tmp_path / "numba_cache"
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
-    counts = []
-    for run in ("empty_cache", "warm_cache"):
-        done = subprocess.run([sys.executable, "-c", TRAINING_STEPS, str(tmp_path / f"{run}.npz")], env=env,
-                              capture_output=True, text=True)
+@pytest.fixture(scope="module")
+def cold_and_warm(tmp_path_factory):
+    """{"empty_cache": folder, "warm_cache": folder} of the workloads' results, and
+    {run: (cache hits, cache misses)}: the first process on one thread with an empty
+    cache, the second on two threads with the cache the first filled."""
+    from test_data import write_fake_idx_dataset
+
+    root = tmp_path_factory.mktemp("cache")
+    data = write_fake_idx_dataset(root / "mnist", n_train=40, n_test=10, size=28)
+    folders, counts = {}, {}
+    for run, threads in (("empty_cache", "1"), ("warm_cache", "2")):
+        folders[run] = root / run
+        folders[run].mkdir()
+        done = subprocess.run([sys.executable, "-c", WORKLOADS, str(folders[run]), str(data)], capture_output=True,
+                              text=True, timeout=900, env=dict(os.environ, NUMBA_NUM_THREADS=threads,
+                                                               NUMBA_CACHE_DIR=str(root / "numba_cache")))
         assert done.returncode == 0, done.stderr
-        counts.append(tuple(int(v) for v in done.stdout.split()[-2:]))
-    (hits_cold, misses_cold), (hits_warm, misses_warm) = counts
+        counts[run] = tuple(int(v) for v in done.stdout.split()[-2:])
+    return folders, counts
+
+
+@pytest.mark.slow
+def test_first_run_and_cached_run_are_bit_identical(cold_and_warm):
+    folders, counts = cold_and_warm
+    (hits_cold, misses_cold), (hits_warm, misses_warm) = counts["empty_cache"], counts["warm_cache"]
     assert misses_cold > 0 and hits_cold == 0, f"the first run did not compile: {counts}"
     # (a helper compiled only as part of its callers counts as a miss in the first run and
     # is not needed at all in the second, so hits_warm may be below misses_cold)
     assert hits_warm > 0 and misses_warm == 0, f"the second run did not load everything: {counts}"
 
-    cold = np.load(tmp_path / "empty_cache.npz")
-    warm = np.load(tmp_path / "warm_cache.npz")
+    cold = np.load(folders["empty_cache"] / "training_steps.npz")
+    warm = np.load(folders["warm_cache"] / "training_steps.npz")
     assert sorted(cold.files) == sorted(warm.files)
     differing = [name for name in cold.files
                  if cold[name].dtype != warm[name].dtype or cold[name].tobytes() != warm[name].tobytes()]
@@ -99,24 +174,14 @@ def test_first_run_and_cached_run_are_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_command_gives_identical_metrics_with_an_empty_and_a_warm_cache(tmp_path):
+def test_train_command_gives_identical_metrics_with_an_empty_and_a_warm_cache(cold_and_warm):
     """The README's promise through the command a user runs: the first run (every
     kernel compiled) and the second (every kernel loaded) write the same losses,
     accuracies and weights."""
     import json
 
-    from test_data import write_fake_idx_dataset
-
-    data = write_fake_idx_dataset(tmp_path / "mnist", n_train=40, n_test=10, size=12)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba_cache"))
-    runs = []
-    for name in ("empty_cache", "warm_cache"):
-        done = subprocess.run([sys.executable, "-m", "numbacnn.cli", "train", "--dataset", "mnist", "--data-dir",
-                               str(data), "--epochs", "1", "--batch-size", "8", "--val-fraction", "0", "--device",
-                               "cpu", "--out", str(tmp_path / name), "--no-progress"],
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        runs.append(tmp_path / name)
+    folders, _ = cold_and_warm
+    runs = [folders[run] / "train" for run in ("empty_cache", "warm_cache")]
 
     def without_timings(value):
         """metrics.json without its wall-clock figures (seconds, images per second)."""
@@ -138,47 +203,13 @@ def test_train_command_gives_identical_metrics_with_an_empty_and_a_warm_cache(tm
         assert [k for k in weights if a[k].tobytes() != b[k].tobytes()] == []
 
 
-# Five SGD steps of a 5x5 and a 3x3 Tiny VGG (fused path) and of a 64x64 one without
-# padding through the unfused layers, in float64; prints a hash of every parameter.
-THREAD_PROBE = textwrap.dedent("""
-    import hashlib, numpy as np
-    import numbacnn.functional as F
-    import numbacnn.nn.fusion as fusion
-    from numbacnn.models import tiny_vgg
-    from numbacnn.optim import SGD
-    digest = hashlib.sha256()
-    for kernel, size, padding, fused in ((5, 28, 1, True), (3, 28, 1, True), (3, 64, 0, False)):
-        fusion.set_enabled(fused)
-        channels = 1 if size == 28 else 3
-        # float64: a different grouping of the partial sums shows in the last bits at once
-        # (in float32 it shows only after many steps, once a rounding flips)
-        model = tiny_vgg(channels, 10, size, kernel_size=kernel, padding=padding, seed=2, dtype=np.float64)
-        optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
-        rng = np.random.default_rng(5)
-        for step in range(5):
-            x = rng.standard_normal((24, channels, size, size))
-            loss, grad = F.softmax_cross_entropy(model(x), rng.integers(0, 10, 24))
-            optimizer.zero_grad()
-            model.backward(grad, input_grad=False)
-            optimizer.step()
-        for p in model.parameters():
-            digest.update(p.data.tobytes())
-    print(digest.hexdigest())
-""")
-
-
 @pytest.mark.slow
-def test_training_does_not_depend_on_the_thread_count(tmp_path):
+def test_training_does_not_depend_on_the_thread_count(cold_and_warm):
     """The weight gradient's partial sums are a fixed number of chunks, not one per
     thread, so 1 thread and 2 threads train bit-identical weights (a sweep's 1-thread
     workers and a 2-thread process agree). With an empty cache, the 1-thread process
     compiles every kernel and the 2-thread one loads them: the 5x5 kernels, compiled
     with 'reassoc', failed that (see fused.conv_rows_kernel)."""
-    digests = []
-    for threads in ("1", "2"):
-        done = subprocess.run([sys.executable, "-c", THREAD_PROBE], capture_output=True, text=True,
-                              env=dict(os.environ, NUMBA_NUM_THREADS=threads,
-                                       NUMBA_CACHE_DIR=str(tmp_path / "numba_cache")))
-        assert done.returncode == 0, done.stderr
-        digests.append(done.stdout.split()[-1])
-    assert digests[0] == digests[1]
+    folders, _ = cold_and_warm
+    digests = [(folders[run] / "thread_steps.sha256").read_text() for run in ("empty_cache", "warm_cache")]
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
