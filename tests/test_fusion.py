@@ -161,9 +161,15 @@ def _awkward_models(dtype):
     ]
 
 
+# Cases 0 and 2 in both dtypes: float32's 16-float rows and float64's 8-double rows give
+# their small maps different register blockings (7 and 11 filters a block against 1).
+# Case 1 builds the same kernels, same compiled-in sizes, in either dtype: float64 only.
+AWKWARD_PARAMS = [(case, dtype) for dtype in DTYPES for case in range(3) if case != 1 or dtype == np.float64]
+
+
 @pytest.mark.filterwarnings("ignore::numbacnn.shapes.HyperparameterWarning")  # asymmetric slides on purpose
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", range(3))
+@pytest.mark.parametrize("case, dtype", AWKWARD_PARAMS,
+                         ids=[f"{case}-{np.dtype(dtype).name}" for case, dtype in AWKWARD_PARAMS])
 def test_awkward_sequentials_fused_equal_unfused_and_reference(case, dtype):
     name, shape, model = _awkward_models(dtype)[case]
     x = random_array(np.random.default_rng(case), shape, dtype)
