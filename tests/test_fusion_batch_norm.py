@@ -104,7 +104,8 @@ def test_normalise_relu_into_a_bordered_buffer_is_the_layers_bit_for_bit(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("hw", [(6, 8), (7, 9)])  # odd: the last row and column are in no window
+# odd: the last row and column are in no window; 35 wide: 17 windows, two chunks of POOL_WINDOWS_CHUNK
+@pytest.mark.parametrize("hw", [(6, 8), (7, 9), (4, 35)])
 def test_normalise_relu_pool_is_max_pool2d_with_indices_bit_for_bit(dtype, hw):
     rng = np.random.default_rng(3)
     z = random_array(rng, (2, 4, *hw), dtype)

@@ -24,7 +24,7 @@ planes of the output, grad-input over (image, channel) planes of dx, grad-weight
 (filter, channel) slices of dw, grad-bias over filters.
 
 Fast variants (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, at
-least 4 filters, a kernel up to 7x7; strided: ``PHASES`` and ``LANES``)
+least 4 filters, a kernel up to 7x7; strided: ``GATHERED``, ``PHASES`` and ``LANES``)
 ------------------------------------------------------------------------------------
 =========================  ==========================================  ==========================================
 variant                    runs when                                   tested against
@@ -71,6 +71,15 @@ grad-weight,               most ``LANES_MAX_OUT_WIDTH`` columns and a  cancellin
 weight_gradient_lanes``)   images in the vector lanes, x and dout      (tests/test_strided_phases.py)
                            batch-last (Tiny VGG's stride-2
                            grad-weights 1.9-3.4x faster than PHASES)
+``GATHERED`` (strided,     stride above 1, at most                     the reference, the general kernels, finite
+few channels,              ``GATHER_MAX_CHANNELS`` input channels and  differences, the cancelling gradient of
+``conv_gathered.py``):     ``GATHER_MAX_TAPS`` taps (a network's       test_float64_partial_sums, NaN
+forward and grad-weight    first layer: gray or RGB 3x3, gray 5x5):    (tests/test_gathered.py)
+                           each image's taps gathered (im2col), then
+                           multiply-adds / dot products along the
+                           output plane (Tiny VGG stride 2's conv1:
+                           forward 0.16 -> 0.10 ms, grad-weight 0.23
+                           -> 0.11, one thread)
 ``conv_rows.               Sequential's fused groups on the fast       the compositions in functional/fused.py
 conv_rows_kernel``         path (``numbacnn/fused``): forward + ReLU    (tests/test_fusion.py) and the reference
                            (+ 2x2 pool), grad-input (x ReLU mask)       (tests/test_fusion_kernels.py)
@@ -105,7 +114,7 @@ from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH, end_valid_output, first_valid_output
 from numbacnn.kernels.cpu.bordered import pad_images
-from numbacnn.kernels.cpu import conv_lanes, conv_phases, conv_rows, conv_weight_grad
+from numbacnn.kernels.cpu import conv_gathered, conv_lanes, conv_phases, conv_rows, conv_weight_grad
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, GRAD_WEIGHT_CHUNKS, MAX_UNROLLED_TAPS, MIN_FILTERS,
                                               fast_path_applies, weight_gradient_by_planes)
 
@@ -243,6 +252,7 @@ GENERAL = "general"
 FAST = "fast"
 PHASES = "phases"  # strided: the stride-1 fast kernels over the input's s * s phases (conv_phases.py)
 LANES = "lanes"  # strided grad-weight, small planes: the images in the vector lanes (conv_lanes.py)
+GATHERED = "gathered"  # strided, few input channels: each image's taps gathered first (conv_gathered.py)
 
 # Strides up to this (on each axis) take the PHASES variant: stride s makes s * s
 # phase channels, each with a ceil(K / s)-tap kernel, so larger strides only add
@@ -256,6 +266,30 @@ MAX_PHASE_STRIDE = 4
 # 6.6 against 3.1 ms at 32 columns, where the rows are long (batch 64, measured).
 LANES_MAX_OUT_WIDTH = 15
 LANES_MIN_BATCH = 16
+
+# A strided convolution of a network's first layer (up to GATHER_MAX_CHANNELS input
+# channels, gray or RGB) with at most GATHER_MAX_TAPS taps (C * KH * KW) gathers each
+# image's taps first. One thread, batch 64, against PHASES forward / LANES grad-weight
+# (measured): 1x28x28 3x3 stride 2 forward 0.16 -> 0.10 ms, grad-weight 0.23 -> 0.11;
+# 3x64x64 3x3: 1.54 -> 1.33, 2.6 -> 1.6; 1x28x28 5x5: 0.23 -> 0.21, 0.45 -> 0.28; but
+# 7x7 (49 taps) forward 0.41 -> 0.45: each tap's multiply-add pass costs more than
+# the phases' packing saved.
+GATHER_MAX_CHANNELS = 3
+GATHER_MAX_TAPS = 27
+
+
+def gathered_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+    """True when a strided convolution of few input channels gathers its taps
+    (``GATHERED``, forward and grad-weight): stride above 1, dilation 1, groups 1, at
+    most ``GATHER_MAX_CHANNELS`` channels and ``GATHER_MAX_TAPS`` taps."""
+    return ((stride_h, stride_w) != (1, 1) and (dilation_h, dilation_w) == (1, 1) and groups == 1
+            and channels <= GATHER_MAX_CHANNELS and channels * kernel_h * kernel_w <= GATHER_MAX_TAPS)
+
+
+def _gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w):
+    return (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {channels} input channel"
+            f"{'s' if channels > 1 else ''}: each image's {channels * kernel_h * kernel_w} taps gathered, "
+            "then multiply-adds along the output plane")
 
 
 def phases_path_applies(count, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
@@ -280,10 +314,16 @@ def _phases_why(count, kernel_h, kernel_w, stride_h, stride_w, counted="filters"
             f"{layout}")
 
 
-def choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups, out_height):
+def choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups, out_height,
+                   channels=None):
     """(variant, why) of :func:`conv2d_forward`: ``FAST`` (``conv_rows.correlation_kernel``),
-    ``PHASES`` (strided: ``conv_rows.conv_rows_kernel`` over the phases) or ``GENERAL``
-    (:func:`conv2d_forward_general`)."""
+    for strided convolutions ``GATHERED`` (few input channels: ``conv_gathered``) or
+    ``PHASES`` (``conv_rows.conv_rows_kernel`` over the phases), or ``GENERAL``
+    (:func:`conv2d_forward_general`). ``channels``: the input channels (None: not
+    known, the choice among the others)."""
+    if channels is not None and gathered_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
+                                                      dilation_w, groups):
+        return GATHERED, _gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w)
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         if out_height < 2:
             return GENERAL, "one output row (the row kernel computes two at a time)"
@@ -317,12 +357,17 @@ def choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_
 
 
 def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
-                           batch, out_width):
+                           batch, out_width, channels=None):
     """(variant, why) of :func:`conv2d_backward_weight`: ``FAST``
-    (``conv_weight_grad.weight_gradient_kernel``), for strided convolutions ``LANES``
+    (``conv_weight_grad.weight_gradient_kernel``), for strided convolutions ``GATHERED``
+    (few input channels: ``conv_gathered``), ``LANES``
     (``conv_lanes.weight_gradient_lanes``: narrow output rows, a batch of
     ``LANES_MIN_BATCH`` or more) or ``PHASES`` (the fast kernel over the phases), or
-    ``GENERAL`` (:func:`conv2d_backward_weight_general`)."""
+    ``GENERAL`` (:func:`conv2d_backward_weight_general`). ``channels``: the input
+    channels per group (None: not known, the choice among the others)."""
+    if channels is not None and gathered_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
+                                                      dilation_w, groups):
+        return GATHERED, _gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w) + ", float64 across images"
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         if out_width <= LANES_MAX_OUT_WIDTH and batch >= LANES_MIN_BATCH:
             return LANES, (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {filters} filters, "
@@ -361,10 +406,14 @@ def _why_not_fast(count, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dil
 
 def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     """out (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C // groups, KH, KW)) + b (F,)."""
-    filters, _, kernel_h, kernel_w = w.shape
+    filters, channels, kernel_h, kernel_w = w.shape
     variant, _ = choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
-                                out.shape[2])
-    if variant == FAST:
+                                out.shape[2], channels)
+    if variant == GATHERED:
+        forward, _ = conv_gathered.gathered_kernels(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                                                    out.shape[2], out.shape[3])
+        forward(out, x, w, b)
+    elif variant == FAST:
         _correlate(out, x, w, b, pad_h, pad_w)
     elif variant == PHASES:
         _forward_phases(out, x, w, b, stride_h, stride_w, pad_h, pad_w)
@@ -402,8 +451,15 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
     """
     filters, channels, kernel_h, kernel_w = dw.shape
     variant, _ = choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
-                                        groups, dout.shape[0], dout.shape[3])
-    if variant == LANES:
+                                        groups, dout.shape[0], dout.shape[3], channels)
+    if variant == GATHERED:
+        chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0]))
+        partial_w = np.empty((chunks, filters, channels * kernel_h * kernel_w), np.float64)
+        _, weight_gradient = conv_gathered.gathered_kernels(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                                                            dout.shape[2], dout.shape[3])
+        weight_gradient(partial_w, dout, x)
+        dw[...] = partial_w.sum(axis=0).reshape(dw.shape)
+    elif variant == LANES:
         _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == PHASES:
         _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w)

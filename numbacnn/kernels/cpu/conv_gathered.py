@@ -1,0 +1,143 @@
+"""Strided convolutions of few input channels with each image's taps gathered first:
+``conv.py``'s ``GATHERED`` variant of the forward and the weight gradient (it says when
+they run and what they are tested against; the definitions are
+``conv.conv2d_forward_general`` and ``conv.conv2d_backward_weight_general``).
+
+A network's first layer reads 1 to 3 channels. Strided (Tiny VGG's ``--stride 2``:
+1x28x28 -> 10x14x14), it has short output rows and few multiply-adds per input value,
+and the phases (``conv_phases.py``) cost as much in packing and unpacking as in
+arithmetic. Here the T = C * KH * KW taps of one image are copied once into a small
+matrix (im2col), one row per tap, one column per output position::
+
+    taps[t, p] = xp[c, oh * SH + kh, ow * SW + kw]      t = (c * KH + kh) * KW + kw,  p = oh * OW + ow
+
+with ``xp`` the input zero-padded by (pad_h, pad_w) (zero outside x). Then, for each
+image,
+
+- forward: ``out[f, p] = b[f] + sum over t of w[f, t] * taps[t, p]``, for each (f, t)
+  one multiply-add along the whole output plane (OH * OW consecutive values);
+- grad-weight: ``dw[f, t] += sum over p of dout[f, p] * taps[t, p]``, one dot product
+  along the plane, summed in the data's type over the plane and in float64 across
+  images (as the fused 3x3 grad-weight, ``conv_weight_grad.weight_bias_gradient_3x3_kernel``).
+
+Both loops run along p whatever the stride, so they vectorise; the strided reads
+happen once per tap and output position, in the gather (T * OH * OW copies against
+F * T * OH * OW multiply-adds). The taps matrix is T * OH * OW values (Tiny VGG's
+conv1: 9 x 196 floats, 7 KB), kept per task in the core's cache.
+
+Shapes: x (N, C, H, W); w (F, C, KH, KW); out, dout (N, F, OH, OW), C-contiguous;
+partial_w (chunks, F, T) float64.
+"""
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit, prange
+
+from numbacnn.kernels.common import FASTMATH
+from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
+
+
+@lru_cache(maxsize=None)
+def gathered_kernels(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
+                     out_height: int, out_width: int):
+    """``(forward, weight_gradient)`` for one layer's kernel size, strides, padding and
+    output size (OH, OW), compiled in: with them as run-time values the gather's
+    strided copies ran 4x slower (one thread, Tiny VGG's conv1, measured)::
+
+        forward(out, x, w, b)                           out (N, F, OH, OW) = b + correlation
+        weight_gradient(partial_w, dout, x)             chunk sums of the weight gradient
+
+    ``forward`` is parallel over images. ``weight_gradient`` writes partial_w
+    (chunks, F, T), float64: chunk k's sums over its images (``k * N // chunks`` up to
+    ``(k + 1) * N // chunks``) of ``dout[n, f, p] * taps_n[t, p]``, one dot product per
+    (image, filter, tap) over the plane in the data's type, added in float64; parallel
+    over chunks, which the caller fixes (not the thread count), so the sums are the
+    same with any number of threads.
+    """
+
+    plane_size = out_height * out_width
+
+    @njit(inline="always")
+    def gather_taps(taps, padded, x, n):
+        """taps (C * KH * KW, OH * OW) = image n's taps (module docstring). ``padded``
+        (C, HP, WP), HP = (OH - 1) * SH + KH and WP likewise, is scratch: image n
+        zero-padded first (the part the taps read), so that each tap's copy has no
+        bounds to test. Every element of taps written."""
+        channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+        padded_h, padded_w = padded.shape[1], padded.shape[2]
+        first_col = min(pad_w, padded_w)
+        end_col = max(first_col, min(padded_w, width + pad_w))
+        zero = padded.dtype.type(0)
+        for c in range(channels):
+            for r in range(padded_h):
+                ih = r - pad_h
+                if ih < 0 or ih >= height:
+                    for q in range(padded_w):
+                        padded[c, r, q] = zero
+                    continue
+                for q in range(first_col):
+                    padded[c, r, q] = zero
+                for q in range(first_col, end_col):
+                    padded[c, r, q] = x[n, c, ih, q - pad_w]
+                for q in range(end_col, padded_w):
+                    padded[c, r, q] = zero
+        for c in range(channels):
+            for kh in range(kernel_h):
+                for kw in range(kernel_w):
+                    row = taps[(c * kernel_h + kh) * kernel_w + kw]
+                    for oh in range(out_height):
+                        source = padded[c, oh * stride_h + kh]
+                        start = oh * out_width
+                        for ow in range(out_width):
+                            row[start + ow] = source[ow * stride_w + kw]
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def forward(out, x, w, b):
+        batch, filters = out.shape[0], out.shape[1]
+        channels = x.shape[1]
+        taps_count = channels * kernel_h * kernel_w
+        for n in prange(batch):
+            taps = np.empty((taps_count, plane_size), x.dtype)
+            padded = np.empty((channels, (out_height - 1) * stride_h + kernel_h,
+                               (out_width - 1) * stride_w + kernel_w), x.dtype)
+            gather_taps(taps, padded, x, n)
+            for f in range(filters):
+                plane = out[n, f].reshape(plane_size)
+                bias = b[f]
+                for p in range(plane_size):
+                    plane[p] = bias
+                for c in range(channels):
+                    for kh in range(kernel_h):
+                        first = (c * kernel_h + kh) * kernel_w
+                        for p in range(plane_size):  # the kernel row's KW taps at once (KW compiled in)
+                            total = plane[p]
+                            for kw in range(kernel_w):
+                                total += w[f, c, kh, kw] * taps[first + kw, p]
+                            plane[p] = total
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def weight_gradient(partial_w, dout, x):
+        chunks = partial_w.shape[0]
+        batch, filters = dout.shape[0], dout.shape[1]
+        channels = x.shape[1]
+        taps_count = partial_w.shape[2]
+        zero = dout.dtype.type(0)
+        for chunk in prange(chunks):
+            partial_w[chunk] = 0.0
+            taps = np.empty((taps_count, plane_size), x.dtype)
+            padded = np.empty((channels, (out_height - 1) * stride_h + kernel_h,
+                               (out_width - 1) * stride_w + kernel_w), x.dtype)
+            for n in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
+                gather_taps(taps, padded, x, n)
+                for f in range(filters):
+                    gradient = dout[n, f].reshape(plane_size)
+                    for t in range(taps_count):
+                        row = taps[t]
+                        total = zero
+                        for p in range(plane_size):
+                            total += gradient[p] * row[p]
+                        partial_w[chunk, f, t] += total
+
+    BUILT_KERNELS.extend((forward, weight_gradient))
+    return forward, weight_gradient

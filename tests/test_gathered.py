@@ -1,0 +1,102 @@
+"""kernels/cpu/conv.py's GATHERED variant (a strided convolution of few input channels,
+each image's taps gathered first: kernels/cpu/conv_gathered.py) against the float64
+reference, the general kernels and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numbacnn.functional as F
+import reference as ref
+from helpers import assert_close, random_array
+from numbacnn.kernels.cpu import conv as cpu_conv
+from test_float64_partial_sums import _check_reduction, cancelling_gradient
+from test_gradcheck import assert_gradient, numerical_gradient
+
+# (x shape, filters, kernel, stride, padding)
+CASES = {
+    "tiny-vgg-conv_1_1": ((5, 1, 28, 28), 10, (3, 3), (2, 2), (1, 1)),   # batch 5: chunks of unequal size
+    "rgb-odd-size": ((2, 3, 9, 11), 4, (3, 3), (2, 2), (1, 1)),          # 27 taps, the most that gather
+    "5x5-no-padding": ((3, 1, 12, 13), 3, (5, 5), (2, 2), (0, 0)),       # the last input row never read
+    "per-axis": ((2, 2, 8, 7), 5, (3, 2), (2, 1), (1, 0)),               # stride 2x1, padding 1x0
+    "stride-3-padding-past": ((1, 1, 10, 10), 2, (3, 3), (3, 3), (2, 2)),  # padding 2 of a 3-tap kernel
+}
+
+
+# float64 on two cases only: each dtype and shape compiles its own kernels
+@pytest.mark.parametrize("case, dtype", [(name, np.float32) for name in CASES]
+                         + [("tiny-vgg-conv_1_1", np.float64), ("per-axis", np.float64)])
+def test_gathered_matches_reference_and_general_kernels(case, dtype, rng):
+    x_shape, filters, kernel, stride, padding = CASES[case]
+    channels = x_shape[1]
+    out_h = (x_shape[2] + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    out_w = (x_shape[3] + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    assert cpu_conv.choose_forward(filters, *kernel, *stride, 1, 1, 1, out_h, channels)[0] == cpu_conv.GATHERED
+    assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, x_shape[0], out_w,
+                                           channels)[0] == cpu_conv.GATHERED
+    x = random_array(rng, x_shape, dtype)
+    w = random_array(rng, (filters, channels, *kernel), dtype)
+    b = random_array(rng, (filters,), dtype)
+    y = F.conv2d(x, w, b, stride=stride, padding=padding)
+    assert_close(y, ref.conv2d(x, w, b, stride=stride, padding=padding), dtype, f"{case} y")
+    args = (*stride, *padding, 1, 1, 1)
+    general = np.empty_like(y)
+    cpu_conv.conv2d_forward_general(general, x, w, b, *args)
+    assert_close(y, general, dtype, f"{case} y against the general kernel")
+    gy = random_array(rng, y.shape, dtype)
+    _, gw, gb = F.conv2d_backward(gy, x, w, stride=stride, padding=padding, input_grad=False)
+    _, want_gw, want_gb = ref.conv2d_backward(gy, x, w, stride=stride, padding=padding)
+    assert_close(gw, want_gw, dtype, f"{case} gw")
+    assert_close(gb, want_gb, dtype, f"{case} gb")
+    general_gw = np.empty_like(w)
+    cpu_conv.conv2d_backward_weight_general(general_gw, gy, x, *args)
+    assert_close(gw, general_gw, dtype, f"{case} gw against the general kernel")
+
+
+def test_gathered_rule_keeps_many_channels_and_large_kernels_on_phases():
+    assert cpu_conv.choose_forward(10, 3, 3, 2, 2, 1, 1, 1, 14, 1)[0] == cpu_conv.GATHERED
+    assert cpu_conv.choose_forward(10, 3, 3, 2, 2, 1, 1, 1, 14, 4)[0] == cpu_conv.PHASES  # 4 channels
+    assert cpu_conv.choose_forward(10, 7, 7, 2, 2, 1, 1, 1, 14, 1)[0] == cpu_conv.PHASES  # 49 taps
+    assert cpu_conv.choose_forward(10, 3, 3, 1, 1, 1, 1, 1, 14, 1)[0] == cpu_conv.FAST  # stride 1
+    assert cpu_conv.choose_forward(10, 3, 3, 2, 2, 2, 2, 1, 14, 1)[0] == cpu_conv.GENERAL  # dilation
+    assert cpu_conv.choose_backward_weight(10, 3, 3, 2, 2, 1, 1, 1, 64, 14, 3)[0] == cpu_conv.GATHERED
+    assert cpu_conv.choose_backward_weight(10, 3, 3, 2, 2, 1, 1, 1, 64, 14, 4)[0] == cpu_conv.LANES
+
+
+def test_gathered_nan_reaches_exactly_the_outputs_that_read_it():
+    """Only real taps are multiplied (the padding is gathered as zeros, no zero taps past
+    the kernel): a NaN pixel makes NaN exactly where the definition does."""
+    x = np.ones((2, 1, 9, 9), np.float32)
+    x[1, 0, 4, 3] = np.nan
+    w = np.ones((4, 1, 3, 3), np.float32)
+    b = np.zeros(4, np.float32)
+    y = F.conv2d(x, w, b, stride=2, padding=1)
+    want = np.empty_like(y)
+    cpu_conv.conv2d_forward_general(want, x, w, b, 2, 2, 1, 1, 1, 1, 1)
+    assert np.isnan(want).any() and np.array_equal(np.isnan(y), np.isnan(want))
+
+
+def test_gathered_weight_gradient_sums_images_in_float64(rng):
+    """Plane sums in float32, across images in float64: the cancelling gradient of
+    tests/test_float64_partial_sums.py, one big or small plane per image."""
+    x_shape, kernel, padding, stride = (24, 1, 15, 15), (3, 3), (1, 1), (2, 2)
+    out = (8, 8)
+    assert cpu_conv.choose_backward_weight(4, *kernel, *stride, 1, 1, 1, x_shape[0], out[1], 1)[0] \
+        == cpu_conv.GATHERED
+    x = np.ones(x_shape, np.float32)
+    dout = cancelling_gradient(rng, (x_shape[0], 4, *out), kernel, padding, stride, in_hw=x_shape[2:], unit="plane")
+    _, gw, gb = F.conv2d_backward(dout, x, np.zeros((4, 1, *kernel), np.float32), stride=stride, padding=padding,
+                                  input_grad=False)
+    _check_reduction(gw, gb, dout, x, (4, 1, *kernel), stride=stride, padding=padding)
+
+
+def test_gathered_weight_gradient_matches_finite_differences(rng):
+    x = rng.standard_normal((3, 2, 7, 8))
+    w = rng.standard_normal((3, 2, 3, 3))
+    b = rng.standard_normal(3)
+    hyper = dict(stride=2, padding=1)
+    gy = rng.standard_normal(F.conv2d(x, w, b, **hyper).shape)
+    loss = lambda: float(np.sum(gy * F.conv2d(x, w, b, **hyper)))  # noqa: E731
+    _, gw, _ = F.conv2d_backward(gy, x, w, input_grad=False, **hyper)
+    assert_gradient(gw, numerical_gradient(loss, w), "gw")
