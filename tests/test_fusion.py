@@ -158,13 +158,20 @@ def _awkward_models(dtype):
             nn.Conv2d(3, 11, 3, bias=False, **c), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(11, 10, 3, padding=1, **c), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
             nn.Linear(10 * 3 * 3, 4, **c))),
+        # strided blocks on the fast path: the second's input gradient through the first's
+        # ReLU mask into its bordered buffer, the third after a strided block without pool
+        ("strided blocks", (2, 3, 12, 13), nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1, **c), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2, padding=1, **c), nn.ReLU(),
+            nn.Conv2d(8, 5, 3, stride=2, padding=1, **c), nn.ReLU(), nn.MaxPool2d(2))),
     ]
 
 
-# Cases 0 and 2 in both dtypes: float32's 16-float rows and float64's 8-double rows give
-# their small maps different register blockings (7 and 11 filters a block against 1).
-# Case 1 builds the same kernels, same compiled-in sizes, in either dtype: float64 only.
-AWKWARD_PARAMS = [(case, dtype) for dtype in DTYPES for case in range(3) if case != 1 or dtype == np.float64]
+# Cases 0, 2 and 3 in both dtypes: float32's 16-float rows and float64's 8-double rows give
+# their small maps different kernels (cases 0 and 2: 7 and 11 filters a register block
+# against 1). Case 1 builds the same kernels, same compiled-in sizes (GATHERED forward and
+# grad-weight, PHASES grad-input, general pool and 3-filter conv), in either dtype:
+# float64 only.
+AWKWARD_PARAMS = [(case, dtype) for dtype in DTYPES for case in range(4) if case != 1 or dtype == np.float64]
 
 
 @pytest.mark.filterwarnings("ignore::numbacnn.shapes.HyperparameterWarning")  # asymmetric slides on purpose
@@ -246,6 +253,21 @@ def test_fast_group_path_is_taken_on_tiny_vgg(dtype):
     assert first is not None and second is not None
     assert first.out_border == (1, 1)
     assert model.training and chain._saved[1].x_padded is first.y  # the first block wrote into the second's padded input
+
+
+def test_strided_blocks_take_the_fast_path():
+    """Tiny VGG with stride 2: every block runs on bordered buffers (the strided ones with
+    the backend's strided kernels), its result the unfused layers' and the reference's
+    (with batch norm: tests/test_fusion_batch_norm.py)."""
+    dtype = np.float32
+    model = tiny_vgg(1, 10, 28, padding=1, stride=2, dtype=dtype, seed=3)
+    x = random_array(np.random.default_rng(5), (4, 1, 28, 28), dtype)
+    result = _assert_fused_equals_unfused(model, x)
+    chain = model.features._fusion_steps()[0].chain
+    model(x)
+    assert all(buffers is not None for buffers in chain._fast)
+    assert [buffers.stride for buffers in chain._fast] == [(2, 2), (1, 1), (2, 2), (1, 1)]
+    _assert_matches_reference(model, x, result)
 
 
 def test_fused_gradients_match_finite_differences():

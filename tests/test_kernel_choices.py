@@ -65,10 +65,10 @@ def _training_step(model, shape, dtype) -> None:
 @pytest.mark.parametrize("options", [
     dict(padding=1),                       # the main job: the fused fast path everywhere
     dict(padding=0),                       # 3x3 without padding: gz bordered twice
-    dict(padding=1, stride=2),             # strided first convs: composed groups beside fast ones
+    dict(padding=1, stride=2),             # strided blocks on the fast path (GATHERED, PHASES) beside stride 1
     dict(kernel_size=5, padding=2),
     dict(padding=1, batch_norm=True),      # Conv -> BatchNorm -> ReLU (-> pool) blocks on the fast path
-    dict(padding=1, stride=2, batch_norm=True),  # composed batch norm groups beside fast ones
+    dict(padding=1, stride=2, batch_norm=True),  # strided batch norm blocks: the strided conv into z
 ], ids=["main-job", "padding0", "stride2", "k5", "batch-norm", "batch-norm-stride2"])
 def test_listed_kernels_are_the_ones_that_run(options, monkeypatch):
     dtype = np.float32

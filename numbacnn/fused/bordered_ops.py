@@ -187,6 +187,32 @@ def conv2d_backward_padded(
     return gw, gb
 
 
+def strided_conv2d_backward(gconv: Any, x_padded: Any, w: Any, stride: tuple[int, int], padding: tuple[int, int],
+                            gx: Any = None) -> tuple[Any, Any]:
+    """A strided conv's backward by the backend's strided kernels (``kernels/cpu/conv.py``
+    chooses, as for the functional ``conv2d_backward``): returns (gw, gb), new arrays in
+    w's dtype; writes gx when given.
+
+    Parameters
+    ----------
+    gconv : (N, F, OH, OW), plain
+        The gradient of the conv output.
+    x_padded : (N, C, H + 2 * pad_h, W + 2 * pad_w)
+        The forward's padded input: grad-weight runs on it with padding 0.
+    w : (F, C, KH, KW)
+    stride, padding : pairs
+    gx : (N, C, H, W), plain, optional
+        Receives the input gradient.
+    """
+    conv = backend("cpu").conv
+    gw, gb = np.empty(w.shape, w.dtype), np.empty(w.shape[0], w.dtype)
+    conv.conv2d_backward_weight(gw, gconv, x_padded, *stride, 0, 0, 1, 1, 1)
+    conv.conv2d_backward_bias(gb, gconv)
+    if gx is not None:
+        conv.conv2d_backward_input(gx, gconv, w, *stride, *padding, 1, 1, 1)
+    return gw, gb
+
+
 def _grad_input_side_by_side(gz_padded: Any, w: Any, gx: Any, gx_border: tuple[int, int], mask: Any,
                              mask_border: tuple[int, int], gx_also: Any, gx_also_border: tuple[int, int]) -> None:
     """:func:`conv2d_backward_padded`'s input gradient on a small map: one correlation of
@@ -225,18 +251,28 @@ def copy_interior(dst: Any, dst_border: tuple[int, int], src: Any, src_border: t
     backend("cpu").bordered.copy_interior_kernel(*src_border, *dst_border)(dst, src)
 
 
-def relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gy: Any, y: Any) -> None:
-    """gz's interior = gy where y > 0, else 0 (gy, y (N, C, OH, OW))."""
-    backend("cpu").bordered.relu_mask_bordered_kernel(*gz_border)(gz_padded, np.ascontiguousarray(gy), np.ascontiguousarray(y))
+def relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gy: Any, y: Any,
+                         y_border: tuple[int, int] | None = None) -> None:
+    """gz's interior = gy where y > 0, else 0; gy (N, C, OH, OW); y the same shape, or,
+    with ``y_border``, a bordered buffer with that interior (a block's padded input:
+    the previous block's ReLU output). gz may be gy itself (plain, in place)."""
+    kernel = backend("cpu").bordered.relu_mask_bordered_kernel(*gz_border, *(y_border or (0, 0)))
+    kernel(gz_padded, np.ascontiguousarray(gy), y if y_border is not None else np.ascontiguousarray(y))
 
 
 # --------------------------------------------------------------------------- #
 # Batch norm blocks: Conv2d -> BatchNorm2d -> ReLU (-> MaxPool2d)
 # --------------------------------------------------------------------------- #
 
-def conv2d_padded(x_padded: Any, w: Any, b: Any, out: Any) -> None:
-    """out (N, F, OH, OW), plain, = conv2d of a padded input (stride 1) + b: a batch
-    norm block's conv output z, which the batch norm then reads twice."""
+def conv2d_padded(x_padded: Any, w: Any, b: Any, out: Any, stride: tuple[int, int] = (1, 1)) -> None:
+    """out (N, F, OH, OW), plain, = conv2d of a padded input + b: a batch norm block's
+    conv output z, which the batch norm then reads twice, or a strided block's, which
+    the normalise + ReLU kernels read. Strided, the backend's strided forward runs
+    (``kernels/cpu/conv.py`` chooses, as for the functional conv2d) with padding 0:
+    x_padded's border is the padding."""
+    if stride != (1, 1):
+        backend("cpu").conv.conv2d_forward(out, x_padded, w, b, *stride, 0, 0, 1, 1, 1)
+        return
     rows = backend("cpu").conv_rows
     filters, _, kernel_h, kernel_w = w.shape
     kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_BIAS, x_padded.shape[2], x_padded.shape[3],

@@ -61,17 +61,20 @@ class BlockBuffers:
         mask, and the indices)
     pooled, pooled_view, indices : the pool's output (bordered by out_border) and its
         int64 argmax indices (with a pool)
-    z : with batch norm and batch statistics, the conv output (N, F, OH, OW), plain: the
-        batch norm's input, whose statistics and backward read it
+    z : the conv output (N, F, OH, OW), plain, where it is stored: with batch norm and
+        batch statistics (the batch norm's input, whose statistics and backward read
+        it), and in a strided block (the strided kernels write a plain output, which
+        the normalise + ReLU kernels then read, with scale 1 and shift 0 without batch
+        norm)
     gz, gz_view : the gradient at the ReLU's input, which the next block's backward
         writes into: without batch norm that is the conv output's gradient, bordered by
         K - 1 - p; with batch norm the batch norm output's, plain (border (0, 0))
     gz_by_1 : for 3x3 without padding (no batch norm), the same gradient bordered by
         1, so grad-weight runs over whole planes
     gconv, gconv_border, gconv_by_1 : the gradient of the conv output as the conv's
-        backward reads it (bordered by K - 1 - p, and by 1 for 3x3 without padding):
-        gz, gz_border and gz_by_1 themselves without batch norm; with batch norm, its
-        backward writes them
+        backward reads it (bordered by K - 1 - p, and by 1 for 3x3 without padding;
+        strided, plain: the strided kernels read plain arrays): gz, gz_border and gz_by_1
+        themselves without batch norm; with batch norm, its backward writes them
     gx : a plain input gradient (to a pool or outside the chain)
     """
 
@@ -94,14 +97,16 @@ class BlockBuffers:
             self.y = bordered_empty(self.y_shape, out_border, dtype)
             self.y_view = interior(self.y, out_border, self.y_shape)
         self.batch_norm = batch_norm
-        self.z = np.empty(self.y_shape, dtype) if batch_norm and batch_stats else None
-        self.gconv_border = (kernel_h - 1 - pad[0], kernel_w - 1 - pad[1])
+        self.stride = fast.stride
+        strided = fast.stride != (1, 1)
+        self.z = np.empty(self.y_shape, dtype) if (batch_norm and batch_stats) or strided else None
+        self.gconv_border = (0, 0) if strided else (kernel_h - 1 - pad[0], kernel_w - 1 - pad[1])
         self.gz_border = (0, 0) if batch_norm else self.gconv_border
         self.gz = self.gz_view = self.gz_by_1 = self.gconv = self.gconv_by_1 = self.gx = None
         if not training:
             return
         self.gconv = bordered_empty(self.y_shape, self.gconv_border, dtype)
-        if (kernel_h, kernel_w) == (3, 3) and pad == (0, 0):
+        if (kernel_h, kernel_w) == (3, 3) and pad == (0, 0) and not strided:
             self.gconv_by_1 = bordered_empty(self.y_shape, (1, 1), dtype)
         if batch_norm:  # the next block writes the batch norm output's gradient; its backward, gconv
             self.gz = self.gz_view = np.empty(self.y_shape, dtype)

@@ -29,6 +29,13 @@ norm's backward into the conv's bordered output gradient (``BlockBuffers.gconv``
 eval mode with running statistics the batch norm is folded into the conv's weights
 and the block runs as one without it.
 
+A strided block (``fast_path``: a GATHERED or PHASES forward) runs the backend's
+strided kernels, chosen as for the functional conv2d, on the same buffers: its conv
+reads the bordered input with padding 0 and writes a plain z, which the batch norm
+blocks' normalise + ReLU (+ pool) kernels read, with scale 1 and shift 0 when there is
+no batch norm; its backward reads a plain output gradient and hands its input
+gradient over through the previous ReLU's mask.
+
 What leaves the chain is plain: the forward's output is an interior view of a
 buffer (copied by the outermost Sequential), the backward's input gradient is never
 masked. Parameter gradients are returned, one (gw, gb) per block, for the layers to
@@ -202,7 +209,9 @@ class BlockChain:
         else:
             if norm is not None:  # eval with running statistics: folded into the conv
                 w, bias = self._folded(block, w, bias, norm)
-            if block.pool is None:
+            if fast.stride != (1, 1):
+                self._conv_strided_fast(x_padded, w, bias, buffers)
+            elif block.pool is None:
                 ops.conv2d_relu_padded(x_padded, w, bias, buffers.y, buffers.out_border)
             else:
                 ops.conv2d_relu_padded(x_padded, w, bias, None, (0, 0), pooled=buffers.pooled,
@@ -215,7 +224,7 @@ class BlockChain:
                               buffers: BlockBuffers, saved: _Saved) -> None:
         """A batch norm block on its batch's statistics: the conv into z, z's statistics
         (the running ones updated), then normalise + ReLU (+ pool) into the output."""
-        ops.conv2d_padded(x_padded, w, bias, buffers.z)
+        ops.conv2d_padded(x_padded, w, bias, buffers.z, buffers.stride)
         update = norm.running_mean is not None
         saved.z = buffers.z
         saved.mean, saved.invstd = ops.batch_norm_statistics(
@@ -225,6 +234,16 @@ class BlockChain:
                                                   *self._affine(norm, block.weight_shape[0], w.dtype))
         ops.batch_norm_relu_padded(buffers.z, scale, shift, buffers.y, buffers.out_border, pooled=buffers.pooled,
                                    pooled_border=buffers.out_border, indices=buffers.indices)
+
+    @staticmethod
+    def _conv_strided_fast(x_padded: Any, w: Any, bias: Any, buffers: BlockBuffers) -> None:
+        """A strided block without batch statistics: the backend's strided conv into z,
+        then ReLU (+ pool) into the output by the batch norm blocks' kernels with scale 1
+        and shift 0 (``z * 1 + 0`` is z exactly, so this is relu(conv) bit for bit)."""
+        ops.conv2d_padded(x_padded, w, bias, buffers.z, buffers.stride)
+        filters = w.shape[0]
+        ops.batch_norm_relu_padded(buffers.z, np.ones(filters), np.zeros(filters), buffers.y, buffers.out_border,
+                                   pooled=buffers.pooled, pooled_border=buffers.out_border, indices=buffers.indices)
 
     def _folded(self, block: ConvBlock, w: Any, bias: Any, norm: NormParams) -> tuple[Any, Any]:
         """The conv's (weight, bias) with the batch norm's running statistics folded in."""
@@ -315,6 +334,8 @@ class BlockChain:
                                                    self._affine(norm, w.shape[0], w.dtype)[0],
                                                    also=buffers.gconv_by_1)
         gconv, gconv_border = buffers.gconv, buffers.gconv_border
+        if buffers.stride != (1, 1):
+            return self._backward_strided(saved, w, gnorm, input_grad, mask_input, previous)
         common = dict(gz_bordered_by_1=buffers.gconv_by_1)
         x_padded, pad = saved.x_padded, buffers.pad
         if not input_grad:
@@ -329,3 +350,22 @@ class BlockChain:
         gw, gb = ops.conv2d_backward_padded(gconv, gconv_border, x_padded, w, pad, gx=buffers.gx,
                                             mask=x_padded if mask_input else None, mask_border=pad, **common)
         return Handoff(buffers.gx, masked=mask_input), (gw, gb, gnorm)
+
+    @staticmethod
+    def _backward_strided(saved: _Saved, w: Any, gnorm: Any, input_grad: bool, mask_input: bool,
+                          previous: BlockBuffers | None) -> tuple[Handoff, tuple]:
+        """A strided block's conv backward (its gconv is plain): the backend's strided
+        kernels, then the input gradient through the previous block's ReLU mask, read
+        from this block's padded input, straight into the previous block's bordered
+        output gradient where that block is fast."""
+        buffers, x_padded = saved.buffers, saved.x_padded
+        gx = buffers.gx if input_grad else None
+        gw, gb = ops.strided_conv2d_backward(buffers.gconv, x_padded, w, buffers.stride, buffers.pad, gx)
+        if not input_grad:
+            return Handoff(None), (gw, gb, gnorm)
+        if mask_input and previous is not None:
+            ops.relu_backward_padded(previous.gz, previous.gz_border, gx, x_padded, y_border=buffers.pad)
+            return Handoff(previous.gz_view, masked=True), (gw, gb, gnorm)
+        if mask_input:
+            ops.relu_backward_padded(gx, (0, 0), gx, x_padded, y_border=buffers.pad)
+        return Handoff(gx, masked=mask_input), (gw, gb, gnorm)

@@ -64,11 +64,13 @@ class FastPath:
 
     ``pad`` (pad_h, pad_w) is the conv's padding, the border its input buffer
     needs; ``y_shape`` the ReLU output (N, F, OH, OW); ``out_shape`` the group's
-    output (the pooled shape with a pool, else ``y_shape``)."""
+    output (the pooled shape with a pool, else ``y_shape``); ``stride`` the conv's
+    (a strided block runs the backend's strided kernels on the bordered buffers)."""
 
     pad: tuple[int, int]
     y_shape: tuple[int, int, int, int]
     out_shape: tuple[int, int, int, int]
+    stride: tuple[int, int] = (1, 1)
 
 
 @lru_cache(maxsize=1024)  # asked for every block of every step: the answer depends on these values only
@@ -78,12 +80,13 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
     the reason (a phrase) why it runs the composed ops of ``functional/fused.py``.
 
     The fast path needs: the CPU; a non-empty (N, C, H, W) input of the weight's
-    dtype (float32 or float64, bias alike); the register-blocked kernels' conditions
-    (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, >= 4 filters);
-    numeric padding smaller than the kernel; at least two output rows; and a pool, if
-    any, of 2x2 windows with stride 2, no padding or dilation, whole windows only.
-    A batch norm between the conv and the ReLU asks nothing more (its kernels take
-    any (N, C, H, W)).
+    dtype (float32 or float64, bias alike); numeric padding smaller than the kernel;
+    at least two output rows; the register-blocked kernels' conditions
+    (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, >= 4 filters),
+    or, strided, a fast strided forward (``conv.choose_forward``: ``GATHERED`` or
+    ``PHASES``); and a pool, if any, of 2x2 windows with stride 2, no padding or
+    dilation, whole windows only. A batch norm between the conv and the ReLU asks
+    nothing more (its kernels take any (N, C, H, W)).
     """
     tuning = backend("cpu").conv_tuning if device == "cpu" else None
     if tuning is None:
@@ -99,25 +102,30 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
         return f"padding={block.padding!r}"
     filters, channels, kernel_h, kernel_w = block.weight_shape
     (stride_h, stride_w), (dilation_h, dilation_w) = block.stride, block.dilation
+    pad_h, pad_w = int(block.padding[0]), int(block.padding[1])
+    if x_shape[1] != channels * block.groups:
+        return f"{x_shape[1]} input channels for a {channels}-channel weight"
+    out_h = conv_output_size(x_shape[2], kernel_h, stride_h, pad_h, dilation=dilation_h)
+    out_w = conv_output_size(x_shape[3], kernel_w, stride_w, pad_w, dilation=dilation_w)
     if (stride_h, stride_w) != (1, 1):
-        return f"stride {stride_h}x{stride_w} (the fused rows kernels are stride 1)"
-    if not tuning.fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
-                                    block.groups):
+        conv = backend("cpu").conv
+        variant, why = conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
+                                           block.groups, out_h, channels)
+        if variant not in (conv.GATHERED, conv.PHASES):
+            return why
+    elif not tuning.fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
+                                      block.groups):
         return backend("cpu").conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
                                                   dilation_w, block.groups, 2)[1]
-    pad_h, pad_w = int(block.padding[0]), int(block.padding[1])
     if pad_h >= kernel_h or pad_w >= kernel_w:
         return "padding as large as the kernel"
-    if x_shape[1] != channels:
-        return f"{x_shape[1]} input channels for a {channels}-channel weight"
-    out_h = conv_output_size(x_shape[2], kernel_h, 1, pad_h)
-    out_w = conv_output_size(x_shape[3], kernel_w, 1, pad_w)
     if out_h < 2 or out_w < 1:
         return f"a {out_h}x{out_w} output (the row kernels need two rows)"
     y_shape = (int(x_shape[0]), filters, out_h, out_w)
+    stride = (stride_h, stride_w)
     pool = block.pool
     if pool is None:
-        return FastPath((pad_h, pad_w), y_shape, y_shape)
+        return FastPath((pad_h, pad_w), y_shape, y_shape, stride)
     if not (pool.kernel_size == (2, 2) and pool.stride == (2, 2) and pool.padding == (0, 0)
             and pool.dilation == (1, 1)):
         return "a pool other than 2x2 with stride 2"
@@ -125,4 +133,4 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
         return "a partial pool window (ceil_mode with an odd size)"
     pooled = (y_shape[0], filters, pool_output_size(out_h, 2, 2, 0, 1, pool.ceil_mode),
               pool_output_size(out_w, 2, 2, 0, 1, pool.ceil_mode))
-    return FastPath((pad_h, pad_w), y_shape, pooled)
+    return FastPath((pad_h, pad_w), y_shape, pooled, stride)

@@ -151,7 +151,14 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
         conv = group[0]
         filters, channels, kernel_h, kernel_w = block.weight_shape
         size = f"{kernel_h}x{kernel_w}, stride 1, {filters} filters"
-        if isinstance(path, FastPath):
+        if isinstance(path, FastPath) and path.stride != (1, 1):
+            _strided_block_choices(group, path, shape, device, training, first and i == 0, label, choices,
+                                   copy_input=i == 0 or not isinstance(paths[i - 1], FastPath),
+                                   masked=i > 0 and blocks[i - 1].pool is None,
+                                   last=i + 1 == len(blocks),
+                                   next_fast=i + 1 < len(blocks) and isinstance(paths[i + 1], FastPath))
+            shape = path.out_shape
+        elif isinstance(path, FastPath):
             pooled = block.pool is not None
             norm = group_norm(group)
             batch_stats = norm is not None and (training or not norm.track_running_stats)
@@ -303,6 +310,53 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         _add(choices, label, "grad-weight", device, "conv", "conv2d_backward_weight_general", with_context(why))
     if conv.bias is not None:
         _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias", prefix + "float64 partial sums")
+
+
+def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: str, training: bool, first: bool,
+                           label: str, choices: list, *, copy_input: bool, masked: bool, last: bool,
+                           next_fast: bool) -> None:
+    """A strided block on the fast path (``fused/chain.py``, ``BlockChain._conv_strided_fast``
+    and ``_backward_strided``): the backend's strided conv kernels, as the functional
+    conv2d's, on the bordered buffers, then the batch norm blocks' normalise + ReLU
+    (+ pool) kernels (scale 1 and shift 0 without batch norm)."""
+    conv, norm = group[0], group_norm(group)
+    pooled = group_pool(group) is not None
+    batch_stats = norm is not None and (training or not norm.track_running_stats)
+    if copy_input:
+        _add(choices, label, "forward", device, "bordered", "copy_into_border_kernel",
+             "the input into the zero-bordered buffer the strided kernels read")
+    context = "a strided block on the fast path, padding 0 on the bordered input"
+    _conv_choices(conv, shape, device, training, first, label, choices, context)
+    if training and conv.bias is None:
+        _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
+             f"{context}; computed for every block (unused without bias)")
+    if batch_stats:
+        _add(choices, label, "forward", device, "norm", "batch_norm_stats_planes",
+             "z's batch statistics, planes summed vectorised")
+    affine = "normalise + ReLU" if norm is not None else "ReLU (the normalise kernel with scale 1, shift 0)"
+    if pooled:
+        _add(choices, label, "forward", device, "norm", "batch_norm_relu_pool2x2_kernel",
+             f"{affine} + 2x2 pool with indices, into the next block's buffer")
+    else:
+        _add(choices, label, "forward", device, "norm", "batch_norm_relu_kernel",
+             f"{affine} into the next block's bordered input")
+    if not training:
+        return
+    if pooled:
+        _add(choices, label, "backward", device, "bordered", "max_pool2x2_relu_backward_kernel",
+             "2x2 pool backward from the saved indices, times the ReLU mask")
+    elif last:
+        _add(choices, label, "backward", device, "bordered", "relu_mask_bordered_kernel",
+             "ReLU mask into the gradient")
+    elif not next_fast:
+        _add(choices, label, "backward", device, "bordered", "copy_into_border_kernel",
+             "the composed next block's masked gradient into the gradient buffer")
+    if norm is not None:
+        _add(choices, label, "backward", device, "norm", "batch_norm_backward_bordered_kernel",
+             "the batch norm's backward into the conv's output gradient")
+    if masked and not first:
+        _add(choices, label, "grad-input", device, "bordered", "relu_mask_bordered_kernel",
+             "times the previous ReLU's mask, read from this block's padded input")
 
 
 def _pool_choices(pool: MaxPool2d, shape: tuple, device: str, training: bool, label: str, choices: list) -> None:

@@ -89,20 +89,22 @@ def max_pool2x2_relu_backward_kernel(gz_top, gz_left, pooled_top, pooled_left, s
 
 
 @lru_cache(maxsize=None)
-def relu_mask_bordered_kernel(gz_top, gz_left):
+def relu_mask_bordered_kernel(gz_top, gz_left, y_top=0, y_left=0):
     """``relu_mask(gz, gy, y)``: gz's interior (at gz_top, gz_left, compiled in) = gy
-    where y > 0, else 0; gy, y (N, C, OH, OW)."""
+    where y > 0, else 0; gy (N, C, OH, OW), y its ReLU output: plain, or a bordered
+    buffer with its interior at (y_top, y_left). gz may be gy itself (plain, in place)."""
 
     @njit(parallel=True, cache=True)
     def relu_mask(gz, gy, y):
-        batch, channels, out_height, out_width = y.shape
+        batch, channels, out_height, out_width = gy.shape
         zero = gz.dtype.type(0)
         for plane in prange(batch * channels):
             n = plane // channels
             c = plane % channels
             for oh in range(out_height):
                 for ow in range(out_width):
-                    gz[n, c, gz_top + oh, gz_left + ow] = gy[n, c, oh, ow] if y[n, c, oh, ow] > 0 else zero
+                    gz[n, c, gz_top + oh, gz_left + ow] = (gy[n, c, oh, ow] if y[n, c, y_top + oh, y_left + ow] > 0
+                                                           else zero)
 
     BUILT_KERNELS.append(relu_mask)
     return relu_mask
