@@ -1,6 +1,7 @@
-"""kernels/cpu/conv.py's GATHERED variant (a strided convolution of few input channels,
-each image's taps gathered first: kernels/cpu/conv_gathered.py) against the float64
-reference, the general kernels and finite differences."""
+"""kernels/cpu/conv.py's GATHERED variant (the forward of a strided convolution of few
+input channels, each image's taps gathered first: kernels/cpu/conv_gathered.py) against
+the float64 reference and the general kernel; the same layers' backward (LANES, PHASES,
+the general kernels) against the reference and finite differences."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import numbacnn.functional as F
 import reference as ref
 from helpers import assert_close, random_array
 from numbacnn.kernels.cpu import conv as cpu_conv
-from test_float64_partial_sums import _check_reduction, cancelling_gradient
 from test_gradcheck import assert_gradient, numerical_gradient
 
 # (x shape, filters, kernel, stride, padding)
@@ -33,8 +33,6 @@ def test_gathered_matches_reference_and_general_kernels(case, dtype, rng):
     out_h = (x_shape[2] + 2 * padding[0] - kernel[0]) // stride[0] + 1
     out_w = (x_shape[3] + 2 * padding[1] - kernel[1]) // stride[1] + 1
     assert cpu_conv.choose_forward(filters, *kernel, *stride, 1, 1, 1, out_h, channels)[0] == cpu_conv.GATHERED
-    assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, x_shape[0], out_w,
-                                           channels)[0] == cpu_conv.GATHERED
     x = random_array(rng, x_shape, dtype)
     w = random_array(rng, (filters, channels, *kernel), dtype)
     b = random_array(rng, (filters,), dtype)
@@ -60,8 +58,6 @@ def test_gathered_rule_keeps_many_channels_and_large_kernels_on_phases():
     assert cpu_conv.choose_forward(10, 7, 7, 2, 2, 1, 1, 1, 14, 1)[0] == cpu_conv.PHASES  # 49 taps
     assert cpu_conv.choose_forward(10, 3, 3, 1, 1, 1, 1, 1, 14, 1)[0] == cpu_conv.FAST  # stride 1
     assert cpu_conv.choose_forward(10, 3, 3, 2, 2, 2, 2, 1, 14, 1)[0] == cpu_conv.GENERAL  # dilation
-    assert cpu_conv.choose_backward_weight(10, 3, 3, 2, 2, 1, 1, 1, 64, 14, 3)[0] == cpu_conv.GATHERED
-    assert cpu_conv.choose_backward_weight(10, 3, 3, 2, 2, 1, 1, 1, 64, 14, 4)[0] == cpu_conv.LANES
 
 
 def test_gathered_nan_reaches_exactly_the_outputs_that_read_it():
@@ -77,21 +73,7 @@ def test_gathered_nan_reaches_exactly_the_outputs_that_read_it():
     assert np.isnan(want).any() and np.array_equal(np.isnan(y), np.isnan(want))
 
 
-def test_gathered_weight_gradient_sums_images_in_float64(rng):
-    """Plane sums in float32, across images in float64: the cancelling gradient of
-    tests/test_float64_partial_sums.py, one big or small plane per image."""
-    x_shape, kernel, padding, stride = (24, 1, 15, 15), (3, 3), (1, 1), (2, 2)
-    out = (8, 8)
-    assert cpu_conv.choose_backward_weight(4, *kernel, *stride, 1, 1, 1, x_shape[0], out[1], 1)[0] \
-        == cpu_conv.GATHERED
-    x = np.ones(x_shape, np.float32)
-    dout = cancelling_gradient(rng, (x_shape[0], 4, *out), kernel, padding, stride, in_hw=x_shape[2:], unit="plane")
-    _, gw, gb = F.conv2d_backward(dout, x, np.zeros((4, 1, *kernel), np.float32), stride=stride, padding=padding,
-                                  input_grad=False)
-    _check_reduction(gw, gb, dout, x, (4, 1, *kernel), stride=stride, padding=padding)
-
-
-def test_gathered_weight_gradient_matches_finite_differences(rng):
+def test_gathered_layer_gradients_match_finite_differences(rng):
     x = rng.standard_normal((3, 2, 7, 8))
     w = rng.standard_normal((3, 2, 3, 3))
     b = rng.standard_normal(3)

@@ -26,7 +26,7 @@ COUNTED = {
     "pool": ["max_pool2x2_forward", "max_pool2x2_backward", "max_pool2d_forward_general",
              "max_pool2d_backward_general"],
     "conv_small_maps": ["unpack_relu_pool_kernel", "unpack_masked_kernel"],
-    "conv_gathered": ["gathered_kernels"],
+    "conv_gathered": ["gathered_forward_kernel"],
     "norm": ["batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "batch_norm_stats_planes",
              "batch_norm_relu_kernel", "batch_norm_relu_pool2x2_kernel", "batch_norm_backward_bordered_kernel"],
 }

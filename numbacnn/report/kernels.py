@@ -278,8 +278,8 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     cpu_conv = backend("cpu").conv
     variant, why = cpu_conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                            conv.groups, out_shape[2], channels)
-    if variant == cpu_conv.GATHERED:  # strided, few channels: taps gathered (one factory builds both kernels)
-        _add(choices, label, "forward", device, "conv_gathered", "gathered_kernels", with_context(why))
+    if variant == cpu_conv.GATHERED:  # strided, few channels: taps gathered
+        _add(choices, label, "forward", device, "conv_gathered", "gathered_forward_kernel", with_context(why))
     elif variant == cpu_conv.PHASES:  # strided: the fused groups' row kernel over the phases
         _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel", with_context(why))
     elif variant == cpu_conv.FAST:
@@ -299,10 +299,8 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         else:
             _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general", with_context(why))
     variant, why = cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
-                                                   dilation_w, conv.groups, shape[0], out_shape[3], channels)
-    if variant == cpu_conv.GATHERED:
-        _add(choices, label, "grad-weight", device, "conv_gathered", "gathered_kernels", with_context(why))
-    elif variant == cpu_conv.LANES:
+                                                   dilation_w, conv.groups, shape[0], out_shape[3])
+    if variant == cpu_conv.LANES:
         _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes", with_context(why))
     elif variant in (cpu_conv.FAST, cpu_conv.PHASES):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))

@@ -71,15 +71,14 @@ grad-weight,               most ``LANES_MAX_OUT_WIDTH`` columns and a  cancellin
 weight_gradient_lanes``)   images in the vector lanes, x and dout      (tests/test_strided_phases.py)
                            batch-last (Tiny VGG's stride-2
                            grad-weights 1.9-3.4x faster than PHASES)
-``GATHERED`` (strided,     stride above 1, at most                     the reference, the general kernels, finite
-few channels,              ``GATHER_MAX_CHANNELS`` input channels and  differences, the cancelling gradient of
-``conv_gathered.py``):     ``GATHER_MAX_TAPS`` taps (a network's       test_float64_partial_sums, NaN
-forward and grad-weight    first layer: gray or RGB 3x3, gray 5x5):    (tests/test_gathered.py)
+``GATHERED`` (strided      stride above 1, at most                     the reference, the general kernel, NaN
+forward, few channels,     ``GATHER_MAX_CHANNELS`` input channels and  (tests/test_gathered.py)
+``conv_gathered.py``)      ``GATHER_MAX_TAPS`` taps (a network's
+                           first layer: gray or RGB 3x3, gray 5x5):
                            each image's taps gathered (im2col), then
-                           multiply-adds / dot products along the
-                           output plane (Tiny VGG stride 2's conv1:
-                           forward 0.16 -> 0.10 ms, grad-weight 0.23
-                           -> 0.11, one thread)
+                           multiply-adds along the output plane (Tiny
+                           VGG stride 2's conv1: 0.16 -> 0.10 ms, one
+                           thread)
 ``conv_rows.               Sequential's fused groups on the fast       the compositions in functional/fused.py
 conv_rows_kernel``         path (``numbacnn/fused``): forward + ReLU    (tests/test_fusion.py) and the reference
                            (+ 2x2 pool), grad-input (x ReLU mask)       (tests/test_fusion_kernels.py)
@@ -252,7 +251,7 @@ GENERAL = "general"
 FAST = "fast"
 PHASES = "phases"  # strided: the stride-1 fast kernels over the input's s * s phases (conv_phases.py)
 LANES = "lanes"  # strided grad-weight, small planes: the images in the vector lanes (conv_lanes.py)
-GATHERED = "gathered"  # strided, few input channels: each image's taps gathered first (conv_gathered.py)
+GATHERED = "gathered"  # strided forward, few input channels: each image's taps gathered first (conv_gathered.py)
 
 # Strides up to this (on each axis) take the PHASES variant: stride s makes s * s
 # phase channels, each with a ceil(K / s)-tap kernel, so larger strides only add
@@ -267,21 +266,21 @@ MAX_PHASE_STRIDE = 4
 LANES_MAX_OUT_WIDTH = 15
 LANES_MIN_BATCH = 16
 
-# A strided convolution of a network's first layer (up to GATHER_MAX_CHANNELS input
-# channels, gray or RGB) with at most GATHER_MAX_TAPS taps (C * KH * KW) gathers each
-# image's taps first. One thread, batch 64, against PHASES forward / LANES grad-weight
-# (measured): 1x28x28 3x3 stride 2 forward 0.16 -> 0.10 ms, grad-weight 0.23 -> 0.11;
-# 3x64x64 3x3: 1.54 -> 1.33, 2.6 -> 1.6; 1x28x28 5x5: 0.23 -> 0.21, 0.45 -> 0.28; but
-# 7x7 (49 taps) forward 0.41 -> 0.45: each tap's multiply-add pass costs more than
-# the phases' packing saved.
+# The forward of a strided convolution of a network's first layer (up to
+# GATHER_MAX_CHANNELS input channels, gray or RGB) with at most GATHER_MAX_TAPS taps
+# (C * KH * KW) gathers each image's taps first. One thread, batch 64, against PHASES
+# (measured): 1x28x28 3x3 stride 2 0.16 -> 0.10 ms; 3x64x64 3x3 1.54 -> 1.33; 1x28x28
+# 5x5 0.23 -> 0.21; but 7x7 (49 taps) 0.41 -> 0.45: each tap's multiply-add pass costs
+# more than the phases' packing saved. (Its weight gradient stays LANES / PHASES:
+# conv_gathered.py says why.)
 GATHER_MAX_CHANNELS = 3
 GATHER_MAX_TAPS = 27
 
 
 def gathered_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-    """True when a strided convolution of few input channels gathers its taps
-    (``GATHERED``, forward and grad-weight): stride above 1, dilation 1, groups 1, at
-    most ``GATHER_MAX_CHANNELS`` channels and ``GATHER_MAX_TAPS`` taps."""
+    """True when a strided convolution of few input channels gathers its taps for the
+    forward (``GATHERED``): stride above 1, dilation 1, groups 1, at most
+    ``GATHER_MAX_CHANNELS`` channels and ``GATHER_MAX_TAPS`` taps."""
     return ((stride_h, stride_w) != (1, 1) and (dilation_h, dilation_w) == (1, 1) and groups == 1
             and channels <= GATHER_MAX_CHANNELS and channels * kernel_h * kernel_w <= GATHER_MAX_TAPS)
 
@@ -357,17 +356,12 @@ def choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_
 
 
 def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
-                           batch, out_width, channels=None):
+                           batch, out_width):
     """(variant, why) of :func:`conv2d_backward_weight`: ``FAST``
-    (``conv_weight_grad.weight_gradient_kernel``), for strided convolutions ``GATHERED``
-    (few input channels: ``conv_gathered``), ``LANES``
+    (``conv_weight_grad.weight_gradient_kernel``), for strided convolutions ``LANES``
     (``conv_lanes.weight_gradient_lanes``: narrow output rows, a batch of
     ``LANES_MIN_BATCH`` or more) or ``PHASES`` (the fast kernel over the phases), or
-    ``GENERAL`` (:func:`conv2d_backward_weight_general`). ``channels``: the input
-    channels per group (None: not known, the choice among the others)."""
-    if channels is not None and gathered_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
-                                                      dilation_w, groups):
-        return GATHERED, _gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w) + ", float64 across images"
+    ``GENERAL`` (:func:`conv2d_backward_weight_general`)."""
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         if out_width <= LANES_MAX_OUT_WIDTH and batch >= LANES_MIN_BATCH:
             return LANES, (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {filters} filters, "
@@ -410,9 +404,8 @@ def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, d
     variant, _ = choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
                                 out.shape[2], channels)
     if variant == GATHERED:
-        forward, _ = conv_gathered.gathered_kernels(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                                                    out.shape[2], out.shape[3])
-        forward(out, x, w, b)
+        conv_gathered.gathered_forward_kernel(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out.shape[2],
+                                              out.shape[3])(out, x, w, b)
     elif variant == FAST:
         _correlate(out, x, w, b, pad_h, pad_w)
     elif variant == PHASES:
@@ -451,15 +444,8 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
     """
     filters, channels, kernel_h, kernel_w = dw.shape
     variant, _ = choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
-                                        groups, dout.shape[0], dout.shape[3], channels)
-    if variant == GATHERED:
-        chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0]))
-        partial_w = np.empty((chunks, filters, channels * kernel_h * kernel_w), np.float64)
-        _, weight_gradient = conv_gathered.gathered_kernels(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                                                            dout.shape[2], dout.shape[3])
-        weight_gradient(partial_w, dout, x)
-        dw[...] = partial_w.sum(axis=0).reshape(dw.shape)
-    elif variant == LANES:
+                                        groups, dout.shape[0], dout.shape[3])
+    if variant == LANES:
         _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == PHASES:
         _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w)

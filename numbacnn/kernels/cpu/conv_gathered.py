@@ -1,7 +1,6 @@
 """Strided convolutions of few input channels with each image's taps gathered first:
-``conv.py``'s ``GATHERED`` variant of the forward and the weight gradient (it says when
-they run and what they are tested against; the definitions are
-``conv.conv2d_forward_general`` and ``conv.conv2d_backward_weight_general``).
+``conv.py``'s ``GATHERED`` variant of the forward (it says when it runs and what it is
+tested against; the definition is ``conv.conv2d_forward_general``).
 
 A network's first layer reads 1 to 3 channels. Strided (Tiny VGG's ``--stride 2``:
 1x28x28 -> 10x14x14), it has short output rows and few multiply-adds per input value,
@@ -12,21 +11,19 @@ matrix (im2col), one row per tap, one column per output position::
     taps[t, p] = xp[c, oh * SH + kh, ow * SW + kw]      t = (c * KH + kh) * KW + kw,  p = oh * OW + ow
 
 with ``xp`` the input zero-padded by (pad_h, pad_w) (zero outside x). Then, for each
-image,
-
-- forward: ``out[f, p] = b[f] + sum over t of w[f, t] * taps[t, p]``, for each (f, t)
-  one multiply-add along the whole output plane (OH * OW consecutive values);
-- grad-weight: ``dw[f, t] += sum over p of dout[f, p] * taps[t, p]``, one dot product
-  along the plane, summed in the data's type over the plane and in float64 across
-  images (as the fused 3x3 grad-weight, ``conv_weight_grad.weight_bias_gradient_3x3_kernel``).
-
-Both loops run along p whatever the stride, so they vectorise; the strided reads
-happen once per tap and output position, in the gather (T * OH * OW copies against
+image, ``out[f, p] = b[f] + sum over t of w[f, t] * taps[t, p]``: for each filter and
+kernel row, one multiply-add of its KW taps along the whole output plane (OH * OW
+consecutive values), which vectorises whatever the stride; the strided reads happen
+once per tap and output position, in the gather (T * OH * OW copies against
 F * T * OH * OW multiply-adds). The taps matrix is T * OH * OW values (Tiny VGG's
 conv1: 9 x 196 floats, 7 KB), kept per task in the core's cache.
 
-Shapes: x (N, C, H, W); w (F, C, KH, KW); out, dout (N, F, OH, OW), C-contiguous;
-partial_w (chunks, F, T) float64.
+The weight gradient is not gathered: its dot products along the plane, in float32, sum
+several output rows in the data's type (tests/test_float64_partial_sums.py's cancelling
+gradients caught it), and in float64 they ran no faster than LANES (0.24 against 0.21
+ms, Tiny VGG's conv1, one thread, measured).
+
+Shapes: x (N, C, H, W); w (F, C, KH, KW); out (N, F, OH, OW), C-contiguous.
 """
 
 from functools import lru_cache
@@ -39,22 +36,12 @@ from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
 
 
 @lru_cache(maxsize=None)
-def gathered_kernels(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
-                     out_height: int, out_width: int):
-    """``(forward, weight_gradient)`` for one layer's kernel size, strides, padding and
-    output size (OH, OW), compiled in: with them as run-time values the gather's
-    strided copies ran 4x slower (one thread, Tiny VGG's conv1, measured)::
-
-        forward(out, x, w, b)                           out (N, F, OH, OW) = b + correlation
-        weight_gradient(partial_w, dout, x)             chunk sums of the weight gradient
-
-    ``forward`` is parallel over images. ``weight_gradient`` writes partial_w
-    (chunks, F, T), float64: chunk k's sums over its images (``k * N // chunks`` up to
-    ``(k + 1) * N // chunks``) of ``dout[n, f, p] * taps_n[t, p]``, one dot product per
-    (image, filter, tap) over the plane in the data's type, added in float64; parallel
-    over chunks, which the caller fixes (not the thread count), so the sums are the
-    same with any number of threads.
-    """
+def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
+                            out_height: int, out_width: int):
+    """``forward(out, x, w, b)``: out (N, F, OH, OW) = b + the strided correlation of x
+    with w, for one layer's kernel size, strides, padding and output size (OH, OW),
+    compiled in: with them as run-time values the gather's strided copies ran 4x slower
+    (one thread, Tiny VGG's conv1, measured). Parallel over images."""
 
     plane_size = out_height * out_width
 
@@ -116,28 +103,5 @@ def gathered_kernels(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int,
                                 total += w[f, c, kh, kw] * taps[first + kw, p]
                             plane[p] = total
 
-    @njit(parallel=True, cache=True, fastmath=FASTMATH)
-    def weight_gradient(partial_w, dout, x):
-        chunks = partial_w.shape[0]
-        batch, filters = dout.shape[0], dout.shape[1]
-        channels = x.shape[1]
-        taps_count = partial_w.shape[2]
-        zero = dout.dtype.type(0)
-        for chunk in prange(chunks):
-            partial_w[chunk] = 0.0
-            taps = np.empty((taps_count, plane_size), x.dtype)
-            padded = np.empty((channels, (out_height - 1) * stride_h + kernel_h,
-                               (out_width - 1) * stride_w + kernel_w), x.dtype)
-            for n in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
-                gather_taps(taps, padded, x, n)
-                for f in range(filters):
-                    gradient = dout[n, f].reshape(plane_size)
-                    for t in range(taps_count):
-                        row = taps[t]
-                        total = zero
-                        for p in range(plane_size):
-                            total += gradient[p] * row[p]
-                        partial_w[chunk, f, t] += total
-
-    BUILT_KERNELS.extend((forward, weight_gradient))
-    return forward, weight_gradient
+    BUILT_KERNELS.append(forward)
+    return forward
