@@ -160,35 +160,32 @@ def test_phase_weights_round_trip(rng):
 def test_lanes_grad_weight_sums_rows_in_float64():
     """LANES sums each image's output row in float32, then rows and images in float64:
     test_float64_partial_sums' cancelling gradient (big rows cancel, small rows hold
-    the answer) loses the small rows to any float32 sum across rows or images. (4
-    channels: 3 would take GATHERED, whose float32 sums cover a whole plane, see
-    tests/test_gathered.py.)"""
+    the answer) loses the small rows to any float32 sum across rows or images."""
     rng = np.random.default_rng(29)
-    x_shape, filters, kernel, stride, padding = (16, 4, 15, 9), 4, (3, 3), (2, 2), (0, 0)
+    x_shape, filters, kernel, stride, padding = (16, 3, 15, 9), 4, (3, 3), (2, 2), (0, 0)
     x = np.ones(x_shape, np.float32)
     w = np.full((filters, x_shape[1]) + kernel, 0.125, np.float32)
     out_shape = F.conv2d(x, w, stride=stride, padding=padding).shape
     assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, out_shape[0],
-                                           out_shape[3], x_shape[1])[0] == cpu_conv.LANES
+                                           out_shape[3])[0] == cpu_conv.LANES
     gy = cancelling_gradient(rng, out_shape, kernel, padding, stride, (1, 1), x_shape[2:])
     _, gw, gb = F.conv2d_backward(gy, x, w, stride=stride, padding=padding)
     _check_reduction(gw, gb, gy, x, w.shape, stride=stride, padding=padding, dilation=(1, 1))
 
 
 def test_info_kernels_names_the_lanes_grad_weight_and_it_runs(monkeypatch):
-    """At batch 16 Tiny VGG's second stride-2 layer takes LANES for grad-weight, as
-    ``numbacnn info --kernels`` says (tests/test_kernel_choices.py runs batch 4: PHASES);
-    the first, one input channel, gathers its taps (GATHERED: tests/test_gathered.py)."""
+    """At batch 16 both stride-2 layers of Tiny VGG take LANES for grad-weight, as
+    ``numbacnn info --kernels`` says (tests/test_kernel_choices.py runs batch 4: PHASES)."""
     from numbacnn.kernels.cpu import conv_lanes
 
     shape = (16, 1, 28, 28)
     model = tiny_vgg(1, 10, 28, padding=1, stride=2, seed=0)
     listed = [c.layers for c in kernel_choices(model, shape) if c.kernel == "conv_lanes.weight_gradient_lanes"]
-    assert len(listed) == 1 and listed[0].startswith("conv_2_1"), listed
+    assert len(listed) == 2 and listed[0].startswith("conv_1_1") and listed[1].startswith("conv_2_1")
     calls = []
     original = conv_lanes.weight_gradient_lanes
     monkeypatch.setattr(conv_lanes, "weight_gradient_lanes", lambda *args: calls.append(1) or original(*args))
     rng = np.random.default_rng(0)
     _, grad = F.softmax_cross_entropy(model(rng.standard_normal(shape).astype(np.float32)), rng.integers(0, 10, 16))
     model.backward(grad, input_grad=False)
-    assert len(calls) == 1
+    assert len(calls) == 2
