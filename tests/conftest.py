@@ -98,8 +98,11 @@ def rng() -> np.random.Generator:
 # files to the workers in collection order, so a long file collected late (the README
 # run, alphabetically near the end) kept one worker busy minutes after the other had
 # finished (CI on 2 cores, 2026-12-06: the README test started last, 145 s).
-SLOW_FILES_FIRST = ("test_readme.py", "test_sweep.py", "test_cache.py", "test_fusion_axes.py", "test_gpu_check.py",
-                    "test_fusion.py", "test_cuda_compile.py")
+# test_strided_phases.py (about 350 s of compiling) and the other kernel files that grew
+# in session 4 joined the list after a CI run of 32 minutes (2026-12-06).
+SLOW_FILES_FIRST = ("test_readme.py", "test_strided_phases.py", "test_sweep.py", "test_fusion_axes.py", "test_cache.py",
+                    "test_fusion.py", "test_gpu_check.py", "test_kernel_choices.py", "test_fusion_batch_norm.py",
+                    "test_cuda_compile.py", "test_parity_ops.py", "test_sweep_stride.py", "test_small_maps.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
