@@ -190,23 +190,14 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                          (f"{size}: fused {what} rows (MODE_RELU_POOL)" if pooled else
                           f"{size}: fused {what} rows (MODE_RELU)") + folded)
             if training:
-                if pooled:
-                    _add(choices, label, "backward", device, "bordered", "max_pool2x2_relu_backward_kernel",
-                         "2x2 pool backward from the saved indices, times the ReLU mask")
-                else:
-                    next_fast = i + 1 < len(blocks) and isinstance(paths[i + 1], FastPath)
-                    if i + 1 == len(blocks):
-                        _add(choices, label, "backward", device, "bordered", "relu_mask_bordered_kernel",
-                             "ReLU mask into the bordered gradient")
-                    elif not next_fast:
-                        _add(choices, label, "backward", device, "bordered", "copy_into_border_kernel",
-                             "the composed next block's masked gradient into the bordered buffer")
-                    if path.pad == (0, 0) and (kernel_h, kernel_w) == (3, 3) and not next_fast and norm is None:
-                        _add(choices, label, "backward", device, "bordered", "copy_interior_kernel",
-                             "the gradient again, bordered by 1, for the whole-plane grad-weight")
-                if norm is not None:
-                    _add(choices, label, "backward", device, "norm", "batch_norm_backward_bordered_kernel",
-                         "the batch norm's backward into the conv's bordered output gradient")
+                next_fast = i + 1 < len(blocks) and isinstance(paths[i + 1], FastPath)
+                _output_gradient_choices(choices, label, device, pooled=pooled, last=i + 1 == len(blocks),
+                                         next_fast=next_fast, batch_norm=norm is not None)
+                # (only without batch norm: listed after its backward's place, the order is the chain's)
+                if not pooled and path.pad == (0, 0) and (kernel_h, kernel_w) == (3, 3) and not next_fast \
+                        and norm is None:
+                    _add(choices, label, "backward", device, "bordered", "copy_interior_kernel",
+                         "the gradient again, bordered by 1, for the whole-plane grad-weight")
                 if (kernel_h, kernel_w) == (3, 3) and path.pad in ((0, 0), (1, 1)):
                     _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_bias_gradient_3x3_kernel",
                          "3x3 with padding 0 or 1: whole planes as single dot products, with the bias")
@@ -310,6 +301,25 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias", prefix + "float64 partial sums")
 
 
+def _output_gradient_choices(choices: list, label: str, device: str, *, pooled: bool, last: bool, next_fast: bool,
+                             batch_norm: bool) -> None:
+    """The kernels that bring a fast block's output gradient to its conv (``BlockChain._backward_fast``):
+    the pool's backward, or the ReLU mask where no next fast block wrote its gradient
+    already masked, then the batch norm's backward."""
+    if pooled:
+        _add(choices, label, "backward", device, "bordered", "max_pool2x2_relu_backward_kernel",
+             "2x2 pool backward from the saved indices, times the ReLU mask")
+    elif last:
+        _add(choices, label, "backward", device, "bordered", "relu_mask_bordered_kernel",
+             "ReLU mask into the block's gradient buffer")
+    elif not next_fast:
+        _add(choices, label, "backward", device, "bordered", "copy_into_border_kernel",
+             "the composed next block's masked gradient into the block's gradient buffer")
+    if batch_norm:
+        _add(choices, label, "backward", device, "norm", "batch_norm_backward_bordered_kernel",
+             "the batch norm's backward into the conv's output gradient buffer")
+
+
 def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: str, training: bool, first: bool,
                            label: str, choices: list, *, copy_input: bool, masked: bool, last: bool,
                            next_fast: bool) -> None:
@@ -340,18 +350,8 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
              f"{affine} into the next block's bordered input")
     if not training:
         return
-    if pooled:
-        _add(choices, label, "backward", device, "bordered", "max_pool2x2_relu_backward_kernel",
-             "2x2 pool backward from the saved indices, times the ReLU mask")
-    elif last:
-        _add(choices, label, "backward", device, "bordered", "relu_mask_bordered_kernel",
-             "ReLU mask into the gradient")
-    elif not next_fast:
-        _add(choices, label, "backward", device, "bordered", "copy_into_border_kernel",
-             "the composed next block's masked gradient into the gradient buffer")
-    if norm is not None:
-        _add(choices, label, "backward", device, "norm", "batch_norm_backward_bordered_kernel",
-             "the batch norm's backward into the conv's output gradient")
+    _output_gradient_choices(choices, label, device, pooled=pooled, last=last, next_fast=next_fast,
+                             batch_norm=norm is not None)
     if masked and not first:
         _add(choices, label, "grad-input", device, "bordered", "relu_mask_bordered_kernel",
              "times the previous ReLU's mask, read from this block's padded input")
