@@ -41,6 +41,7 @@ import numpy as np
 from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH, is_new_max
+from numbacnn.kernels.cpu.conv_rows import POOL_WINDOWS_CHUNK  # the fused conv's pool: whole float32 vectors
 from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
 
 
@@ -179,16 +180,13 @@ def batch_norm_relu_kernel(out_top, out_left):
     return normalise_relu
 
 
-POOL_WINDOWS_CHUNK = 16  # windows per row pair come in multiples of this: whole float32 vectors
-
-
 @njit(cache=True, inline="never")
 def _pool_row_pair(best_row, where_row, rows, top_left, width, windows):
     """The 2x2 windows over two ReLU'd rows: ``best_row[pw]`` the maximum of
     rows[0 or 1, 2 * pw or 2 * pw + 1], the first in row-major order (NaN wins,
     ``is_new_max``), ``where_row[pw]`` its flat index ``top_left + r * width + col``.
 
-    rows (2, 2 * windows), ``windows`` a multiple of ``POOL_WINDOWS_CHUNK`` compiled in
+    rows (2, 2 * windows), ``windows`` a multiple of ``conv_rows.POOL_WINDOWS_CHUNK`` compiled in
     (``literally``): the loop runs over whole vectors with a constant trip count, with
     no remainder run one window at a time (the columns past the image are zeros, their
     windows dropped by the caller); with a run-time count it ran 0.5 ms slower per
@@ -225,7 +223,7 @@ def batch_norm_relu_pool2x2_kernel(pool_top, pool_left, width):
     values (the ReLU mask where gradient lands) and the indices.
 
     Each row pair is normalised into a local (2, 2 * windows) buffer, ``windows`` the
-    pooled width rounded up to ``POOL_WINDOWS_CHUNK``, and pooled by
+    pooled width rounded up to ``conv_rows.POOL_WINDOWS_CHUNK``, and pooled by
     :func:`_pool_row_pair`. z's width W is compiled in only for that window count: the
     normalising loops run to z.shape[3], a run-time value on purpose. With W compiled
     in, LLVM unrolled them into scalar code, and the kernel took 1.03 ms against 0.3
