@@ -20,7 +20,7 @@ COUNTED = {
     "conv": ["conv2d_forward_general", "conv2d_backward_input_general", "conv2d_backward_weight_general",
              "conv2d_backward_bias"],
     "conv_rows": ["conv_rows_kernel", "correlation_kernel"],
-    "conv_weight_grad": ["weight_gradient_kernel", "weight_bias_gradient_3x3_kernel"],
+    "conv_weight_grad": ["weight_gradient_kernel", "weight_bias_gradient_3x3_kernel", "weight_gradient_winograd_kernel"],
     "bordered": ["copy_into_border_kernel", "max_pool2x2_relu_backward_kernel", "relu_mask_bordered_kernel",
                  "copy_interior_kernel"],
     "pool": ["max_pool2x2_forward", "max_pool2x2_backward", "max_pool2d_forward_general",

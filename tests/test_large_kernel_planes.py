@@ -18,6 +18,14 @@ from numbacnn.fused.buffers import bordered_empty, interior
 from numbacnn.kernels.cpu import conv_tuning
 
 
+@pytest.fixture(autouse=True)
+def direct_bodies(monkeypatch):
+    """These tests hold the direct plane bodies: the 1-D Winograd ones, which Tiny VGG's
+    5x5 and 7x7 layers with 4 or more input channels take instead, are held by
+    tests/test_conv_winograd.py against the same reference."""
+    monkeypatch.setattr(conv_tuning, "WINOGRAD_ENABLED", False)
+
+
 def test_the_plane_rules():
     assert conv_tuning.planes_outside(5, 5, 2) and conv_tuning.planes_outside(7, 7, 4)
     assert not conv_tuning.planes_outside(5, 5, 1)  # one-vector rows keep the kernel-row body

@@ -57,12 +57,13 @@ def conv2d_relu_padded(
         _conv2d_relu_side_by_side(x_padded, w, b, out, out_border, pooled, pooled_border, indices)
     elif pooled is None:
         kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_RELU, in_height, in_width,
-                                          *out_border, itemsize=x_padded.itemsize)
+                                          *out_border, itemsize=x_padded.itemsize,
+                                          winograd=_by_winograd(x_padded, kernel_h, kernel_w))
         kernel(out, out, _dummy_indices(), out, x_padded, w, b)
     else:
         kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_RELU_POOL, in_height, in_width,
                                           *out_border, *pooled_border, store_out=out is not None,
-                                          itemsize=x_padded.itemsize)
+                                          itemsize=x_padded.itemsize, winograd=_by_winograd(x_padded, kernel_h, kernel_w))
         out = pooled if out is None else out  # an unused argument of the right type
         kernel(out, pooled, indices, out, x_padded, w, b)
 
@@ -97,6 +98,16 @@ def _conv2d_relu_side_by_side(x_padded: Any, w: Any, b: Any, out: Any, out_borde
     some = out if out is not None else pooled  # unused arguments of the right type
     unpack(some, pooled if pooled is not None else some, indices if indices is not None else _dummy_indices(),
            packed_out)
+
+
+def _by_winograd(x_padded: Any, kernel_h: int, kernel_w: int) -> bool:
+    """True when a stride-1 correlation of the padded x_padded (N, C, H, W) with a
+    KH x KW kernel sums by 1-D Winograd (``conv_tuning.winograd_outputs``): forward
+    and grad-input (``conv_rows.conv_rows_kernel(..., winograd=True)``) and grad-weight
+    (``conv_weight_grad.weight_gradient_winograd_kernel``)."""
+    _, channels, height, width = x_padded.shape
+    return backend("cpu").conv_tuning.winograd_outputs(kernel_h, kernel_w, height - kernel_h + 1,
+                                                       width - kernel_w + 1, x_padded.itemsize, channels) > 0
 
 
 def conv2d_backward_padded(
@@ -145,6 +156,10 @@ def conv2d_backward_padded(
     partial_b = np.empty((chunks, filters), np.float64)
     if planes:  # the same row width in both buffers: whole planes as single dot products
         kernel = cpu.conv_weight_grad.weight_bias_gradient_3x3_kernel(filters, x_padded.shape[3])
+    elif _by_winograd(x_padded, kernel_h, kernel_w):  # as the forward: fewer multiply-adds
+        kernel = cpu.conv_weight_grad.weight_gradient_winograd_kernel(filters, kernel_h, kernel_w,
+                                                                      *gz_weights_border, *x_padded.shape[2:],
+                                                                      x_padded.itemsize)
     else:
         kernel = cpu.conv_weight_grad.weight_gradient_kernel(filters, kernel_h, kernel_w, *gz_weights_border,
                                                              with_bias=True)
@@ -166,12 +181,14 @@ def conv2d_backward_padded(
             if mask is None:
                 kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_BIAS, in_height_gz,
                                                   in_width_gz, *gx_border, *gx_also_border, store_twice=twice,
-                                                  itemsize=gz_padded.itemsize)
+                                                  itemsize=gz_padded.itemsize,
+                                                  winograd=_by_winograd(gz_padded, kernel_h, kernel_w))
                 kernel(gx, also, _dummy_indices(), gx, gz_padded, flipped, no_bias)
             else:
                 kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_MASK, in_height_gz,
                                                   in_width_gz, *gx_border, *gx_also_border, *mask_border,
-                                                  store_twice=twice, itemsize=gz_padded.itemsize)
+                                                  store_twice=twice, itemsize=gz_padded.itemsize,
+                                                  winograd=_by_winograd(gz_padded, kernel_h, kernel_w))
                 kernel(gx, also, _dummy_indices(), mask, gz_padded, flipped, no_bias)
         else:  # few channels (a network's first layer): the general kernel on plain arrays
             out_shape = (batch, filters, out_height, x_padded.shape[3] - kernel_w + 1)
@@ -276,7 +293,7 @@ def conv2d_padded(x_padded: Any, w: Any, b: Any, out: Any, stride: tuple[int, in
     rows = backend("cpu").conv_rows
     filters, _, kernel_h, kernel_w = w.shape
     kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_BIAS, x_padded.shape[2], x_padded.shape[3],
-                                   itemsize=x_padded.itemsize)
+                                   itemsize=x_padded.itemsize, winograd=_by_winograd(x_padded, kernel_h, kernel_w))
     kernel(out, out, _dummy_indices(), out, x_padded, w, b)
 
 

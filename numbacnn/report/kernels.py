@@ -161,6 +161,7 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
         elif isinstance(path, FastPath):
             pooled = block.pool is not None
             norm = group_norm(group)
+            winograd = _winograd_note(kernel_h, kernel_w, path.y_shape, channels, dtype)
             batch_stats = norm is not None and (training or not norm.track_running_stats)
             if i == 0 or not isinstance(paths[i - 1], FastPath):
                 _add(choices, label, "forward", device, "bordered", "copy_into_border_kernel",
@@ -168,7 +169,7 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
             what = "conv+ReLU+2x2 pool" if pooled else "conv+ReLU"
             if batch_stats:
                 _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
-                     f"{size}: conv rows into z, the batch norm's input (MODE_BIAS)")
+                     f"{size}: conv rows into z, the batch norm's input (MODE_BIAS)" + winograd)
                 _add(choices, label, "forward", device, "norm", "batch_norm_stats_planes",
                      "z's batch statistics, planes summed vectorised")
                 if pooled:
@@ -188,7 +189,7 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                 else:
                     _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
                          (f"{size}: fused {what} rows (MODE_RELU_POOL)" if pooled else
-                          f"{size}: fused {what} rows (MODE_RELU)") + folded)
+                          f"{size}: fused {what} rows (MODE_RELU)") + winograd + folded)
             if training:
                 next_fast = i + 1 < len(blocks) and isinstance(paths[i + 1], FastPath)
                 _output_gradient_choices(choices, label, device, pooled=pooled, last=i + 1 == len(blocks),
@@ -201,6 +202,9 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                 if (kernel_h, kernel_w) == (3, 3) and path.pad in ((0, 0), (1, 1)):
                     _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_bias_gradient_3x3_kernel",
                          "3x3 with padding 0 or 1: whole planes as single dot products, with the bias")
+                elif winograd:
+                    _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_winograd_kernel",
+                         f"{size}: whole transformed planes" + winograd + ", bias in the same pass")
                 else:
                     by_planes = backend("cpu").conv_tuning.weight_gradient_by_planes(kernel_h, kernel_w)
                     _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel",
@@ -218,7 +222,8 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                     elif channels >= backend("cpu").conv_tuning.MIN_FILTERS and in_height >= 2:
                         _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel",
                              "flipped-kernel rows" + (" times the previous ReLU's mask (MODE_MASK)" if masked
-                                                      else " (MODE_BIAS)"))
+                                                      else " (MODE_BIAS)")
+                             + _winograd_note(kernel_h, kernel_w, shape, filters, dtype))
                     else:
                         _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general",
                              f"{channels} input channels (the row kernels need "
@@ -240,6 +245,18 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                 _pool_choices(pool, shape, device, training, labels[id(pool)], choices)
                 shape = pool.output_shape(shape)
     return shape
+
+
+def _winograd_note(kernel_h: int, kernel_w: int, out_shape: tuple, channels: int, dtype: Any) -> str:
+    """", by 1-D Winograd F(2, KH) ..." when a stride-1 correlation with output (N, F,
+    OH, OW) and ``channels`` input channels sums by Winograd
+    (``conv_tuning.winograd_outputs``, as ``fused/bordered_ops.py`` asks it), else ""."""
+    outputs = backend("cpu").conv_tuning.winograd_outputs(kernel_h, kernel_w, out_shape[2], out_shape[3],
+                                                          np.dtype(dtype).itemsize, channels)
+    if not outputs:
+        return ""
+    return (f", by 1-D Winograd F({outputs}, {kernel_h}) down the columns "
+            f"({outputs + kernel_h - 1} multiply-adds per {outputs} rows, not {outputs * kernel_h})")
 
 
 def side_by_side(map_shape: tuple, dtype: Any) -> bool:

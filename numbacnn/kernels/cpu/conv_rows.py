@@ -34,8 +34,10 @@ import numpy as np
 from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH, is_new_max
+from numbacnn.kernels.cpu import conv_winograd as winograd
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, VECTOR_BYTES, filter_block_size, forward_fastmath,
-                                              kernel_rows_outside, plane_blocking, planes_outside, row_blocking)
+                                              kernel_rows_outside, plane_blocking, planes_outside, row_blocking,
+                                              WINOGRAD_OUTPUTS)
 
 # What conv_rows_kernel does with each sum before storing it
 MODE_BIAS = 0       # plain: the convolution (grad-input)
@@ -252,7 +254,7 @@ def _pool_task_rows(pooled, indices, sums, n, top_row, first, stop, out_width, p
 
 @lru_cache(maxsize=None)
 def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top=0, out_left=0, pool_top=0,
-                     pool_left=0, mask_top=0, mask_left=0, store_out=True, store_twice=False, itemsize=4):
+                     pool_left=0, mask_top=0, mask_left=0, store_out=True, store_twice=False, itemsize=4, winograd=False):
     """Stride-1 correlation of a zero-bordered input with a fused store.
 
     ``conv_rows(out, pooled, indices, mask, x, w, b)``, shapes and borders compiled in
@@ -272,7 +274,9 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
         indices  MODE_RELU_POOL: (N, F, OH // 2, OW // 2) int64, the maximum's flat
                  index ``row * OW + col`` in its (OH, OW) plane (PyTorch's format)
 
-    With ``store_twice`` (MODE_BIAS / MODE_MASK), ``pooled`` is a second bordered
+    With ``winograd`` (the caller applies ``conv_tuning.winograd_outputs``) the sums
+    are taken by 1-D Winograd, :func:`_conv_winograd_kernel`, with the same result to
+    rounding. With ``store_twice`` (MODE_BIAS / MODE_MASK), ``pooled`` is a second bordered
     destination: its interior at (pool_top, pool_left) receives the same values as
     out's. A gradient that two kernels read with different borders is then written
     once into each, instead of being copied from one into the other afterwards.
@@ -306,6 +310,9 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
     out_width = in_width - kernel_w + 1
     vector = VECTOR_BYTES // itemsize  # elements per AVX-512 register: 16 float32, 8 float64
     computed_width = (out_width + vector - 1) // vector * vector
+    if winograd:
+        return _conv_winograd_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top, out_left,
+                                     pool_top, pool_left, mask_top, mask_left, store_out, store_twice, itemsize)
     if planes_outside(kernel_h, kernel_w, computed_width // vector):
         return _conv_planes_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top, out_left,
                                    pool_top, pool_left, mask_top, mask_left, store_out, store_twice, itemsize)
@@ -441,3 +448,66 @@ def _conv_planes_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, 
 
     BUILT_KERNELS.append(conv_planes)
     return conv_planes
+
+
+@lru_cache(maxsize=None)
+def _conv_winograd_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top, out_left, pool_top,
+                          pool_left, mask_top, mask_left, store_out, store_twice, itemsize):
+    """:func:`conv_rows_kernel` with fewer multiply-adds, for 5x5 and 7x7 kernels
+    (``conv_tuning.winograd_outputs``): the same ``conv_rows(out, pooled, indices, mask,
+    x, w, b)``, arguments, modes and result (to rounding), summed with 1-D Winograd
+    F(2, KH) down the columns (``conv_winograd.py``): each pair of output rows takes
+    KH + 1 transformed input rows per kernel column instead of 2 x KH input rows, 3 of
+    5 (5x5) or 4 of 7 (7x7) multiply-adds.
+
+    The weights are transformed once per call (``transformed`` (n, F, C, KW), n = KH +
+    1). Parallel over (image, block of output rows, as the plane body:
+    ``conv_tuning.plane_blocking``). Each task, for each input channel, transforms its
+    tiles of input rows into ``d`` (n, tiles * in_width) and adds them, every filter
+    and kernel column, into ``products`` (n, F, tiles * in_width)
+    (``conv_winograd.accumulate_transformed``: the plane body's loop on transformed
+    rows). Then it transforms the products back into ``sums`` (F, R, in_width), the
+    plane body's layout, and stores and pools them exactly as
+    :func:`_conv_planes_kernel` does."""
+    out_height = in_height - kernel_h + 1
+    out_width = in_width - kernel_w + 1
+    outputs = WINOGRAD_OUTPUTS
+    points = outputs + kernel_h - 1
+    g = winograd.winograd_matrices(outputs, kernel_h)[1]
+    filter_block, rows_per_task = plane_blocking(filters, out_height, in_width, itemsize)
+    blocks = (out_height + rows_per_task - 1) // rows_per_task
+    tiles = rows_per_task // outputs  # plane_blocking's row blocks are even
+    length = tiles * in_width - (kernel_w - 1)  # positions whose kernel columns stay inside d
+    transform_input_rows = winograd.input_transform_kernel(outputs, kernel_h, in_width, itemsize)
+    transform_output_rows = winograd.output_transform_kernel(outputs, kernel_h, in_width, itemsize)
+    pooled_rows = 2 * (out_height // 2)  # rows covered by whole pool windows
+    pool_windows = in_width // 2  # windows of a sums row; those past OW // 2 are dropped
+
+    @njit(parallel=True, cache=True, fastmath=forward_fastmath(kernel_h, kernel_w))
+    def conv_winograd(out, pooled, indices, mask, x, w, b):
+        batch, channels = x.shape[0], x.shape[1]
+        zero = x.dtype.type(0)
+        transformed = np.empty((points, filters, channels, kernel_w), x.dtype)
+        winograd.transform_weights(transformed, w, g)
+        for task in prange(batch * blocks):
+            n, top_row, first_stored = _task_rows(task, blocks, rows_per_task, out_height)
+            d = np.empty((points, tiles * in_width), x.dtype)
+            products = np.zeros((points, filters, tiles * in_width), x.dtype)
+            for c in range(channels):
+                transform_input_rows(d, x, n, c, top_row, tiles)
+                winograd.accumulate_transformed(products, d, transformed, c, length, filters, kernel_w,
+                                                filter_block, points)
+            sums = np.empty((filters, rows_per_task, in_width), x.dtype)
+            transform_output_rows(sums, products, b, tiles)
+            if mode != MODE_RELU_POOL or store_out:
+                _store_task_rows(out, pooled, mask, sums.transpose((1, 0, 2)), n, top_row, first_stored, out_width,
+                                 mode, store_twice, out_top, out_left, pool_top, pool_left, mask_top, mask_left, zero)
+            if mode == MODE_RELU_POOL:
+                first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
+                stop = min(rows_per_task, pooled_rows - top_row) - 1
+                rows_first = np.ascontiguousarray(sums.transpose((1, 0, 2)))
+                _pool_task_rows(pooled, indices, rows_first, n, top_row, first_pooled, stop, out_width, pool_top,
+                                pool_left, pool_windows)
+
+    BUILT_KERNELS.append(conv_winograd)
+    return conv_winograd

@@ -122,6 +122,32 @@ def planes_outside(kernel_h, kernel_w, vectors_per_row):
     return kernel_rows_outside(kernel_h, kernel_w) and vectors_per_row >= 2
 
 
+# 1-D Winograd F(2, KH) down the columns (conv_rows._conv_winograd_kernel,
+# conv_winograd.py) for these kernel sizes: 3 of 5 and 4 of 7 multiply-adds. Measured
+# (float32, one thread, Tiny VGG's 10 -> 10 filters, batch 64, against the plane body):
+# 28 wide 5x5 2.6-2.7 against 3.1 ms, 7x7 4.8 against 6.5; 14 wide (rows of one vector,
+# the kernel-row body) 5x5 0.90 against 0.78, 7x7 1.49 against 1.41: not taken there.
+WINOGRAD_KERNEL_SIZES = (5, 7)
+WINOGRAD_OUTPUTS = 2  # output rows per tile
+WINOGRAD_ENABLED = True  # switched off by tests and benchmarks that compare with the direct body
+
+
+def winograd_outputs(kernel_h, kernel_w, out_height, out_width, itemsize, channels):
+    """Output rows per tile of the 1-D Winograd F(m, KH) that ``conv_rows.conv_rows_kernel``
+    and the fused grad-weight sum with, or 0 where they keep the direct bodies:
+    Winograd for square 5x5 and 7x7 kernels whose output rows are two or more vectors
+    (the plane body's shapes, :func:`planes_outside`), whose output height is whole
+    tiles, and with ``MIN_FILTERS`` or more input channels (``channels``; 0: not known).
+    With one input channel (a first layer) the transforms cost more than they save:
+    5x5, 28 wide, forward 0.54 against 0.46 ms, grad-weight 0.85 against 0.46."""
+    vectors = (out_width * itemsize + VECTOR_BYTES - 1) // VECTOR_BYTES
+    if (WINOGRAD_ENABLED and kernel_h == kernel_w and kernel_h in WINOGRAD_KERNEL_SIZES
+            and planes_outside(kernel_h, kernel_w, vectors) and out_height % WINOGRAD_OUTPUTS == 0
+            and channels >= MIN_FILTERS):
+        return WINOGRAD_OUTPUTS
+    return 0
+
+
 def plane_blocking(filters, out_height, in_width, itemsize):
     """(filter_block, rows_per_task) of the plane body (:func:`planes_outside`): up to
     ``PLANE_FILTER_BLOCK`` filters (a divisor of ``filters``), and the output rows split

@@ -16,7 +16,9 @@ import numpy as np
 from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH
-from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS, VECTOR_BYTES, weight_gradient_by_planes
+from numbacnn.kernels.cpu import conv_winograd as winograd
+from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, VECTOR_BYTES, WINOGRAD_OUTPUTS,
+                                              weight_gradient_by_planes)
 
 
 @lru_cache(maxsize=None)
@@ -241,6 +243,98 @@ def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_l
 
     BUILT_KERNELS.append(weight_gradient_planes)
     return weight_gradient_planes
+
+
+@lru_cache(maxsize=None)
+def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_left, height, width, itemsize):
+    """:func:`weight_gradient_kernel` with fewer multiply-adds, for the shapes whose
+    forward runs ``conv_rows._conv_winograd_kernel`` (``conv_tuning.winograd_outputs``:
+    5x5 and 7x7, x (N, C, height, width), even OH): the same ``weight_gradient(partial_w,
+    partial_b, dout, x)``, with_bias, and result (to rounding), by 1-D Winograd down
+    the columns (``conv_winograd.py``).
+
+    Why it works: a tile of m = 2 gradient rows e and n = KH + 1 input rows d contribute
+    ``sum over i of e[i] * d[i + kh]`` to kernel row kh, and F(2, KH)'s identity
+    ``AT @ ((G @ w) * (BT @ d))`` for the forward, read as a bilinear form in (e, w),
+    gives that sum as ``sum over k of G[k, kh] * (AT.T @ e)[k] * (BT @ d)[k]``. So for
+    each image the gradient planes are transformed by AT.T
+    (``conv_winograd.gradient_transform_kernel``), the input planes by BT (the
+    forward's ``conv_winograd.input_transform_kernel``), and per transformed row k,
+    filter, channel and kernel column one dot product over the plane is taken: n per
+    pair of output rows instead of 2 x KH. G is applied once per chunk, in float64.
+
+        for image n of the chunk:     T chunks of the batch, one parallel task each
+          transform its C input planes into d (C, n, tiles * W)
+          for filter pair:            transform the two gradient planes, [bias: row sums]
+            for c, k:
+              for i < L':             vectorised: 2 x KW reductions in the input dtype
+              products[k, f, c, :] += the 2 x KW sums, in float64
+        partial_w[chunk, f, c, kh, kw] = sum over k of G[k, kh] * products[k, f, c, kw]
+
+    As :func:`_weight_gradient_planes_kernel`: rows of x's width W (columns past OW of
+    the transformed gradient are zero), one plane's products summed in the input dtype
+    (:func:`_kernel_row_dots`, lengths rounded up to whole vectors over zero tails),
+    planes added in float64."""
+    out_height = height - kernel_h + 1
+    out_width = width - kernel_w + 1
+    outputs = WINOGRAD_OUTPUTS
+    points = outputs + kernel_h - 1
+    tiles = out_height // outputs
+    vector = VECTOR_BYTES // itemsize
+    length = (tiles - 1) * width + out_width  # first to last real position
+    whole_length = (length + vector - 1) // vector * vector  # the tail of e is zero
+    g = winograd.winograd_matrices(outputs, kernel_h)[1]
+    transform_input_rows = winograd.input_transform_kernel(outputs, kernel_h, width, itemsize)
+    transform_gradient_rows = winograd.gradient_transform_kernel(outputs, kernel_h, width, out_width, itemsize)
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def weight_gradient_winograd(partial_w, partial_b, dout, x):
+        chunks = partial_w.shape[0]
+        batch, channels = x.shape[0], x.shape[1]
+        zero = dout.dtype.type(0)
+        for chunk in prange(chunks):
+            products = np.zeros((points, filters, channels, kernel_w), np.float64)
+            for f in range(filters):
+                partial_b[chunk, f] = 0.0
+            # the image's transformed input planes, each with a zero tail for the
+            # whole-vector dot products of the last kernel columns
+            d = np.zeros((channels, points, whole_length + kernel_w + vector), x.dtype)
+            e = np.zeros((2, points, tiles * width + vector), dout.dtype)  # two filters' transformed gradients
+            for n in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
+                for c in range(channels):
+                    transform_input_rows(d[c], x, n, c, 0, tiles)
+                for first in range(0, filters, 2):
+                    second = min(first + 1, filters - 1)  # an odd last filter pairs with itself
+                    transform_gradient_rows(e[0], dout, n, first, dout_top, dout_left, tiles)
+                    transform_gradient_rows(e[1], dout, n, second, dout_top, dout_left, tiles)
+                    first_sum = zero
+                    second_sum = zero
+                    for oh in range(out_height):
+                        for ow in range(out_width):
+                            first_sum += dout[n, first, dout_top + oh, dout_left + ow]
+                            second_sum += dout[n, second, dout_top + oh, dout_left + ow]
+                    partial_b[chunk, first] += first_sum
+                    if second != first:
+                        partial_b[chunk, second] += second_sum
+                    for c in range(channels):
+                        for k in range(points):
+                            first_sums, second_sums = _kernel_row_dots(e[0, k], e[1, k], d[c, k], whole_length,
+                                                                       kernel_w)
+                            for kw in range(kernel_w):
+                                products[k, first, c, kw] += first_sums[kw]
+                                if second != first:
+                                    products[k, second, c, kw] += second_sums[kw]
+            for f in range(filters):
+                for c in range(channels):
+                    for kh in range(kernel_h):
+                        for kw in range(kernel_w):
+                            s = 0.0
+                            for k in range(points):
+                                s += g[k, kh] * products[k, f, c, kw]
+                            partial_w[chunk, f, c, kh, kw] = s
+
+    BUILT_KERNELS.append(weight_gradient_winograd)
+    return weight_gradient_winograd
 
 
 @lru_cache(maxsize=None)
