@@ -23,41 +23,13 @@ if _real_gpu_required:
 elif _real_gpu != "1":
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-    # The simulator runs each CUDA thread as a Python thread and implements
-    # syncthreads() by polling; with the default 5 ms GIL switch interval every
-    # barrier costs milliseconds. A short interval makes the CUDA tests ~10x faster.
-    sys.setswitchinterval(1e-4)
+    # a short GIL switch interval (the simulator's barriers poll) and a lock around the
+    # simulator's shared-array lookup (a race it has): see cuda_simulator.py
+    import cuda_simulator
 
-    # numba-cuda's simulator makes a block's shared array on the first call of
-    # cuda.shared.array by any of its threads, in FakeCUDAShared.array, with no lock:
-    # https://github.com/NVIDIA/numba-cuda/blob/v0.30.4/numba_cuda/numba/cuda/simulator/kernelapi.py#L112-L136
-    # Two threads of one block that both find no array there each make one, and the
-    # first keeps writing to an array no other thread reads (seen once as a wrong
-    # first block in test_conv2d_cuda_matches_cpu; the short switch interval above
-    # makes such a switch likely). The same method with the lookup under a lock:
-    import threading
-    import traceback
-
-    from numba.cuda.simulator import kernelapi
-
-    _shared_array_lock = threading.Lock()
-    _unlocked_shared_array = kernelapi.FakeCUDAShared.array
-
-    def _locked_shared_array(self, shape, dtype, alignment=None):
-        if alignment is not None or shape == 0:  # errors and dynamic shared memory: unchanged
-            return _unlocked_shared_array(self, shape, dtype, alignment)
-        if isinstance(dtype, kernelapi.types.Type):
-            dtype = kernelapi.numpy_support.as_dtype(dtype)
-        # arrays are told apart by the calling source line, as in the original
-        caller = traceback.extract_stack(sys._getframe())[-2][0:2]
-        with _shared_array_lock:
-            result = self._allocations.get(caller)
-            if result is None:
-                result = kernelapi.np.empty(shape, dtype)
-                self._allocations[caller] = result
-        return result
-
-    kernelapi.FakeCUDAShared.array = _locked_shared_array
+    cuda_simulator.prepare()
+    _locked_shared_array = cuda_simulator.locked_shared_array  # test_cuda checks the lock through these
+    _unlocked_shared_array = cuda_simulator.unlocked_shared_array
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
