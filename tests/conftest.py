@@ -23,41 +23,13 @@ if _real_gpu_required:
 elif _real_gpu != "1":
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-    # The simulator runs each CUDA thread as a Python thread and implements
-    # syncthreads() by polling; with the default 5 ms GIL switch interval every
-    # barrier costs milliseconds. A short interval makes the CUDA tests ~10x faster.
-    sys.setswitchinterval(1e-4)
+    # a short GIL switch interval (the simulator's barriers poll) and a lock around the
+    # simulator's shared-array lookup (a race it has): see cuda_simulator.py
+    import cuda_simulator
 
-    # numba-cuda's simulator makes a block's shared array on the first call of
-    # cuda.shared.array by any of its threads, in FakeCUDAShared.array, with no lock:
-    # https://github.com/NVIDIA/numba-cuda/blob/v0.30.4/numba_cuda/numba/cuda/simulator/kernelapi.py#L112-L136
-    # Two threads of one block that both find no array there each make one, and the
-    # first keeps writing to an array no other thread reads (seen once as a wrong
-    # first block in test_conv2d_cuda_matches_cpu; the short switch interval above
-    # makes such a switch likely). The same method with the lookup under a lock:
-    import threading
-    import traceback
-
-    from numba.cuda.simulator import kernelapi
-
-    _shared_array_lock = threading.Lock()
-    _unlocked_shared_array = kernelapi.FakeCUDAShared.array
-
-    def _locked_shared_array(self, shape, dtype, alignment=None):
-        if alignment is not None or shape == 0:  # errors and dynamic shared memory: unchanged
-            return _unlocked_shared_array(self, shape, dtype, alignment)
-        if isinstance(dtype, kernelapi.types.Type):
-            dtype = kernelapi.numpy_support.as_dtype(dtype)
-        # arrays are told apart by the calling source line, as in the original
-        caller = traceback.extract_stack(sys._getframe())[-2][0:2]
-        with _shared_array_lock:
-            result = self._allocations.get(caller)
-            if result is None:
-                result = kernelapi.np.empty(shape, dtype)
-                self._allocations[caller] = result
-        return result
-
-    kernelapi.FakeCUDAShared.array = _locked_shared_array
+    cuda_simulator.prepare()
+    _locked_shared_array = cuda_simulator.locked_shared_array  # test_cuda checks the lock through these
+    _unlocked_shared_array = cuda_simulator.unlocked_shared_array
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -78,6 +50,13 @@ from helpers import available_devices  # noqa: E402
 
 
 def pytest_configure(config) -> None:
+    # pytest-xdist (3.8) sorts ``--dist loadfile``'s queue of files by their number of
+    # tests, most first (``--loadscope-reorder``, on by default), whatever order the
+    # collection has: the README run (2 tests), test_cache (4), test_gpu_check (3) and
+    # the other long files with few tests ran last, so one worker ran on alone at the
+    # end. SLOW_FILES_FIRST below only works with that sorting off.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
     if _real_gpu_required and "cuda" not in available_devices():
         raise pytest.UsageError(
             "NUMBACNN_TEST_REAL_GPU=1 but numba finds no usable GPU (numba.cuda.is_available() is False); "
@@ -94,17 +73,43 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
 
 
-# The longest files first. pytest-xdist (``--dist loadfile``, pyproject.toml) hands whole
-# files to the workers in collection order, so a long file collected late (the README
-# run, alphabetically near the end) kept one worker busy minutes after the other had
-# finished (CI on 2 cores, 2026-12-06: the README test started last, 145 s).
-# test_strided_phases.py (about 350 s of compiling) and the other kernel files that grew
-# in session 4 joined the list after a CI run of 32 minutes (2026-12-06).
-SLOW_FILES_FIRST = ("test_readme.py", "test_strided_phases.py", "test_sweep.py", "test_fusion_axes.py", "test_cache.py",
-                    "test_fusion.py", "test_gpu_check.py", "test_kernel_choices.py", "test_fusion_batch_norm.py",
-                    "test_cuda_compile.py", "test_parity_ops.py", "test_sweep_stride.py", "test_small_maps.py")
+# The longest files first, the longest of them first, so that both pytest-xdist workers
+# (``--dist loadfile``, pyproject.toml: each file runs whole on one worker, files handed
+# out in the order collected, pytest_configure above) end together: a long file handed
+# out late kept one worker busy minutes after the other had finished (CI on 2 cores,
+# 2026-12-06: the README test started last, 145 s). Seconds are cold, one file alone
+# (numba caches cleared) or CI's --durations, 2026-12-06; in CI the kernels one file
+# compiles are on disk for the files after it, so most files take less there.
+SLOW_FILES_FIRST = (
+    "test_readme.py",  # 160 s, one test: README blocks (its sweep compiles 12 Tiny VGG geometries)
+    "test_strided_phases.py",  # ~250 s
+    "test_large_kernels.py",  # 169 s (18 tests: the xdist reordering had put it 33rd)
+    "test_fusion_axes.py",  # ~200 s
+    "test_fusion.py",  # ~200 s
+    "test_sweep.py",  # 123 s (the sequential sweep's fixture 105 s)
+    "test_cache.py",  # 105 s: a process that compiles with an empty cache
+    "test_fusion_batch_norm.py",
+    "test_sweep_stride.py",  # 110 s
+    "test_kernel_choices.py",
+    "test_parity_ops.py",  # acceptance sweep 58 s
+    "test_cuda_compile.py",
+    "test_small_maps.py",
+    "test_float64_partial_sums.py",  # 85 s (12 tests)
+    "test_models.py",  # 68 s (8 tests)
+    "test_large_kernel_planes.py",  # 52 s (5 tests)
+    "test_benchmarks.py",  # 52 s (9 tests)
+    "test_gathered.py",  # 48 s (9 tests)
+    "test_reliability_faults.py",  # 47 s (1 test)
+    "test_gpu_check.py",  # 18 s
+)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
+    """SLOW_FILES_FIRST in its order, then the other files by their number of tests, most
+    first (what pytest-xdist's reordering did: the files with a handful of quick tests
+    last); every file keeps its own order of tests (the sort is stable)."""
     rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: every file keeps its own order
+    tests_in = {}
+    for item in items:
+        tests_in[item.path.name] = tests_in.get(item.path.name, 0) + 1
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -tests_in[item.path.name], item.path.name))
