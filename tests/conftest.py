@@ -95,6 +95,7 @@ SLOW_FILES_FIRST = (
     "test_cuda_compile.py",
     "test_small_maps.py",
     "test_float64_partial_sums.py",  # 85 s (12 tests)
+    "test_conv_winograd.py",  # 80 s (7 tests)
     "test_models.py",  # 68 s (8 tests)
     "test_large_kernel_planes.py",  # 52 s (5 tests)
     "test_benchmarks.py",  # 52 s (9 tests)
