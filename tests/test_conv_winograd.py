@@ -21,22 +21,22 @@ from numbacnn.kernels.cpu import conv_tuning
 from numbacnn.kernels.cpu import conv_winograd as winograd
 
 
-@pytest.mark.parametrize("kernel", [3, 5, 7])
-def test_the_transforms_are_exact(kernel):
+@pytest.mark.parametrize("outputs, kernel", [(2, 3), (2, 5), (4, 5), (2, 7)])
+def test_the_transforms_are_exact(outputs, kernel):
     """AT @ ((G @ g) * (BT @ d)) is the correlation of d with g, in exact rational
     arithmetic, for random integer rows (an error in a matrix entry shows here, not
     as a rounding difference); the float64 matrices are those fractions rounded."""
-    at, g, bt = winograd.exact_winograd_matrices(2, kernel)
-    points = kernel + 1
+    at, g, bt = winograd.exact_winograd_matrices(outputs, kernel)
+    points = outputs + kernel - 1
     rng = np.random.default_rng(kernel)
     for _ in range(20):
         d = [Fraction(int(v)) for v in rng.integers(-50, 50, points)]
         taps = [Fraction(int(v)) for v in rng.integers(-50, 50, kernel)]
         transformed_g = [sum(g[k][j] * taps[j] for j in range(kernel)) for k in range(points)]
         transformed_d = [sum(bt[k][j] * d[j] for j in range(points)) for k in range(points)]
-        y = [sum(at[i][k] * transformed_g[k] * transformed_d[k] for k in range(points)) for i in range(2)]
-        assert y == [sum(taps[j] * d[i + j] for j in range(kernel)) for i in range(2)]
-    rounded = winograd.winograd_matrices(2, kernel)
+        y = [sum(at[i][k] * transformed_g[k] * transformed_d[k] for k in range(points)) for i in range(outputs)]
+        assert y == [sum(taps[j] * d[i + j] for j in range(kernel)) for i in range(outputs)]
+    rounded = winograd.winograd_matrices(outputs, kernel)
     for exact, floats in zip((at, g, bt), rounded):
         assert np.array_equal(floats, np.array([[float(v) for v in row] for row in exact]))
     # BT's rows are small integers (the scale went into G): the input transform adds
@@ -46,20 +46,24 @@ def test_the_transforms_are_exact(kernel):
 
 def test_the_rule():
     rule = conv_tuning.winograd_outputs
-    assert rule(5, 5, 28, 28, 4, 10) == 2 and rule(7, 7, 28, 28, 4, 10) == 2   # Tiny VGG's 28-wide layers
-    assert rule(5, 5, 14, 14, 8, 10) == 2       # 14 float64 columns are two vectors
+    assert rule(5, 5, 28, 28, 4, 10) == 4 and rule(7, 7, 28, 28, 4, 10) == 2   # Tiny VGG's 28-wide layers
+    assert rule(7, 7, 14, 14, 8, 10) == 2       # 14 float64 columns are two vectors
+    assert rule(5, 5, 14, 14, 8, 10) == 0       # 14 rows are not whole tiles of 4
     assert rule(5, 5, 14, 14, 4, 10) == 0       # one float32 vector: the kernel-row body
     assert rule(5, 5, 28, 28, 4, 1) == 0        # one input channel: the transforms cost more
-    assert rule(5, 5, 27, 28, 4, 10) == 0       # odd output height: not whole tiles of 2 rows
+    assert rule(5, 5, 26, 28, 4, 10) == 0       # not whole tiles of 4 rows
+    assert rule(7, 7, 27, 28, 4, 10) == 0       # nor of 2
     assert rule(3, 3, 28, 28, 4, 10) == 0 and rule(5, 7, 28, 28, 4, 10) == 0 and rule(9, 9, 28, 28, 4, 10) == 0
 
 
 # (batch, channels, height, width, filters, kernel, padding, dtype)
 CASES = [
-    # 7x7, float64: 46 output rows in three blocks of 16 (the last overlapping), 6 filters
+    # 7x7, float64: 46 output rows in two blocks of 24 (the second overlapping), 6 filters
     (2, 4, 46, 16, 6, 7, 3, np.float64),
-    # 5x5 without padding, float32: 24x28 output, filters not a multiple of the block of 5
-    (1, 6, 28, 32, 7, 5, 0, np.float32),
+    # 5x5 (F(4, 5)) without padding, float64: 44x28 output, blocks of 22 rows rounded up
+    # to whole tiles (24), the second overlapping; 7 filters (blocks of 1). (Tiny VGG's
+    # 5x5 layer in float32: tests/test_large_kernels.py)
+    (1, 6, 48, 32, 7, 5, 0, np.float64),
 ]
 
 
@@ -68,7 +72,7 @@ def test_winograd_kernels_match_the_reference_and_the_direct_bodies(case, rng, m
     batch, channels, height, width, filters, kernel, padding, dtype = case
     pad = (padding, padding)
     out_shape = (batch, filters, height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1)
-    assert conv_tuning.winograd_outputs(kernel, kernel, *out_shape[2:], np.dtype(dtype).itemsize, channels) == 2
+    assert conv_tuning.winograd_outputs(kernel, kernel, *out_shape[2:], np.dtype(dtype).itemsize, channels) > 0
     x = random_array(rng, (batch, channels, height, width), dtype)
     w = random_array(rng, (filters, channels, kernel, kernel), dtype)
     b = random_array(rng, (filters,), dtype)
@@ -131,14 +135,15 @@ def test_winograd_kernels_propagate_nan_and_inf(rng):
     x[0, 1, 3, 4] = np.inf
     w = np.abs(random_array(rng, (4, 4, 5, 5), np.float32))
     x_padded = bordered_copy(x, (2, 2))
-    assert conv_tuning.winograd_outputs(5, 5, 28, 28, 4, 4) == 2
+    assert conv_tuning.winograd_outputs(5, 5, 28, 28, 4, 4) == 4  # F(4, 5): tiles of 4 rows
     y = bordered_empty((1, 4, 28, 28), (0, 0), np.float32)
     FF.conv2d_relu_padded(x_padded, w, np.zeros(4, np.float32), y, (0, 0))
     assert np.isnan(y[0, :, 11:16, 25:]).all()
     assert not np.isfinite(y[0, :, 1:6, 2:7]).any()
-    # the NaN's rows: its window's (11 .. 15), widened to whole tiles of two rows (10 .. 15)
+    # the NaN's rows: its window's (11 .. 15), widened to the tiles of 4 rows that read it
+    # (tile t reads padded input rows 4t .. 4t + 7; the NaN is padded row 15: tiles 2, 3)
     nan_rows = np.isnan(y[0, :, :, 20:]).any(axis=(0, 2)).nonzero()[0]
-    assert nan_rows.min() >= 10 and nan_rows.max() <= 15
+    assert nan_rows.min() >= 8 and nan_rows.max() <= 15
     gz = np.ones((1, 4, 28, 28), np.float32)
     gz[0, 1, 0, 0] = np.nan
     gw, gb = FF.conv2d_backward_padded(bordered_copy(gz, (2, 2)), (2, 2),

@@ -248,7 +248,7 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
 
 
 def _winograd_note(kernel_h: int, kernel_w: int, out_shape: tuple, channels: int, dtype: Any) -> str:
-    """", by 1-D Winograd F(2, KH) ..." when a stride-1 correlation with output (N, F,
+    """", by 1-D Winograd F(m, KH) ..." when a stride-1 correlation with output (N, F,
     OH, OW) and ``channels`` input channels sums by Winograd
     (``conv_tuning.winograd_outputs``, as ``fused/bordered_ops.py`` asks it), else ""."""
     outputs = backend("cpu").conv_tuning.winograd_outputs(kernel_h, kernel_w, out_shape[2], out_shape[3],

@@ -37,7 +37,7 @@ from numbacnn.kernels.common import FASTMATH, is_new_max
 from numbacnn.kernels.cpu import conv_winograd as winograd
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, VECTOR_BYTES, filter_block_size, forward_fastmath,
                                               kernel_rows_outside, plane_blocking, planes_outside, row_blocking,
-                                              WINOGRAD_OUTPUTS)
+                                              WINOGRAD_TILE_ROWS)
 
 # What conv_rows_kernel does with each sum before storing it
 MODE_BIAS = 0       # plain: the convolution (grad-input)
@@ -456,13 +456,14 @@ def _conv_winograd_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width
     """:func:`conv_rows_kernel` with fewer multiply-adds, for 5x5 and 7x7 kernels
     (``conv_tuning.winograd_outputs``): the same ``conv_rows(out, pooled, indices, mask,
     x, w, b)``, arguments, modes and result (to rounding), summed with 1-D Winograd
-    F(2, KH) down the columns (``conv_winograd.py``): each pair of output rows takes
-    KH + 1 transformed input rows per kernel column instead of 2 x KH input rows, 3 of
-    5 (5x5) or 4 of 7 (7x7) multiply-adds.
+    F(m, KH) down the columns (``conv_winograd.py``; m = ``conv_tuning.WINOGRAD_TILE_ROWS``):
+    each tile of m output rows takes n = m + KH - 1 transformed input rows per kernel
+    column instead of m x KH input rows, 2 of 5 (5x5, F(4, 5)) or 4 of 7 (7x7, F(2, 7))
+    multiply-adds per output.
 
-    The weights are transformed once per call (``transformed`` (n, F, C, KW), n = KH +
-    1). Parallel over (image, block of output rows, as the plane body:
-    ``conv_tuning.plane_blocking``). Each task, for each input channel, transforms its
+    The weights are transformed once per call (``transformed`` (n, F, C, KW)). Parallel
+    over (image, block of output rows, as the plane body: ``conv_tuning.plane_blocking``,
+    rounded up to whole tiles). Each task, for each input channel, transforms its
     tiles of input rows into ``d`` (n, tiles * in_width) and adds them, every filter
     and kernel column, into ``products`` (n, F, tiles * in_width)
     (``conv_winograd.accumulate_transformed``: the plane body's loop on transformed
@@ -471,12 +472,13 @@ def _conv_winograd_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width
     :func:`_conv_planes_kernel` does."""
     out_height = in_height - kernel_h + 1
     out_width = in_width - kernel_w + 1
-    outputs = WINOGRAD_OUTPUTS
+    outputs = WINOGRAD_TILE_ROWS[kernel_h]
     points = outputs + kernel_h - 1
     g = winograd.winograd_matrices(outputs, kernel_h)[1]
     filter_block, rows_per_task = plane_blocking(filters, out_height, in_width, itemsize)
+    rows_per_task = min(out_height, (rows_per_task + outputs - 1) // outputs * outputs)  # whole tiles
     blocks = (out_height + rows_per_task - 1) // rows_per_task
-    tiles = rows_per_task // outputs  # plane_blocking's row blocks are even
+    tiles = rows_per_task // outputs
     length = tiles * in_width - (kernel_w - 1)  # positions whose kernel columns stay inside d
     transform_input_rows = winograd.input_transform_kernel(outputs, kernel_h, in_width, itemsize)
     transform_output_rows = winograd.output_transform_kernel(outputs, kernel_h, in_width, itemsize)

@@ -122,13 +122,16 @@ def planes_outside(kernel_h, kernel_w, vectors_per_row):
     return kernel_rows_outside(kernel_h, kernel_w) and vectors_per_row >= 2
 
 
-# 1-D Winograd F(2, KH) down the columns (conv_rows._conv_winograd_kernel,
-# conv_winograd.py) for these kernel sizes: 3 of 5 and 4 of 7 multiply-adds. Measured
-# (float32, one thread, Tiny VGG's 10 -> 10 filters, batch 64, against the plane body):
-# 28 wide 5x5 2.6-2.7 against 3.1 ms, 7x7 4.8 against 6.5; 14 wide (rows of one vector,
-# the kernel-row body) 5x5 0.90 against 0.78, 7x7 1.49 against 1.41: not taken there.
+# 1-D Winograd F(m, K) down the columns (conv_rows._conv_winograd_kernel,
+# conv_weight_grad.weight_gradient_winograd_kernel, conv_winograd.py): m + K - 1
+# multiply-adds per m output rows and kernel column instead of m * K. Measured (float32,
+# one thread, Tiny VGG's 10 -> 10 filters, batch 64, 28 wide, against the plane body):
+# 5x5 forward 3.07 ms direct, 2.64 with F(2, 5), 1.91 with F(4, 5); 7x7 6.40 direct,
+# 5.44 with F(2, 7) (F(4, 7) needs the points +-3: 10x the rounding error, not used).
+# 14 wide (rows of one vector, the kernel-row body): 5x5 0.90 against 0.78, 7x7 1.49
+# against 1.41, and no gain in grad-weight: not taken there.
 WINOGRAD_KERNEL_SIZES = (5, 7)
-WINOGRAD_OUTPUTS = 2  # output rows per tile
+WINOGRAD_TILE_ROWS = {5: 4, 7: 2}  # output rows per tile m of F(m, K), by kernel size K
 WINOGRAD_ENABLED = True  # switched off by tests and benchmarks that compare with the direct body
 
 
@@ -142,9 +145,9 @@ def winograd_outputs(kernel_h, kernel_w, out_height, out_width, itemsize, channe
     5x5, 28 wide, forward 0.54 against 0.46 ms, grad-weight 0.85 against 0.46."""
     vectors = (out_width * itemsize + VECTOR_BYTES - 1) // VECTOR_BYTES
     if (WINOGRAD_ENABLED and kernel_h == kernel_w and kernel_h in WINOGRAD_KERNEL_SIZES
-            and planes_outside(kernel_h, kernel_w, vectors) and out_height % WINOGRAD_OUTPUTS == 0
+            and planes_outside(kernel_h, kernel_w, vectors) and out_height % WINOGRAD_TILE_ROWS[kernel_h] == 0
             and channels >= MIN_FILTERS):
-        return WINOGRAD_OUTPUTS
+        return WINOGRAD_TILE_ROWS[kernel_h]
     return 0
 
 

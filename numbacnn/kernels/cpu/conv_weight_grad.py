@@ -17,7 +17,7 @@ from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH
 from numbacnn.kernels.cpu import conv_winograd as winograd
-from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, VECTOR_BYTES, WINOGRAD_OUTPUTS,
+from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, VECTOR_BYTES, WINOGRAD_TILE_ROWS,
                                               weight_gradient_by_planes)
 
 
@@ -249,19 +249,19 @@ def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_l
 def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_left, height, width, itemsize):
     """:func:`weight_gradient_kernel` with fewer multiply-adds, for the shapes whose
     forward runs ``conv_rows._conv_winograd_kernel`` (``conv_tuning.winograd_outputs``:
-    5x5 and 7x7, x (N, C, height, width), even OH): the same ``weight_gradient(partial_w,
+    5x5 and 7x7, x (N, C, height, width), OH whole tiles): the same ``weight_gradient(partial_w,
     partial_b, dout, x)``, with_bias, and result (to rounding), by 1-D Winograd down
     the columns (``conv_winograd.py``).
 
-    Why it works: a tile of m = 2 gradient rows e and n = KH + 1 input rows d contribute
-    ``sum over i of e[i] * d[i + kh]`` to kernel row kh, and F(2, KH)'s identity
+    Why it works: a tile of m gradient rows e and n = m + KH - 1 input rows d contribute
+    ``sum over i of e[i] * d[i + kh]`` to kernel row kh, and F(m, KH)'s identity
     ``AT @ ((G @ w) * (BT @ d))`` for the forward, read as a bilinear form in (e, w),
     gives that sum as ``sum over k of G[k, kh] * (AT.T @ e)[k] * (BT @ d)[k]``. So for
     each image the gradient planes are transformed by AT.T
     (``conv_winograd.gradient_transform_kernel``), the input planes by BT (the
     forward's ``conv_winograd.input_transform_kernel``), and per transformed row k,
     filter, channel and kernel column one dot product over the plane is taken: n per
-    pair of output rows instead of 2 x KH. G is applied once per chunk, in float64.
+    m output rows instead of m x KH. G is applied once per chunk, in float64.
 
         for image n of the chunk:     T chunks of the batch, one parallel task each
           transform its C input planes into d (C, n, tiles * W)
@@ -277,7 +277,7 @@ def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_
     planes added in float64."""
     out_height = height - kernel_h + 1
     out_width = width - kernel_w + 1
-    outputs = WINOGRAD_OUTPUTS
+    outputs = WINOGRAD_TILE_ROWS[kernel_h]
     points = outputs + kernel_h - 1
     tiles = out_height // outputs
     vector = VECTOR_BYTES // itemsize

@@ -15,10 +15,10 @@ In a convolution layer the products are summed over input channels and kernel
 columns *before* AT is applied, so the transformed input ``BT @ d`` (once per tile of
 input rows, shared by every filter and kernel column) and the transformed weights
 ``G @ g`` (once per call) cost little against the sum itself: ``n / m`` multiply-adds
-per output row and kernel column instead of ``r``. F(2, 5): 3 instead of 5; F(2, 7):
+per output row and kernel column instead of ``r``. F(4, 5): 2 instead of 5; F(2, 7):
 4 instead of 7. The kernel's columns are still summed directly.
 
-Why down the columns: a tile is m = 2 output rows, and its transforms combine whole
+Why down the columns: a tile is m output rows, and its transforms combine whole
 input rows (``BT @ d`` for every column at once), so every loop here, and the sum in
 ``conv_rows._conv_winograd_kernel``, runs along contiguous rows and vectorises. Tiles
 along a row would need stride-2 reads and writes (tried first: the transforms ran
@@ -35,10 +35,12 @@ evaluate g and h at the same points. Correlation is its transpose, so
 rational arithmetic (``fractions``), scales each row of BT to coprime integers (moving
 the scale into G), and only then rounds them to float64.
 
-Rounding: the points 0, +-1, +-2 (F(2, 5)) and +-1/2 (F(2, 7)) keep the transforms'
-entries small; measured on Tiny VGG's 10 -> 10 layers (float32, against the float64
-reference), the largest error is 0.8-1.1e-6 of the largest output, as the direct
-sums' 1.0-1.1e-6 (F(4, 7), with +-3 as well, gave 1.2e-5: not used). A NaN or Inf
+Rounding: the points 0, +-1, +-2 and +-1/2 (F(4, 5) and F(2, 7) both use all 7) keep
+the transforms' entries small; measured on Tiny VGG's 10 -> 10 layers (float32,
+against the float64 reference), the largest error is 1.0-1.1e-6 of the largest
+output, as the direct sums' 1.0-1.1e-6, and a training step's weight gradients are
+within 4-9e-7 (relative L2) of float64 against the direct sums' 3-6e-7 (F(4, 7), with
++-3 as well, gave 1.2e-5: not used). A NaN or Inf
 in an input tile reaches every output of its tile (an Inf becomes NaN: the
 transforms subtract), where the direct kernels keep it to the outputs whose window
 holds it.
