@@ -390,6 +390,27 @@ def _accumulate_planes_by_kernel_row(sums, xs, w, c, length, filters, kernel_h, 
                     sums[f, i] = s
 
 
+@njit(inline="always")
+def _store_plane_sums(out, pooled, indices, mask, sums, n, top_row, first_stored, out_width, mode, store_out,
+                      store_twice, out_top, out_left, pool_top, pool_left, mask_top, mask_left, pooled_rows,
+                      pool_windows, zero):
+    """The store (and pool) of a task whose sums are planes, ``sums`` (F, R, W) holding
+    output rows top_row .. top_row + R - 1 (:func:`_conv_planes_kernel`,
+    :func:`_conv_winograd_kernel`): :func:`_store_task_rows` on the (R, F, W) view, then,
+    in MODE_RELU_POOL, :func:`_pool_task_rows` on a contiguous (R, F, W) copy (on the
+    transposed view the 5x5 forward + pool at 28 wide took 5.5 ms instead of 3.3, one
+    thread). Windows start on even rows; the rows past ``pooled_rows`` hold none."""
+    if mode != MODE_RELU_POOL or store_out:
+        _store_task_rows(out, pooled, mask, sums.transpose((1, 0, 2)), n, top_row, first_stored, out_width, mode,
+                         store_twice, out_top, out_left, pool_top, pool_left, mask_top, mask_left, zero)
+    if mode == MODE_RELU_POOL:
+        first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
+        stop = min(sums.shape[1], pooled_rows - top_row) - 1
+        rows_first = np.ascontiguousarray(sums.transpose((1, 0, 2)))
+        _pool_task_rows(pooled, indices, rows_first, n, top_row, first_pooled, stop, out_width, pool_top, pool_left,
+                        pool_windows)
+
+
 @lru_cache(maxsize=None)
 def _conv_planes_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top, out_left, pool_top,
                         pool_left, mask_top, mask_left, store_out, store_twice, itemsize):
@@ -434,17 +455,9 @@ def _conv_planes_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, 
                 _accumulate_planes_by_kernel_row(flat_sums, xs, w, c, length, filters, kernel_h, kernel_w,
                                                  filter_block, in_width)
             sums = flat_sums.reshape((filters, rows_per_task, in_width))
-            if mode != MODE_RELU_POOL or store_out:
-                _store_task_rows(out, pooled, mask, sums.transpose((1, 0, 2)), n, top_row, first_stored, out_width,
-                                 mode, store_twice, out_top, out_left, pool_top, pool_left, mask_top, mask_left, zero)
-            if mode == MODE_RELU_POOL:
-                first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
-                stop = min(rows_per_task, pooled_rows - top_row) - 1
-                # the pool reads (R, F, W) rows: a contiguous copy (on the transposed view the
-                # 5x5 forward + pool at 28 wide took 5.5 ms instead of 3.3, one thread)
-                rows_first = np.ascontiguousarray(sums.transpose((1, 0, 2)))
-                _pool_task_rows(pooled, indices, rows_first, n, top_row, first_pooled, stop, out_width, pool_top,
-                                pool_left, pool_windows)
+            _store_plane_sums(out, pooled, indices, mask, sums, n, top_row, first_stored, out_width, mode, store_out,
+                              store_twice, out_top, out_left, pool_top, pool_left, mask_top, mask_left, pooled_rows,
+                              pool_windows, zero)
 
     BUILT_KERNELS.append(conv_planes)
     return conv_planes
@@ -501,15 +514,9 @@ def _conv_winograd_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width
                                                 filter_block, points)
             sums = np.empty((filters, rows_per_task, in_width), x.dtype)
             transform_output_rows(sums, products, b, tiles)
-            if mode != MODE_RELU_POOL or store_out:
-                _store_task_rows(out, pooled, mask, sums.transpose((1, 0, 2)), n, top_row, first_stored, out_width,
-                                 mode, store_twice, out_top, out_left, pool_top, pool_left, mask_top, mask_left, zero)
-            if mode == MODE_RELU_POOL:
-                first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
-                stop = min(rows_per_task, pooled_rows - top_row) - 1
-                rows_first = np.ascontiguousarray(sums.transpose((1, 0, 2)))
-                _pool_task_rows(pooled, indices, rows_first, n, top_row, first_pooled, stop, out_width, pool_top,
-                                pool_left, pool_windows)
+            _store_plane_sums(out, pooled, indices, mask, sums, n, top_row, first_stored, out_width, mode, store_out,
+                              store_twice, out_top, out_left, pool_top, pool_left, mask_top, mask_left, pooled_rows,
+                              pool_windows, zero)
 
     BUILT_KERNELS.append(conv_winograd)
     return conv_winograd
