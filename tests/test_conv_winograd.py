@@ -60,6 +60,8 @@ def test_the_rule():
 CASES = [
     # 7x7, float64: 46 output rows in two blocks of 24 (the second overlapping), 6 filters
     (2, 4, 46, 16, 6, 7, 3, np.float64),
+    # Tiny VGG's 7x7 layer (F(2, 7)), float32, batch 17: a grad-weight chunk of two images
+    (17, 10, 28, 28, 10, 7, 3, np.float32),
     # 5x5 (F(4, 5)) without padding, float64: 44x28 output, blocks of 22 rows rounded up
     # to whole tiles (24), the second overlapping; 7 filters (blocks of 1). (Tiny VGG's
     # 5x5 layer in float32: tests/test_large_kernels.py)
@@ -72,7 +74,11 @@ def test_winograd_kernels_match_the_reference_and_the_direct_bodies(case, rng, m
     batch, channels, height, width, filters, kernel, padding, dtype = case
     pad = (padding, padding)
     out_shape = (batch, filters, height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1)
-    assert conv_tuning.winograd_outputs(kernel, kernel, *out_shape[2:], np.dtype(dtype).itemsize, channels) > 0
+    itemsize = np.dtype(dtype).itemsize
+    # Winograd runs in all three passes (forward and grad-weight on x, grad-input on the
+    # padded gradient), so the second half below compares it with the direct bodies
+    assert conv_tuning.winograd_outputs(kernel, kernel, *out_shape[2:], itemsize, channels) > 0
+    assert conv_tuning.winograd_outputs(kernel, kernel, height, width, itemsize, filters) > 0
     x = random_array(rng, (batch, channels, height, width), dtype)
     w = random_array(rng, (filters, channels, kernel, kernel), dtype)
     b = random_array(rng, (filters,), dtype)
@@ -91,6 +97,11 @@ def test_winograd_kernels_match_the_reference_and_the_direct_bodies(case, rng, m
         indices = np.empty(pooled_shape, np.int64)
         y2 = bordered_empty(out_shape, (0, 0), dtype)
         FF.conv2d_relu_padded(x_padded, w, b, y2, (0, 0), pooled=pooled, pooled_border=(1, 1), indices=indices)
+        pooled_only = bordered_empty(pooled_shape, (0, 0), dtype)
+        FF.conv2d_relu_padded(x_padded, w, b, None, (0, 0), pooled=pooled_only, pooled_border=(0, 0),
+                              indices=np.empty(pooled_shape, np.int64))
+        z = np.empty(out_shape, dtype)
+        FF.conv2d_padded(x_padded, w, b, z)  # a batch norm block's conv output: the bias, no ReLU
         gx = bordered_empty(x.shape, (2, 1), dtype)
         gx_also = bordered_empty(x.shape, (1, 1), dtype)
         gw, gb = FF.conv2d_backward_padded(gz_padded, gz_border, x_padded, w, pad, gx=gx, gx_border=(2, 1),
@@ -98,7 +109,8 @@ def test_winograd_kernels_match_the_reference_and_the_direct_bodies(case, rng, m
         gx_plain = bordered_empty(x.shape, (0, 0), dtype)
         FF.conv2d_backward_padded(gz_padded, gz_border, x_padded, w, pad, gx=gx_plain)
         return {"y": interior(y, (1, 2), out_shape), "y beside the pool": y2,
-                "pooled": interior(pooled, (1, 1), pooled_shape), "indices": indices,
+                "pooled": interior(pooled, (1, 1), pooled_shape), "indices": indices, "pooled only": pooled_only,
+                "z": z,
                 "gx x mask": interior(gx, (2, 1), x.shape), "gx also": interior(gx_also, (1, 1), x.shape),
                 "gx": gx_plain, "gw": gw, "gb": gb, "borders": (y, pooled, gx, gx_also)}
 
@@ -106,7 +118,8 @@ def test_winograd_kernels_match_the_reference_and_the_direct_bodies(case, rng, m
     want_z = ref.conv2d(x, w, b, padding=pad)
     rgx, rgw, rgb = ref.conv2d_backward(gz, x, w, padding=pad)
     expected = {"y": ref.relu(want_z), "y beside the pool": ref.relu(want_z),
-                "pooled": ref.max_pool2d(ref.relu(want_z), 2), "gx x mask": np.where(keep, rgx, 0),
+                "pooled": ref.max_pool2d(ref.relu(want_z), 2), "pooled only": ref.max_pool2d(ref.relu(want_z), 2),
+                "z": want_z, "gx x mask": np.where(keep, rgx, 0),
                 "gx": rgx, "gw": rgw, "gb": rgb}
     for name, value in expected.items():
         assert_close(fast[name], value, dtype, name)

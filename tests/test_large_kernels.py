@@ -3,7 +3,11 @@ grad-input row body ``conv_rows._accumulate_rows_by_kernel_row`` (in
 ``correlation_kernel`` and ``conv_rows_kernel``) and the whole-plane grad-weight
 ``conv_weight_grad._weight_gradient_planes_kernel``, against the general kernels of
 ``conv.py`` and the float64 reference: 5x5 and 7x7, with and without padding, odd sizes,
-one-vector and two-vector rows, float32 and float64. Few shapes: each one compiles."""
+one-vector and two-vector rows, float32 and float64. Few shapes: each one compiles.
+(Since the fifth session the fused cases whose shapes ``conv_tuning.winograd_outputs``
+accepts, Tiny VGG's 28x28 5x5 layer in both dtypes and the 14x14 7x7 one in float64, run
+the 1-D Winograd bodies instead: tests/test_conv_winograd.py holds those against the
+direct plane bodies.)"""
 
 from __future__ import annotations
 

@@ -63,7 +63,8 @@ def conv2d_relu_padded(
     else:
         kernel = rows.conv_rows_kernel(filters, kernel_h, kernel_w, rows.MODE_RELU_POOL, in_height, in_width,
                                           *out_border, *pooled_border, store_out=out is not None,
-                                          itemsize=x_padded.itemsize, winograd=_by_winograd(x_padded, kernel_h, kernel_w))
+                                          itemsize=x_padded.itemsize,
+                                          winograd=_by_winograd(x_padded, kernel_h, kernel_w))
         out = pooled if out is None else out  # an unused argument of the right type
         kernel(out, pooled, indices, out, x_padded, w, b)
 
@@ -149,14 +150,16 @@ def conv2d_backward_padded(
         gz_for_weights, gz_weights_border = gz_bordered_by_1, (1, 1)
     planes = (kernel_h, kernel_w) == (3, 3) and tuple(gz_weights_border) == (1, 1) \
         and gz_for_weights.shape[2:] == x_padded.shape[2:]
-    # a fixed number of partial sums, of the images (plane kernel) or of the N * OH output
-    # rows, whatever the thread count: the same gradient with 1 thread or many
-    chunks = max(1, min(cpu.conv_tuning.GRAD_WEIGHT_CHUNKS, batch if planes else batch * out_height))
+    winograd = not planes and _by_winograd(x_padded, kernel_h, kernel_w)
+    # a fixed number of partial sums, of the images (the whole-plane kernels) or of the
+    # N * OH output rows, whatever the thread count: the same gradient with 1 thread or many
+    by_images = planes or winograd
+    chunks = max(1, min(cpu.conv_tuning.GRAD_WEIGHT_CHUNKS, batch if by_images else batch * out_height))
     partial_w = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
     partial_b = np.empty((chunks, filters), np.float64)
     if planes:  # the same row width in both buffers: whole planes as single dot products
         kernel = cpu.conv_weight_grad.weight_bias_gradient_3x3_kernel(filters, x_padded.shape[3])
-    elif _by_winograd(x_padded, kernel_h, kernel_w):  # as the forward: fewer multiply-adds
+    elif winograd:  # as the forward: fewer multiply-adds
         kernel = cpu.conv_weight_grad.weight_gradient_winograd_kernel(filters, kernel_h, kernel_w,
                                                                       *gz_weights_border, *x_padded.shape[2:],
                                                                       x_padded.itemsize)

@@ -88,14 +88,15 @@ weight_gradient_kernel``   grad-bias in one pass (``with_bias``);
 3x3_kernel``
 1-D Winograd (5x5, 7x7,    the fused groups' forward, grad-input and   the reference and the direct plane
 ``conv_winograd.py``):     grad-weight where the plane bodies would    bodies, every store mode, row blocks,
-``conv_rows._conv_         run, with >= 4 input channels and an even   NaN / Inf; the transforms in exact
-winograd_kernel``,         output height (``conv_tuning.winograd_      arithmetic (tests/test_conv_winograd.py);
-``conv_weight_grad.        outputs``): F(m, K) down the columns,      Tiny VGG's 5x5 layer in
-weight_gradient_           m + K - 1 multiply-adds per m rows instead  tests/test_large_kernels.py
-winograd_kernel``          of m * K: F(4, 5), F(2, 7) (Tiny VGG 28x28,
-                           one thread: 5x5 forward 3.07 -> 1.91 ms,
-                           7x7 6.40 -> 5.44; grad-weight 3.4 -> 2.9,
-                           6.55 -> 5.85)
+``conv_rows._conv_         run, with >= 4 input channels and whole     NaN / Inf; the transforms in exact
+winograd_kernel``,         tiles of output rows (``conv_tuning.        arithmetic (tests/test_conv_winograd.py);
+``conv_weight_grad.        winograd_outputs``): F(m, K) down the       Tiny VGG's 5x5 layer in
+weight_gradient_           columns, m + K - 1 multiply-adds per m      tests/test_large_kernels.py
+winograd_kernel``          rows instead of m * K, F(4, 5) and
+                           F(2, 7) (Tiny VGG 28x28, one thread: 5x5
+                           forward 3.07 -> 1.91 ms, 7x7 6.24 ->
+                           5.06; grad-weight 3.89 -> 3.18, 6.16 ->
+                           5.34)
 side by side (small maps,  the fused groups' forward + ReLU (+ pool)   the reference, plain, pooled, masked,
 ``conv_small_maps.py``):   and grad-input when output rows fill at     written twice (tests/test_small_maps.py,
 ``conv_rows.conv_rows_     most a quarter vector (``packs_images``:    tests/test_fusion_kernels.py)

@@ -168,8 +168,9 @@ def _store_task_rows(out, second, mask, sums, n, top_row, first, out_width, mode
     (out_top, out_left), ReLU'd in MODE_RELU / MODE_RELU_POOL, through the previous
     ReLU's mask (mask's interior at (mask_top, mask_left) > 0) in MODE_MASK, and with
     ``store_twice`` into second's interior at (second_top, second_left) too. The one
-    store of both rows kernels (``conv_rows_kernel`` and ``_conv_planes_kernel``, whose
-    sums are (F, R, W): it passes a transposed view)."""
+    store of the rows kernels: ``conv_rows_kernel`` calls it directly, the plane bodies
+    (``_conv_planes_kernel``, ``_conv_winograd_kernel``, whose sums are (F, R, W))
+    through :func:`_store_plane_sums`, on a transposed view."""
     for r in range(first, sums.shape[0]):
         oh = top_row + r
         for f in range(sums.shape[1]):
@@ -254,7 +255,8 @@ def _pool_task_rows(pooled, indices, sums, n, top_row, first, stop, out_width, p
 
 @lru_cache(maxsize=None)
 def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out_top=0, out_left=0, pool_top=0,
-                     pool_left=0, mask_top=0, mask_left=0, store_out=True, store_twice=False, itemsize=4, winograd=False):
+                     pool_left=0, mask_top=0, mask_left=0, store_out=True, store_twice=False, itemsize=4,
+                     winograd=False):
     """Stride-1 correlation of a zero-bordered input with a fused store.
 
     ``conv_rows(out, pooled, indices, mask, x, w, b)``, shapes and borders compiled in
@@ -471,8 +473,8 @@ def _conv_winograd_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width
     x, w, b)``, arguments, modes and result (to rounding), summed with 1-D Winograd
     F(m, KH) down the columns (``conv_winograd.py``; m = ``conv_tuning.WINOGRAD_TILE_ROWS``):
     each tile of m output rows takes n = m + KH - 1 transformed input rows per kernel
-    column instead of m x KH input rows, 2 of 5 (5x5, F(4, 5)) or 4 of 7 (7x7, F(2, 7))
-    multiply-adds per output.
+    column instead of m x KH input rows: per output row and kernel column 2 multiply-adds
+    instead of 5 (5x5, F(4, 5)) or 4 instead of 7 (7x7, F(2, 7)).
 
     The weights are transformed once per call (``transformed`` (n, F, C, KW)). Parallel
     over (image, block of output rows, as the plane body: ``conv_tuning.plane_blocking``,
@@ -487,14 +489,22 @@ def _conv_winograd_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width
     out_width = in_width - kernel_w + 1
     outputs = WINOGRAD_TILE_ROWS[kernel_h]
     points = outputs + kernel_h - 1
-    g = winograd.winograd_matrices(outputs, kernel_h)[1]
+    at, g, bt = winograd.winograd_matrices(outputs, kernel_h)
+    dtype = np.float32 if itemsize == 4 else np.float64
+    at, bt = winograd.constant_rows(at, dtype), winograd.constant_rows(bt, dtype)
+    g = winograd.constant_rows(g, np.float64)
+    if out_height % outputs:
+        raise ValueError(f"F({outputs}, {kernel_h}) needs an output height of whole tiles, got {out_height} rows "
+                         "(conv_tuning.winograd_outputs decides where this kernel runs)")
     filter_block, rows_per_task = plane_blocking(filters, out_height, in_width, itemsize)
-    rows_per_task = min(out_height, (rows_per_task + outputs - 1) // outputs * outputs)  # whole tiles
+    # whole tiles per task. products (n, F, tiles * in_width) is n / m times the plane
+    # body's sums, so a task's scratch exceeds the PLANE_SUMS_BYTES plane_blocking sized
+    # the blocks for (Tiny VGG's 28x28 5x5: 72 KB of products against 36 of sums; smaller
+    # blocks were not tried)
+    rows_per_task = min(out_height, (rows_per_task + outputs - 1) // outputs * outputs)
     blocks = (out_height + rows_per_task - 1) // rows_per_task
     tiles = rows_per_task // outputs
     length = tiles * in_width - (kernel_w - 1)  # positions whose kernel columns stay inside d
-    transform_input_rows = winograd.input_transform_kernel(outputs, kernel_h, in_width, itemsize)
-    transform_output_rows = winograd.output_transform_kernel(outputs, kernel_h, in_width, itemsize)
     pooled_rows = 2 * (out_height // 2)  # rows covered by whole pool windows
     pool_windows = in_width // 2  # windows of a sums row; those past OW // 2 are dropped
 
@@ -509,11 +519,11 @@ def _conv_winograd_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width
             d = np.empty((points, tiles * in_width), x.dtype)
             products = np.zeros((points, filters, tiles * in_width), x.dtype)
             for c in range(channels):
-                transform_input_rows(d, x, n, c, top_row, tiles)
+                winograd.transform_input_rows(d, x, n, c, top_row, tiles, bt, outputs)
                 winograd.accumulate_transformed(products, d, transformed, c, length, filters, kernel_w,
                                                 filter_block, points)
             sums = np.empty((filters, rows_per_task, in_width), x.dtype)
-            transform_output_rows(sums, products, b, tiles)
+            winograd.transform_output_rows(sums, products, b, tiles, at)
             _store_plane_sums(out, pooled, indices, mask, sums, n, top_row, first_stored, out_width, mode, store_out,
                               store_twice, out_top, out_left, pool_top, pool_left, mask_top, mask_left, pooled_rows,
                               pool_windows, zero)

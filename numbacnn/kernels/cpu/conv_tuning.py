@@ -128,21 +128,24 @@ def planes_outside(kernel_h, kernel_w, vectors_per_row):
 # one thread, Tiny VGG's 10 -> 10 filters, batch 64, 28 wide, against the plane body):
 # 5x5 forward 3.07 ms direct, 2.64 with F(2, 5), 1.91 with F(4, 5); 7x7 6.40 direct,
 # 5.44 with F(2, 7) (F(4, 7) needs the points +-3: 10x the rounding error, not used).
-# 14 wide (rows of one vector, the kernel-row body): 5x5 0.90 against 0.78, 7x7 1.49
-# against 1.41, and no gain in grad-weight: not taken there.
+# Not taken (measured with F(2, 5) and F(2, 7)): 14 wide (rows of one float32 vector,
+# the kernel-row body), 5x5 forward Winograd 0.90 ms against direct 0.78, 7x7 1.49
+# against 1.41, and no gain in the steps' backward; one input channel (a first layer),
+# 5x5 forward 0.54 against 0.46, grad-weight 0.85 against 0.46.
 WINOGRAD_KERNEL_SIZES = (5, 7)
 WINOGRAD_TILE_ROWS = {5: 4, 7: 2}  # output rows per tile m of F(m, K), by kernel size K
 WINOGRAD_ENABLED = True  # switched off by tests and benchmarks that compare with the direct body
 
 
-def winograd_outputs(kernel_h, kernel_w, out_height, out_width, itemsize, channels):
+def winograd_outputs(kernel_h: int, kernel_w: int, out_height: int, out_width: int, itemsize: int,
+                     channels: int) -> int:
     """Output rows per tile of the 1-D Winograd F(m, KH) that ``conv_rows.conv_rows_kernel``
     and the fused grad-weight sum with, or 0 where they keep the direct bodies:
     Winograd for square 5x5 and 7x7 kernels whose output rows are two or more vectors
     (the plane body's shapes, :func:`planes_outside`), whose output height is whole
-    tiles, and with ``MIN_FILTERS`` or more input channels (``channels``; 0: not known).
-    With one input channel (a first layer) the transforms cost more than they save:
-    5x5, 28 wide, forward 0.54 against 0.46 ms, grad-weight 0.85 against 0.46."""
+    tiles, and with ``MIN_FILTERS`` or more input channels (``channels``; 0, not known,
+    counts as too few). With one input channel the transforms cost more than they save
+    (figures above)."""
     vectors = (out_width * itemsize + VECTOR_BYTES - 1) // VECTOR_BYTES
     if (WINOGRAD_ENABLED and kernel_h == kernel_w and kernel_h in WINOGRAD_KERNEL_SIZES
             and planes_outside(kernel_h, kernel_w, vectors) and out_height % WINOGRAD_TILE_ROWS[kernel_h] == 0

@@ -249,43 +249,51 @@ def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_l
 def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_left, height, width, itemsize):
     """:func:`weight_gradient_kernel` with fewer multiply-adds, for the shapes whose
     forward runs ``conv_rows._conv_winograd_kernel`` (``conv_tuning.winograd_outputs``:
-    5x5 and 7x7, x (N, C, height, width), OH whole tiles): the same ``weight_gradient(partial_w,
-    partial_b, dout, x)``, with_bias, and result (to rounding), by 1-D Winograd down
-    the columns (``conv_winograd.py``).
+    5x5 and 7x7, x (N, C, height, width), OH whole tiles of m rows): the same
+    ``weight_gradient(partial_w, partial_b, dout, x)``, with_bias, and result (to
+    rounding), by 1-D Winograd F(m, KH) down the columns (``conv_winograd.py``).
 
-    Why it works: a tile of m gradient rows e and n = m + KH - 1 input rows d contribute
-    ``sum over i of e[i] * d[i + kh]`` to kernel row kh, and F(m, KH)'s identity
-    ``AT @ ((G @ w) * (BT @ d))`` for the forward, read as a bilinear form in (e, w),
-    gives that sum as ``sum over k of G[k, kh] * (AT.T @ e)[k] * (BT @ d)[k]``. So for
-    each image the gradient planes are transformed by AT.T
-    (``conv_winograd.gradient_transform_kernel``), the input planes by BT (the
-    forward's ``conv_winograd.input_transform_kernel``), and per transformed row k,
-    filter, channel and kernel column one dot product over the plane is taken: n per
-    m output rows instead of m x KH. G is applied once per chunk, in float64.
+    Why it works: fix a kernel column kw and a tile of m gradient rows e (one output
+    column) and the n = m + KH - 1 input rows d it reads. The forward's identity
+    ``y = AT @ ((G @ w) * (BT @ d))`` holds for every kernel column w; dot both sides
+    with e: ``sum over i of e[i] * y[i] = sum over k of (AT.T @ e)[k] * (G @ w)[k] *
+    (BT @ d)[k]``. Both sides are linear in w; the coefficient of w[kh] on the left is
+    ``sum over i of e[i] * d[i + kh]``, this tile's share of the weight gradient at
+    (kh, kw), and on the right ``sum over k of G[k, kh] * (AT.T @ e)[k] * (BT @ d)[k]``.
+    The transforms act down the columns, so a shift along the row (kw) commutes with
+    them: for each image the gradient planes are transformed by AT.T
+    (``conv_winograd.transform_gradient_rows``), the input planes by BT (the
+    forward's ``conv_winograd.transform_input_rows``), and per transformed row k,
+    filter, channel and kernel column kw one dot product over the transformed planes,
+    the input shifted by kw, is taken: n per m output rows instead of m x KH. G is
+    applied once per chunk, in float64.
 
-        for image n of the chunk:     T chunks of the batch, one parallel task each
-          transform its C input planes into d (C, n, tiles * W)
-          for filter pair:            transform the two gradient planes, [bias: row sums]
+        for image i of the chunk:     chunks (partial_w.shape[0]) split the batch, one parallel task each
+          transform its C input planes into d (C, n, >= tiles * W)
+          for filter pair:            transform the two gradient planes into e, [bias: plane sums]
             for c, k:
-              for i < L':             vectorised: 2 x KW reductions in the input dtype
+              for p < whole_length:   vectorised: 2 x KW reductions in the input dtype
               products[k, f, c, :] += the 2 x KW sums, in float64
         partial_w[chunk, f, c, kh, kw] = sum over k of G[k, kh] * products[k, f, c, kw]
 
     As :func:`_weight_gradient_planes_kernel`: rows of x's width W (columns past OW of
     the transformed gradient are zero), one plane's products summed in the input dtype
     (:func:`_kernel_row_dots`, lengths rounded up to whole vectors over zero tails),
-    planes added in float64."""
+    planes added in float64. A chunk past the batch writes zeros."""
     out_height = height - kernel_h + 1
     out_width = width - kernel_w + 1
     outputs = WINOGRAD_TILE_ROWS[kernel_h]
+    if out_height % outputs:
+        raise ValueError(f"F({outputs}, {kernel_h}) needs an output height of whole tiles, got {out_height} rows "
+                         "(conv_tuning.winograd_outputs decides where this kernel runs)")
     points = outputs + kernel_h - 1
     tiles = out_height // outputs
     vector = VECTOR_BYTES // itemsize
     length = (tiles - 1) * width + out_width  # first to last real position
     whole_length = (length + vector - 1) // vector * vector  # the tail of e is zero
-    g = winograd.winograd_matrices(outputs, kernel_h)[1]
-    transform_input_rows = winograd.input_transform_kernel(outputs, kernel_h, width, itemsize)
-    transform_gradient_rows = winograd.gradient_transform_kernel(outputs, kernel_h, width, out_width, itemsize)
+    at, g, bt = winograd.winograd_matrices(outputs, kernel_h)
+    dtype = np.float32 if itemsize == 4 else np.float64
+    at, bt = winograd.constant_rows(at, dtype), winograd.constant_rows(bt, dtype)
 
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def weight_gradient_winograd(partial_w, partial_b, dout, x):
@@ -302,11 +310,13 @@ def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_
             e = np.zeros((2, points, tiles * width + vector), dout.dtype)  # two filters' transformed gradients
             for n in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
                 for c in range(channels):
-                    transform_input_rows(d[c], x, n, c, 0, tiles)
+                    winograd.transform_input_rows(d[c], x, n, c, 0, tiles, bt, outputs)
                 for first in range(0, filters, 2):
                     second = min(first + 1, filters - 1)  # an odd last filter pairs with itself
-                    transform_gradient_rows(e[0], dout, n, first, dout_top, dout_left, tiles)
-                    transform_gradient_rows(e[1], dout, n, second, dout_top, dout_left, tiles)
+                    winograd.transform_gradient_rows(e[0], dout, n, first, dout_top, dout_left, tiles, width,
+                                                     out_width, at)
+                    winograd.transform_gradient_rows(e[1], dout, n, second, dout_top, dout_left, tiles, width,
+                                                     out_width, at)
                     first_sum = zero
                     second_sum = zero
                     for oh in range(out_height):
@@ -330,7 +340,7 @@ def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_
                         for kw in range(kernel_w):
                             s = 0.0
                             for k in range(points):
-                                s += g[k, kh] * products[k, f, c, kw]
+                                s += g[k][kh] * products[k, f, c, kw]
                             partial_w[chunk, f, c, kh, kw] = s
 
     BUILT_KERNELS.append(weight_gradient_winograd)

@@ -21,8 +21,8 @@ per output row and kernel column instead of ``r``. F(4, 5): 2 instead of 5; F(2,
 Why down the columns: a tile is m output rows, and its transforms combine whole
 input rows (``BT @ d`` for every column at once), so every loop here, and the sum in
 ``conv_rows._conv_winograd_kernel``, runs along contiguous rows and vectorises. Tiles
-along a row would need stride-2 reads and writes (tried first: the transforms ran
-scalar).
+along a row would need stride-m reads and writes (tried first, with F(2, 5): the
+transforms ran scalar).
 
 How the matrices are made (Toom-Cook)
 -------------------------------------
@@ -30,20 +30,29 @@ Evaluate at n points: n - 1 finite ones (:data:`POINTS`) and infinity (a polynom
 "value at infinity" is its leading coefficient). With ``V`` the (n, n) evaluation
 matrix of polynomials of degree n - 1 at those points, a linear convolution s = g * h
 (g of r coefficients, h of m) is ``s = inv(V) @ ((G @ g) * (A @ h))``, where G and A
-evaluate g and h at the same points. Correlation is its transpose, so
+evaluate g and h at the same points. Correlation is its transpose: for a fixed g,
+h -> s is the (n, m) matrix ``S = inv(V) @ diag(G @ g) @ A``, and ``S.T`` maps d to
+``y[i] = sum over j of g[j] * d[i + j]``, so ``y = A.T @ ((G @ g) * (inv(V).T @ d))``:
 ``AT = A.T`` and ``BT = inv(V).T``. :func:`winograd_matrices` builds them in exact
 rational arithmetic (``fractions``), scales each row of BT to coprime integers (moving
 the scale into G), and only then rounds them to float64.
 
+The weight gradient uses the same identity read as a bilinear form: dotting both
+sides with a tile of output gradients e gives, for kernel row kh, ``sum over i of
+e[i] * d[i + kh] = sum over k of G[k, kh] * (AT.T @ e)[k] * (BT @ d)[k]`` (derived in
+``conv_weight_grad.weight_gradient_winograd_kernel``), so the gradient rows are
+transformed by AT.T and G is applied after the sum.
+
 Rounding: the points 0, +-1, +-2 and +-1/2 (F(4, 5) and F(2, 7) both use all 7) keep
-the transforms' entries small; measured on Tiny VGG's 10 -> 10 layers (float32,
-against the float64 reference), the largest error is 1.0-1.1e-6 of the largest
-output, as the direct sums' 1.0-1.1e-6, and a training step's weight gradients are
-within 4-9e-7 (relative L2) of float64 against the direct sums' 3-6e-7 (F(4, 7), with
-+-3 as well, gave 1.2e-5: not used). A NaN or Inf
-in an input tile reaches every output of its tile (an Inf becomes NaN: the
-transforms subtract), where the direct kernels keep it to the outputs whose window
-holds it.
+the transforms' entries small. Measured on Tiny VGG's 28x28 10 -> 10 layer (float32,
+batch 64, against the float64 reference), the largest forward error is 1.0-1.1e-6 of
+the largest output, as the direct sums'; one training step of Tiny VGG 5x5 / 7x7
+(batch 16) gives weight gradients within 4-9e-7 (relative L2) of the float64 model's,
+against the direct sums' 3-6e-7 (F(4, 7), with +-3 as well, gave 1.2e-5: not used).
+A NaN or Inf in the input reaches every output row of each tile that reads it (2
+tiles for F(4, 5), 4 for F(2, 7)), in the columns whose window holds it (an Inf
+becomes NaN: the transforms subtract), where the direct kernels keep it to the
+outputs whose window holds it.
 
 The kernels that use these transforms sit beside their direct cousins:
 ``conv_rows._conv_winograd_kernel`` (forward and grad-input) and
@@ -56,7 +65,7 @@ from functools import lru_cache
 from math import gcd, lcm
 
 import numpy as np
-from numba import njit
+from numba import literally, njit
 
 from numbacnn.kernels.common import FASTMATH
 
@@ -64,7 +73,7 @@ from numbacnn.kernels.common import FASTMATH
 POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2))
 
 
-def _evaluation_rows(points, size):
+def _evaluation_rows(points: tuple, size: int) -> list:
     """(len(points) + 1, size) exact matrix evaluating a polynomial of ``size``
     coefficients (lowest first) at each point and, last, at infinity."""
     rows = [[p ** i for i in range(size)] for p in points]
@@ -72,7 +81,7 @@ def _evaluation_rows(points, size):
     return rows
 
 
-def _inverse(matrix):
+def _inverse(matrix: list) -> list:
     """Exact inverse of a square matrix of Fractions (Gauss-Jordan)."""
     size = len(matrix)
     work = [list(row) + [Fraction(int(i == j)) for j in range(size)] for i, row in enumerate(matrix)]
@@ -89,7 +98,7 @@ def _inverse(matrix):
 
 
 @lru_cache(maxsize=None)
-def exact_winograd_matrices(m, r):
+def exact_winograd_matrices(m: int, r: int) -> tuple[list, list, list]:
     """(AT, G, BT) of F(m, r) as lists of lists of Fractions: AT (m, n), G (n, r),
     BT (n, n), n = m + r - 1, such that ``AT @ ((G @ g) * (BT @ d))`` is the
     correlation of d (n,) with g (r,) exactly. Each row of BT is scaled to coprime
@@ -117,61 +126,63 @@ def exact_winograd_matrices(m, r):
     return at, g, bt
 
 
-def winograd_matrices(m, r):
+def winograd_matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(AT, G, BT) of F(m, r) rounded to float64 arrays: AT (m, n), G (n, r), BT (n, n)."""
     at, g, bt = exact_winograd_matrices(m, r)
     return (np.array(at, dtype=np.float64), np.array(g, dtype=np.float64), np.array(bt, dtype=np.float64))
 
 
+def constant_rows(matrix: np.ndarray, dtype: type) -> tuple:
+    """A matrix as a tuple of row tuples of ``dtype`` scalars: how the kernels receive
+    the transforms. A tuple is a value, not memory: inside a parallel loop LLVM keeps
+    its entries out of the loop (an array argument was reloaded every vector, since a
+    store to the output might change it as far as LLVM knows: 2.5x slower, measured),
+    and a kernel that closes over it still loads from Numba's disk cache (one that
+    closed over an array or a jitted function recompiled in every process)."""
+    return tuple(tuple(dtype(value) for value in row) for row in matrix)
+
+
 @njit(inline="always", fastmath=FASTMATH - {"reassoc"})
 def transform_weights(transformed, w, g):
     """transformed (n, F, C, KW) = G @ w's kernel columns: transformed[k, f, c, kw] =
-    sum over j of g[k, j] * w[f, c, j, kw];  w (F, C, r, KW), g (n, r) (float64 sums,
-    rounded to transformed's type once)."""
+    sum over j of g[k][j] * w[f, c, j, kw];  w (F, C, r, KW), g (n, r) float64 rows
+    (:func:`constant_rows`; float64 sums, rounded to transformed's type once)."""
     for k in range(transformed.shape[0]):
         for f in range(w.shape[0]):
             for c in range(w.shape[1]):
                 for kw in range(w.shape[3]):
                     s = 0.0
                     for j in range(w.shape[2]):
-                        s += g[k, j] * w[f, c, j, kw]
+                        s += g[k][j] * w[f, c, j, kw]
                     transformed[k, f, c, kw] = s
 
 
-@lru_cache(maxsize=None)
-def input_transform_kernel(outputs, kernel_h, in_width, itemsize):
-    """``transform_input_rows(d, x, n, c, top_row, tiles)`` for F(outputs, kernel_h):
-    d (n_points, tiles * in_width) = BT @ each column of each tile of input rows::
+@njit(cache=True, inline="never", fastmath=FASTMATH - {"reassoc"})
+def transform_input_rows(d, x, n, c, top_row, tiles, bt, outputs):
+    """d (n_points, >= tiles * W) = BT @ each column of each tile of input rows, for
+    F(outputs, KH) (bt: BT's rows, :func:`constant_rows`; x (N, C, H, W))::
 
-        d[k, t * in_width + col] = sum over j < n_points of BT[k, j] *
-                                   x[n, c, top_row + outputs * t + j, col]
+        d[k, t * W + col] = sum over j < n_points of BT[k, j] *
+                            x[n, c, top_row + outputs * t + j, col]
 
     (tile t: input rows outputs * t .. outputs * t + n_points - 1 from top_row, the
     input already zero-padded). Whole input rows are combined, so the loop over columns
-    reads and writes contiguous memory and vectorises.
-
-    BT is a constant of this function, not an argument: the loops over k and j unroll
-    and its entries become immediates. (Passed in as an array inside the kernel's
-    parallel loop it was reloaded every vector, since a store to d might change it as
-    far as LLVM knows: 2.5 times slower, measured.) A separate function, not inlined,
-    so that the constant survives. Its zero entries are multiplied anyway: 0 * x cannot
-    be folded while a NaN or Inf must reach the output, and a test on them inside the
-    loop stopped it vectorising."""
-    points = outputs + kernel_h - 1
-    dtype = np.float32 if itemsize == 4 else np.float64
-    bt = winograd_matrices(outputs, kernel_h)[2].astype(dtype)
-
-    @njit(cache=True, inline="never", fastmath=FASTMATH - {"reassoc"})
-    def transform_input_rows(d, x, n, c, top_row, tiles):
-        for k in range(points):
-            for t in range(tiles):
-                for col in range(in_width):
-                    s = x.dtype.type(0)
-                    for j in range(points):
-                        s += bt[k, j] * x[n, c, top_row + outputs * t + j, col]
-                    d[k, t * in_width + col] = s
-
-    return transform_input_rows
+    reads and writes contiguous memory and vectorises. Compiled per ``outputs``
+    (``literally``) and per n_points (the tuple's length), so the loops over k and j
+    have constant trip counts and unroll. BT's zero entries are multiplied anyway: 0 * x
+    cannot be dropped while a NaN or Inf must reach the output, and a test on them
+    inside the loop stopped it vectorising."""
+    literally(outputs)
+    points = len(bt)
+    width = x.shape[3]
+    for k in range(points):
+        row = bt[k]
+        for t in range(tiles):
+            for col in range(width):
+                s = x.dtype.type(0)
+                for j in range(points):
+                    s += row[j] * x[n, c, top_row + outputs * t + j, col]
+                d[k, t * width + col] = s
 
 
 @njit(inline="always", fastmath=FASTMATH - {"reassoc"})
@@ -193,63 +204,52 @@ def accumulate_transformed(products, d, gw, c, length, filters, kernel_w, filter
                     products[k, f, i] = s
 
 
-@lru_cache(maxsize=None)
-def output_transform_kernel(outputs, kernel_h, in_width, itemsize):
-    """``transform_output_rows(sums, products, b, tiles)`` for F(outputs, kernel_h):
-    sums (F, outputs * tiles, in_width) = b[f] + AT @ each tile's products::
+@njit(cache=True, inline="never", fastmath=FASTMATH - {"reassoc"})
+def transform_output_rows(sums, products, b, tiles, at):
+    """sums (F, outputs * tiles, W) = b[f] + AT @ each tile's products, for F(outputs,
+    KH) (at: AT's rows, :func:`constant_rows`; outputs = len(at))::
 
         sums[f, outputs * t + i, col] = b[f] + sum over k of AT[i, k] *
-                                        products[k, f, t * in_width + col]
+                                        products[k, f, t * W + col]
 
-    (columns past the output width hold garbage and are never stored). AT is a
-    constant of the function, as BT of :func:`input_transform_kernel`."""
-    points = outputs + kernel_h - 1
-    dtype = np.float32 if itemsize == 4 else np.float64
-    at = winograd_matrices(outputs, kernel_h)[0].astype(dtype)
-
-    @njit(cache=True, inline="never", fastmath=FASTMATH - {"reassoc"})
-    def transform_output_rows(sums, products, b, tiles):
-        for f in range(sums.shape[0]):
-            for t in range(tiles):
-                for i in range(outputs):
-                    for col in range(in_width):
-                        s = sums.dtype.type(b[f])
-                        for k in range(points):
-                            s += at[i, k] * products[k, f, t * in_width + col]
-                        sums[f, outputs * t + i, col] = s
-
-    return transform_output_rows
+    (columns past the output width hold garbage: never stored, and the pool drops
+    their windows). Loop counts from the tuple's shape, as :func:`transform_input_rows`."""
+    outputs = len(at)
+    points = len(at[0])
+    width = sums.shape[2]
+    for f in range(sums.shape[0]):
+        for t in range(tiles):
+            for i in range(outputs):
+                row = at[i]
+                for col in range(width):
+                    s = sums.dtype.type(b[f])
+                    for k in range(points):
+                        s += row[k] * products[k, f, t * width + col]
+                    sums[f, outputs * t + i, col] = s
 
 
-@lru_cache(maxsize=None)
-def gradient_transform_kernel(outputs, kernel_h, width, out_width, itemsize):
-    """``transform_gradient_rows(e, dout, n, f, top, left, tiles)`` for the weight
-    gradient by F(outputs, kernel_h): e (n_points, >= tiles * width) = AT.T @ each
-    column of each tile of ``outputs`` gradient rows, on rows of the input's width::
+@njit(cache=True, inline="never", fastmath=FASTMATH - {"reassoc"})
+def transform_gradient_rows(e, dout, n, f, top, left, tiles, width, out_width, at):
+    """The weight gradient's transform for F(outputs, KH) (at: AT's rows,
+    :func:`constant_rows`; outputs = len(at)): e (n_points, >= tiles * width) = AT.T @
+    each column of each tile of ``outputs`` gradient rows, on rows of the input's width::
 
         e[k, t * width + col] = sum over i < outputs of AT[i, k] *
                                 dout[n, f, top + outputs * t + i, left + col]   (col < OW)
         e[k, t * width + col] = 0                                               (col >= OW)
 
     (the gradient's interior at (top, left) of a bordered buffer). The zero columns
-    make a dot product of e with the transformed input over whole rows of ``width``
-    add only real outputs. Why the weight gradient takes AT.T: see
-    ``conv_weight_grad.weight_gradient_winograd_kernel``. AT is a constant of the
-    function, as BT of :func:`input_transform_kernel`."""
-    points = outputs + kernel_h - 1
-    dtype = np.float32 if itemsize == 4 else np.float64
-    at = winograd_matrices(outputs, kernel_h)[0].astype(dtype)
-
-    @njit(cache=True, inline="never", fastmath=FASTMATH - {"reassoc"})
-    def transform_gradient_rows(e, dout, n, f, top, left, tiles):
-        for k in range(points):
-            for t in range(tiles):
-                for col in range(out_width):
-                    s = dout.dtype.type(0)
-                    for i in range(outputs):
-                        s += at[i, k] * dout[n, f, top + outputs * t + i, left + col]
-                    e[k, t * width + col] = s
-                for col in range(out_width, width):
-                    e[k, t * width + col] = 0
-
-    return transform_gradient_rows
+    make a dot product of e with the transformed input over whole rows of ``width`` add
+    only real outputs. Why the weight gradient takes AT.T: see
+    ``conv_weight_grad.weight_gradient_winograd_kernel``."""
+    outputs = len(at)
+    points = len(at[0])
+    for k in range(points):
+        for t in range(tiles):
+            for col in range(out_width):
+                s = dout.dtype.type(0)
+                for i in range(outputs):
+                    s += at[i][k] * dout[n, f, top + outputs * t + i, left + col]
+                e[k, t * width + col] = s
+            for col in range(out_width, width):
+                e[k, t * width + col] = 0
