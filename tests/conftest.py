@@ -80,8 +80,11 @@ def rng() -> np.random.Generator:
 # 2026-12-06: the README test started last, 145 s). Seconds are cold, one file alone
 # (numba caches cleared) or CI's --durations, 2026-12-06; in CI the kernels one file
 # compiles are on disk for the files after it, so most files take less there.
+# test_readme.py is not in the list: run early it compiles every kernel of its commands
+# and sweep cold (371 s in CI on 203f4f0, 34:28 in all); run late, as before this list
+# took effect, it loads most of them from the disk cache the other files filled (160 s
+# on d2ae1ec, 30:51 in all).
 SLOW_FILES_FIRST = (
-    "test_readme.py",  # 160 s, one test: README blocks (its sweep compiles 12 Tiny VGG geometries)
     "test_strided_phases.py",  # ~250 s
     "test_large_kernels.py",  # 169 s (18 tests: the xdist reordering had put it 33rd)
     "test_fusion_axes.py",  # ~200 s
