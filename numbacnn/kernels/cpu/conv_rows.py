@@ -36,8 +36,7 @@ from numba import literally, njit, prange
 from numbacnn.kernels.common import FASTMATH, is_new_max
 from numbacnn.kernels.cpu import conv_winograd as winograd
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, VECTOR_BYTES, filter_block_size, forward_fastmath,
-                                              kernel_rows_outside, plane_blocking, planes_outside, row_blocking,
-                                              WINOGRAD_TILE_ROWS)
+                                              kernel_rows_outside, plane_blocking, planes_outside, row_blocking)
 
 # What conv_rows_kernel does with each sum before storing it
 MODE_BIAS = 0       # plain: the convolution (grad-input)
@@ -487,15 +486,8 @@ def _conv_winograd_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width
     :func:`_conv_planes_kernel` does."""
     out_height = in_height - kernel_h + 1
     out_width = in_width - kernel_w + 1
-    outputs = WINOGRAD_TILE_ROWS[kernel_h]
+    outputs, at, g, bt = winograd.kernel_transforms(kernel_h, out_height, itemsize)
     points = outputs + kernel_h - 1
-    at, g, bt = winograd.winograd_matrices(outputs, kernel_h)
-    dtype = np.float32 if itemsize == 4 else np.float64
-    at, bt = winograd.constant_rows(at, dtype), winograd.constant_rows(bt, dtype)
-    g = winograd.constant_rows(g, np.float64)
-    if out_height % outputs:
-        raise ValueError(f"F({outputs}, {kernel_h}) needs an output height of whole tiles, got {out_height} rows "
-                         "(conv_tuning.winograd_outputs decides where this kernel runs)")
     filter_block, rows_per_task = plane_blocking(filters, out_height, in_width, itemsize)
     # whole tiles per task. products (n, F, tiles * in_width) is n / m times the plane
     # body's sums, so a task's scratch exceeds the PLANE_SUMS_BYTES plane_blocking sized

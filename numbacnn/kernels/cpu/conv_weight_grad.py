@@ -17,8 +17,7 @@ from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH
 from numbacnn.kernels.cpu import conv_winograd as winograd
-from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, VECTOR_BYTES, WINOGRAD_TILE_ROWS,
-                                              weight_gradient_by_planes)
+from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS, VECTOR_BYTES, weight_gradient_by_planes
 
 
 @lru_cache(maxsize=None)
@@ -282,18 +281,12 @@ def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_
     planes added in float64. A chunk past the batch writes zeros."""
     out_height = height - kernel_h + 1
     out_width = width - kernel_w + 1
-    outputs = WINOGRAD_TILE_ROWS[kernel_h]
-    if out_height % outputs:
-        raise ValueError(f"F({outputs}, {kernel_h}) needs an output height of whole tiles, got {out_height} rows "
-                         "(conv_tuning.winograd_outputs decides where this kernel runs)")
+    outputs, at, g, bt = winograd.kernel_transforms(kernel_h, out_height, itemsize)
     points = outputs + kernel_h - 1
     tiles = out_height // outputs
     vector = VECTOR_BYTES // itemsize
     length = (tiles - 1) * width + out_width  # first to last real position
     whole_length = (length + vector - 1) // vector * vector  # the tail of e is zero
-    at, g, bt = winograd.winograd_matrices(outputs, kernel_h)
-    dtype = np.float32 if itemsize == 4 else np.float64
-    at, bt = winograd.constant_rows(at, dtype), winograd.constant_rows(bt, dtype)
 
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def weight_gradient_winograd(partial_w, partial_b, dout, x):

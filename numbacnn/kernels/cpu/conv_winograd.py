@@ -68,6 +68,7 @@ import numpy as np
 from numba import literally, njit
 
 from numbacnn.kernels.common import FASTMATH
+from numbacnn.kernels.cpu.conv_tuning import WINOGRAD_TILE_ROWS
 
 # The finite evaluation points, in the order they are used (n - 1 of them for F(m, r)).
 POINTS = (Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2))
@@ -140,6 +141,21 @@ def constant_rows(matrix: np.ndarray, dtype: type) -> tuple:
     and a kernel that closes over it still loads from Numba's disk cache (one that
     closed over an array or a jitted function recompiled in every process)."""
     return tuple(tuple(dtype(value) for value in row) for row in matrix)
+
+
+def kernel_transforms(kernel_h: int, out_height: int, itemsize: int) -> tuple[int, tuple, tuple, tuple]:
+    """(m, AT, G, BT) for a kernel factory of F(m, KH), m = ``WINOGRAD_TILE_ROWS[KH]``:
+    AT and BT as rows of the data's type (itemsize 4: float32, else float64), G as
+    float64 rows (the weights are transformed in float64), all :func:`constant_rows`.
+    Raises ValueError unless the output height is whole tiles of m rows
+    (``conv_tuning.winograd_outputs`` decides where the kernels run)."""
+    outputs = WINOGRAD_TILE_ROWS[kernel_h]
+    if out_height % outputs:
+        raise ValueError(f"F({outputs}, {kernel_h}) needs an output height of whole tiles, got {out_height} rows "
+                         "(conv_tuning.winograd_outputs decides where this kernel runs)")
+    at, g, bt = winograd_matrices(outputs, kernel_h)
+    dtype = np.float32 if itemsize == 4 else np.float64
+    return outputs, constant_rows(at, dtype), constant_rows(g, np.float64), constant_rows(bt, dtype)
 
 
 @njit(inline="always", fastmath=FASTMATH - {"reassoc"})
