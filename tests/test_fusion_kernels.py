@@ -28,10 +28,36 @@ CASES = [
     (2, 3, 9, 40, 6, (5, 5), 2),      # 5x5: blocks of 4 rows x 1 filter, 40 wide (3 vectors)
     (1, 4, 3, 5, 4, (2, 2), 0),       # two output rows only
 ]
+# Each (case, dtype) compiles its own kernels (the plane shape, borders and itemsize are
+# compiled in: 8-14 s of CI a test), so a case runs in one dtype where both dtypes take
+# the same path and blocking (conv_tuning.row_blocking / plane_blocking and
+# conv_small_maps.packs_images read the dtype only through the vectors per row and the
+# packing rule: forward on the output's width, grad-input on the input's) and the other
+# dtype keeps that path in another case:
+# - both dtypes where they part: the main job (2 vectors a row in float32, 4 in float64);
+#   7x9 and 14x14 (one vector in float32, two in float64); 11 filters on a 4-wide output
+#   (float32 packs images side by side, float64 does not); 5x5 40 wide (3 and 5 vectors);
+#   the (2, 3) kernel's grad-input (9 wide: one vector in float32, two in float64);
+# - batch 1 at 30x30 (pad 0, whole-plane grad-weight): float64; float32's batch 1 is the
+#   7x9 case, its pad-0 whole-plane grad-weight the 26-wide and 11-filter cases;
+# - 26 wide with an overlapping last row block (row_blocking gives 4 rows a task in both
+#   dtypes): float32; float64's pad-0 multi-vector rows (same blocking) are the 30x30 case;
+# - the (2, 3) kernel with per-axis padding, forward (7 wide: one vector, 1 row x 4
+#   filters in both dtypes): float32; float64's one-vector rows are the 11-filter and 2x2
+#   cases, its non-square kernels and per-axis paddings tests/test_fusion_axes.py's;
+# - two output rows (2x2, batch 1, one vector, 1 row x 4 filters, no packing in either
+#   dtype): float64; float32's one-vector unpacked rows are the 7x9 and (2, 3) cases.
+FORWARD_ONE_DTYPE = {1: np.float64, 4: np.float32, 6: np.float32, 8: np.float64}
+BACKWARD_ONE_DTYPE = {1: np.float64, 6: np.float32, 8: np.float64}
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])))
+def _params(one_dtype):
+    return [pytest.param(case, dtype, id=f"{'x'.join(map(str, case[:5]))}-p{case[6]}-{np.dtype(dtype).name}"
+                         .replace(" ", ""))
+            for i, case in enumerate(CASES) for dtype in DTYPES if one_dtype.get(i, dtype) == dtype]
+
+
+@pytest.mark.parametrize("case, dtype", _params(FORWARD_ONE_DTYPE))
 def test_bordered_forward_relu_and_pool_match_reference(case, dtype, rng):
     batch, channels, height, width, filters, kernel, padding = case
     pad = (padding, padding) if isinstance(padding, int) else padding
@@ -67,8 +93,7 @@ def test_bordered_forward_relu_and_pool_match_reference(case, dtype, rng):
     _assert_border_zero(pooled_only, (2, 1), pooled_shape, "pooled (no y)")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:5])))
+@pytest.mark.parametrize("case, dtype", _params(BACKWARD_ONE_DTYPE))
 def test_bordered_backward_matches_reference(case, dtype, rng):
     batch, channels, height, width, filters, kernel, padding = case
     pad = (padding, padding) if isinstance(padding, int) else padding
