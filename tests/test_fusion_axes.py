@@ -82,8 +82,11 @@ CASES = [
     ("CR dilation (1,2)", (2, 3, 9, 11), (2, 8, 9, 9), [_conv(3, 8, 3, padding=1, dilation=(1, 2)), _relu()]),
     ("CR dilation (2,1)", (2, 3, 11, 9), (2, 8, 9, 9), [_conv(3, 8, 3, padding=1, dilation=(2, 1)), _relu()]),
     ("CR groups 2", (2, 4, 9, 10), (2, 8, 9, 10), [_conv(4, 8, 3, padding=1, groups=2), _relu()]),
-    ("CR no bias", (2, 8, 9, 10), (2, 10, 9, 8), [_conv(8, 10, 3, padding=(1, 0), bias=False), _relu()]),
-    ("CR batch 1 odd", (1, 10, 7, 13), (1, 10, 5, 13), [_conv(10, 10, 3, padding=(0, 1)), _relu()]),
+    # no bias, batch 1 and odd sizes in one case (each case compiles its own fused kernels:
+    # 15-17 s of CI); the 10 -> 10 filters at padding (0, 1) of the batch-1 case it replaced
+    # run in "block pads (1,0)/(0,1)"'s second conv, batch 1 in "CR kernel (5,3) pad (2,1)" too
+    ("CR no bias batch 1 odd", (1, 8, 9, 11), (1, 10, 9, 9), [_conv(8, 10, 3, padding=(1, 0), bias=False),
+                                                               _relu()]),
     ("CR 3 filters", (2, 3, 9, 11), (2, 3, 9, 6), [_conv(3, 3, 3, stride=(1, 2), padding=1), _relu()]),
     # ---- Conv2d -> ReLU -> MaxPool2d
     ("CRP stride (1,2)", (2, 3, 12, 15), (2, 10, 6, 4), [_conv(3, 10, 3, stride=(1, 2), padding=1), _relu(),
@@ -138,9 +141,19 @@ CASES = [
 ]
 
 
+# the seeds the cases had before "CR no bias" (seed 1012) and "CR batch 1 odd" (1013)
+# became one case: the cases after it keep the data they were checked on
+MERGED_CASE = 12
+
+
+def _seed(case):
+    index = CASES.index(case)
+    return 1000 + index + (index > MERGED_CASE)
+
+
 def _build(case, dtype):
     name, x_shape, out_shape, makers = case
-    rng = np.random.default_rng(1000 + CASES.index(case))
+    rng = np.random.default_rng(_seed(case))
     layers = [make(dtype, rng) for make in makers]
     for layer in layers:  # non-trivial affine BatchNorm parameters
         if isinstance(layer, nn.BatchNorm2d):
