@@ -24,8 +24,16 @@ def test_tiny_vgg_layers_take_the_fast_path():
     assert not fast_path_applies(3, 3, 3, 1, 1, 1, 1, 1)  # few filters
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("filters, kernel, padding", [(16, 5, 2), (7, 3, (0, 2)), (4, (1, 3), 1)])
+# 16 filters of 5x5 in float32 only (its float64 compile cost 15 s of CI): the functional
+# kernels' blocking (conv_tuning.filter_block_size) does not read the dtype, and float64's
+# 5x5 functional kernels run in tests/test_large_kernels.py (6 and 7 filters).
+OTHER_FILTERS_PARAMS = [pytest.param(*case, dtype,
+                                     id="-".join(map(str, (*case, np.dtype(dtype).name))).replace(" ", ""))
+                        for case in [(16, 5, 2), (7, 3, (0, 2)), (4, (1, 3), 1)] for dtype in DTYPES
+                        if case[0] != 16 or dtype == np.float32]
+
+
+@pytest.mark.parametrize("filters, kernel, padding, dtype", OTHER_FILTERS_PARAMS)
 def test_other_filter_counts_and_kernels_on_the_fast_path(filters, kernel, padding, dtype, rng):
     kernel_h, kernel_w = (kernel, kernel) if isinstance(kernel, int) else kernel
     assert fast_path_applies(filters, kernel_h, kernel_w, 1, 1, 1, 1, 1)
@@ -85,15 +93,34 @@ def test_fast_max_pool2x2_matches_reference(x_shape, dtype, rng):
     assert_close(F.max_pool2d_backward(gy, x, 2), ref.max_pool2d_backward(gy, x, 2), dtype, "max_pool2d gx")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape, filters, kernel, stride, padding", [
+STRIDED_CASES = [
     ((2, 1, 28, 28), 10, 3, 2, 1),        # Tiny VGG --stride 2, conv_1_1 (grad-input: too few channels)
     ((3, 10, 7, 7), 10, 3, 2, 1),         # conv_2_1: 7 -> 4, the last stride reads padding only
     ((2, 6, 8, 8), 4, 3, 2, 0),           # no padding: the last input row is never read
     ((1, 5, 9, 8), 5, 3, (2, 1), (1, 0)), # per-axis stride and padding
     ((2, 4, 11, 10), 6, 5, 2, 2),         # 5x5, odd sizes
     ((1, 4, 8, 9), 4, (3, 5), (1, 2), (1, 2)),
-])
+]
+# Each (case, dtype) compiles its own PHASES kernels (10-17 s of CI). The packed layout
+# (conv_phases.phase_layout) does not depend on the dtype, and every case's packed rows are
+# 8 or more vectors in both dtypes, with the same conv_tuning.row_blocking, so the last
+# four cases run in one dtype; the other keeps PHASES on that geometry in
+# tests/test_strided_phases.py, which runs every case over its paddings, both input-size
+# parities, against the reference and the general kernels:
+# - no padding (2, 6, 8, 8): float32; float64's padding 0 is every float64 case there;
+# - per-axis stride (2, 1) with padding (1, 0), batch 1: float64; float32's stride (2, 1)
+#   is "stride-2x1" there;
+# - 5x5 at stride 2, odd sizes: float32; float64's is "5x5" there;
+# - (3, 5) at stride (1, 2): float32; float64's is "stride-1x2-3x5" there.
+# Both dtypes for Tiny VGG's two layers (conv_1_1 in float64 is also the GATHERED forward's
+# float64 case: tests/test_gathered.py).
+STRIDED_ONE_DTYPE = {2: np.float32, 3: np.float64, 4: np.float32, 5: np.float32}
+STRIDED_PARAMS = [pytest.param(*case, dtype, id=f"shape{i}-{np.dtype(dtype).name}")
+                  for i, case in enumerate(STRIDED_CASES) for dtype in DTYPES
+                  if STRIDED_ONE_DTYPE.get(i, dtype) == dtype]
+
+
+@pytest.mark.parametrize("shape, filters, kernel, stride, padding, dtype", STRIDED_PARAMS)
 def test_strided_convolutions_take_the_phases_fast_kernels(shape, filters, kernel, stride, padding, dtype, rng):
     """kernels/cpu/conv.py's PHASES variant (the stride-1 rows kernel over the input's
     phases; more in tests/test_strided_phases.py) against the float64 reference and the
