@@ -3,10 +3,12 @@ kernels over the input's phases, images packed side by side: kernels/cpu/conv_ph
 and LANES (a strided grad-weight with the images in the vector lanes: conv_lanes.py)
 against the float64 reference, the general (definition) kernels and finite differences.
 
-Each case keeps its output size fixed while the padding runs over 0 .. K - 1 and the
-input size over even and odd (every size with that output): the packed layout, and so
-the row kernels compiled for it, depend on the output size only, so each case compiles
-once per dtype.
+Each case keeps its output size fixed while the padding runs over 0 .. K - 1 (for
+kernels more than twice the stride, the stride's smallest paddings and its largest:
+every padding modulo the stride, with no border and with the widest) and the input size
+over even and odd (every size with that output): the packed layout, and so the row
+kernels compiled for it, depend on the output size only, so each case compiles them
+once per dtype; each padding compiles its own phase copies (pack and merge).
 
 Each case runs in one dtype (each (case, dtype) compiles its own 11 to 29 kernels, and
 CI time is budgeted): float32 for Tiny VGG's two strided layers (the dtype they train
@@ -51,12 +53,23 @@ def _input_size(out, kernel, stride, pad, extra):
     return (out - 1) * stride + kernel - 2 * pad + extra
 
 
+def _paddings(kernel, stride):
+    """The paddings p (per axis min(p, K - 1)) a case tries, K and S the largest kernel
+    size and stride over the axes: all of 0 .. K - 1 where K <= 2 S; else the S smallest
+    (0 .. S - 1) and the S largest (K - S .. K - 1), which hold every padding modulo
+    the stride (the phase each padded row and column lands in) with no border and with
+    the widest. Each padding compiles its own phase copies (pack and merge), so 7x7 at
+    stride 2 tries 0, 1, 5, 6 and 5x5 0, 1, 3, 4; stride 3 keeps all of 0 .. 4."""
+    largest, step = max(kernel), max(stride)
+    return [p for p in range(largest) if p < step or p >= largest - step]
+
+
 def _geometries(kernel, stride, out):
-    """(padding, (H, W)) pairs: each padding 0 .. K - 1 (per axis, at most K - 1) once,
-    on the smallest input or (on strided axes) one more row / column, alternately, so
-    that both sizes are tried. (Both for every padding compiled twice the per-layer
-    copy kernels, and CI time is budgeted.)"""
-    for p in range(max(kernel)):
+    """(padding, (H, W)) pairs: each padding of :func:`_paddings` once, on the smallest
+    input or (on strided axes) one more row / column, alternately, so that both sizes
+    are tried. (Both for every padding compiled twice the per-layer copy kernels, and
+    CI time is budgeted.)"""
+    for p in _paddings(kernel, stride):
         pad = (min(p, kernel[0] - 1), min(p, kernel[1] - 1))
         for extra in ((p % 2, 1 - p % 2) if max(stride) > 1 else (0,)):
             size = tuple(_input_size(o, k, s, q, extra % s) for o, k, s, q in zip(out, kernel, stride, pad))
@@ -105,7 +118,7 @@ def test_phases_match_reference_and_general_kernels(case, dtype, rng):
         assert_close(gx, general_gx, dtype, f"gx against the general kernel ({where})")
         assert_close(gw, general_gw, dtype, f"gw against the general kernel ({where})")
         tried += 1
-    assert tried >= max(kernel)  # every padding at least once
+    assert tried == len(_paddings(kernel, stride))  # every padding tried, on one input size
 
 
 def test_phases_gradients_match_finite_differences(rng):
