@@ -189,7 +189,8 @@ class TinyVGGStep:
 
     def step(self) -> float:
         """One training step; returns the loss."""
-        self.model.train()
+        if not self.model.training:  # after infer(); PyTorch's step, beside it, sets no mode either
+            self.model.train()
         logits = self.model(self.x)
         loss, grad = F.softmax_cross_entropy(logits, self.labels)
         self.optimizer.zero_grad()

@@ -111,6 +111,10 @@ class Parameter:
         same shape, dtype and device (a C-contiguous one on CUDA). The optimizers
         call it for every gradient before updating anything, so a wrong one never
         reaches a kernel (which would read past its end)."""
+        data = self.data
+        if type(grad) is np.ndarray and type(data) is np.ndarray and grad.shape == data.shape \
+                and grad.dtype == data.dtype:
+            return  # the common case, twice per parameter and step, told without building messages
         if not (isinstance(grad, np.ndarray) or is_cuda_array(grad)):
             raise TypeError(f"{what} must be a NumPy or CUDA array like the parameter {self!r}, "
                             f"got {type(grad).__name__}")

@@ -106,7 +106,7 @@ def kernel_choices(model: Module, input_shape: Sequence[int], device: str = "cpu
                 shape = _chain_choices(step, shape, device, dtype, training, first, labels, choices)
                 first = False
                 continue
-            _layer_choices(step, shape, device, training, first, labels[id(step)], choices)
+            _layer_choices(step, shape, device, training, first, labels[id(step)], choices, dtype)
             shape = step.output_shape(shape)
             first = False
     return choices
@@ -156,7 +156,8 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                                    copy_input=i == 0 or not isinstance(paths[i - 1], FastPath),
                                    masked=i > 0 and blocks[i - 1].pool is None,
                                    last=i + 1 == len(blocks),
-                                   next_fast=i + 1 < len(blocks) and isinstance(paths[i + 1], FastPath))
+                                   next_fast=i + 1 < len(blocks) and isinstance(paths[i + 1], FastPath),
+                                   dtype=dtype)
             shape = path.out_shape
         elif isinstance(path, FastPath):
             pooled = block.pool is not None
@@ -231,11 +232,12 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
             shape = path.out_shape
         else:
             why = f"composed ops ({path})"  # each layer's own kernels, labelled by layer
-            _conv_choices(conv, shape, device, training, first and i == 0, labels[id(conv)], choices, why)
+            _conv_choices(conv, shape, device, training, first and i == 0, labels[id(conv)], choices, why,
+                          dtype=dtype)
             shape = conv.output_shape(shape)
             if group_norm(group) is not None:
                 _layer_choices(group_norm(group), shape, device, training, False, labels[id(group_norm(group))],
-                               choices)
+                               choices, dtype)
             relu_label = labels[id(group[2 if group_norm(group) is not None else 1])]
             _add(choices, relu_label, "forward", device, "activation", "relu_forward", "ReLU of the composed group")
             if training:
@@ -268,8 +270,10 @@ def side_by_side(map_shape: tuple, dtype: Any) -> bool:
 
 
 def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first: bool, label: str, choices: list,
-                  context: str = "") -> None:
-    """The functional conv2d's kernels (``kernels/<device>/conv.py``)."""
+                  context: str = "", *, dtype: Any) -> None:
+    """The functional conv2d's kernels (``kernels/<device>/conv.py``); its stride-1 fast
+    path sums by 1-D Winograd where the fused groups would (``_correlate``,
+    ``conv2d_backward_weight``)."""
     filters, channels, kernel_h, kernel_w = conv.weight.shape
     (stride_h, stride_w), (dilation_h, dilation_w) = conv.stride, conv.dilation
     out_shape = conv.output_shape(shape)
@@ -277,6 +281,13 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
 
     def with_context(why: str) -> str:
         return context if context and why in context else prefix + why
+
+    def by_winograd(out: tuple, count: int) -> str:
+        """The why of a stride-1 correlation (output ``out``, ``count`` input channels)
+        that sums by 1-D Winograd, "" where the rule says no."""
+        note = _winograd_note(kernel_h, kernel_w, out, count, dtype)
+        return note and prefix + (f"{kernel_h}x{kernel_w}, stride 1, {filters} filters: the fused groups' "
+                                  f"kernel, the layer's sizes compiled in{note}")
     if device != "cpu":
         for direction, function in (("forward", "conv2d_forward"), ("grad-input", "conv2d_backward_input"),
                                     ("grad-weight", "conv2d_backward_weight"), ("grad-bias", "conv2d_backward_bias")):
@@ -290,6 +301,8 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         _add(choices, label, "forward", device, "conv_gathered", "gathered_forward_kernel", with_context(why))
     elif variant == cpu_conv.PHASES:  # strided: the fused groups' row kernel over the phases
         _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel", with_context(why))
+    elif variant == cpu_conv.FAST and by_winograd(out_shape, channels):
+        _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel", by_winograd(out_shape, channels))
     elif variant == cpu_conv.FAST:
         _add(choices, label, "forward", device, "conv_rows", "correlation_kernel", with_context(why))
     else:
@@ -302,6 +315,8 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
                                                       pad[0], pad[1], dilation_h, dilation_w, conv.groups, shape[2])
         if variant == cpu_conv.PHASES:
             _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel", with_context(why))
+        elif variant == cpu_conv.FAST and by_winograd(shape, filters):
+            _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel", by_winograd(shape, filters))
         elif variant == cpu_conv.FAST:
             _add(choices, label, "grad-input", device, "conv_rows", "correlation_kernel", with_context(why))
         else:
@@ -310,6 +325,9 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
                                                    dilation_w, conv.groups, shape[0], out_shape[3])
     if variant == cpu_conv.LANES:
         _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes", with_context(why))
+    elif variant == cpu_conv.FAST and by_winograd(out_shape, channels):
+        _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_winograd_kernel",
+             by_winograd(out_shape, channels))
     elif variant in (cpu_conv.FAST, cpu_conv.PHASES):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
     else:
@@ -339,7 +357,7 @@ def _output_gradient_choices(choices: list, label: str, device: str, *, pooled: 
 
 def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: str, training: bool, first: bool,
                            label: str, choices: list, *, copy_input: bool, masked: bool, last: bool,
-                           next_fast: bool) -> None:
+                           next_fast: bool, dtype: Any) -> None:
     """A strided block on the fast path (``fused/chain.py``, ``BlockChain._conv_strided_fast``
     and ``_backward_strided``): the backend's strided conv kernels, as the functional
     conv2d's, on the bordered buffers, then the batch norm blocks' normalise + ReLU
@@ -351,7 +369,7 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
         _add(choices, label, "forward", device, "bordered", "copy_into_border_kernel",
              "the input into the zero-bordered buffer the strided kernels read")
     context = "a strided block on the fast path, padding 0 on the bordered input"
-    _conv_choices(conv, shape, device, training, first, label, choices, context)
+    _conv_choices(conv, shape, device, training, first, label, choices, context, dtype=dtype)
     if training and conv.bias is None:
         _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
              f"{context}; computed for every block (unused without bias)")
@@ -390,9 +408,9 @@ def _pool_choices(pool: MaxPool2d, shape: tuple, device: str, training: bool, la
 
 
 def _layer_choices(layer: Module, shape: tuple, device: str, training: bool, first: bool, label: str,
-                   choices: list) -> None:
+                   choices: list, dtype: Any) -> None:
     if isinstance(layer, Conv2d):
-        _conv_choices(layer, shape, device, training, first, label, choices)
+        _conv_choices(layer, shape, device, training, first, label, choices, dtype=dtype)
     elif isinstance(layer, ReLU):
         _add(choices, label, "forward", device, "activation", "relu_forward", "elementwise")
         if training:

@@ -31,7 +31,8 @@ variant                    runs when                                   tested ag
 =========================  ==========================================  ==========================================
 ``conv_rows.               forward of the functional API and of        ``conv2d_forward_general`` and the float64
 correlation_kernel``       unfused layers, fast path, >= 2 output      reference (tests/test_kernels_fast_paths.py)
-                           rows; grad-input the same way, on the
+                           rows, where 1-D Winograd (below) does not
+                           apply; grad-input the same way, on the
                            flipped kernel with padding K - 1 - p
 ``conv_weight_grad.        grad-weight, fast path                      ``conv2d_backward_weight_general``, the
 weight_gradient_kernel``                                               reference, finite differences
@@ -91,12 +92,20 @@ weight_gradient_kernel``   grad-bias in one pass (``with_bias``);
 ``conv_rows._conv_         run, with >= 4 input channels and whole     NaN / Inf; the transforms in exact
 winograd_kernel``,         tiles of output rows (``conv_tuning.        arithmetic (tests/test_conv_winograd.py);
 ``conv_weight_grad.        winograd_outputs``): F(m, K) down the       Tiny VGG's 5x5 layer in
-weight_gradient_           columns, m + K - 1 multiply-adds per m      tests/test_large_kernels.py
-winograd_kernel``          rows instead of m * K, F(4, 5) and
-                           F(2, 7) (Tiny VGG 28x28, one thread: 5x5
-                           forward 3.07 -> 1.91 ms, 7x7 6.24 ->
+weight_gradient_           columns, m + K - 1 multiply-adds per m      tests/test_large_kernels.py; the
+winograd_kernel``          rows instead of m * K, F(4, 5) and          functional route against the reference
+                           F(2, 7) (Tiny VGG 28x28, one thread: 5x5    and the direct functional kernels
+                           forward 3.07 -> 1.91 ms, 7x7 6.24 ->        (tests/test_functional_winograd.py)
                            5.06; grad-weight 3.89 -> 3.18, 6.16 ->
-                           5.34)
+                           5.34). The functional API's stride-1
+                           convolutions take them for the same
+                           shapes (``_correlate``,
+                           ``conv2d_backward_weight``), compiled per
+                           layer shape as the fused ones (Tiny VGG's
+                           28x28 layer, one thread, functional: 5x5
+                           forward 4.88 -> 2.77 ms, backward 8.68 ->
+                           6.04; 7x7 14.31 -> 6.27, 21.29 -> 12.91;
+                           a new shape compiles for about 16 s once)
 side by side (small maps,  the fused groups' forward + ReLU (+ pool)   the reference, plain, pooled, masked,
 ``conv_small_maps.py``):   and grad-input when output rows fill at     written twice (tests/test_small_maps.py,
 ``conv_rows.conv_rows_     most a quarter vector (``packs_images``:    tests/test_fusion_kernels.py)
@@ -126,7 +135,7 @@ from numbacnn.kernels.common import FASTMATH, end_valid_output, first_valid_outp
 from numbacnn.kernels.cpu.bordered import pad_images
 from numbacnn.kernels.cpu import conv_gathered, conv_lanes, conv_phases, conv_rows, conv_weight_grad
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, GRAD_WEIGHT_CHUNKS, MAX_UNROLLED_TAPS, MIN_FILTERS,
-                                              fast_path_applies, weight_gradient_by_planes)
+                                              fast_path_applies, weight_gradient_by_planes, winograd_outputs)
 
 
 # --------------------------------------------------------------------------- #
@@ -461,11 +470,18 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
     elif variant == PHASES:
         _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == FAST:
-        chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0] * dout.shape[2]))
-        partial = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
         padded_x = _zero_padded(x, pad_h, pad_w, dout.shape[2], dout.shape[3], kernel_h, kernel_w)
-        no_bias = np.empty((1, 1), np.float64)  # not written without with_bias
-        conv_weight_grad.weight_gradient_kernel(filters, kernel_h, kernel_w)(partial, no_bias, dout, padded_x)
+        if _by_winograd(padded_x, kernel_h, kernel_w):  # as the fused groups; chunks of images
+            chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0]))
+            kernel = conv_weight_grad.weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, 0, 0,
+                                                                      *padded_x.shape[2:], padded_x.itemsize)
+            partial_bias = np.empty((chunks, filters), np.float64)  # written, not used (conv2d_backward_bias)
+        else:
+            chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0] * dout.shape[2]))
+            kernel = conv_weight_grad.weight_gradient_kernel(filters, kernel_h, kernel_w)
+            partial_bias = np.empty((1, 1), np.float64)  # not written without with_bias
+        partial = np.empty((chunks, filters, channels, kernel_h, kernel_w), np.float64)
+        kernel(partial, partial_bias, dout, padded_x)
         dw[...] = partial.sum(axis=0)
     else:
         conv2d_backward_weight_general(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
@@ -581,7 +597,23 @@ def _correlate(out, src, w, b, pad_top, pad_left):
         conv2d_forward_general(out, src, w, b, 1, 1, pad_top, pad_left, 1, 1, 1)
         return
     padded = _zero_padded(src, pad_top, pad_left, out.shape[2], out.shape[3], kernel_h, kernel_w)
+    if _by_winograd(padded, kernel_h, kernel_w):
+        # as the fused groups: fewer multiply-adds, the layer's sizes compiled in
+        kernel = conv_rows.conv_rows_kernel(filters, kernel_h, kernel_w, conv_rows.MODE_BIAS, padded.shape[2],
+                                            padded.shape[3], itemsize=padded.itemsize, winograd=True)
+        kernel(out, out, _NO_INDICES, out, padded, w, b)
+        return
     conv_rows.correlation_kernel(filters, kernel_h, kernel_w)(out, padded, w, b)
+
+
+def _by_winograd(padded, kernel_h, kernel_w):
+    """True when the stride-1 correlation of ``padded`` (N, C, OH + KH - 1, OW + KW - 1),
+    zero-padded already, with a KH x KW kernel sums by 1-D Winograd
+    (``conv_tuning.winograd_outputs``: 5x5 or 7x7, >= 4 channels, rows of two or more
+    vectors, whole tiles of rows)."""
+    _, channels, height, width = padded.shape
+    return winograd_outputs(kernel_h, kernel_w, height - kernel_h + 1, width - kernel_w + 1, padded.itemsize,
+                            channels) > 0
 
 
 class _CacheStats:
