@@ -61,11 +61,15 @@ FUNCTIONAL_CASES = [
 ]
 
 
-# The functional kernels take the same path in both dtypes (conv.choose_* do not read it;
-# the rows are rounded up to whole vectors at run time), and each (case, dtype) compiles
-# its own (5-9 s of CI), so three cases run in one dtype: 5x5 without padding (7 filters,
-# blocks of 1) and the 2x9 kernel (the row grad-weight) in float64, 7x7 without padding
-# (batch 1) in float32. Both dtypes keep 5x5 and 7x7 with padding.
+# Each (case, dtype) compiles its own kernels (5-9 s of CI), so three cases run in one
+# dtype: 5x5 without padding (7 filters, blocks of 1) and the 2x9 kernel (the row
+# grad-weight) in float64, which take the same kernels in both dtypes (conv.choose_* and
+# filter_block_size do not read it, the rows are rounded up to whole vectors at run time,
+# and 5 or 9 rows, not whole tiles of 4, or a 2x9 kernel never take 1-D Winograd); 7x7
+# without padding (batch 1) in float32 (the direct forward, the Winograd grad-input of
+# 17-wide rows). Its float64 run took F(2, 7) Winograd in all three passes (rows of two
+# or more vectors), which the 7x7 padding-3 case runs in float64 too. Both dtypes keep
+# 5x5 and 7x7 with padding.
 FUNCTIONAL_ONE_DTYPE = {1: np.float64, 3: np.float32, 4: np.float64}
 FUNCTIONAL_PARAMS = [pytest.param(case, dtype, id=f"{case[2][0]}x{case[2][1]}-p{case[3][0]}-{case[0]}-"
                                                  f"{np.dtype(dtype).name}")
