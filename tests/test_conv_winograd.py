@@ -131,6 +131,11 @@ def test_winograd_kernels_match_the_reference_and_the_direct_bodies(case, rng, m
                                 fast["indices"].reshape(batch, filters, -1), axis=2)
     assert np.array_equal(picked.reshape(pooled_shape), fast["pooled"]), "indices point at each maximum"
 
+    if dtype == np.float64:
+        # float64 against the float64 reference is the tighter check already; the direct
+        # plane bodies in float64 compile a second set of kernels (about 30 s of CI per
+        # case) and are pinned in tests/test_large_kernel_planes.py
+        return
     monkeypatch.setattr(conv_tuning, "WINOGRAD_ENABLED", False)  # the direct plane bodies, same call
     direct = run()
     for name in expected:

@@ -20,11 +20,14 @@ from helpers import assert_close, random_array
 from numbacnn.kernels.cpu import conv_rows, conv_tuning, conv_weight_grad
 
 # (x shape (N, C, H, W), filters, kernel, padding): float32, output rows of two vectors
-# (28 and 20 columns), whole tiles of rows (F(4, 5): 28 rows; F(2, 7): 18), 6 and 5
-# channels (>= 4 for the forward; grad-input reads the filters as its channels)
+# (28 columns), whole tiles of rows (F(4, 5): 28 rows of 4; F(2, 7): of 2), >= 4
+# channels (for the forward; grad-input reads the filters as its channels)
 CASES = [
-    ((3, 6, 28, 28), 5, 5, (2, 2)),   # Tiny VGG's 28x28 layer, an odd filter count, batch 3
-    ((2, 5, 18, 26), 6, 7, (3, 0)),   # 7x7 on a non-square input, padded along the rows only: 18 x 20 out
+    ((3, 6, 28, 28), 5, 5, (2, 2)),     # 5x5, 6 -> 5 filters (an odd count), batch 3
+    # Tiny VGG's 7x7 layer: its forward and grad-input kernels are the ones
+    # tests/test_conv_winograd.py's float32 case builds for a batch norm block's z (the same
+    # compile key: loaded from the disk cache when that file ran first)
+    ((4, 10, 28, 28), 10, 7, (3, 3)),
 ]
 
 
