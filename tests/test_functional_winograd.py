@@ -47,10 +47,10 @@ def _winograd_kernels_asked_for(monkeypatch, call) -> list[str]:
         asked.append("weight_gradient_winograd")
         return weights_factory(*args, **kwargs)
 
-    monkeypatch.setattr(conv_rows, "conv_rows_kernel", rows_spy)
-    monkeypatch.setattr(conv_weight_grad, "weight_gradient_winograd_kernel", weights_spy)
-    call()
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(conv_rows, "conv_rows_kernel", rows_spy)
+        patch.setattr(conv_weight_grad, "weight_gradient_winograd_kernel", weights_spy)
+        call()
     return asked
 
 
@@ -83,12 +83,9 @@ def test_functional_winograd_matches_the_reference_and_the_direct_kernels(case, 
         assert_close(actual, wanted, dtype, name)
 
     # the direct functional kernels on the same call agree to float32 rounding
-    conv_tuning.WINOGRAD_ENABLED = False
-    try:
-        direct_y = F.conv2d(x, w, b, padding=pads)
-        direct = F.conv2d_backward(gy, x, w, padding=pads)
-    finally:
-        conv_tuning.WINOGRAD_ENABLED = True
+    monkeypatch.setattr(conv_tuning, "WINOGRAD_ENABLED", False)
+    direct_y = F.conv2d(x, w, b, padding=pads)
+    direct = F.conv2d_backward(gy, x, w, padding=pads)
     scale = np.abs(expected_y).max()
     assert np.abs(results["y"] - direct_y).max() <= 1e-5 * scale
     for actual, other, wanted in zip(results["grads"], direct, expected):
@@ -96,16 +93,17 @@ def test_functional_winograd_matches_the_reference_and_the_direct_kernels(case, 
 
 
 def test_functional_winograd_propagates_nan():
-    """A NaN in the input reaches the outputs whose window holds it (and, Winograd's
-    documented reach, the rest of its tiles' rows in those columns); no output far
-    from it turns NaN."""
+    """A NaN in the input reaches, in the columns whose windows hold it, every output row
+    of the two 4-row tiles that read it (Winograd's documented reach,
+    ``conv_winograd.py``: the direct kernel would leave rows 8-10 finite); no other
+    output turns NaN."""
     x = np.random.default_rng(3).standard_normal((1, 6, 28, 28)).astype(np.float32)
     w = np.full((5, 6, 5, 5), 0.01, np.float32)
-    x[0, 2, 13, 9] = np.nan
+    x[0, 2, 13, 9] = np.nan  # padded row 15: read by the tiles of output rows 8-11 and 12-15
     y = F.conv2d(x, w, padding=2)
-    assert np.isnan(y[:, :, 11:16, 7:12]).all()  # every window that holds it
+    assert np.isnan(y[:, :, 8:16, 7:12]).all()  # the tiles' rows, the windows' columns
     assert not np.isnan(y[:, :, :, :7]).any() and not np.isnan(y[:, :, :, 12:]).any()  # other columns
-    assert not np.isnan(y[:, :, :8]).any() and not np.isnan(y[:, :, 16:]).any()  # rows outside its 2 tiles
+    assert not np.isnan(y[:, :, :8]).any() and not np.isnan(y[:, :, 16:]).any()  # rows outside the 2 tiles
 
 
 def test_info_kernels_lists_the_winograd_kernels_an_unfused_layer_runs(monkeypatch):
@@ -124,5 +122,29 @@ def test_info_kernels_lists_the_winograd_kernels_an_unfused_layer_runs(monkeypat
     def step():
         y = layer(x)
         layer.backward(np.ones_like(y), input_grad=False)
+
+    assert sorted(_winograd_kernels_asked_for(monkeypatch, step)) == ["conv_winograd", "weight_gradient_winograd"]
+
+
+def test_grad_input_listing_and_run_follow_the_input_shape(monkeypatch):
+    """An unfused second 5x5 layer, padding 1, on 30x30 maps: its forward (28 output rows,
+    whole tiles of 4) and grad-weight take Winograd, its grad-input (30 rows of dx, not
+    whole tiles) the direct kernel; the listing says so, and a training step asks for
+    exactly those Winograd kernels."""
+    from numbacnn import nn
+    from numbacnn.report.kernels import kernel_choices
+
+    model = nn.Sequential(nn.Conv2d(4, 6, 3), nn.Conv2d(6, 6, 5, padding=1))  # 32x32 -> 30x30 -> 28x28
+    shape = (1, 4, 32, 32)
+    second = [(c.direction, c.kernel) for c in kernel_choices(model, shape, "cpu", np.float32)
+              if c.names == ("1",)]
+    assert ("forward", "conv_rows.conv_rows_kernel") in second, second
+    assert ("grad-input", "conv_rows.correlation_kernel") in second, second
+    assert ("grad-weight", "conv_weight_grad.weight_gradient_winograd_kernel") in second, second
+    x = random_array(np.random.default_rng(1), shape, np.float32)
+
+    def step():
+        y = model(x)
+        model.backward(np.ones_like(y), input_grad=False)
 
     assert sorted(_winograd_kernels_asked_for(monkeypatch, step)) == ["conv_winograd", "weight_gradient_winograd"]

@@ -83,7 +83,7 @@ def _byte_range(a: Array) -> tuple[int, int] | None:
 def _overlap(a: Array, b: Array) -> str:
     """"same" when a and b are the same memory with the same shape, "partial" when
     their memory overlaps otherwise, "" when it does not."""
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and not np.may_share_memory(a, b):
+    if type(a) is np.ndarray and type(b) is np.ndarray and not np.may_share_memory(a, b):
         return ""  # disjoint bounds, told in C: the common case, once per checked input and step
     ra, rb = _byte_range(a), _byte_range(b)
     if ra is None or rb is None or ra[0] >= rb[1] or rb[0] >= ra[1] or a.nbytes == 0 or b.nbytes == 0:

@@ -38,6 +38,14 @@ def conv2d(
     array (N, F, OH, OW), or (F, OH, OW) for an unbatched x
         ``OH = floor((H + pad_top + pad_bottom - dilation*(KH-1) - 1) / stride) + 1``
         (likewise OW), on x's device, in x's dtype.
+
+    Notes
+    -----
+    On the CPU, a stride-1 5x5 or 7x7 convolution with 4 or more input channels, output
+    rows of two or more vectors and a whole number of row tiles (``numbacnn.kernels.cpu.
+    conv_tuning.winograd_outputs``) runs 1-D Winograd kernels compiled for its sizes:
+    each new such shape compiles once (about 16 s cold, then from the disk cache);
+    ``conv2d_backward`` likewise. Other shapes share one compiled kernel per dtype.
     """
     op = "conv2d"
     x, unbatched = _add_batch_axis(x, 4)

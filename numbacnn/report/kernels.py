@@ -282,11 +282,11 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     def with_context(why: str) -> str:
         return context if context and why in context else prefix + why
 
-    def by_winograd(out: tuple, count: int) -> str:
+    def by_winograd(out: tuple, count: int, what: str) -> str:
         """The why of a stride-1 correlation (output ``out``, ``count`` input channels)
         that sums by 1-D Winograd, "" where the rule says no."""
         note = _winograd_note(kernel_h, kernel_w, out, count, dtype)
-        return note and prefix + (f"{kernel_h}x{kernel_w}, stride 1, {filters} filters: the fused groups' "
+        return note and prefix + (f"{kernel_h}x{kernel_w}, stride 1, {what}: the fused groups' "
                                   f"kernel, the layer's sizes compiled in{note}")
     if device != "cpu":
         for direction, function in (("forward", "conv2d_forward"), ("grad-input", "conv2d_backward_input"),
@@ -301,8 +301,9 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         _add(choices, label, "forward", device, "conv_gathered", "gathered_forward_kernel", with_context(why))
     elif variant == cpu_conv.PHASES:  # strided: the fused groups' row kernel over the phases
         _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel", with_context(why))
-    elif variant == cpu_conv.FAST and by_winograd(out_shape, channels):
-        _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel", by_winograd(out_shape, channels))
+    elif variant == cpu_conv.FAST and by_winograd(out_shape, channels, f"{filters} filters"):
+        _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
+             by_winograd(out_shape, channels, f"{filters} filters"))
     elif variant == cpu_conv.FAST:
         _add(choices, label, "forward", device, "conv_rows", "correlation_kernel", with_context(why))
     else:
@@ -310,13 +311,16 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     if not training:
         return
     if not first:
+        input_channels = f"{channels * conv.groups} input channels, the flipped kernel"
         pad = conv.padding if not isinstance(conv.padding, str) else (0, 0)
         variant, why = cpu_conv.choose_backward_input(channels * conv.groups, kernel_h, kernel_w, stride_h, stride_w,
                                                       pad[0], pad[1], dilation_h, dilation_w, conv.groups, shape[2])
         if variant == cpu_conv.PHASES:
             _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel", with_context(why))
-        elif variant == cpu_conv.FAST and by_winograd(shape, filters):
-            _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel", by_winograd(shape, filters))
+        elif variant == cpu_conv.FAST and by_winograd(shape, filters, input_channels):
+            # the forward correlation of the gradient (F channels) with the flipped kernel, C outputs
+            _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel",
+                 by_winograd(shape, filters, input_channels))
         elif variant == cpu_conv.FAST:
             _add(choices, label, "grad-input", device, "conv_rows", "correlation_kernel", with_context(why))
         else:
@@ -325,9 +329,9 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
                                                    dilation_w, conv.groups, shape[0], out_shape[3])
     if variant == cpu_conv.LANES:
         _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes", with_context(why))
-    elif variant == cpu_conv.FAST and by_winograd(out_shape, channels):
+    elif variant == cpu_conv.FAST and by_winograd(out_shape, channels, f"{filters} filters"):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_winograd_kernel",
-             by_winograd(out_shape, channels))
+             by_winograd(out_shape, channels, f"{filters} filters"))
     elif variant in (cpu_conv.FAST, cpu_conv.PHASES):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
     else:

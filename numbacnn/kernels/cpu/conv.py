@@ -34,8 +34,8 @@ correlation_kernel``       unfused layers, fast path, >= 2 output      reference
                            rows, where 1-D Winograd (below) does not
                            apply; grad-input the same way, on the
                            flipped kernel with padding K - 1 - p
-``conv_weight_grad.        grad-weight, fast path                      ``conv2d_backward_weight_general``, the
-weight_gradient_kernel``                                               reference, finite differences
+``conv_weight_grad.        grad-weight, fast path, where 1-D Winograd  ``conv2d_backward_weight_general``, the
+weight_gradient_kernel``   (below) does not apply                      reference, finite differences
 kernel-row bodies:         kernels larger than 3x3 (``conv_tuning.     the general kernels and the reference,
 ``conv_rows._accumulate_   kernel_rows_outside``, ``weight_gradient_   5x5, 7x7, 2x9, padded or not, odd sizes
 rows_by_kernel_row``,      by_planes``: up to 7 wide) in the four      (tests/test_large_kernels.py)
@@ -458,9 +458,10 @@ def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilatio
 def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups):
     """dw (F, C // groups, KH, KW) = sum over n, oh, ow of dout (N, F, OH, OW) * x (N, C, H, W) taps.
 
-    Fast variant: the output rows are split into ``GRAD_WEIGHT_CHUNKS`` chunks (not one
-    per thread, so the result does not depend on the thread count), each summed into
-    its own float64 slice of ``partial`` (T, F, C, KH, KW); the slices are added here.
+    Fast variant: the output rows (the images, where 1-D Winograd runs) are split into
+    ``GRAD_WEIGHT_CHUNKS`` chunks (not one per thread, so the result does not depend on
+    the thread count), each summed into its own float64 slice of ``partial`` (T, F, C,
+    KH, KW); the slices are added here.
     """
     filters, channels, kernel_h, kernel_w = dw.shape
     variant, _ = choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
@@ -590,8 +591,11 @@ def _zero_padded(src, pad_top, pad_left, out_height, out_width, kernel_h, kernel
 def _correlate(out, src, w, b, pad_top, pad_left):
     """out (N, F, OH, OW) = b + stride-1 correlation of src (N, C, H, W) zero-padded by
     pad_top / pad_left with w (F, C, KH, KW), by the register-blocked kernel (which
-    reads src directly when no padding is needed); a one-row output, which it does
-    not handle, goes to the general kernel."""
+    reads src directly when no padding is needed), or, where the rule takes it (5x5 and
+    7x7, :func:`_by_winograd`), by the fused groups' 1-D Winograd kernel, compiled for
+    this layer's sizes (a new shape compiles once, about 16 s cold; switch
+    ``conv_tuning.WINOGRAD_ENABLED`` off to keep one kernel for every shape); a
+    one-row output, which neither handles, goes to the general kernel."""
     filters, _, kernel_h, kernel_w = w.shape
     if out.shape[2] < 2:
         conv2d_forward_general(out, src, w, b, 1, 1, pad_top, pad_left, 1, 1, 1)
