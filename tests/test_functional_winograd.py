@@ -106,24 +106,33 @@ def test_functional_winograd_propagates_nan():
     assert not np.isnan(y[:, :, :8]).any() and not np.isnan(y[:, :, 16:]).any()  # rows outside the 2 tiles
 
 
+def _listed_and_asked(monkeypatch, model, shape: tuple, names: tuple | None = None) -> tuple[list, list]:
+    """((direction, kernel) pairs that ``report.kernels.kernel_choices`` lists for the
+    layers ``names`` (every layer: None), the Winograd kernels a training step of
+    ``model`` on random float32 images of ``shape`` asks for, sorted)."""
+    from numbacnn.report.kernels import kernel_choices
+
+    listed = [(c.direction, c.kernel) for c in kernel_choices(model, shape, "cpu", np.float32)
+              if names is None or c.names == names]
+    x = random_array(np.random.default_rng(0), shape, np.float32)
+
+    def step():
+        y = model(x)
+        model.backward(np.ones_like(y), input_grad=False)
+
+    return listed, sorted(_winograd_kernels_asked_for(monkeypatch, step))
+
+
 def test_info_kernels_lists_the_winograd_kernels_an_unfused_layer_runs(monkeypatch):
     """``numbacnn info --kernels`` (``report.kernels.kernel_choices``) names the Winograd
     kernels for an unfused 5x5 layer, and a training step of that layer asks for them."""
     from numbacnn import nn
-    from numbacnn.report.kernels import kernel_choices
 
     layer = nn.Conv2d(6, 5, 5, padding=2)  # the first case's layer: its kernels are built above
-    shape = (3, 6, 28, 28)
-    listed = [(c.direction, c.kernel) for c in kernel_choices(layer, shape, "cpu", np.float32)]
+    listed, asked = _listed_and_asked(monkeypatch, layer, (3, 6, 28, 28))
     assert ("forward", "conv_rows.conv_rows_kernel") in listed, listed
     assert ("grad-weight", "conv_weight_grad.weight_gradient_winograd_kernel") in listed, listed
-    x = random_array(np.random.default_rng(0), shape, np.float32)
-
-    def step():
-        y = layer(x)
-        layer.backward(np.ones_like(y), input_grad=False)
-
-    assert sorted(_winograd_kernels_asked_for(monkeypatch, step)) == ["conv_winograd", "weight_gradient_winograd"]
+    assert asked == ["conv_winograd", "weight_gradient_winograd"]
 
 
 def test_grad_input_listing_and_run_follow_the_input_shape(monkeypatch):
@@ -132,19 +141,10 @@ def test_grad_input_listing_and_run_follow_the_input_shape(monkeypatch):
     whole tiles) the direct kernel; the listing says so, and a training step asks for
     exactly those Winograd kernels."""
     from numbacnn import nn
-    from numbacnn.report.kernels import kernel_choices
 
     model = nn.Sequential(nn.Conv2d(4, 6, 3), nn.Conv2d(6, 6, 5, padding=1))  # 32x32 -> 30x30 -> 28x28
-    shape = (1, 4, 32, 32)
-    second = [(c.direction, c.kernel) for c in kernel_choices(model, shape, "cpu", np.float32)
-              if c.names == ("1",)]
+    second, asked = _listed_and_asked(monkeypatch, model, (1, 4, 32, 32), names=("1",))
     assert ("forward", "conv_rows.conv_rows_kernel") in second, second
     assert ("grad-input", "conv_rows.correlation_kernel") in second, second
     assert ("grad-weight", "conv_weight_grad.weight_gradient_winograd_kernel") in second, second
-    x = random_array(np.random.default_rng(1), shape, np.float32)
-
-    def step():
-        y = model(x)
-        model.backward(np.ones_like(y), input_grad=False)
-
-    assert sorted(_winograd_kernels_asked_for(monkeypatch, step)) == ["conv_winograd", "weight_gradient_winograd"]
+    assert asked == ["conv_winograd", "weight_gradient_winograd"]
