@@ -106,9 +106,7 @@ def _by_winograd(x_padded: Any, kernel_h: int, kernel_w: int) -> bool:
     KH x KW kernel sums by 1-D Winograd (``conv_tuning.winograd_outputs``): forward
     and grad-input (``conv_rows.conv_rows_kernel(..., winograd=True)``) and grad-weight
     (``conv_weight_grad.weight_gradient_winograd_kernel``)."""
-    _, channels, height, width = x_padded.shape
-    return backend("cpu").conv_tuning.winograd_outputs(kernel_h, kernel_w, height - kernel_h + 1,
-                                                       width - kernel_w + 1, x_padded.itemsize, channels) > 0
+    return backend("cpu").conv_tuning.winograd_on_padded(x_padded.shape, x_padded.itemsize, kernel_h, kernel_w)
 
 
 def conv2d_backward_padded(

@@ -135,7 +135,7 @@ from numbacnn.kernels.common import FASTMATH, end_valid_output, first_valid_outp
 from numbacnn.kernels.cpu.bordered import pad_images
 from numbacnn.kernels.cpu import conv_gathered, conv_lanes, conv_phases, conv_rows, conv_weight_grad
 from numbacnn.kernels.cpu.conv_tuning import (BUILT_KERNELS, GRAD_WEIGHT_CHUNKS, MAX_UNROLLED_TAPS, MIN_FILTERS,
-                                              fast_path_applies, weight_gradient_by_planes, winograd_outputs)
+                                              fast_path_applies, weight_gradient_by_planes, winograd_on_padded)
 
 
 # --------------------------------------------------------------------------- #
@@ -472,7 +472,8 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
         _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == FAST:
         padded_x = _zero_padded(x, pad_h, pad_w, dout.shape[2], dout.shape[3], kernel_h, kernel_w)
-        if _by_winograd(padded_x, kernel_h, kernel_w):  # as the fused groups; chunks of images
+        # as the fused groups, chunks of images
+        if winograd_on_padded(padded_x.shape, padded_x.itemsize, kernel_h, kernel_w):
             chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0]))
             kernel = conv_weight_grad.weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, 0, 0,
                                                                       *padded_x.shape[2:], padded_x.itemsize)
@@ -592,8 +593,8 @@ def _correlate(out, src, w, b, pad_top, pad_left):
     """out (N, F, OH, OW) = b + stride-1 correlation of src (N, C, H, W) zero-padded by
     pad_top / pad_left with w (F, C, KH, KW), by the register-blocked kernel (which
     reads src directly when no padding is needed), or, where the rule takes it (5x5 and
-    7x7, :func:`_by_winograd`), by the fused groups' 1-D Winograd kernel, compiled for
-    this layer's sizes (a new shape compiles once, about 16 s cold; switch
+    7x7, ``conv_tuning.winograd_on_padded``), by the fused groups' 1-D Winograd kernel,
+    compiled for this layer's sizes (a new shape compiles once, about 16 s cold; switch
     ``conv_tuning.WINOGRAD_ENABLED`` off to keep one kernel for every shape); a
     one-row output, which neither handles, goes to the general kernel."""
     filters, _, kernel_h, kernel_w = w.shape
@@ -601,23 +602,13 @@ def _correlate(out, src, w, b, pad_top, pad_left):
         conv2d_forward_general(out, src, w, b, 1, 1, pad_top, pad_left, 1, 1, 1)
         return
     padded = _zero_padded(src, pad_top, pad_left, out.shape[2], out.shape[3], kernel_h, kernel_w)
-    if _by_winograd(padded, kernel_h, kernel_w):
+    if winograd_on_padded(padded.shape, padded.itemsize, kernel_h, kernel_w):
         # as the fused groups: fewer multiply-adds, the layer's sizes compiled in
         kernel = conv_rows.conv_rows_kernel(filters, kernel_h, kernel_w, conv_rows.MODE_BIAS, padded.shape[2],
                                             padded.shape[3], itemsize=padded.itemsize, winograd=True)
         kernel(out, out, _NO_INDICES, out, padded, w, b)
         return
     conv_rows.correlation_kernel(filters, kernel_h, kernel_w)(out, padded, w, b)
-
-
-def _by_winograd(padded, kernel_h, kernel_w):
-    """True when the stride-1 correlation of ``padded`` (N, C, OH + KH - 1, OW + KW - 1),
-    zero-padded already, with a KH x KW kernel sums by 1-D Winograd
-    (``conv_tuning.winograd_outputs``: 5x5 or 7x7, >= 4 channels, rows of two or more
-    vectors, whole tiles of rows)."""
-    _, channels, height, width = padded.shape
-    return winograd_outputs(kernel_h, kernel_w, height - kernel_h + 1, width - kernel_w + 1, padded.itemsize,
-                            channels) > 0
 
 
 class _CacheStats:

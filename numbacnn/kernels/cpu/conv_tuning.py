@@ -154,6 +154,15 @@ def winograd_outputs(kernel_h: int, kernel_w: int, out_height: int, out_width: i
     return 0
 
 
+def winograd_on_padded(padded_shape: tuple, itemsize: int, kernel_h: int, kernel_w: int) -> bool:
+    """:func:`winograd_outputs` asked of a stride-1 correlation of a zero-padded input
+    (N, C, OH + KH - 1, OW + KW - 1) with a KH x KW kernel: what the fused ops
+    (``fused/bordered_ops.py``) and the functional API (``conv._correlate``,
+    ``conv.conv2d_backward_weight``) both ask."""
+    _, channels, height, width = padded_shape
+    return winograd_outputs(kernel_h, kernel_w, height - kernel_h + 1, width - kernel_w + 1, itemsize, channels) > 0
+
+
 def plane_blocking(filters, out_height, in_width, itemsize):
     """(filter_block, rows_per_task) of the plane body (:func:`planes_outside`): up to
     ``PLANE_FILTER_BLOCK`` filters (a divisor of ``filters``), and the output rows split
