@@ -117,3 +117,55 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         tests_in[item.path.name] = tests_in.get(item.path.name, 0) + 1
     items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -tests_in[item.path.name], item.path.name))
+
+
+# Where CI's time goes (most of it is Numba compiling): NUMBACNN_COMPILE_LOG=DIR writes
+# one JSON line per top-level compile (a kernel and the functions it compiles inside it)
+# to DIR/<worker>.jsonl: the test that asked for it, the kernel, its argument types and
+# the seconds. Loads from the disk cache are not compiles and are not logged.
+# Summarise with benchmarks/compile_log.py.
+_compile_log_dir = os.environ.get("NUMBACNN_COMPILE_LOG")
+_current_test = ["(collection)"]
+
+if _compile_log_dir:
+    import json
+    import threading
+    import time
+
+    from numba.core import event as _numba_event
+
+    class _CompileLog(_numba_event.Listener):
+        def __init__(self, path: str) -> None:
+            self._path = path
+            self._local = threading.local()
+
+        def on_start(self, event) -> None:
+            depth = getattr(self._local, "depth", 0)
+            if depth == 0:
+                self._local.started = time.perf_counter()
+            self._local.depth = depth + 1
+
+        def on_end(self, event) -> None:
+            self._local.depth -= 1
+            if self._local.depth:
+                return
+            dispatcher = event.data["dispatcher"]
+            py_func = getattr(dispatcher, "py_func", None)
+            record = {
+                "test": _current_test[0],
+                "kernel": f"{getattr(py_func, '__module__', '?')}.{getattr(py_func, '__qualname__', repr(dispatcher))}",
+                "args": str(event.data["args"]),
+                "seconds": round(time.perf_counter() - self._local.started, 3),
+            }
+            with open(self._path, "a") as log:
+                log.write(json.dumps(record) + "\n")
+
+    os.makedirs(_compile_log_dir, exist_ok=True)
+    _numba_event.register(
+        "numba:compile",
+        _CompileLog(os.path.join(_compile_log_dir, os.environ.get("PYTEST_XDIST_WORKER", "main") + ".jsonl")))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    _current_test[0] = item.nodeid

@@ -1,0 +1,47 @@
+"""Summarise a compile log written by the test suite (tests/conftest.py).
+
+Usage::
+
+    NUMBACNN_COMPILE_LOG=/tmp/compiles python -m pytest
+    python benchmarks/compile_log.py /tmp/compiles [--top 30]
+
+Prints the seconds of compiling per test file, per test and per kernel, largest first:
+where CI's time goes, since most of it is Numba compiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import pathlib
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=pathlib.Path, help="the NUMBACNN_COMPILE_LOG folder")
+    parser.add_argument("--top", type=int, default=25, help="rows per table (default 25)")
+    options = parser.parse_args()
+    records = []
+    for path in sorted(options.folder.glob("*.jsonl")):
+        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    total = sum(record["seconds"] for record in records)
+    print(f"{len(records)} compiles, {total:.0f} s")
+    tables = {
+        "file": lambda record: record["test"].split("::")[0],
+        "test": lambda record: record["test"],
+        "kernel": lambda record: record["kernel"],
+    }
+    for title, key in tables.items():
+        seconds = collections.Counter()
+        count = collections.Counter()
+        for record in records:
+            seconds[key(record)] += record["seconds"]
+            count[key(record)] += 1
+        print(f"\nby {title}:")
+        for name, value in seconds.most_common(options.top):
+            print(f"{value:8.1f} s {count[name]:5d}  {name}")
+
+
+if __name__ == "__main__":
+    main()
