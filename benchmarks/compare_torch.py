@@ -464,6 +464,14 @@ def _describe(name: str, args: tuple, kwargs: dict) -> tuple[str, float, str]:
             return f"conv {c}->{f} {oh}x{ow}: grad-weight + grad-bias", flops, "GFLOP/s"
         mask = " x ReLU mask" if kwargs.get("mask") is not None else ""
         return f"conv {c}->{f} {oh}x{ow}: grad-weight + grad-bias + grad-input{mask}", 2 * flops, "GFLOP/s"
+    if name == "strided_conv2d_backward":
+        gconv, w, stride = args[0], args[2], args[3]
+        n, f, oh, ow = gconv.shape
+        c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+        flops = 2 * n * f * c * kh * kw * oh * ow
+        if kwargs.get("gx", args[5] if len(args) > 5 else None) is None:  # chain.py passes gx by position
+            return f"conv {c}->{f} {oh}x{ow} stride {stride[0]}: grad-weight + grad-bias", flops, "GFLOP/s"
+        return f"conv {c}->{f} {oh}x{ow} stride {stride[0]}: grad-weight + grad-bias + grad-input", 2 * flops, "GFLOP/s"
     if name == "max_pool2d_relu_backward_padded":
         gp = args[2]
         return f"max-pool backward (indices) x ReLU mask {tuple(gp.shape[1:])}", 6 * gp.nbytes, "GB/s"
@@ -553,7 +561,8 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
 
     for name in ("conv2d_relu_padded", "conv2d_backward_padded", "max_pool2d_relu_backward_padded",
                  "copy_into_border", "copy_interior", "relu_backward_padded", "conv2d_padded",
-                 "batch_norm_statistics", "batch_norm_relu_padded", "batch_norm_backward_padded"):
+                 "batch_norm_statistics", "batch_norm_relu_padded", "batch_norm_backward_padded",
+                 "strided_conv2d_backward"):
         wrap(BO, name)  # the fused wing's fast path (numbacnn/fused/bordered_ops.py)
     for name in ("conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d_relu_backward", "conv2d_backward_relu_mask"):
         wrap(FF, name)  # its composed path
