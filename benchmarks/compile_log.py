@@ -32,6 +32,13 @@ def main() -> None:
         "test": lambda record: record["test"],
         "kernel": lambda record: record["kernel"],
     }
+    same = collections.defaultdict(list)  # the same kernel, arguments and compiled-in sizes compiled again
+    for record in records:
+        if "closure" in record:
+            same[(record["kernel"], record["args"], str(record["closure"]))].append(record)
+    again = [r for group in same.values() for r in group[1:]]
+    print(f"compiled more than once (by another worker at the same time, or a cache miss): {len(again)}, "
+          f"{sum(r['seconds'] for r in again):.0f} s")
     for title, key in tables.items():
         seconds = collections.Counter()
         count = collections.Counter()

@@ -151,10 +151,14 @@ if _compile_log_dir:
                 return
             dispatcher = event.data["dispatcher"]
             py_func = getattr(dispatcher, "py_func", None)
+            cells = getattr(py_func, "__closure__", None) or ()
             record = {
                 "test": _current_test[0],
                 "kernel": f"{getattr(py_func, '__module__', '?')}.{getattr(py_func, '__qualname__', repr(dispatcher))}",
                 "args": str(event.data["args"]),
+                # a factory's compiled-in sizes: with the kernel and args, what makes a compile the same
+                "closure": [repr(cell.cell_contents)[:40] for cell in cells
+                            if isinstance(getattr(cell, "cell_contents", None), (int, float, bool, tuple))],
                 "seconds": round(time.perf_counter() - self._local.started, 3),
             }
             with open(self._path, "a") as log:
