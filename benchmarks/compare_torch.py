@@ -445,9 +445,10 @@ def print_whole_steps(results: list[dict], roof: float) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def _conv_dims(x_padded, w):
+def _conv_dims(x_padded, w, stride=(1, 1)):
+    """(N, C, F, OH, OW, FLOPs) of a convolution of an already padded input."""
     n, (f, c, kh, kw) = x_padded.shape[0], w.shape
-    oh, ow = x_padded.shape[2] - kh + 1, x_padded.shape[3] - kw + 1
+    oh, ow = (x_padded.shape[2] - kh) // stride[0] + 1, (x_padded.shape[3] - kw) // stride[1] + 1
     return n, c, f, oh, ow, 2 * n * f * c * kh * kw * oh * ow
 
 
@@ -465,10 +466,8 @@ def _describe(name: str, args: tuple, kwargs: dict) -> tuple[str, float, str]:
         mask = " x ReLU mask" if kwargs.get("mask") is not None else ""
         return f"conv {c}->{f} {oh}x{ow}: grad-weight + grad-bias + grad-input{mask}", 2 * flops, "GFLOP/s"
     if name == "strided_conv2d_backward":
-        gconv, w, stride = args[0], args[2], args[3]
-        n, f, oh, ow = gconv.shape
-        c, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-        flops = 2 * n * f * c * kh * kw * oh * ow
+        stride = args[3]
+        n, c, f, oh, ow, flops = _conv_dims(args[1], args[2], stride)
         if kwargs.get("gx", args[5] if len(args) > 5 else None) is None:  # chain.py passes gx by position
             return f"conv {c}->{f} {oh}x{ow} stride {stride[0]}: grad-weight + grad-bias", flops, "GFLOP/s"
         return f"conv {c}->{f} {oh}x{ow} stride {stride[0]}: grad-weight + grad-bias + grad-input", 2 * flops, "GFLOP/s"
@@ -481,9 +480,11 @@ def _describe(name: str, args: tuple, kwargs: dict) -> tuple[str, float, str]:
         return f"copy: {what}", 2 * np.asarray(src).nbytes, "GB/s"
     if name == "relu_backward_padded":
         return "ReLU backward into bordered buffer", 3 * args[2].nbytes, "GB/s"
-    if name == "conv2d_padded":
-        n, c, f, oh, ow, flops = _conv_dims(args[0], args[1])
-        return f"conv {c}->{f} {oh}x{ow}: forward into z (batch norm's input)", flops, "GFLOP/s"
+    if name == "conv2d_padded":  # strided blocks too (bordered_ops.conv2d_padded's fifth argument)
+        stride = kwargs.get("stride", args[4] if len(args) > 4 else (1, 1))
+        n, c, f, oh, ow, flops = _conv_dims(args[0], args[1], stride)
+        strided = f" stride {stride[0]}" if tuple(stride) != (1, 1) else ""
+        return f"conv {c}->{f} {oh}x{ow}{strided}: forward into z (batch norm's input)", flops, "GFLOP/s"
     if name == "batch_norm_statistics":
         z = args[0]
         return f"batch norm statistics {tuple(z.shape[1:])} (2 passes)", 2 * z.nbytes, "GB/s"

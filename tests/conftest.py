@@ -169,7 +169,6 @@ if _compile_log_dir:
         "numba:compile",
         _CompileLog(os.path.join(_compile_log_dir, os.environ.get("PYTEST_XDIST_WORKER", "main") + ".jsonl")))
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item) -> None:
-    _current_test[0] = item.nodeid
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(item) -> None:  # only while logging: which test a compile belongs to
+        _current_test[0] = item.nodeid

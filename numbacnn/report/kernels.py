@@ -301,9 +301,8 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         _add(choices, label, "forward", device, "conv_gathered", "gathered_forward_kernel", with_context(why))
     elif variant == cpu_conv.PHASES:  # strided: the fused groups' row kernel over the phases
         _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel", with_context(why))
-    elif variant == cpu_conv.FAST and by_winograd(out_shape, channels, f"{filters} filters"):
-        _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
-             by_winograd(out_shape, channels, f"{filters} filters"))
+    elif variant == cpu_conv.FAST and (winograd_why := by_winograd(out_shape, channels, f"{filters} filters")):
+        _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel", winograd_why)
     elif variant == cpu_conv.FAST:
         _add(choices, label, "forward", device, "conv_rows", "correlation_kernel", with_context(why))
     else:
@@ -317,10 +316,9 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
                                                       pad[0], pad[1], dilation_h, dilation_w, conv.groups, shape[2])
         if variant == cpu_conv.PHASES:
             _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel", with_context(why))
-        elif variant == cpu_conv.FAST and by_winograd(shape, filters, input_channels):
+        elif variant == cpu_conv.FAST and (winograd_why := by_winograd(shape, filters, input_channels)):
             # the forward correlation of the gradient (F channels) with the flipped kernel, C outputs
-            _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel",
-                 by_winograd(shape, filters, input_channels))
+            _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel", winograd_why)
         elif variant == cpu_conv.FAST:
             _add(choices, label, "grad-input", device, "conv_rows", "correlation_kernel", with_context(why))
         else:
@@ -329,9 +327,9 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
                                                    dilation_w, conv.groups, shape[0], out_shape[3])
     if variant == cpu_conv.LANES:
         _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes", with_context(why))
-    elif variant == cpu_conv.FAST and by_winograd(out_shape, channels, f"{filters} filters"):
+    elif variant == cpu_conv.FAST and (winograd_why := by_winograd(out_shape, channels, f"{filters} filters")):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_winograd_kernel",
-             by_winograd(out_shape, channels, f"{filters} filters"))
+             winograd_why)
     elif variant in (cpu_conv.FAST, cpu_conv.PHASES):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
     else:
