@@ -27,6 +27,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # variable -> (value, what is wrong, what to do): bad settings found at import, refused by the CLI
 ENVIRONMENT_PROBLEMS: dict[str, tuple[str, str, str]] = {}
 CACHE_NOTE: list[str] = []  # the note printed when the disk cache is off (tests read it)
+FULL_WIDTH_FEATURE = "-prefer-256-bit"  # LLVM's tuning flag, turned off: AVX-512 code uses 512-bit vectors
 
 
 def _writable_folder(folder: Path) -> bool:
@@ -78,9 +79,59 @@ def _check_num_threads(environ: dict[str, str] | os._Environ) -> None:
         del environ["NUMBA_NUM_THREADS"]  # Numba would warn for 16 lines, or fail mid-run
 
 
+def full_width_features(environ: dict[str, str] | os._Environ = os.environ,
+                        host_features: dict[str, bool] | None = None) -> str | None:
+    """The ``NUMBA_CPU_FEATURES`` value that compiles for whole AVX-512 vectors, or None
+    where numbacnn leaves Numba's choice alone (see the module docstring).
+
+    Parameters
+    ----------
+    environ
+        The environment: a ``NUMBA_CPU_FEATURES`` or ``NUMBA_CPU_NAME`` set there wins (None).
+    host_features
+        Feature name -> enabled, as ``llvmlite.binding.get_host_cpu_features()`` gives
+        them (that is asked when None).
+
+    Returns
+    -------
+    str or None
+        The host's features in LLVM's ``+name,-name`` form followed by
+        ``-prefer-256-bit``, when the host has AVX-512 (``avx512f``); else None.
+    """
+    if environ.get("NUMBA_CPU_FEATURES") is not None or environ.get("NUMBA_CPU_NAME"):
+        return None
+    if host_features is None:
+        try:
+            import llvmlite.binding as llvm
+
+            host_features = llvm.get_host_cpu_features()
+        except (ImportError, RuntimeError):  # no llvmlite, or LLVM cannot read this CPU's features
+            return None
+    if not host_features.get("avx512f"):
+        return None
+    features = ",".join(("+" if enabled else "-") + name for name, enabled in sorted(host_features.items()))
+    return f"{features},{FULL_WIDTH_FEATURE}"
+
+
+def _prefer_full_vectors(environ: dict[str, str] | os._Environ) -> None:
+    """Sets NUMBA_CPU_FEATURES from :func:`full_width_features` before Numba reads it (or
+    Numba's config, when Numba was imported first but has compiled nothing yet)."""
+    features = full_width_features(environ)
+    if features is None:
+        return
+    if "numba" in sys.modules:
+        from numba.core import config, registry
+
+        if "_toplevel_target_context" in vars(registry.cpu_target):
+            return  # Numba has compiled already: its code generator keeps the features it started with
+        config.CPU_FEATURES = features
+    environ["NUMBA_CPU_FEATURES"] = features
+
+
 def prepare_numba(environ: dict[str, str] | os._Environ = os.environ) -> None:
     """Make the environment safe for Numba's import (see the module docstring); idempotent."""
     _check_num_threads(environ)
+    _prefer_full_vectors(environ)
     if CACHE_NOTE or numba_cache_usable(environ=environ):
         return
     folder = tempfile.mkdtemp(prefix="numbacnn-numba-cache-")
@@ -96,4 +147,5 @@ def prepare_numba(environ: dict[str, str] | os._Environ = os.environ) -> None:
     print(CACHE_NOTE[0], file=sys.stderr)
 
 
-__all__ = ["CACHE_NOTE", "ENVIRONMENT_PROBLEMS", "numba_cache_usable", "prepare_numba", "user_cache_dir"]
+__all__ = ["CACHE_NOTE", "ENVIRONMENT_PROBLEMS", "FULL_WIDTH_FEATURE", "full_width_features", "numba_cache_usable",
+           "prepare_numba", "user_cache_dir"]
