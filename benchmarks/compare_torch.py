@@ -7,6 +7,7 @@
     python benchmarks/compare_torch.py --first-call    # also cold-start times
     python benchmarks/compare_torch.py --variants [--busy]  # numbacnn train's variants (issue 18's table)
     python benchmarks/compare_torch.py --variant-kernels    # per-kernel table of each variant's step
+    python benchmarks/compare_torch.py --variant-kernels --variant stride-2   # one variant's
 
 Default run: a whole training step (forward, loss, backward, SGD update) of
 numbacnn's ``tiny_vgg`` + ``SGD`` (the fused Sequential path, the default) against
@@ -240,6 +241,19 @@ VARIANTS = [
 ]
 
 
+def variant_name(label: str) -> str:
+    """A VARIANTS label's name for ``--variant``: plain, batch-norm, stride-2, kernel-size-5, kernel-size-7."""
+    return "plain" if label.startswith("plain") else label.split(" --")[0].removeprefix("--").replace(" ", "-")
+
+
+def chosen_variants(names: list[str] | None, with_plain: bool = False) -> list[tuple[str, dict]]:
+    """The VARIANTS named (all when ``names`` is empty or None), in VARIANTS' order; the
+    plain one too with ``with_plain`` (the --variants table divides by its step)."""
+    if not names:
+        return list(VARIANTS)
+    return [v for v in VARIANTS if variant_name(v[0]) in names or (with_plain and variant_name(v[0]) == "plain")]
+
+
 def torch_model_like(torch, model):
     """The same network in PyTorch, layer by layer, with numbacnn's initial weights
     (Conv2d, BatchNorm2d, ReLU, MaxPool2d, Dropout, Flatten, Linear; nested Sequentials)."""
@@ -273,10 +287,12 @@ def torch_model_like(torch, model):
     return theirs
 
 
-def variant_steps(torch, blocks: int, block_time: float, dtype: str) -> list[dict]:
-    """Each of VARIANTS: numbacnn's step and PyTorch's (NCHW, channels_last) in alternating blocks."""
+def variant_steps(torch, blocks: int, block_time: float, dtype: str,
+                  variants: list[tuple[str, dict]] = VARIANTS) -> list[dict]:
+    """Each of ``variants`` (plain first): numbacnn's step and PyTorch's (NCHW,
+    channels_last) in alternating blocks."""
     results = []
-    for label, options in VARIANTS:
+    for label, options in variants:
         ours = TinyVGGStep(64, dtype, in_channels=1, image_size=28, **options)
         model = torch_model_like(torch, ours.model)
         functions = {"numbacnn": ours.step}
@@ -631,10 +647,11 @@ def print_kernel_tables(dtype: str, steps: int, roof: float) -> None:
         print()
 
 
-def print_variant_kernel_tables(dtype: str, steps: int, roof: float) -> None:
-    """:func:`print_kernel_tables` for each of VARIANTS (main job's shape, batch 64);
+def print_variant_kernel_tables(dtype: str, steps: int, roof: float,
+                                variants: list[tuple[str, dict]] = VARIANTS) -> None:
+    """:func:`print_kernel_tables` for each of ``variants`` (main job's shape, batch 64);
     the whole step's GFLOP/s from the model's own forward FLOP count, times 3."""
-    for label, options in VARIANTS:
+    for label, options in variants:
         ours = TinyVGGStep(64, dtype, in_channels=1, image_size=28, **options)
         for _ in range(3):
             ours.step()
@@ -744,6 +761,10 @@ def main(argv=None) -> int:
                         help="numbacnn train's model variants (batch norm, stride 2, 5x5, 7x7) against PyTorch")
     parser.add_argument("--variant-kernels", action="store_true",
                         help="per-kernel tables of each of numbacnn train's variants (no PyTorch runs)")
+    parser.add_argument("--variant", nargs="+", default=None, metavar="NAME",
+                        choices=[variant_name(label) for label, _ in VARIANTS],
+                        help="only these variants for --variants (plain too: the table divides by its step) "
+                             "and --variant-kernels: " + ", ".join(variant_name(label) for label, _ in VARIANTS))
     parser.add_argument("--first-call", action="store_true",
                         help="also time a fresh process's first training step, with and without a disk cache")
     args = parser.parse_args(argv)
@@ -756,13 +777,14 @@ def main(argv=None) -> int:
     if args.variant_kernels:
         roof = args.roof or measure_roof(numba.get_num_threads())
         print(f"roof (float32 sgemm, {numba.get_num_threads()} threads): {roof:.1f} GFLOP/s")
-        print_variant_kernel_tables(args.dtype, args.kernel_steps, roof)
+        print_variant_kernel_tables(args.dtype, args.kernel_steps, roof, chosen_variants(args.variant))
         return 0
     if args.variants:
         print(f"competing busy process (yes > /dev/null): {'yes' if args.busy else 'no'}; "
               f"load average before: {load_average()}")
         with BusyProcess(args.busy):
-            results = variant_steps(torch, args.blocks, args.block_time, args.dtype)
+            results = variant_steps(torch, args.blocks, args.block_time, args.dtype,
+                                    chosen_variants(args.variant, with_plain=True))
         print(f"load average after the steps: {load_average()}")
         print_variant_steps(results)
     elif args.ops:

@@ -22,9 +22,24 @@ def main() -> None:
     parser.add_argument("folder", type=pathlib.Path, help="the NUMBACNN_COMPILE_LOG folder")
     parser.add_argument("--top", type=int, default=25, help="rows per table (default 25)")
     options = parser.parse_args()
+    paths = sorted(options.folder.glob("*.jsonl")) if options.folder.is_dir() else []
+    if not paths:
+        parser.error(f"no compile log (*.jsonl) in {options.folder} (run the tests with "
+                     f"NUMBACNN_COMPILE_LOG={options.folder} first)")
     records = []
-    for path in sorted(options.folder.glob("*.jsonl")):
-        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for path in paths:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:  # a worker killed mid-write leaves a partial last line
+                record = None
+            if not (isinstance(record, dict) and isinstance(record.get("seconds"), (int, float))
+                    and isinstance(record.get("test"), str) and isinstance(record.get("kernel"), str)):
+                print(f"compile_log.py: skipped {path}:{number}, not a compile record")
+                continue
+            records.append(record)
     total = sum(record["seconds"] for record in records)
     print(f"{len(records)} compiles, {total:.0f} s")
     tables = {

@@ -105,3 +105,37 @@ def test_alternating_blocks_runs_each_function_in_turn():
     samples = ct.alternating_blocks({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, 0.0)
     assert [len(v) for v in samples.values()] == [3, 3]
     assert calls[6:] == ["a", "b"] * 3  # after three timed calls each: one call per block (0 s blocks)
+
+
+def test_compile_log_summary_skips_partial_lines_and_refuses_a_missing_log(tmp_path):
+    """benchmarks/compile_log.py: a worker killed mid-write leaves a partial last line,
+    which is skipped with a note (the other records still count); a folder without a
+    log is refused in one line, not summarised as "0 compiles"."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "gw0.jsonl"
+    log.write_text('{"seconds": 1.5, "test": "tests/test_a.py::test_b", "kernel": "conv_rows", "args": "f4"}\n'
+                   '{"seconds": 2.5, "test": "tests/test_a.py::test_c", "kernel": "conv_rows", "args": "f8"}\n'
+                   '{"seconds": 4, "test": "tests/te\n')
+    script = "benchmarks/compile_log.py"
+    result = subprocess.run([sys.executable, script, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"skipped {log}:3" in result.stdout and "2 compiles, 4 s" in result.stdout
+    assert "     4.0 s     2  tests/test_a.py" in result.stdout  # the file table sums both records
+    missing = tmp_path / "none"
+    result = subprocess.run([sys.executable, script, str(missing)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"compile_log.py: error: no compile log (*.jsonl) in {missing} (run the tests with "
+        f"NUMBACNN_COMPILE_LOG={missing} first)")
+
+
+def test_variant_names_choose_variants_in_order_with_plain_where_asked():
+    names = [ct.variant_name(label) for label, _ in ct.VARIANTS]
+    assert names == ["plain", "batch-norm", "stride-2", "kernel-size-5", "kernel-size-7"]
+    assert ct.chosen_variants(None) == ct.VARIANTS
+    assert [label for label, _ in ct.chosen_variants(["kernel-size-7", "stride-2"])] == [
+        "--stride 2", "--kernel-size 7 --padding 3"]
+    assert [label for label, _ in ct.chosen_variants(["stride-2"], with_plain=True)] == [
+        "plain (padding 1)", "--stride 2"]
