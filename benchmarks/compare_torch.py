@@ -768,6 +768,8 @@ def main(argv=None) -> int:
     parser.add_argument("--first-call", action="store_true",
                         help="also time a fresh process's first training step, with and without a disk cache")
     args = parser.parse_args(argv)
+    if args.variant and not (args.variants or args.variant_kernels):
+        parser.error("--variant picks variants of --variants or --variant-kernels: add one of them")
 
     import torch
 

@@ -15,6 +15,7 @@ import argparse
 import collections
 import json
 import pathlib
+import sys
 
 
 def main() -> None:
@@ -24,8 +25,9 @@ def main() -> None:
     options = parser.parse_args()
     paths = sorted(options.folder.glob("*.jsonl")) if options.folder.is_dir() else []
     if not paths:
-        parser.error(f"no compile log (*.jsonl) in {options.folder} (run the tests with "
-                     f"NUMBACNN_COMPILE_LOG={options.folder} first)")
+        print(f"compile_log.py: error: no compile log (*.jsonl) in {options.folder} (run the tests with "
+              f"NUMBACNN_COMPILE_LOG={options.folder} first)", file=sys.stderr)
+        sys.exit(2)
     records = []
     for path in paths:
         for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -37,7 +39,7 @@ def main() -> None:
                 record = None
             if not (isinstance(record, dict) and isinstance(record.get("seconds"), (int, float))
                     and isinstance(record.get("test"), str) and isinstance(record.get("kernel"), str)):
-                print(f"compile_log.py: skipped {path}:{number}, not a compile record")
+                print(f"compile_log.py: skipped {path}:{number}, not a compile record", file=sys.stderr)
                 continue
             records.append(record)
     total = sum(record["seconds"] for record in records)

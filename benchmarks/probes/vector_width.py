@@ -20,17 +20,17 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VARIANTS = {"plain": {}, "batch-norm": {"batch_norm": True}, "stride-2": {"stride": 2},
-            "kernel-size-5": {"kernel_size": 5, "padding": 2}, "kernel-size-7": {"kernel_size": 7, "padding": 3}}
+sys.path.insert(0, ROOT)
+from benchmarks.compare_torch import VARIANTS as LABELLED, variant_name  # noqa: E402
+
+VARIANTS = {variant_name(label): options for label, options in LABELLED}  # name -> tiny_vgg options
 
 
 def one_process(variant: str) -> None:
     """Runs in the child: prints the min over 5 blocks of ms per step."""
-    sys.path.insert(0, ROOT)
     from benchmarks.common import TinyVGGStep
 
-    options = dict(VARIANTS[variant])
-    step = TinyVGGStep(64, "float32", in_channels=1, image_size=28, padding=options.pop("padding", 1), **options)
+    step = TinyVGGStep(64, "float32", in_channels=1, image_size=28, **VARIANTS[variant])
     for _ in range(10):
         step.step()
     blocks = []
@@ -54,6 +54,8 @@ def main() -> None:
         return
     import llvmlite.binding as llvm
 
+    if not llvm.get_host_cpu_features().get("avx512f"):
+        parser.error("this CPU has no AVX-512: both arms would compile the same code")
     base = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME")}
     arms = {"512-bit": base, "LLVM's choice": dict(base, NUMBA_CPU_FEATURES=llvm.get_host_cpu_features().flatten())}
     env_path = dict(PYTHONPATH=ROOT)
@@ -61,10 +63,12 @@ def main() -> None:
         times = {arm: [] for arm in arms}
         for round_ in range(options.rounds + 1):  # round 0 compiles
             for arm, env in arms.items():
-                out = subprocess.run([sys.executable, __file__, "--child", variant], env=dict(env, **env_path),
-                                     capture_output=True, text=True, check=True).stdout
+                child = subprocess.run([sys.executable, __file__, "--child", variant], env=dict(env, **env_path),
+                                       capture_output=True, text=True)
+                if child.returncode:
+                    sys.exit(f"vector_width.py: error: the {arm} process for {variant} failed:\n{child.stderr}")
                 if round_:
-                    times[arm].append(float(out))
+                    times[arm].append(float(child.stdout))
         print(f"{variant}: " + "; ".join(f"{arm} {' '.join(f'{t:.2f}' for t in ts)} (median "
                                           f"{statistics.median(ts):.2f})" for arm, ts in times.items())
               + f"; load {os.getloadavg()[0]:.2f}", flush=True)

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from numbacnn import __version__
+    from numbacnn._environment import VECTOR_WIDTH
     from numbacnn.device import DeviceError, cuda_available, cuda_kernels_present, cuda_simulator_enabled, require_cuda
 
     # The threading layer is chosen on the first parallel launch; run a tiny one so
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"numba           {numba.__version__}")
     print(f"threading layer {layer}")
     print(f"threads         {numba.get_num_threads()} (set NUMBA_NUM_THREADS to change)")
-    print(f"vectors         {_vector_width()}")
+    print(f"vectors         {VECTOR_WIDTH[0] if VECTOR_WIDTH else 'as Numba chooses'}")
     cuda_line = "no"
     if not cuda_kernels_present():
         cuda_line = "no (this installation has no CUDA backend)"
@@ -133,17 +134,3 @@ def run(args: argparse.Namespace) -> int:
     print("devices         cpu: yes")
     print(f"                cuda: {cuda_line}")
     return 0
-
-
-def _vector_width() -> str:
-    """The CPU vector width the kernels are compiled for, and why (``numbacnn/_environment.py``)."""
-    from numba.core import config
-
-    from numbacnn._environment import FULL_WIDTH_FEATURE, full_width_features
-
-    features = config.CPU_FEATURES or ""
-    if features.endswith(FULL_WIDTH_FEATURE):
-        return f"512-bit (AVX-512; NUMBA_CPU_FEATURES is the host's features and {FULL_WIDTH_FEATURE})"
-    if "+avx512f" in features or full_width_features({}) is not None:
-        return "as LLVM tunes for this CPU (NUMBA_CPU_FEATURES or NUMBA_CPU_NAME is set here)"
-    return "256-bit or narrower (no AVX-512)"
