@@ -5,7 +5,7 @@
     python benchmarks/compare_torch.py --no-compile    # without torch.compile (no compiler warm-up)
     python benchmarks/compare_torch.py --ops conv pool layers model --batches 32   # the per-op table
     python benchmarks/compare_torch.py --first-call    # also cold-start times
-    python benchmarks/compare_torch.py --variants [--busy]  # numbacnn train's variants (issue 18's table)
+    python benchmarks/compare_torch.py --variants [--busy] [--no-compile]  # numbacnn train's variants (issue 18)
     python benchmarks/compare_torch.py --variant-kernels    # per-kernel table of each variant's step
     python benchmarks/compare_torch.py --variant-kernels --variant stride-2   # one variant's
 
@@ -288,21 +288,29 @@ def torch_model_like(torch, model):
 
 
 def variant_steps(torch, blocks: int, block_time: float, dtype: str,
-                  variants: list[tuple[str, dict]] = VARIANTS) -> list[dict]:
+                  variants: list[tuple[str, dict]] = VARIANTS, compile_: bool = False) -> list[dict]:
     """Each of ``variants`` (plain first): numbacnn's step and PyTorch's (NCHW,
-    channels_last) in alternating blocks."""
+    channels_last, and with ``compile_`` torch.compile) in alternating blocks.
+
+    Each PyTorch path has its own copy of the network with numbacnn's initial weights:
+    ``Module.to(memory_format=...)`` converts in place, so one shared model would run
+    the "NCHW" step on channels_last weights."""
     results = []
+    torch_paths = [path for path in TORCH_VARIANTS if compile_ or path != "compile"]
     for label, options in variants:
         ours = TinyVGGStep(64, dtype, in_channels=1, image_size=28, **options)
-        model = torch_model_like(torch, ours.model)
         functions = {"numbacnn": ours.step}
-        for variant in ("NCHW", "channels_last"):
-            run = model if variant == "NCHW" else model.to(memory_format=torch.channels_last)
+        for path in torch_paths:
+            model = torch_model_like(torch, ours.model)
             x = torch.from_numpy(ours.x.copy())
-            if variant == "channels_last":
+            if path == "channels_last":
+                model = model.to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last)
+            if path == "compile":
+                torch._dynamo.reset()  # a fresh compile per variant
+            run = torch.compile(model) if path == "compile" else model  # default mode (Inductor)
             labels = torch.from_numpy(ours.labels)
-            optimizer = torch.optim.SGD(run.parameters(), lr=0.01)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 
             def step(run=run, x=x, labels=labels, optimizer=optimizer):
                 optimizer.zero_grad()
@@ -311,8 +319,8 @@ def variant_steps(torch, blocks: int, block_time: float, dtype: str,
                 optimizer.step()
                 return loss.item()
 
-            functions[variant] = step
-        for fn in functions.values():
+            functions[path] = step
+        for fn in functions.values():  # warm-up: JIT compilation, caches, torch.compile
             for _ in range(3):
                 fn()
         samples = alternating_blocks(functions, blocks, block_time)
@@ -321,16 +329,23 @@ def variant_steps(torch, blocks: int, block_time: float, dtype: str,
 
 
 def print_variant_steps(results: list[dict]) -> None:
+    """The variants table: numbacnn against PyTorch's fastest path per variant (named)."""
+    def fastest(ms: dict) -> tuple[str, float]:
+        return min(((path, ms[path]) for path in TORCH_VARIANTS if path in ms), key=lambda item: item[1])
+
     plain = results[0]["ms"]
-    best_plain = min(plain["NCHW"], plain["channels_last"])
-    print("| variant (numbacnn train options) | numbacnn ms | PyTorch best ms | ratio | numbacnn vs its plain step "
-          "| PyTorch vs its plain step |")
+    best_plain = fastest(plain)[1]
+    print("| variant (numbacnn train options) | numbacnn ms | PyTorch best ms (path) | ratio | numbacnn vs its plain "
+          "step | PyTorch vs its plain step |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in results:
         ms = r["ms"]
-        best = min(ms["NCHW"], ms["channels_last"])
-        print(f"| {r['label']} | {ms['numbacnn']:.2f} | {best:.2f} | {ms['numbacnn'] / best:.2f} | "
+        path, best = fastest(ms)
+        print(f"| {r['label']} | {ms['numbacnn']:.2f} | {best:.2f} ({path}) | {ms['numbacnn'] / best:.2f} | "
               f"{ms['numbacnn'] / plain['numbacnn']:.2f} | {best / best_plain:.2f} |")
+    others = [path for path in TORCH_VARIANTS if path in results[0]["ms"]]
+    print("PyTorch ms by path: " + "; ".join(
+        f"{r['label']}: " + ", ".join(f"{path} {r['ms'][path]:.2f}" for path in others) for r in results))
 
 
 def alternating_blocks(functions: dict, blocks: int, block_time: float) -> dict:
@@ -786,7 +801,7 @@ def main(argv=None) -> int:
               f"load average before: {load_average()}")
         with BusyProcess(args.busy):
             results = variant_steps(torch, args.blocks, args.block_time, args.dtype,
-                                    chosen_variants(args.variant, with_plain=True))
+                                    chosen_variants(args.variant, with_plain=True), compile_=not args.no_compile)
         print(f"load average after the steps: {load_average()}")
         print_variant_steps(results)
     elif args.ops:
