@@ -287,6 +287,29 @@ def torch_model_like(torch, model):
     return theirs
 
 
+def torch_variant_step(torch, ours: TinyVGGStep, path: str):
+    """PyTorch's training step (zero_grad, forward, cross-entropy, backward, SGD) of the
+    network of ``ours`` (any variant, :func:`torch_model_like`) on its batch, by one
+    of TORCH_VARIANTS' paths, on its own copy of the network; returns (step, model)."""
+    model = torch_model_like(torch, ours.model)
+    x = torch.from_numpy(ours.x.copy())
+    if path == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    run = torch.compile(model) if path == "compile" else model  # default mode (Inductor)
+    labels = torch.from_numpy(ours.labels)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(run(x), labels)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step, model
+
+
 def variant_steps(torch, blocks: int, block_time: float, dtype: str,
                   variants: list[tuple[str, dict]] = VARIANTS, compile_: bool = False) -> list[dict]:
     """Each of ``variants`` (plain first): numbacnn's step and PyTorch's (NCHW,
@@ -301,25 +324,9 @@ def variant_steps(torch, blocks: int, block_time: float, dtype: str,
         ours = TinyVGGStep(64, dtype, in_channels=1, image_size=28, **options)
         functions = {"numbacnn": ours.step}
         for path in torch_paths:
-            model = torch_model_like(torch, ours.model)
-            x = torch.from_numpy(ours.x.copy())
-            if path == "channels_last":
-                model = model.to(memory_format=torch.channels_last)
-                x = x.contiguous(memory_format=torch.channels_last)
             if path == "compile":
                 torch._dynamo.reset()  # a fresh compile per variant
-            run = torch.compile(model) if path == "compile" else model  # default mode (Inductor)
-            labels = torch.from_numpy(ours.labels)
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-
-            def step(run=run, x=x, labels=labels, optimizer=optimizer):
-                optimizer.zero_grad()
-                loss = torch.nn.functional.cross_entropy(run(x), labels)
-                loss.backward()
-                optimizer.step()
-                return loss.item()
-
-            functions[path] = step
+            functions[path] = torch_variant_step(torch, ours, path)[0]
         for fn in functions.values():  # warm-up: JIT compilation, caches, torch.compile
             for _ in range(3):
                 fn()
