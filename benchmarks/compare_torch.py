@@ -211,14 +211,20 @@ def torch_tiny_vgg_like(torch, ours: TinyVGGStep, padding: int):
 
 def torch_step(torch, ours: TinyVGGStep, padding: int, variant: str):
     """A PyTorch training step (zero_grad, forward, cross-entropy, backward, SGD) on
-    ours' batch, in the given variant; returns (step function, its model)."""
-    model = torch_tiny_vgg_like(torch, ours, padding)
+    ours' batch, in the given variant (one of TORCH_VARIANTS), on PyTorch's own Tiny VGG
+    (:func:`torch_tiny_vgg_like`)."""
+    return _training_step(torch, torch_tiny_vgg_like(torch, ours, padding), ours, variant)
+
+
+def _training_step(torch, model, ours: TinyVGGStep, path: str):
+    """The step function of ``model`` on ours' batch by one of TORCH_VARIANTS' paths
+    (``channels_last`` converts ``model`` in place: give each path its own)."""
     x = torch.from_numpy(ours.x.copy())
     labels = torch.from_numpy(ours.labels)
-    if variant == "channels_last":
+    if path == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    run = torch.compile(model) if variant == "compile" else model  # default mode (Inductor)
+    run = torch.compile(model) if path == "compile" else model  # default mode (Inductor)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def step():
@@ -288,26 +294,13 @@ def torch_model_like(torch, model):
 
 
 def torch_variant_step(torch, ours: TinyVGGStep, path: str):
-    """PyTorch's training step (zero_grad, forward, cross-entropy, backward, SGD) of the
-    network of ``ours`` (any variant, :func:`torch_model_like`) on its batch, by one
-    of TORCH_VARIANTS' paths, on its own copy of the network; returns (step, model)."""
+    """PyTorch's training step of the network of ``ours`` (any variant,
+    :func:`torch_model_like`) by one of TORCH_VARIANTS' paths, on its own copy of the
+    network; returns (step, model)."""
     model = torch_model_like(torch, ours.model)
-    x = torch.from_numpy(ours.x.copy())
     if path == "channels_last":
         model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    run = torch.compile(model) if path == "compile" else model  # default mode (Inductor)
-    labels = torch.from_numpy(ours.labels)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-
-    def step():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(run(x), labels)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return step, model
+    return _training_step(torch, model, ours, path), model
 
 
 def variant_steps(torch, blocks: int, block_time: float, dtype: str,
