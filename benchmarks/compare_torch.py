@@ -298,9 +298,7 @@ def torch_variant_step(torch, ours: TinyVGGStep, path: str):
     :func:`torch_model_like`) by one of TORCH_VARIANTS' paths, on its own copy of the
     network; returns (step, model)."""
     model = torch_model_like(torch, ours.model)
-    if path == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-    return _training_step(torch, model, ours, path), model
+    return _training_step(torch, model, ours, path), model  # converted in place for channels_last
 
 
 def variant_steps(torch, blocks: int, block_time: float, dtype: str,
@@ -343,9 +341,9 @@ def print_variant_steps(results: list[dict]) -> None:
         path, best = fastest(ms)
         print(f"| {r['label']} | {ms['numbacnn']:.2f} | {best:.2f} ({path}) | {ms['numbacnn'] / best:.2f} | "
               f"{ms['numbacnn'] / plain['numbacnn']:.2f} | {best / best_plain:.2f} |")
-    others = [path for path in TORCH_VARIANTS if path in results[0]["ms"]]
+    paths = [path for path in TORCH_VARIANTS if path in plain]
     print("PyTorch ms by path: " + "; ".join(
-        f"{r['label']}: " + ", ".join(f"{path} {r['ms'][path]:.2f}" for path in others) for r in results))
+        f"{r['label']}: " + ", ".join(f"{path} {r['ms'][path]:.2f}" for path in paths) for r in results))
 
 
 def alternating_blocks(functions: dict, blocks: int, block_time: float) -> dict:

@@ -30,7 +30,13 @@ def main() -> None:
         sys.exit(2)
     records = []
     for path in paths:
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:  # a folder named *.jsonl, unreadable, not text
+            print(f"compile_log.py: error: cannot read {path}: {exc.strerror if isinstance(exc, OSError) else exc} "
+                  f"(remove it, or rerun the tests with a fresh NUMBACNN_COMPILE_LOG folder)", file=sys.stderr)
+            sys.exit(2)
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

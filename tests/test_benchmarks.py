@@ -160,3 +160,16 @@ def test_variant_steps_of_each_path_keep_their_own_layout_and_numbacnns_loss():
     our_loss, _ = F.softmax_cross_entropy(ours.model(ours.x), ours.labels)
     for step in (nchw_step, last_step):
         assert abs(step() - our_loss) <= 1e-5 * abs(our_loss)
+
+
+def test_compile_log_summary_refuses_an_unreadable_log_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "gw0.jsonl").mkdir()  # a folder where a log file should be
+    result = subprocess.run([sys.executable, "benchmarks/compile_log.py", str(tmp_path)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"compile_log.py: error: cannot read {tmp_path / 'gw0.jsonl'}: Is a directory (remove it, or rerun the "
+        f"tests with a fresh NUMBACNN_COMPILE_LOG folder)"]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from numbacnn._environment import FULL_WIDTH_FEATURE, full_width_features
+from numbacnn._environment import CPU_CODE_VARIABLES, FULL_WIDTH_FEATURE, full_width_features
 
 AVX512_HOST = {"avx512f": True, "avx2": True, "sse2": True, "avx512vnni": False}
 OURS = "+avx2,+avx512f,-avx512vnni,+sse2," + FULL_WIDTH_FEATURE
@@ -85,8 +85,7 @@ def test_kernels_compile_to_512_bit_vectors_unless_the_user_or_numba_decided():
     multiply-adds use zmm (512-bit) registers, also when Numba was imported (but had
     compiled nothing) first; ``numbacnn info``'s line says so. The user's setting is
     kept, and a Numba that compiled first is left as it is, and said to be."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME",
-                                                             "NUMBA_ENABLE_AVX")}
+    env = {k: v for k, v in os.environ.items() if k not in CPU_CODE_VARIABLES}
     for before in ("", "import numba"):
         assert _probe(env, before) == ["True True", "512-bit (AVX-512; set NUMBA_CPU_FEATURES= for LLVM's choice)"]
     assert _probe(env, NUMBA_FIRST_COMPILED)[1] == "LLVM's choice (Numba compiled code before numbacnn was imported)"

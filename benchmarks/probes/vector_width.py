@@ -7,7 +7,8 @@ fresh processes: min of 5 blocks of ~0.3 s per process, ms per step.
     python benchmarks/probes/vector_width.py --rounds 2 --variant stride-2
 
 The 256-bit arm sets NUMBA_CPU_FEATURES to the host's features as LLVM reports them (a
-user's setting wins over numbacnn's, numbacnn/_environment.py). Each arm's kernels are
+user's setting wins over numbacnn's, numbacnn/_environment.py); the 512-bit arm runs
+without any of the variables that would. Each arm's kernels are
 compiled once (the features are part of Numba's disk-cache key); that first process is
 not timed.
 """
@@ -22,6 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from benchmarks.compare_torch import VARIANTS as LABELLED, variant_name  # noqa: E402
+from numbacnn._environment import CPU_CODE_VARIABLES  # noqa: E402
 
 VARIANTS = {variant_name(label): options for label, options in LABELLED}  # name -> tiny_vgg options
 
@@ -54,10 +56,11 @@ def main() -> None:
         return
     import llvmlite.binding as llvm
 
-    if not llvm.get_host_cpu_features().get("avx512f"):
+    host_features = llvm.get_host_cpu_features()
+    if not host_features.get("avx512f"):
         parser.error("this CPU has no AVX-512: both arms would compile the same code")
-    base = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME")}
-    arms = {"512-bit": base, "LLVM's choice": dict(base, NUMBA_CPU_FEATURES=llvm.get_host_cpu_features().flatten())}
+    base = {k: v for k, v in os.environ.items() if k not in CPU_CODE_VARIABLES}  # numbacnn decides in the children
+    arms = {"512-bit": base, "LLVM's choice": dict(base, NUMBA_CPU_FEATURES=host_features.flatten())}
     env_path = dict(PYTHONPATH=ROOT)
     for variant in options.variant:
         times = {arm: [] for arm in arms}
