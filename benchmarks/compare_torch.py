@@ -521,6 +521,9 @@ def _describe(name: str, args: tuple, kwargs: dict) -> tuple[str, float, str]:
         z = args[0]
         pool = " + max-pool (indices)" if kwargs.get("pooled") is not None else ""
         return f"batch norm + ReLU{pool} {tuple(z.shape[1:])}", 2 * z.nbytes, "GB/s"
+    if name == "batch_norm_pool_backward_padded":
+        z = args[6]
+        return f"max-pool backward x ReLU mask + batch norm backward {tuple(z.shape[1:])}", 2.5 * z.nbytes, "GB/s"
     if name == "batch_norm_backward_padded":
         z = args[3]
         return f"batch norm backward {tuple(z.shape[1:])}", 5 * z.nbytes, "GB/s"
@@ -592,6 +595,7 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
     for name in ("conv2d_relu_padded", "conv2d_backward_padded", "max_pool2d_relu_backward_padded",
                  "copy_into_border", "copy_interior", "relu_backward_padded", "conv2d_padded",
                  "batch_norm_statistics", "batch_norm_relu_padded", "batch_norm_backward_padded",
+                 "batch_norm_pool_backward_padded",
                  "strided_conv2d_backward"):
         wrap(BO, name)  # the fused wing's fast path (numbacnn/fused/bordered_ops.py)
     for name in ("conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d_relu_backward", "conv2d_backward_relu_mask"):

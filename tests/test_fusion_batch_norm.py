@@ -158,6 +158,60 @@ def test_backward_into_bordered_buffers_matches_the_definition_and_float64(dtype
     assert _relative_error(definition, expected) < tolerance
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hw", [(6, 8), (7, 9), (28, 28)])  # odd: the last row and column get no pool gradient
+def test_pool_and_batch_norm_backward_in_one_kernel_match_the_two_kernels_and_float64(dtype, hw):
+    """batch_norm_pool2x2_backward_bordered_kernel = the pool backward (x ReLU mask) into
+    a plain gy, then batch_norm_backward_bordered_kernel; and the float64 chain of
+    max_pool2d_backward, relu_backward and batch_norm_backward on the same forward."""
+    rng = np.random.default_rng(5)
+    shape = (3, 4, *hw)
+    z = (random_array(rng, shape, dtype) * 2 + 0.5).astype(dtype)
+    z[0, 1, :2, :2] = -9.0                  # a window ReLU'd to zero: no gradient through it
+    z[2, 0, 2:4, 2:4] = 4.0                 # a four-way tie: the first maximum takes the gradient
+    weight, bias = rng.uniform(0.5, 1.5, 4).astype(dtype), rng.uniform(-0.5, 0.5, 4).astype(dtype)
+    eps = 1e-5
+    mean, invstd = _statistics(z, eps)
+    scale = invstd * weight
+    ph, pw = hw[0] // 2, hw[1] // 2
+    pooled = np.zeros((3, 4, ph + 2, pw + 2), dtype)   # bordered by (1, 1), as a next block's input
+    indices = np.empty((3, 4, ph, pw), np.int64)
+    kernels.batch_norm_relu_pool2x2_kernel(1, 1, hw[1])(pooled, indices, z, scale, bias - mean * scale)
+    gp = random_array(rng, (3, 4, ph, pw), dtype)
+    gconv = np.zeros((3, 4, hw[0] + 4, hw[1] + 2), dtype)   # bordered by (2, 1)
+    also = np.zeros((3, 4, hw[0] + 2, hw[1] + 2), dtype)    # and by (1, 1)
+    gweight, gbias = np.empty(4, dtype), np.empty(4, dtype)
+    kernels.batch_norm_pool2x2_backward_bordered_kernel(2, 1, 1, 1, 1, 1)(
+        gconv, also, gweight, gbias, gp, indices, pooled, z, mean, invstd, weight)
+    interior = gconv[:, :, 2:2 + hw[0], 1:1 + hw[1]]
+    assert np.array_equal(also[:, :, 1:1 + hw[0], 1:1 + hw[1]], interior)
+
+    # the two kernels it replaces
+    gy = np.zeros(shape, dtype)
+    from numbacnn.kernels.cpu import bordered
+    bordered.max_pool2x2_relu_backward_kernel(0, 0, 1, 1)(gy, gp, indices, pooled, gy)
+    two_kernels = np.zeros_like(gconv)
+    two_gweight, two_gbias = np.empty(4, dtype), np.empty(4, dtype)
+    kernels.batch_norm_backward_bordered_kernel(2, 1)(two_kernels, two_kernels, two_gweight, two_gbias, gy, z,
+                                                      mean, invstd, weight)
+    tolerance = 2e-6 if dtype == np.float32 else 1e-13
+    assert _relative_error(gconv, two_kernels) < tolerance
+    assert _relative_error(gweight, two_gweight) < tolerance and _relative_error(gbias, two_gbias) < tolerance
+
+    # float64: the layers' chain on the normalised z
+    relu_y = _normalised(z, mean, invstd, weight, bias).astype(np.float64)
+    g_relu = ref.max_pool2d_backward(gp.astype(np.float64), relu_y, 2)
+    g_norm = ref.relu_backward(g_relu, relu_y)  # relu_y > 0 exactly where the normalised z is
+    expected, expected_gweight, expected_gbias = ref.batch_norm_backward(g_norm, z, None, None, weight, True, eps)
+    tolerance = 2e-5 if dtype == np.float32 else 1e-11
+    assert _relative_error(interior, expected) < tolerance
+    assert _relative_error(gweight, expected_gweight) < tolerance
+    assert _relative_error(gbias, expected_gbias) < tolerance
+    interior[...] = 0
+    assert not gconv.any(), "the border stays zero"
+    assert np.abs(gy[0, 1, :2, :2]).max() == 0 and gy[2, 0, 2, 2] != 0 and not gy[2, 0, 2:4, 2:4].ravel()[1:].any()
+
+
 # --------------------------------------------------------------------------- whole blocks
 
 def _block(c_in, c_out, kernel=3, padding=1, pool=True, bias=True, dtype=np.float32, rng=None, stride=1, **bn):

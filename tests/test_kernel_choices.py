@@ -29,7 +29,8 @@ COUNTED = {
     "conv_small_maps": ["unpack_relu_pool_kernel", "unpack_masked_kernel"],
     "conv_gathered": ["gathered_forward_kernel"],
     "norm": ["batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "batch_norm_stats_planes",
-             "batch_norm_relu_kernel", "batch_norm_relu_pool2x2_kernel", "batch_norm_backward_bordered_kernel"],
+             "batch_norm_relu_kernel", "batch_norm_relu_pool2x2_kernel", "batch_norm_backward_bordered_kernel",
+             "batch_norm_pool2x2_backward_bordered_kernel"],
 }
 
 

@@ -347,6 +347,28 @@ def batch_norm_backward_padded(gconv: Any, gconv_border: tuple[int, int], gy: An
     return gweight, gbias
 
 
+def batch_norm_pool_backward_padded(gconv: Any, gconv_border: tuple[int, int], gp: Any, indices: Any, pooled: Any,
+                                    pooled_border: tuple[int, int], z: Any, mean: Any, invstd: Any, weight: Any, *,
+                                    also: Any = None) -> tuple[Any, Any]:
+    """A pooled batch norm block's output gradient to its conv in one kernel: the 2x2
+    pool's backward from ``indices`` (as :func:`max_pool2d_relu_backward_padded`, the
+    ReLU mask from ``pooled`` > 0), then the batch norm's training backward (as
+    :func:`batch_norm_backward_padded`) into gconv's interior (N, F, OH, OW) at
+    gconv_border (and also's at (1, 1) when given); returns (gweight, gbias), (F,) in
+    z's dtype.
+
+    gp (N, F, OH // 2, OW // 2) is the pooled output's gradient, pooled the pooled
+    output (bordered, interior at pooled_border), z the conv output; mean and invstd
+    the forward's batch statistics."""
+    channels = z.shape[1]
+    gweight, gbias = np.empty(channels, z.dtype), np.empty(channels, z.dtype)
+    second = (1, 1) if also is not None else (-1, -1)
+    kernel = backend("cpu").norm.batch_norm_pool2x2_backward_bordered_kernel(*gconv_border, *pooled_border, *second)
+    kernel(gconv, gconv if also is None else also, gweight, gbias, np.ascontiguousarray(gp), indices, pooled, z, mean,
+           invstd, weight)
+    return gweight, gbias
+
+
 def fold_batch_norm(w: Any, b: Any, scale: Any, shift: Any) -> tuple[Any, Any]:
     """The conv weights with an eval-mode batch norm folded in: ``bn(conv(x, w) + b) =
     conv(x, w * scale) + b * scale + shift`` per filter; (w', b') in w's dtype."""

@@ -310,29 +310,20 @@ class BlockChain:
                        input_grad: bool, mask_input: bool, previous: BlockBuffers | None) -> tuple[Handoff, tuple]:
         buffers = saved.buffers
         gy = np.asarray(handoff.grad)
-        # buffers.gz_by_1 (3x3 without padding) holds the same gradient with another
-        # border; the kernels that write buffers.gz write it too where they can
-        by_1_written = handoff.by_1_written
-        if self.blocks[i].pool is not None:
-            ops.max_pool2d_relu_backward_padded(buffers.gz, buffers.gz_border, gy.reshape(buffers.pooled_shape),
-                                                buffers.indices, buffers.pooled, buffers.out_border,
-                                                also=buffers.gz_by_1, also_border=(1, 1))
-            by_1_written = True
-        elif handoff.masked:
-            if gy is not buffers.gz_view:  # handed over by a composed block
-                ops.copy_into_border(buffers.gz, buffers.gz_border, gy.reshape(buffers.y_shape))
-                by_1_written = False
-        else:
-            ops.relu_backward_padded(buffers.gz, buffers.gz_border, gy.reshape(buffers.y_shape), buffers.y_view)
-            by_1_written = False
-        if buffers.gz_by_1 is not None and not by_1_written:
-            ops.copy_interior(buffers.gz_by_1, (1, 1), buffers.gz, buffers.gz_border)
+        weight = self._affine(norm, w.shape[0], w.dtype)[0] if buffers.batch_norm else None
         gnorm = None
-        if buffers.batch_norm:  # buffers.gz is the batch norm output's gradient: through its backward
-            gnorm = ops.batch_norm_backward_padded(buffers.gconv, buffers.gconv_border, buffers.gz, saved.z,
-                                                   saved.mean, saved.invstd,
-                                                   self._affine(norm, w.shape[0], w.dtype)[0],
-                                                   also=buffers.gconv_by_1)
+        if buffers.batch_norm and self.blocks[i].pool is not None:
+            # pool backward, ReLU mask and batch norm backward in one kernel: the batch
+            # norm output's gradient (zero but at the windows' maxima) is never stored
+            gnorm = ops.batch_norm_pool_backward_padded(buffers.gconv, buffers.gconv_border,
+                                                        gy.reshape(buffers.pooled_shape), buffers.indices,
+                                                        buffers.pooled, buffers.out_border, saved.z, saved.mean,
+                                                        saved.invstd, weight, also=buffers.gconv_by_1)
+        else:
+            self._output_gradient_into_gz(self.blocks[i].pool is not None, buffers, gy, handoff)
+            if buffers.batch_norm:  # buffers.gz is the batch norm output's gradient: through its backward
+                gnorm = ops.batch_norm_backward_padded(buffers.gconv, buffers.gconv_border, buffers.gz, saved.z,
+                                                       saved.mean, saved.invstd, weight, also=buffers.gconv_by_1)
         gconv, gconv_border = buffers.gconv, buffers.gconv_border
         if buffers.stride != (1, 1):
             return self._backward_strided(saved, w, gnorm, input_grad, mask_input, previous)
@@ -350,6 +341,29 @@ class BlockChain:
         gw, gb = ops.conv2d_backward_padded(gconv, gconv_border, x_padded, w, pad, gx=buffers.gx,
                                             mask=x_padded if mask_input else None, mask_border=pad, **common)
         return Handoff(buffers.gx, masked=mask_input), (gw, gb, gnorm)
+
+    @staticmethod
+    def _output_gradient_into_gz(pooled: bool, buffers: BlockBuffers, gy: Any, handoff: Handoff) -> None:
+        """The block's output gradient gy into buffers.gz (the ReLU input's gradient):
+        the pool's backward through the ReLU mask, or the mask alone, or nothing where
+        the next block already wrote it there masked."""
+        # buffers.gz_by_1 (3x3 without padding) holds the same gradient with another
+        # border; the kernels that write buffers.gz write it too where they can
+        by_1_written = handoff.by_1_written
+        if pooled:
+            ops.max_pool2d_relu_backward_padded(buffers.gz, buffers.gz_border, gy.reshape(buffers.pooled_shape),
+                                                buffers.indices, buffers.pooled, buffers.out_border,
+                                                also=buffers.gz_by_1, also_border=(1, 1))
+            by_1_written = True
+        elif handoff.masked:
+            if gy is not buffers.gz_view:  # handed over by a composed block
+                ops.copy_into_border(buffers.gz, buffers.gz_border, gy.reshape(buffers.y_shape))
+                by_1_written = False
+        else:
+            ops.relu_backward_padded(buffers.gz, buffers.gz_border, gy.reshape(buffers.y_shape), buffers.y_view)
+            by_1_written = False
+        if buffers.gz_by_1 is not None and not by_1_written:
+            ops.copy_interior(buffers.gz_by_1, (1, 1), buffers.gz, buffers.gz_border)
 
     @staticmethod
     def _backward_strided(saved: _Saved, w: Any, gnorm: Any, input_grad: bool, mask_input: bool,

@@ -342,7 +342,12 @@ def _output_gradient_choices(choices: list, label: str, device: str, *, pooled: 
                              batch_norm: bool) -> None:
     """The kernels that bring a fast block's output gradient to its conv (``BlockChain._backward_fast``):
     the pool's backward, or the ReLU mask where no next fast block wrote its gradient
-    already masked, then the batch norm's backward."""
+    already masked, then the batch norm's backward (one kernel with the pool's)."""
+    if pooled and batch_norm:
+        _add(choices, label, "backward", device, "norm", "batch_norm_pool2x2_backward_bordered_kernel",
+             "2x2 pool backward from the saved indices, times the ReLU mask, and the batch norm's backward, "
+             "in one kernel, into the conv's output gradient buffer")
+        return
     if pooled:
         _add(choices, label, "backward", device, "bordered", "max_pool2x2_relu_backward_kernel",
              "2x2 pool backward from the saved indices, times the ReLU mask")
