@@ -160,21 +160,30 @@ def batch_norm_relu_kernel(out_top, out_left):
     (N, C, H, W) = relu(z * scale[c] + shift[c]), z (N, C, H, W); scale = weight *
     invstd and shift = bias - mean * scale in float64 (:func:`batch_norm_forward`'s
     expression). Parallel over (image, channel) planes. Offsets compiled in, as in
-    ``bordered.py``."""
+    ``bordered.py``.
+
+    Each plane is normalised as one flat run of H * W values into a local plane, then
+    copied row by row into out: along rows of 14 the loops ran scalar (64x10x14x14:
+    0.026 ms against 0.035 row by row; 28x28: 0.111 against 0.123; 2 threads, measured)."""
     @njit(parallel=True, cache=True)
     def normalise_relu(out, z, scale, shift):
         batch, channels, height, width = z.shape
+        size = height * width
+        z_planes = z.reshape(batch, channels, size)
         zero = out.dtype.type(0)
         for plane in prange(batch * channels):
             n = plane // channels
             c = plane % channels
-            row = np.empty(width, out.dtype)  # rounded to the dtype first, as batch_norm's output
+            channel_scale, channel_shift = scale[c], shift[c]
+            values = np.empty(size, out.dtype)  # rounded to the dtype first, as batch_norm's output
+            for i in range(size):
+                values[i] = z_planes[n, c, i] * channel_scale + channel_shift
+            for i in range(size):
+                value = values[i]
+                values[i] = value if not value <= 0 else zero  # NaN passes
             for h in range(height):
                 for w in range(width):
-                    row[w] = z[n, c, h, w] * scale[c] + shift[c]
-                for w in range(width):
-                    value = row[w]
-                    out[n, c, out_top + h, out_left + w] = value if not value <= 0 else zero  # NaN passes
+                    out[n, c, out_top + h, out_left + w] = values[h * width + w]
 
     BUILT_KERNELS.append(normalise_relu)
     return normalise_relu
@@ -273,11 +282,19 @@ def batch_norm_backward_bordered_kernel(g_top, g_left, also_top=-1, also_left=-1
     vectorised order (float64); then the definition's
     ``scale * (gy - (sum_gy + xhat * sum_gy_xhat) / count)``, with scale = weight *
     invstd and xhat = (z - mean) * invstd, is applied as the affine function of gy and
-    z it is, ``scale * gy + slope * z + offset`` (no division per element)."""
+    z it is, ``scale * gy + slope * z + offset`` (no division per element).
+
+    Both passes run along each (image, channel) plane as one flat run of H * W values
+    (the gradient into a local plane, then copied into the bordered rows): along
+    rows of 14 the loops ran scalar; 64x10x14x14: 0.037 ms against 0.081 row by
+    row, 28x28: 0.19 against 0.22 (2 threads, measured)."""
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def backward(gz, also, gweight, gbias, gy, z, mean, invstd, weight):
         batch, channels, height, width = z.shape
         count = batch * height * width
+        size = height * width
+        gy_planes = gy.reshape(batch, channels, size)
+        z_planes = z.reshape(batch, channels, size)
         for c in prange(channels):
             m = mean[c]
             sum_gy = 0.0
@@ -285,11 +302,10 @@ def batch_norm_backward_bordered_kernel(g_top, g_left, also_top=-1, also_left=-1
             for n in range(batch):
                 plane_g = 0.0
                 plane_g_centred = 0.0
-                for h in range(height):
-                    for w in range(width):
-                        g = gy[n, c, h, w]
-                        plane_g += g
-                        plane_g_centred += g * (z[n, c, h, w] - m)
+                for i in range(size):
+                    g = gy_planes[n, c, i]
+                    plane_g += g
+                    plane_g_centred += g * (z_planes[n, c, i] - m)
                 sum_gy += plane_g
                 sum_gy_centred += plane_g_centred
             sum_gy_xhat = sum_gy_centred * invstd[c]
@@ -298,13 +314,17 @@ def batch_norm_backward_bordered_kernel(g_top, g_left, also_top=-1, also_left=-1
             scale = weight[c] * invstd[c]
             slope = -scale * invstd[c] * sum_gy_xhat / count
             offset = -scale * sum_gy / count - slope * m
+            plane_gz = np.empty(size, gz.dtype)
             for n in range(batch):
+                for i in range(size):
+                    plane_gz[i] = scale * gy_planes[n, c, i] + slope * z_planes[n, c, i] + offset
                 for h in range(height):
                     for w in range(width):
-                        gz[n, c, g_top + h, g_left + w] = scale * gy[n, c, h, w] + slope * z[n, c, h, w] + offset
-                    if also_top >= 0:  # a loop of its own: a second store in the one above stops it vectorising
+                        gz[n, c, g_top + h, g_left + w] = plane_gz[h * width + w]
+                if also_top >= 0:
+                    for h in range(height):
                         for w in range(width):
-                            also[n, c, also_top + h, also_left + w] = gz[n, c, g_top + h, g_left + w]
+                            also[n, c, also_top + h, also_left + w] = plane_gz[h * width + w]
 
     BUILT_KERNELS.append(backward)
     return backward
