@@ -136,26 +136,43 @@ def batch_norm_backward(gx, gweight, gbias, gy, x, mean, invstd, weight, trainin
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def batch_norm_stats_planes(mean, invstd, running_mean, running_var, z, eps, momentum, update):
-    """:func:`batch_norm_stats` in training mode; z (N, C, L). Each (image, channel)
-    plane is summed in float64 in whatever order LLVM vectorises ('reassoc'), the
-    planes in order."""
+    """:func:`batch_norm_stats` in training mode; z (N, C, L).
+
+    Parallel over (image, channel) planes, image by image, as the convolution that
+    wrote z: each thread reads the planes it wrote, from its own cache, where a
+    thread per channel read every image and half of them from the other core's
+    (64x10x28x28 in a training step: 0.05 ms against 0.08, measured). Each plane's
+    sum and sum of squared deviations from its own mean are taken in float64 (two
+    passes over a plane that stays in L1, in whatever order LLVM vectorises,
+    'reassoc'); then per channel, planes in image order, the mean and the sum of
+    squared deviations from it, ``sum(squares_p + L * (mean_p - mean) ** 2)`` (the
+    exact identity of the two-pass variance, no cancellation)."""
     n_, c_, l_ = z.shape
     count = n_ * l_
-    for c in prange(c_):
+    plane_sums = np.empty((n_, c_), np.float64)
+    plane_squares = np.empty((n_, c_), np.float64)
+    for plane in prange(n_ * c_):
+        n = plane // c_
+        c = plane % c_
+        total = 0.0
+        for i in range(l_):
+            total += z[n, c, i]
+        plane_mean = total / l_
+        squares = 0.0
+        for i in range(l_):
+            d = z[n, c, i] - plane_mean
+            squares += d * d
+        plane_sums[n, c] = total
+        plane_squares[n, c] = squares
+    for c in range(c_):
         total = 0.0
         for n in range(n_):
-            plane = 0.0
-            for i in range(l_):
-                plane += z[n, c, i]
-            total += plane
+            total += plane_sums[n, c]
         m = total / count
         squares = 0.0
         for n in range(n_):
-            plane = 0.0
-            for i in range(l_):
-                d = z[n, c, i] - m
-                plane += d * d
-            squares += plane
+            d = plane_sums[n, c] / l_ - m
+            squares += plane_squares[n, c] + l_ * d * d
         _store_statistics(mean, invstd, running_mean, running_var, c, m, squares, count, eps, momentum, update)
 
 
@@ -272,6 +289,37 @@ def batch_norm_relu_pool2x2_kernel(pool_top, pool_left, width):
     return normalise_relu_pool
 
 
+@njit(cache=True)
+def _backward_coefficients(scale, slope, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd, weight,
+                           plane_size):
+    """The batch norm backward's per-channel numbers from its per-plane sums.
+
+    plane_g, plane_g_centred (N, C) float64: each (image, channel) plane's sum of gy
+    and of gy * (z - mean). Writes gweight = sum(gy * xhat) and gbias = sum(gy), (C,),
+    summing the planes in image order; and scale, slope, offset, (C,) in the arrays'
+    dtype, with which the input gradient is
+    ``scale * gy + slope * z + offset``: the definition's ``scale * (gy - (sum_gy +
+    xhat * sum_gy_xhat) / count)`` with xhat = (z - mean) * invstd expanded. The
+    per-element pass then runs in the arrays' dtype: float32 vectors hold twice the
+    lanes (28x28: 0.15 ms against 0.19 in float64, measured)."""
+    batch, channels = plane_g.shape
+    count = batch * plane_size
+    for c in range(channels):
+        sum_gy = 0.0
+        sum_gy_centred = 0.0
+        for n in range(batch):
+            sum_gy += plane_g[n, c]
+            sum_gy_centred += plane_g_centred[n, c]
+        sum_gy_xhat = sum_gy_centred * invstd[c]
+        gweight[c] = sum_gy_xhat
+        gbias[c] = sum_gy
+        channel_scale = weight[c] * invstd[c]
+        channel_slope = -channel_scale * invstd[c] * sum_gy_xhat / count
+        scale[c] = channel_scale
+        slope[c] = channel_slope
+        offset[c] = -channel_scale * sum_gy / count - channel_slope * mean[c]
+
+
 @lru_cache(maxsize=None)
 def batch_norm_backward_bordered_kernel(g_top, g_left, also_top=-1, also_left=-1):
     """``backward(gz, also, gweight, gbias, gy, z, mean, invstd, weight)``: the training
@@ -283,56 +331,56 @@ def batch_norm_backward_bordered_kernel(g_top, g_left, also_top=-1, also_left=-1
     the ReLU mask) and its input (the conv output); mean, invstd (C,) float64 from the
     forward; weight (C,); gweight, gbias (C,) written.
 
-    Per channel, the two sums (of gy and of gy * (z - mean)) run plane by plane in a
-    vectorised order (float64); then the definition's
-    ``scale * (gy - (sum_gy + xhat * sum_gy_xhat) / count)``, with scale = weight *
-    invstd and xhat = (z - mean) * invstd, is applied as the affine function of gy and
-    z it is, ``scale * gy + slope * z + offset`` (no division per element).
+    The two sums (of gy and of gy * (z - mean)) are taken per (image, channel) plane,
+    in parallel over planes image by image (each thread reads the images the
+    convolution before it wrote, from its own cache), in a vectorised order
+    (float64); then per channel, planes in image order (:func:`_backward_coefficients`),
+    the definition's ``scale * (gy - (sum_gy + xhat * sum_gy_xhat) / count)``, with
+    scale = weight * invstd and xhat = (z - mean) * invstd, becomes the affine function
+    of gy and z it is, ``scale * gy + slope * z + offset`` (no division per element),
+    applied plane by plane.
 
-    Both passes run along each (image, channel) plane as one flat run of H * W values
-    (the gradient into a local plane, then copied into the bordered rows): along
-    rows of 14 the loops ran scalar; 64x10x14x14: 0.037 ms against 0.081 row by
-    row, 28x28: 0.19 against 0.22 (2 threads, measured)."""
+    Both passes run along each plane as one flat run of H * W values (the gradient
+    into a local plane, then copied into the bordered rows): along rows of 14 the
+    loops ran scalar; 64x10x14x14: 0.037 ms against 0.081 row by row, 28x28: 0.19
+    against 0.22 (2 threads, measured)."""
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def backward(gz, also, gweight, gbias, gy, z, mean, invstd, weight):
         batch, channels, height, width = z.shape
-        count = batch * height * width
         size = height * width
         gy_planes = gy.reshape(batch, channels, size)
         z_planes = z.reshape(batch, channels, size)
-        for c in prange(channels):
+        plane_g = np.empty((batch, channels), np.float64)
+        plane_g_centred = np.empty((batch, channels), np.float64)
+        for plane in prange(batch * channels):
+            n = plane // channels
+            c = plane % channels
             m = mean[c]
-            sum_gy = 0.0
-            sum_gy_centred = 0.0
-            for n in range(batch):
-                plane_g = 0.0
-                plane_g_centred = 0.0
-                for i in range(size):
-                    g = gy_planes[n, c, i]
-                    plane_g += g
-                    plane_g_centred += g * (z_planes[n, c, i] - m)
-                sum_gy += plane_g
-                sum_gy_centred += plane_g_centred
-            sum_gy_xhat = sum_gy_centred * invstd[c]
-            gweight[c] = sum_gy_xhat
-            gbias[c] = sum_gy
-            scale = weight[c] * invstd[c]
-            slope = -scale * invstd[c] * sum_gy_xhat / count
-            offset = -scale * sum_gy / count - slope * m
-            # the per-element pass in the arrays' dtype: float32 vectors hold twice the
-            # lanes (28x28: 0.15 ms against 0.19 in float64, measured); the sums above stay float64
-            scale, slope, offset = gz.dtype.type(scale), gz.dtype.type(slope), gz.dtype.type(offset)
+            total = 0.0
+            centred = 0.0
+            for i in range(size):
+                g = gy_planes[n, c, i]
+                total += g
+                centred += g * (z_planes[n, c, i] - m)
+            plane_g[n, c] = total
+            plane_g_centred[n, c] = centred
+        scale, slope, offset = np.empty(channels, gz.dtype), np.empty(channels, gz.dtype), np.empty(channels, gz.dtype)
+        _backward_coefficients(scale, slope, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd, weight,
+                               size)
+        for plane in prange(batch * channels):
+            n = plane // channels
+            c = plane % channels
+            channel_scale, channel_slope, channel_offset = scale[c], slope[c], offset[c]
             plane_gz = np.empty(size, gz.dtype)
-            for n in range(batch):
-                for i in range(size):
-                    plane_gz[i] = scale * gy_planes[n, c, i] + slope * z_planes[n, c, i] + offset
+            for i in range(size):
+                plane_gz[i] = channel_scale * gy_planes[n, c, i] + channel_slope * z_planes[n, c, i] + channel_offset
+            for h in range(height):
+                for w in range(width):
+                    gz[n, c, g_top + h, g_left + w] = plane_gz[h * width + w]
+            if also_top >= 0:
                 for h in range(height):
                     for w in range(width):
-                        gz[n, c, g_top + h, g_left + w] = plane_gz[h * width + w]
-                if also_top >= 0:
-                    for h in range(height):
-                        for w in range(width):
-                            also[n, c, also_top + h, also_left + w] = plane_gz[h * width + w]
+                        also[n, c, also_top + h, also_left + w] = plane_gz[h * width + w]
 
     BUILT_KERNELS.append(backward)
     return backward
@@ -364,20 +412,19 @@ def batch_norm_pool2x2_backward_bordered_kernel(g_top, g_left, pooled_top, poole
     gbias (C,) written.
 
     Deterministic: each (image, channel) plane's two sums run in one thread in window
-    order (float64), then each channel adds its planes in image order, whatever the
-    thread count. Parallel over planes (640 in Tiny VGG, against 10 channels).
-    Replaces two kernels and gy's round trip through memory: 0.23 + 0.29 ms at 28x28
-    (batch 64, 2 threads; RESULTS.md, session 9).
+    order (float64), then each channel adds its planes in image order
+    (:func:`_backward_coefficients`), whatever the thread count. Parallel over planes.
+    Replaces two kernels and gy's round trip through memory: 0.20 ms against 0.40 for
+    the two at 64x10x28x28 (2 threads, measured).
     """
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def backward(gz, also, gweight, gbias, gp, indices, pooled, z, mean, invstd, weight):
         batch, channels, height, width = z.shape
         pool_height, pool_width = gp.shape[2], gp.shape[3]
         planes = batch * channels
-        count = batch * height * width
         z_planes = z.reshape(batch, channels, height * width)  # the indices are flat in a plane
-        plane_g = np.empty(planes, np.float64)
-        plane_g_centred = np.empty(planes, np.float64)
+        plane_g = np.empty((batch, channels), np.float64)
+        plane_g_centred = np.empty((batch, channels), np.float64)
         zero = gz.dtype.type(0)
         for plane in prange(planes):
             n = plane // channels
@@ -391,25 +438,11 @@ def batch_norm_pool2x2_backward_bordered_kernel(g_top, g_left, pooled_top, poole
                     g = gp[n, c, ph, pw] if pooled[n, c, pooled_top + ph, pooled_left + pw] > 0 else zero
                     total += g
                     centred += g * (z_planes[n, c, indices[n, c, ph, pw]] - m)
-            plane_g[plane] = total
-            plane_g_centred[plane] = centred
-        scale = np.empty(channels, gz.dtype)  # the per-element pass in the arrays' dtype, as the kernel above
-        slope = np.empty(channels, gz.dtype)
-        offset = np.empty(channels, gz.dtype)
-        for c in range(channels):
-            sum_gy = 0.0
-            sum_gy_centred = 0.0
-            for n in range(batch):
-                sum_gy += plane_g[n * channels + c]
-                sum_gy_centred += plane_g_centred[n * channels + c]
-            sum_gy_xhat = sum_gy_centred * invstd[c]
-            gweight[c] = sum_gy_xhat
-            gbias[c] = sum_gy
-            channel_scale = weight[c] * invstd[c]
-            channel_slope = -channel_scale * invstd[c] * sum_gy_xhat / count
-            scale[c] = channel_scale
-            slope[c] = channel_slope
-            offset[c] = -channel_scale * sum_gy / count - channel_slope * mean[c]
+            plane_g[n, c] = total
+            plane_g_centred[n, c] = centred
+        scale, slope, offset = np.empty(channels, gz.dtype), np.empty(channels, gz.dtype), np.empty(channels, gz.dtype)
+        _backward_coefficients(scale, slope, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd, weight,
+                               height * width)
         for plane in prange(planes):
             n = plane // channels
             c = plane % channels
