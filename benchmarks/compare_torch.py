@@ -523,7 +523,9 @@ def _describe(name: str, args: tuple, kwargs: dict) -> tuple[str, float, str]:
         return f"batch norm + ReLU{pool} {tuple(z.shape[1:])}", 2 * z.nbytes, "GB/s"
     if name == "batch_norm_pool_backward_padded":
         z = args[6]
-        return f"max-pool backward x ReLU mask + batch norm backward {tuple(z.shape[1:])}", 2.5 * z.nbytes, "GB/s"
+        # reads z twice (the windows' maxima, then every element), gp, pooled and the
+        # int64 indices twice (a quarter, a quarter and half of z's bytes), writes gz
+        return f"max-pool backward x ReLU mask + batch norm backward {tuple(z.shape[1:])}", 5 * z.nbytes, "GB/s"
     if name == "batch_norm_backward_padded":
         z = args[3]
         return f"batch norm backward {tuple(z.shape[1:])}", 5 * z.nbytes, "GB/s"

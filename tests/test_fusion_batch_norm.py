@@ -20,6 +20,7 @@ import reference as ref
 from helpers import random_array
 from numbacnn import nn
 from numbacnn.fused import FastPath, fast_path
+from numbacnn.kernels.cpu import bordered
 from numbacnn.kernels.cpu import norm as kernels
 from numbacnn.models import tiny_vgg
 from numbacnn.nn import fusion
@@ -82,22 +83,26 @@ def _normalised(z, mean, invstd, weight, bias):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_normalise_relu_into_a_bordered_buffer_is_the_layers_bit_for_bit(dtype):
+# rows narrower than a vector run as flat planes, 17 wide row by row (both dtypes)
+@pytest.mark.parametrize("hw", [(5, 6), (3, 17)], ids=["flat-planes", "row-by-row"])
+def test_normalise_relu_into_a_bordered_buffer_is_the_layers_bit_for_bit(dtype, hw):
     rng = np.random.default_rng(2)
-    z = random_array(rng, (2, 3, 5, 6), dtype)
+    height, width = hw
+    z = random_array(rng, (2, 3, height, width), dtype)
     z[0, 1, 2, 3] = np.nan  # NaN passes the ReLU, as relu
     weight, bias = rng.uniform(0.5, 1.5, 3).astype(dtype), rng.uniform(-0.5, 0.5, 3).astype(dtype)
     mean, invstd = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
     scale = invstd * weight
     shift = bias - mean * scale
-    out = np.zeros((2, 3, 5 + 2 * 2, 6 + 2 * 1), dtype)
+    out = np.zeros((2, 3, height + 2 * 2, width + 2 * 1), dtype)
     kernels.batch_norm_relu_kernel(2, 1)(out, z, scale, shift)
     expected = _normalised(z, mean, invstd, weight, bias)
-    assert np.array_equal(out[:, :, 2:7, 1:7], expected, equal_nan=True)
+    interior = (slice(None), slice(None), slice(2, 2 + height), slice(1, 1 + width))
+    assert np.array_equal(out[interior], expected, equal_nan=True)
     border = out.copy()
-    border[:, :, 2:7, 1:7] = 0
+    border[interior] = 0
     assert not border.any(), "the border stays zero"
-    np.testing.assert_allclose(np.nan_to_num(out[:, :, 2:7, 1:7], nan=7.0),
+    np.testing.assert_allclose(np.nan_to_num(out[interior], nan=7.0),
                                np.nan_to_num(ref.relu(ref.batch_norm(z, mean, 1 / invstd ** 2 - 1e-5, weight, bias,
                                                                      False, 0.0, 1e-5)[0]), nan=7.0),
                                rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
@@ -188,8 +193,9 @@ def test_pool_and_batch_norm_backward_in_one_kernel_match_the_two_kernels_and_fl
 
     # the two kernels it replaces
     gy = np.zeros(shape, dtype)
-    from numbacnn.kernels.cpu import bordered
     bordered.max_pool2x2_relu_backward_kernel(0, 0, 1, 1)(gy, gp, indices, pooled, gy)
+    # (the setup: the ReLU'd window passes no gradient, the tie's first maximum takes it)
+    assert np.abs(gy[0, 1, :2, :2]).max() == 0 and gy[2, 0, 2, 2] != 0 and not gy[2, 0, 2:4, 2:4].ravel()[1:].any()
     two_kernels = np.zeros_like(gconv)
     two_gweight, two_gbias = np.empty(4, dtype), np.empty(4, dtype)
     kernels.batch_norm_backward_bordered_kernel(2, 1)(two_kernels, two_kernels, two_gweight, two_gbias, gy, z,
@@ -208,8 +214,46 @@ def test_pool_and_batch_norm_backward_in_one_kernel_match_the_two_kernels_and_fl
     assert _relative_error(gweight, expected_gweight) < tolerance
     assert _relative_error(gbias, expected_gbias) < tolerance
     interior[...] = 0
-    assert not gconv.any(), "the border stays zero"
-    assert np.abs(gy[0, 1, :2, :2]).max() == 0 and gy[2, 0, 2, 2] != 0 and not gy[2, 0, 2:4, 2:4].ravel()[1:].any()
+    also[:, :, 1:1 + hw[0], 1:1 + hw[1]] = 0
+    assert not gconv.any() and not also.any(), "the borders stay zero"
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["backward", "pool-and-backward"])
+def test_float32_backward_stays_accurate_when_the_mean_is_far_from_zero(pooled):
+    """The backward's per-element pass runs in float32; with the mean folded into one
+    offset, ``slope * z + offset`` cancelled two numbers of size |slope * mean| and lost
+    about mean / std float32 roundings. Conv outputs whose mean is 100 standard
+    deviations from zero, a gradient correlated with xhat (sum(gy * xhat) large, as
+    late in training): within 2e-5 of the float64 definition."""
+    rng = np.random.default_rng(8)
+    shape, eps = (8, 3, 12, 12), 1e-5
+    z = (rng.standard_normal(shape) + 100.0).astype(np.float32)
+    weight = rng.uniform(0.5, 1.5, 3).astype(np.float32)
+    mean, invstd = _statistics(z, eps)
+    xhat = (z - mean[None, :, None, None]) * invstd[None, :, None, None]
+    gconv = np.zeros((8, 3, 14, 14), np.float32)
+    gweight, gbias = np.empty(3, np.float32), np.empty(3, np.float32)
+    if pooled:
+        scale = invstd * weight
+        pool = np.zeros((8, 3, 8, 8), np.float32)
+        indices = np.empty((8, 3, 6, 6), np.int64)
+        kernels.batch_norm_relu_pool2x2_kernel(1, 1, 12)(pool, indices, z, scale, 3.0 - mean * scale)  # shift 3: most pass
+        gp = (pool[:, :, 1:7, 1:7] + 0.02 * rng.standard_normal((8, 3, 6, 6))).astype(np.float32)
+        kernels.batch_norm_pool2x2_backward_bordered_kernel(1, 1, 1, 1)(gconv, gconv, gweight, gbias, gp, indices,
+                                                                        pool, z, mean, invstd, weight)
+        gy = np.zeros(shape)  # the pool's backward, by hand: the window's gradient at its maximum where it passed
+        planes = gy.reshape(8, 3, -1)
+        for n in range(8):
+            for c in range(3):
+                kept = pool[n, c, 1:7, 1:7].ravel() > 0
+                planes[n, c, indices[n, c].ravel()[kept]] = gp[n, c].ravel()[kept]
+    else:
+        gy = (xhat + 1.0 + 0.02 * rng.standard_normal(shape)).astype(np.float32)
+        kernels.batch_norm_backward_bordered_kernel(1, 1)(gconv, gconv, gweight, gbias, gy, z, mean, invstd, weight)
+    expected, expected_gweight, _ = ref.batch_norm_backward(np.asarray(gy, np.float64), z, None, None, weight, True,
+                                                            eps)
+    assert _relative_error(gconv[:, :, 1:13, 1:13], expected) < 2e-5
+    assert _relative_error(gweight, expected_gweight) < 2e-5
 
 
 # --------------------------------------------------------------------------- whole blocks
@@ -343,6 +387,34 @@ def test_eval_mode_folds_the_running_statistics_into_the_conv():
     z = ref.relu(ref.batch_norm(z, layers[4].running_mean, layers[4].running_var, layers[4].weight.data,
                                 layers[4].bias.data, False, 0.0, layers[4].eps)[0])
     assert _relative_error(y, ref.max_pool2d(z, 2)) <= 1e-5
+
+
+def test_training_convs_under_frozen_batch_norms_train_as_the_layers_do():
+    """Fine-tuning with frozen batch norms (the network in training mode, each
+    BatchNorm2d in eval mode: its running statistics normalise, and its backward is
+    scale * gy): the fused chain runs those blocks composed (the fast path would fold
+    the statistics into the conv and keep no z for the backward), with the same
+    outputs and gradients as the layers one by one, and no running statistic moves."""
+    rng = np.random.default_rng(11)
+    model = nn.Sequential(*_block(3, 8, pool=False, rng=rng, dtype=np.float64),
+                          *_block(8, 8, rng=rng, dtype=np.float64))
+    x = random_array(rng, (4, 3, 10, 10), np.float64)
+    model.train()
+    for layer in model:
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.eval()
+            layer.running_mean[...] = rng.uniform(-0.5, 0.5, 8)
+            layer.running_var[...] = rng.uniform(0.5, 2.0, 8)
+    twin = copy.deepcopy(model)
+    frozen = {name: np.array(value) for name, value in model.state_dict().items() if "running" in name}
+    (fused,), _ = _train_steps(model, x, 1, seed=3)
+    with fusion.disabled():
+        (layered,), _ = _train_steps(twin, x, 1, seed=3)
+    for got, expected in zip(fused[:2], layered[:2]):
+        assert _relative_error(got, expected) <= 1e-12
+    for name, grad in layered[2].items():
+        assert _relative_error(fused[2][name], grad) <= 1e-12, name
+    assert all(np.array_equal(frozen[name], np.asarray(model.state_dict()[name])) for name in frozen)
 
 
 def test_fused_block_gradients_match_finite_differences():

@@ -68,7 +68,9 @@ class BlockBuffers:
         norm)
     gz, gz_view : the gradient at the ReLU's input, which the next block's backward
         writes into: without batch norm that is the conv output's gradient, bordered by
-        K - 1 - p; with batch norm the batch norm output's, plain (border (0, 0))
+        K - 1 - p; with batch norm the batch norm output's, plain (border (0, 0)), and
+        None with batch norm and a pool (one kernel goes from the pooled gradient to
+        gconv)
     gz_by_1 : for 3x3 without padding (no batch norm), the same gradient bordered by
         1, so grad-weight runs over whole planes
     gconv, gconv_border, gconv_by_1 : the gradient of the conv output as the conv's
@@ -109,7 +111,8 @@ class BlockBuffers:
         if (kernel_h, kernel_w) == (3, 3) and pad == (0, 0) and not strided:
             self.gconv_by_1 = bordered_empty(self.y_shape, (1, 1), dtype)
         if batch_norm:  # the next block writes the batch norm output's gradient; its backward, gconv
-            self.gz = self.gz_view = np.empty(self.y_shape, dtype)
+            if not pooled:
+                self.gz = self.gz_view = np.empty(self.y_shape, dtype)
         else:
             self.gz, self.gz_by_1 = self.gconv, self.gconv_by_1
             self.gz_view = interior(self.gz, self.gz_border, self.y_shape)

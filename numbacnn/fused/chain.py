@@ -3,7 +3,8 @@
 :class:`BlockChain` is what ``numbacnn.nn.Sequential`` sees (through
 ``nn/fusion.py``): ``forward(x, params, training)`` and ``backward(gy, input_grad)``,
 device-agnostic. Inside, each block runs one of two ways, decided for each input
-shape by the one rule ``eligibility.fast_path``:
+shape by the one rule ``eligibility.fast_path`` (and one case of its own: a training
+conv under a frozen batch norm, whose statistics are the running ones, runs composed):
 
 - **composed**: the ops of ``numbacnn/functional/fused.py``, which *are* the
   definition (``conv2d_relu(x) = relu(conv2d(x))``); any device, any hyperparameters;
@@ -25,9 +26,11 @@ What neighbours share is handed over as values, inside this one object:
 A block with batch norm keeps its conv output z (the batch norm's input) in training:
 forward, the conv, the batch statistics of z, then normalise + ReLU (+ pool) into the
 next block's input; backward, the gradient at the ReLU input goes through the batch
-norm's backward into the conv's bordered output gradient (``BlockBuffers.gconv``). In
-eval mode with running statistics the batch norm is folded into the conv's weights
-and the block runs as one without it.
+norm's backward into the conv's bordered output gradient (``BlockBuffers.gconv``);
+with a pool, one kernel takes the pooled gradient through the pool, the ReLU mask and
+the batch norm (``norm.batch_norm_pool2x2_backward_bordered_kernel``), and the
+gradient at the ReLU input is never stored. In eval mode with running statistics the
+batch norm is folded into the conv's weights and the block runs as one without it.
 
 A strided block (``fast_path``: a GATHERED or PHASES forward) runs the backend's
 strided kernels, chosen as for the functional conv2d, on the same buffers: its conv
@@ -128,27 +131,33 @@ class BlockChain:
         """x (N, C, H, W) -> the last block's output; keeps what backward needs for the
         blocks in training mode."""
         device = device_of(x)
-        choice = self._choose(0, x, params, device)
+        choice = self._choose(0, tuple(x.shape), x.dtype, params, training, device)
         for i, block in enumerate(self.blocks):
             w, b, norm = params[i]
             if isinstance(choice, FastPath):
                 following = None
                 if i + 1 < len(self.blocks):
-                    w_next, b_next, _ = params[i + 1]
-                    following = fast_path(self.blocks[i + 1], choice.out_shape, x.dtype, np.dtype(w_next.dtype),
-                                          None if b_next is None else np.dtype(b_next.dtype), device)
+                    following = self._choose(i + 1, choice.out_shape, x.dtype, params, training, device)
                 out_border = following.pad if isinstance(following, FastPath) else (0, 0)
                 x = self._forward_fast(i, x, w, b, norm, choice, out_border, training[i])
                 choice = following
             else:
                 x = self._forward_composed(i, x, w, b, norm, training[i])
                 self._fast[i] = None
-                choice = self._choose(i + 1, x, params, device) if i + 1 < len(self.blocks) else None
+                if i + 1 < len(self.blocks):
+                    choice = self._choose(i + 1, tuple(x.shape), x.dtype, params, training, device)
         return x
 
-    def _choose(self, i: int, x: Any, params: Sequence[Params], device: str) -> FastPath | str:
-        w, b, _ = params[i]
-        return fast_path(self.blocks[i], tuple(x.shape), np.dtype(x.dtype), np.dtype(w.dtype),
+    def _choose(self, i: int, shape: tuple, dtype: Any, params: Sequence[Params], training: Sequence[bool],
+                device: str) -> FastPath | str:
+        """Block i's fast path for an input of this shape and dtype, or why it runs composed."""
+        w, b, norm = params[i]
+        if training[i] and norm is not None and not norm.batch_stats:
+            # a training conv under a batch norm in eval mode (a frozen batch norm, as in
+            # fine-tuning): the fast path folds the running statistics into the conv and
+            # keeps no z, which the batch norm's backward needs
+            return "a training conv under a batch norm on its running statistics runs composed"
+        return fast_path(self.blocks[i], shape, np.dtype(dtype), np.dtype(w.dtype),
                          None if b is None else np.dtype(b.dtype), device)
 
     def _forward_composed(self, i: int, x: Any, w: Any, b: Any, norm: NormParams | None, training: bool) -> Any:

@@ -19,7 +19,10 @@ class BatchNorm2d(Module):
     Training mode normalises with the batch statistics and updates the running
     ones (``momentum``; None = a cumulative average, 1 / num_batches_tracked);
     eval mode uses the running statistics. ``affine`` adds a learnt ``weight``
-    (ones) and ``bias`` (zeros).
+    (ones) and ``bias`` (zeros). A batch norm in eval mode inside a network in
+    training mode (a frozen batch norm, as in fine-tuning) has a backward too: the
+    running statistics are constants, so gx = weight * invstd * gy, and the weight
+    and bias gradients are sums as in training.
 
     Parameters
     ----------
@@ -91,13 +94,16 @@ class BatchNorm2d(Module):
         y = F.batch_norm(x4, self.running_mean, self.running_var,
                          None if self.weight is None else self.weight.data,
                          None if self.bias is None else self.bias.data, batch_stats, momentum, self.eps)
-        self._x = x4 if self.training else None
+        # kept in eval mode too (a reference, no copy): a frozen batch norm under training
+        # layers (fine-tuning) has a backward, weight * invstd * gy from the running
+        # statistics, as PyTorch's
+        self._x = x4
         self._batch_stats = batch_stats
         return y.reshape(tuple(x.shape)) if unbatched else y
 
     def backward(self, gy: Any, input_grad: bool = True) -> Any:
         if self._x is None:
-            raise RuntimeError("BatchNorm2d.backward: no cached input; call forward in training mode first")
+            raise RuntimeError("BatchNorm2d.backward: no cached input; call forward first")
         shape = tuple(gy.shape)
         gy4 = gy.reshape(tuple(self._x.shape))
         gx, gweight, gbias = F.batch_norm_backward(

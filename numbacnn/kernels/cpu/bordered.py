@@ -37,6 +37,18 @@ def pad_images(padded, src, pad_top, pad_left):
                 padded[n, c, row, col] = 0
 
 
+@njit(inline="always")
+def store_plane(dst, n, c, top, left, plane, height, width):
+    """dst[n, c]'s interior at (top, left), (height, width), = plane, the same values
+    flat in row-major order (a plane built in a local buffer, in L1). Inlined into
+    kernels whose offsets are compile-time constants, so the row loop vectorises.
+    Numba's disk cache knows only the calling kernel's file: after editing this
+    function, remove the ``__pycache__`` of ``norm.py``'s kernels too."""
+    for h in range(height):
+        for w in range(width):
+            dst[n, c, top + h, left + w] = plane[h * width + w]
+
+
 @lru_cache(maxsize=None)
 def max_pool2x2_relu_backward_kernel(gz_top, gz_left, pooled_top, pooled_left, second_top=-1, second_left=-1):
     """The 2x2 / stride-2 pool's backward from saved indices, times the ReLU mask.
@@ -74,13 +86,9 @@ def max_pool2x2_relu_backward_kernel(gz_top, gz_left, pooled_top, pooled_left, s
                 for pw in range(pool_width):
                     if pooled[n, c, pooled_top + ph, pooled_left + pw] > 0:
                         plane_gradient[indices[n, c, ph, pw]] = gp[n, c, ph, pw]
-            for oh in range(out_height):
-                for ow in range(out_width):
-                    gz[n, c, gz_top + oh, gz_left + ow] = plane_gradient[oh * out_width + ow]
+            store_plane(gz, n, c, gz_top, gz_left, plane_gradient, out_height, out_width)
             if second_top >= 0:
-                for oh in range(out_height):
-                    for ow in range(out_width):
-                        second[n, c, second_top + oh, second_left + ow] = plane_gradient[oh * out_width + ow]
+                store_plane(second, n, c, second_top, second_left, plane_gradient, out_height, out_width)
 
     BUILT_KERNELS.append(pool_relu_backward)
     return pool_relu_backward

@@ -27,15 +27,21 @@ kernel`                                conv's bordered output gradient     finit
 bordered_kernel`                       and the batch norm's, in one        one above; the float64 chain
 =====================================  ==================================  ====================================
 
-The statistics and the backward's two sums are the fast variants' only reordering:
-each (image, channel) plane is summed with 'reassoc' (so LLVM vectorises it; float64
-partial sums), then the planes in order. The forward's per-element arithmetic is the
-definition's, expression for expression, and each value is rounded to the array's
-dtype before the ReLU and the pool compare it, as the layers do; so with the same
-statistics the forward outputs and pool indices are bit for bit the layers'. The
-backward's per-element pass, ``scale * gy + slope * z + offset``, runs in the arrays'
-dtype with the three coefficients rounded to it once (float32 vectors hold twice the
-lanes), a rounding of the gradient that the tests bound against float64.
+Where the fast variants differ from the definition:
+
+- Sums. Each (image, channel) plane is summed in float64 in a vectorised order
+  ('reassoc'), then the planes in image order. The statistics take each plane's sum
+  of squared deviations from its own mean and combine them exactly (the two-pass
+  variance's identity, :func:`batch_norm_stats_planes`); the pooled backward sums
+  only the windows' maxima, where gy is not zero.
+- The forward's per-element arithmetic is the definition's, expression for
+  expression, and each value is rounded to the array's dtype before the ReLU and the
+  pool compare it, as the layers do; so with the same statistics the forward
+  outputs and pool indices are bit for bit the layers'.
+- The backward's per-element pass, ``scale * gy + slope * (z - centre) + offset``
+  (:func:`_backward_coefficients`), runs in the arrays' dtype (float32 vectors hold
+  twice the lanes): a rounding of the gradient that the tests bound against float64,
+  also with a mean far from zero.
 (Scalar float64 sums, as the definition's, cost 2.2 ms of a 13 ms Tiny VGG step on
 one thread; the planes' vectorised sums a fraction of that.)
 """
@@ -46,6 +52,7 @@ import numpy as np
 from numba import literally, njit, prange
 
 from numbacnn.kernels.common import FASTMATH, is_new_max
+from numbacnn.kernels.cpu.bordered import store_plane
 from numbacnn.kernels.cpu.conv_rows import POOL_WINDOWS_CHUNK  # the fused conv's pool: whole float32 vectors
 from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS, VECTOR_BYTES
 
@@ -141,7 +148,7 @@ def batch_norm_stats_planes(mean, invstd, running_mean, running_var, z, eps, mom
     Parallel over (image, channel) planes, image by image, as the convolution that
     wrote z: each thread reads the planes it wrote, from its own cache, where a
     thread per channel read every image and half of them from the other core's
-    (64x10x28x28 in a training step: 0.05 ms against 0.08, measured). Each plane's
+    (64x10x28x28 in a training step: 0.065 ms against 0.083, measured). Each plane's
     sum and sum of squared deviations from its own mean are taken in float64 (two
     passes over a plane that stays in L1, in whatever order LLVM vectorises,
     'reassoc'); then per channel, planes in image order, the mean and the sum of
@@ -154,16 +161,16 @@ def batch_norm_stats_planes(mean, invstd, running_mean, running_var, z, eps, mom
     for plane in prange(n_ * c_):
         n = plane // c_
         c = plane % c_
-        total = 0.0
+        plane_total = 0.0
         for i in range(l_):
-            total += z[n, c, i]
-        plane_mean = total / l_
-        squares = 0.0
+            plane_total += z[n, c, i]
+        plane_mean = plane_total / l_
+        plane_deviations = 0.0
         for i in range(l_):
-            d = z[n, c, i] - plane_mean
-            squares += d * d
-        plane_sums[n, c] = total
-        plane_squares[n, c] = squares
+            deviation = z[n, c, i] - plane_mean
+            plane_deviations += deviation * deviation
+        plane_sums[n, c] = plane_total
+        plane_squares[n, c] = plane_deviations
     for c in range(c_):
         total = 0.0
         for n in range(n_):
@@ -193,8 +200,11 @@ def batch_norm_relu_kernel(out_top, out_left):
     @njit(parallel=True, cache=True)
     def normalise_relu(out, z, scale, shift):
         batch, channels, height, width = z.shape
+        # each plane is cut into runs normalised at once: one run of H rows (flat), or
+        # H runs of one row each
         flat = width * z.itemsize < VECTOR_BYTES
-        run = height * width if flat else width  # the values normalised at once: a plane or a row
+        run = max(1, height * width if flat else width)
+        rows = height if flat else 1  # rows per run
         z_runs = z.reshape(batch, channels, height * width // run, run)
         zero = out.dtype.type(0)
         for plane in prange(batch * channels):
@@ -208,10 +218,7 @@ def batch_norm_relu_kernel(out_top, out_left):
                 for i in range(run):
                     value = values[i]
                     values[i] = value if not value <= 0 else zero  # NaN passes
-                rows = run // width  # the plane's rows, or the one row r
-                for j in range(rows):
-                    for w in range(width):
-                        out[n, c, out_top + r * rows + j, out_left + w] = values[j * width + w]
+                store_plane(out, n, c, out_top + r * rows, out_left, values, rows, width)
 
     BUILT_KERNELS.append(normalise_relu)
     return normalise_relu
@@ -296,18 +303,25 @@ def batch_norm_relu_pool2x2_kernel(pool_top, pool_left, width):
 
 
 @njit(cache=True)
-def _backward_coefficients(scale, slope, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd, weight,
-                           plane_size):
+def _backward_coefficients(scale, slope, centre, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd,
+                           weight, plane_size):
     """The batch norm backward's per-channel numbers from its per-plane sums.
 
     plane_g, plane_g_centred (N, C) float64: each (image, channel) plane's sum of gy
     and of gy * (z - mean). Writes gweight = sum(gy * xhat) and gbias = sum(gy), (C,),
-    summing the planes in image order; and scale, slope, offset, (C,) in the arrays'
-    dtype, with which the input gradient is
-    ``scale * gy + slope * z + offset``: the definition's ``scale * (gy - (sum_gy +
-    xhat * sum_gy_xhat) / count)`` with xhat = (z - mean) * invstd expanded. The
-    per-element pass then runs in the arrays' dtype: float32 vectors hold twice the
-    lanes (28x28: 0.15 ms against 0.19 in float64, measured)."""
+    summing the planes in image order; and scale, slope, centre, offset, (C,) in the
+    arrays' dtype, with which the input gradient is
+
+        scale * gy + slope * (z - centre) + offset
+
+    the definition's ``scale * (gy - (sum_gy + xhat * sum_gy_xhat) / count)``, xhat =
+    (z - mean) * invstd, expanded: slope = -scale * invstd * sum_gy_xhat / count. centre
+    is the mean rounded to the dtype and offset (taken in float64) carries the rest,
+    ``-scale * sum_gy / count - slope * (mean - centre)``. Centring z before the
+    multiply keeps the float32 pass accurate when the mean is large against the spread:
+    ``slope * z + offset`` with the mean folded into offset cancelled two numbers of
+    size |slope * mean| (relative error 1.6e-4 at mean / std = 50, 1.8e-3 at 500,
+    against about 1e-5 centred; tests/test_fusion_batch_norm.py)."""
     batch, channels = plane_g.shape
     count = batch * plane_size
     for c in range(channels):
@@ -323,7 +337,8 @@ def _backward_coefficients(scale, slope, offset, gweight, gbias, plane_g, plane_
         channel_slope = -channel_scale * invstd[c] * sum_gy_xhat / count
         scale[c] = channel_scale
         slope[c] = channel_slope
-        offset[c] = -channel_scale * sum_gy / count - channel_slope * mean[c]
+        centre[c] = mean[c]  # rounded to the dtype
+        offset[c] = -channel_scale * sum_gy / count - channel_slope * (mean[c] - centre[c])
 
 
 @lru_cache(maxsize=None)
@@ -343,13 +358,14 @@ def batch_norm_backward_bordered_kernel(g_top, g_left, also_top=-1, also_left=-1
     (float64); then per channel, planes in image order (:func:`_backward_coefficients`),
     the definition's ``scale * (gy - (sum_gy + xhat * sum_gy_xhat) / count)``, with
     scale = weight * invstd and xhat = (z - mean) * invstd, becomes the affine function
-    of gy and z it is, ``scale * gy + slope * z + offset`` (no division per element),
-    applied plane by plane.
+    of gy and z it is, ``scale * gy + slope * (z - centre) + offset`` (no division per
+    element), applied plane by plane in the arrays' dtype.
 
     Both passes run along each plane as one flat run of H * W values (the gradient
     into a local plane, then copied into the bordered rows): along rows of 14 the
-    loops ran scalar; 64x10x14x14: 0.037 ms against 0.081 row by row, 28x28: 0.19
-    against 0.22 (2 threads, measured)."""
+    loops ran scalar. 64x10x14x14: 0.037 ms against 0.081 row by row; 28x28: 0.19
+    against 0.22, and 0.15 with the per-element pass in float32 rather than float64
+    (2 threads, one process, measured)."""
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def backward(gz, also, gweight, gbias, gy, z, mean, invstd, weight):
         batch, channels, height, width = z.shape
@@ -370,23 +386,21 @@ def batch_norm_backward_bordered_kernel(g_top, g_left, also_top=-1, also_left=-1
                 centred += g * (z_planes[n, c, i] - m)
             plane_g[n, c] = total
             plane_g_centred[n, c] = centred
-        scale, slope, offset = np.empty(channels, gz.dtype), np.empty(channels, gz.dtype), np.empty(channels, gz.dtype)
-        _backward_coefficients(scale, slope, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd, weight,
-                               size)
+        scale, slope, centre, offset = (np.empty(channels, gz.dtype), np.empty(channels, gz.dtype),
+                                        np.empty(channels, gz.dtype), np.empty(channels, gz.dtype))
+        _backward_coefficients(scale, slope, centre, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd,
+                               weight, size)
         for plane in prange(batch * channels):
             n = plane // channels
             c = plane % channels
-            channel_scale, channel_slope, channel_offset = scale[c], slope[c], offset[c]
+            channel_scale, channel_slope, channel_centre, channel_offset = scale[c], slope[c], centre[c], offset[c]
             plane_gz = np.empty(size, gz.dtype)
             for i in range(size):
-                plane_gz[i] = channel_scale * gy_planes[n, c, i] + channel_slope * z_planes[n, c, i] + channel_offset
-            for h in range(height):
-                for w in range(width):
-                    gz[n, c, g_top + h, g_left + w] = plane_gz[h * width + w]
+                plane_gz[i] = (channel_scale * gy_planes[n, c, i] + channel_slope * (z_planes[n, c, i] - channel_centre)
+                               + channel_offset)
+            store_plane(gz, n, c, g_top, g_left, plane_gz, height, width)
             if also_top >= 0:
-                for h in range(height):
-                    for w in range(width):
-                        also[n, c, also_top + h, also_left + w] = plane_gz[h * width + w]
+                store_plane(also, n, c, also_top, also_left, plane_gz, height, width)
 
     BUILT_KERNELS.append(backward)
     return backward
@@ -398,16 +412,17 @@ def batch_norm_pool2x2_backward_bordered_kernel(g_top, g_left, pooled_top, poole
     the 2x2 / stride-2 max pool's backward, the ReLU mask and the batch norm's training
     backward in one kernel, for a ``Conv2d -> BatchNorm2d -> ReLU -> MaxPool2d`` block.
 
-    The same values as ``bordered.max_pool2x2_relu_backward_kernel`` into a plain gy,
-    then :func:`batch_norm_backward_bordered_kernel`, without ever storing gy: after
-    the pool, gy is zero but at each window's maximum, where it is the pooled
-    gradient if the pooled value is > 0 (the ReLU mask, as the pool backward's). So
+    The values of ``bordered.max_pool2x2_relu_backward_kernel`` into a plain gy, then
+    :func:`batch_norm_backward_bordered_kernel`, up to rounding, without ever storing
+    gy: after the pool, gy is zero but at each window's maximum, where it is the
+    pooled gradient if the pooled value is > 0 (the ReLU mask, as the pool
+    backward's). So
 
     - the two sums (of gy and of gy * (z - mean)) run over the windows, a quarter of
       the plane, reading z only at each window's maximum;
-    - gz = ``slope * z + offset`` everywhere (gy = 0 there: the definition's
-      ``scale * gy`` term is zero), and ``scale * gy + slope * z + offset`` at the
-      windows' maxima, the backward kernel's expression.
+    - gz = ``slope * (z - centre) + offset`` everywhere (gy = 0 there: the
+      ``scale * gy`` term is zero), plus ``scale * gy`` at the windows' maxima
+      (:func:`_backward_coefficients`).
 
     gz: the conv's bordered output gradient, interior (N, C, H, W) at (g_top, g_left),
     written; ``also_top >= 0``: also's interior at (also_top, also_left) gets the same
@@ -417,11 +432,12 @@ def batch_norm_pool2x2_backward_bordered_kernel(g_top, g_left, pooled_top, poole
     conv output; mean, invstd (C,) float64 from the forward; weight (C,); gweight,
     gbias (C,) written.
 
-    Deterministic: each (image, channel) plane's two sums run in one thread in window
-    order (float64), then each channel adds its planes in image order
+    Deterministic: each (image, channel) plane's two sums run in one thread in a fixed
+    (vectorised) order, float64, then each channel adds its planes in image order
     (:func:`_backward_coefficients`), whatever the thread count. Parallel over planes.
     Replaces two kernels and gy's round trip through memory: 0.20 ms against 0.40 for
-    the two at 64x10x28x28 (2 threads, measured).
+    the two at 64x10x28x28 (2 threads, one process, measured when the two were the
+    0.185 ms pool backward and the 0.22 ms batch norm backward; both are faster now).
     """
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def backward(gz, also, gweight, gbias, gp, indices, pooled, z, mean, invstd, weight):
@@ -446,28 +462,27 @@ def batch_norm_pool2x2_backward_bordered_kernel(g_top, g_left, pooled_top, poole
                     centred += g * (z_planes[n, c, indices[n, c, ph, pw]] - m)
             plane_g[n, c] = total
             plane_g_centred[n, c] = centred
-        scale, slope, offset = np.empty(channels, gz.dtype), np.empty(channels, gz.dtype), np.empty(channels, gz.dtype)
-        _backward_coefficients(scale, slope, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd, weight,
-                               height * width)
+        scale, slope, centre, offset = (np.empty(channels, gz.dtype), np.empty(channels, gz.dtype),
+                                        np.empty(channels, gz.dtype), np.empty(channels, gz.dtype))
+        _backward_coefficients(scale, slope, centre, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd,
+                               weight, height * width)
         for plane in prange(planes):
             n = plane // channels
             c = plane % channels
-            channel_scale, channel_slope, channel_offset = scale[c], slope[c], offset[c]
-            # scale * gy, zero but at the windows' maxima, in a local plane (L1), then one
-            # vectorised pass: fixing the maxima up in gz afterwards took 4x the pass (measured)
-            scaled_gy = np.zeros(height * width, gz.dtype)
+            channel_scale, channel_slope, channel_centre, channel_offset = scale[c], slope[c], centre[c], offset[c]
+            # scale * gy, zero but at the windows' maxima, into a local plane (L1), then
+            # the rest in one vectorised pass: fixing the maxima up in gz afterwards took
+            # 4x as long (measured)
+            plane_gz = np.zeros(height * width, gz.dtype)
             for ph in range(pool_height):
                 for pw in range(pool_width):
                     if pooled[n, c, pooled_top + ph, pooled_left + pw] > 0:
-                        scaled_gy[indices[n, c, ph, pw]] = channel_scale * gp[n, c, ph, pw]
-            for h in range(height):
-                for w in range(width):
-                    gz[n, c, g_top + h, g_left + w] = (scaled_gy[h * width + w] + channel_slope * z[n, c, h, w]
-                                                       + channel_offset)
-            if also_top >= 0:  # a loop of its own, as in batch_norm_backward_bordered_kernel
-                for h in range(height):
-                    for w in range(width):
-                        also[n, c, also_top + h, also_left + w] = gz[n, c, g_top + h, g_left + w]
+                        plane_gz[indices[n, c, ph, pw]] = channel_scale * gp[n, c, ph, pw]
+            for i in range(height * width):
+                plane_gz[i] += channel_slope * (z_planes[n, c, i] - channel_centre) + channel_offset
+            store_plane(gz, n, c, g_top, g_left, plane_gz, height, width)
+            if also_top >= 0:
+                store_plane(also, n, c, also_top, also_left, plane_gz, height, width)
 
     BUILT_KERNELS.append(backward)
     return backward
