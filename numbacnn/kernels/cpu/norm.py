@@ -54,7 +54,7 @@ from numba import literally, njit, prange
 from numbacnn.kernels.common import FASTMATH, is_new_max
 from numbacnn.kernels.cpu.bordered import store_plane
 from numbacnn.kernels.cpu.conv_rows import POOL_WINDOWS_CHUNK  # the fused conv's pool: whole float32 vectors
-from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS, VECTOR_BYTES
+from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
 
 
 # --------------------------------------------------------------------------- #
@@ -189,36 +189,21 @@ def batch_norm_relu_kernel(out_top, out_left):
     (N, C, H, W) = relu(z * scale[c] + shift[c]), z (N, C, H, W); scale = weight *
     invstd and shift = bias - mean * scale in float64 (:func:`batch_norm_forward`'s
     expression). Parallel over (image, channel) planes. Offsets compiled in, as in
-    ``bordered.py``.
-
-    Rows narrower than a vector (``VECTOR_BYTES``; 14-wide float32 maps) are
-    normalised as one flat run of H * W values per plane into a local plane, then
-    copied row by row into out: along such rows the loops never enter LLVM's vector
-    body (64x10x14x14 in training steps: 0.046-0.049 ms against 0.071-0.075 row by
-    row). Wider rows are normalised row by row (28x28 in steps: 0.12 ms, against
-    0.15 for the flat form; 2 threads, measured). The values are the same either way."""
+    ``bordered.py``."""
     @njit(parallel=True, cache=True)
     def normalise_relu(out, z, scale, shift):
         batch, channels, height, width = z.shape
-        # each plane is cut into runs normalised at once: one run of H rows (flat), or
-        # H runs of one row each
-        flat = width * z.itemsize < VECTOR_BYTES
-        run = max(1, height * width if flat else width)
-        rows = height if flat else 1  # rows per run
-        z_runs = z.reshape(batch, channels, height * width // run, run)
         zero = out.dtype.type(0)
         for plane in prange(batch * channels):
             n = plane // channels
             c = plane % channels
-            channel_scale, channel_shift = scale[c], shift[c]
-            values = np.empty(run, out.dtype)  # rounded to the dtype first, as batch_norm's output
-            for r in range(z_runs.shape[2]):
-                for i in range(run):
-                    values[i] = z_runs[n, c, r, i] * channel_scale + channel_shift
-                for i in range(run):
-                    value = values[i]
-                    values[i] = value if not value <= 0 else zero  # NaN passes
-                store_plane(out, n, c, out_top + r * rows, out_left, values, rows, width)
+            row = np.empty(width, out.dtype)  # rounded to the dtype first, as batch_norm's output
+            for h in range(height):
+                for w in range(width):
+                    row[w] = z[n, c, h, w] * scale[c] + shift[c]
+                for w in range(width):
+                    value = row[w]
+                    out[n, c, out_top + h, out_left + w] = value if not value <= 0 else zero  # NaN passes
 
     BUILT_KERNELS.append(normalise_relu)
     return normalise_relu
