@@ -131,4 +131,9 @@ def test_readme_table_is_what_info_kernels_prints():
     excerpt = readme[start:readme.index("```", start + 3)].splitlines()[2:]
     assert excerpt[-1] == "..."
     printed = format_kernel_choices(kernel_choices(tiny_vgg(1, 10, 28, padding=1, seed=0), (64, 1, 28, 28)))
-    assert excerpt[:-1] == printed.splitlines()[:len(excerpt) - 1]
+    now = printed.splitlines()[:len(excerpt) - 1]
+    stale = [f"  README: {old}\n  now:    {new}" for old, new in zip(excerpt, now) if old != new]
+    assert not stale and len(now) == len(excerpt) - 1, (
+        f"README.md's `numbacnn info --kernels` excerpt is stale ({len(stale)} lines): replace its table lines, "
+        f"above the '...', with these {len(now)} lines of the table the code prints now:\n" + "\n".join(now)
+        + "\nfirst differences:\n" + "\n".join(stale[:3]))
