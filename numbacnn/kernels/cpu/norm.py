@@ -288,14 +288,13 @@ def batch_norm_relu_pool2x2_kernel(pool_top, pool_left, width):
 
 
 @njit(cache=True)
-def _backward_coefficients(scale, slope, centre, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd,
-                           weight, plane_size):
+def _backward_coefficients(gweight, gbias, plane_g, plane_g_centred, mean, invstd, weight, plane_size):
     """The batch norm backward's per-channel numbers from its per-plane sums.
 
     plane_g, plane_g_centred (N, C) float64: each (image, channel) plane's sum of gy
     and of gy * (z - mean). Writes gweight = sum(gy * xhat) and gbias = sum(gy), (C,),
-    summing the planes in image order; and scale, slope, centre, offset, (C,) in the
-    arrays' dtype, with which the input gradient is
+    summing the planes in image order; returns (scale, slope, centre, offset), (C,) in
+    the arrays' dtype (gweight's), with which the input gradient is
 
         scale * gy + slope * (z - centre) + offset
 
@@ -309,6 +308,8 @@ def _backward_coefficients(scale, slope, centre, offset, gweight, gbias, plane_g
     against about 1e-5 centred; tests/test_fusion_batch_norm.py)."""
     batch, channels = plane_g.shape
     count = batch * plane_size
+    scale, slope, centre, offset = (np.empty_like(gweight), np.empty_like(gweight), np.empty_like(gweight),
+                                    np.empty_like(gweight))
     for c in range(channels):
         sum_gy = 0.0
         sum_gy_centred = 0.0
@@ -324,6 +325,7 @@ def _backward_coefficients(scale, slope, centre, offset, gweight, gbias, plane_g
         slope[c] = channel_slope
         centre[c] = mean[c]  # rounded to the dtype
         offset[c] = -channel_scale * sum_gy / count - channel_slope * (mean[c] - centre[c])
+    return scale, slope, centre, offset
 
 
 @lru_cache(maxsize=None)
@@ -371,10 +373,8 @@ def batch_norm_backward_bordered_kernel(g_top, g_left, also_top=-1, also_left=-1
                 centred += g * (z_planes[n, c, i] - m)
             plane_g[n, c] = total
             plane_g_centred[n, c] = centred
-        scale, slope, centre, offset = (np.empty(channels, gz.dtype), np.empty(channels, gz.dtype),
-                                        np.empty(channels, gz.dtype), np.empty(channels, gz.dtype))
-        _backward_coefficients(scale, slope, centre, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd,
-                               weight, size)
+        scale, slope, centre, offset = _backward_coefficients(gweight, gbias, plane_g, plane_g_centred, mean,
+                                                              invstd, weight, size)
         for plane in prange(batch * channels):
             n = plane // channels
             c = plane % channels
@@ -447,10 +447,8 @@ def batch_norm_pool2x2_backward_bordered_kernel(g_top, g_left, pooled_top, poole
                     centred += g * (z_planes[n, c, indices[n, c, ph, pw]] - m)
             plane_g[n, c] = total
             plane_g_centred[n, c] = centred
-        scale, slope, centre, offset = (np.empty(channels, gz.dtype), np.empty(channels, gz.dtype),
-                                        np.empty(channels, gz.dtype), np.empty(channels, gz.dtype))
-        _backward_coefficients(scale, slope, centre, offset, gweight, gbias, plane_g, plane_g_centred, mean, invstd,
-                               weight, height * width)
+        scale, slope, centre, offset = _backward_coefficients(gweight, gbias, plane_g, plane_g_centred, mean,
+                                                              invstd, weight, height * width)
         for plane in prange(planes):
             n = plane // channels
             c = plane % channels
