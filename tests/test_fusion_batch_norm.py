@@ -414,6 +414,11 @@ def test_training_convs_under_frozen_batch_norms_train_as_the_layers_do():
     for name, grad in layered[2].items():
         assert _relative_error(fused[2][name], grad) <= 1e-12, name
     assert all(np.array_equal(frozen[name], np.asarray(model.state_dict()[name])) for name in frozen)
+    # the one rule says so (the same block takes the fast path when its batch norm trains)
+    block = fusion.conv_block(model[0], None, model[1])
+    why = fast_path(block, x.shape, x.dtype, x.dtype, x.dtype, "cpu", frozen_norm=True)
+    assert isinstance(why, str) and "running statistics" in why
+    assert isinstance(fast_path(block, x.shape, x.dtype, x.dtype, x.dtype, "cpu"), FastPath)
 
 
 def test_fused_block_gradients_match_finite_differences():

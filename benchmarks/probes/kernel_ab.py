@@ -10,7 +10,8 @@ A kernel that is faster alone need not make the step faster (what it leaves in t
 caches, when the threads wake): this is how the ninth session decided what to keep
 (RESULTS.md). The old file is read with ``git show COMMIT:PATH`` and loaded as a module
 of its own; each named function (a kernel, or a factory of kernels) is swapped on the
-current module, which the fused wing reaches through ``backend("cpu")`` at every call.
+current module, which the fused wing reaches through ``backend("cpu")`` at every call,
+and on the backend package where it re-exports it (``numbacnn.functional``'s calls).
 The names must have the same signature in both versions.
 """
 
@@ -32,8 +33,11 @@ VARIANTS = {variant_name(label): options for label, options in LABELLED}  # name
 
 def old_module(commit: str, path: str, folder: str):
     """The file at ``commit`` loaded as a module of its own (its imports are today's)."""
-    source = subprocess.run(["git", "-C", ROOT, "show", f"{commit}:{path}"], check=True, capture_output=True,
-                            text=True).stdout
+    shown = subprocess.run(["git", "-C", ROOT, "show", f"{commit}:{path}"], capture_output=True, text=True)
+    if shown.returncode:
+        raise SystemExit(f"kernel_ab.py: error: no {path} at commit {commit!r}, {ROOT} "
+                         f"(git says: {shown.stderr.strip().splitlines()[-1] if shown.stderr.strip() else '?'})")
+    source = shown.stdout
     file = os.path.join(folder, "old_" + os.path.basename(path))
     with open(file, "w") as handle:
         handle.write(source)
@@ -57,6 +61,14 @@ def main(argv=None) -> int:
     from benchmarks.common import TinyVGGStep
 
     current = importlib.import_module(args.path[:-3].replace("/", "."))
+    missing = [name for name in args.names if not callable(getattr(current, name, None))]
+    if missing:
+        parser.error(f"no function {', '.join(missing)} in {args.path} (name the module's kernels or factories)")
+    # the backend package re-exports the interface's kernels (numbacnn.functional calls
+    # them there): swap a name there too where it is the current module's function
+    package = importlib.import_module(current.__name__.rsplit(".", 1)[0])
+    owners = {name: [current] + ([package] if getattr(package, name, None) is getattr(current, name) else [])
+              for name in args.names}
     with tempfile.TemporaryDirectory() as folder:
         old = old_module(args.commit, args.path, folder)
         versions = {"now": {name: getattr(current, name) for name in args.names},
@@ -65,13 +77,15 @@ def main(argv=None) -> int:
         times: dict = {version: [] for version in versions}
         for version, functions in versions.items():  # compile and warm both
             for name, function in functions.items():
-                setattr(current, name, function)
+                for owner in owners[name]:
+                    setattr(owner, name, function)
             for _ in range(20):
                 step.step()
         for _ in range(args.blocks):
             for version, functions in versions.items():
                 for name, function in functions.items():
-                    setattr(current, name, function)
+                    for owner in owners[name]:
+                        setattr(owner, name, function)
                 for _ in range(3):
                     step.step()
                 start = time.perf_counter()

@@ -3,8 +3,7 @@
 :class:`BlockChain` is what ``numbacnn.nn.Sequential`` sees (through
 ``nn/fusion.py``): ``forward(x, params, training)`` and ``backward(gy, input_grad)``,
 device-agnostic. Inside, each block runs one of two ways, decided for each input
-shape by the one rule ``eligibility.fast_path`` (and one case of its own: a training
-conv under a frozen batch norm, whose statistics are the running ones, runs composed):
+shape and mode by the one rule ``eligibility.fast_path``:
 
 - **composed**: the ops of ``numbacnn/functional/fused.py``, which *are* the
   definition (``conv2d_relu(x) = relu(conv2d(x))``); any device, any hyperparameters;
@@ -152,13 +151,9 @@ class BlockChain:
                 device: str) -> FastPath | str:
         """Block i's fast path for an input of this shape and dtype, or why it runs composed."""
         w, b, norm = params[i]
-        if training[i] and norm is not None and not norm.batch_stats:
-            # a training conv under a batch norm in eval mode (a frozen batch norm, as in
-            # fine-tuning): the fast path folds the running statistics into the conv and
-            # keeps no z, which the batch norm's backward needs
-            return "a training conv under a batch norm on its running statistics runs composed"
+        frozen_norm = training[i] and norm is not None and not norm.batch_stats
         return fast_path(self.blocks[i], shape, np.dtype(dtype), np.dtype(w.dtype),
-                         None if b is None else np.dtype(b.dtype), device)
+                         None if b is None else np.dtype(b.dtype), device, frozen_norm)
 
     def _forward_composed(self, i: int, x: Any, w: Any, b: Any, norm: NormParams | None, training: bool) -> Any:
         block = self.blocks[i]

@@ -75,9 +75,14 @@ class FastPath:
 
 @lru_cache(maxsize=1024)  # asked for every block of every step: the answer depends on these values only
 def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any, bias_dtype: Any | None,
-              device: str) -> FastPath | str:
+              device: str, frozen_norm: bool = False) -> FastPath | str:
     """The block's :class:`FastPath` for an input of this shape, dtype and device, or
     the reason (a phrase) why it runs the composed ops of ``functional/fused.py``.
+
+    ``frozen_norm``: the conv trains under a batch norm in eval mode (its running
+    statistics, as in fine-tuning). That block runs composed: the fast path folds
+    running statistics into the conv and keeps no z, which the batch norm's backward
+    needs.
 
     The fast path needs: the CPU; a non-empty (N, C, H, W) input of the weight's
     dtype (float32 or float64, bias alike); numeric padding smaller than the kernel;
@@ -91,6 +96,8 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
     tuning = backend("cpu").conv_tuning if device == "cpu" else None
     if tuning is None:
         return f"device {device} (the fast path is CPU only)"
+    if frozen_norm:
+        return "a training conv under a batch norm on its running statistics"
     if len(x_shape) != 4 or x_shape[0] == 0:
         return "not a non-empty (N, C, H, W) input"
     x_dtype, weight_dtype = np.dtype(x_dtype), np.dtype(weight_dtype)
