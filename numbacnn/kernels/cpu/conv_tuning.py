@@ -131,7 +131,11 @@ def planes_outside(kernel_h, kernel_w, vectors_per_row):
 # Not taken (measured with F(2, 5) and F(2, 7)): 14 wide (rows of one float32 vector,
 # the kernel-row body), 5x5 forward Winograd 0.90 ms against direct 0.78, 7x7 1.49
 # against 1.41, and no gain in the steps' backward; one input channel (a first layer),
-# 5x5 forward 0.54 against 0.46, grad-weight 0.85 against 0.46.
+# 5x5 forward 0.54 against 0.46, grad-weight 0.85 against 0.46. Nor 3x3 (tenth session,
+# the whole plain step with its 28x28 3x3 layers' forward and grad-input on F(m, 3),
+# alternating in one process): F(4, 3) 5.01 ms against 4.21 direct, F(2, 3) 5.19
+# against 4.13; the 3x3 whole-kernel body does 3 multiply-adds per output and kernel
+# column with no transforms to pay for.
 WINOGRAD_KERNEL_SIZES = (5, 7)
 WINOGRAD_TILE_ROWS = {5: 4, 7: 2}  # output rows per tile m of F(m, K), by kernel size K
 WINOGRAD_ENABLED = True  # switched off by tests and benchmarks that compare with the direct body
