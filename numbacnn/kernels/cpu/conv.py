@@ -245,42 +245,22 @@ def conv2d_backward_weight_general(dw, dout, x, stride_h, stride_w, pad_h, pad_w
                 dw[f, c, kh, kw] = total
 
 
-# Bias gradients of fewer elements than this are summed on one thread, as the other
-# small kernels (linear.py, optim.py): a parallel region costs more than a small sum
-# (a linear layer's (64, 10) gradient: 0.5 us on one thread, 16 us as a parallel
-# region alone and 53 us in a training step, where the other thread has gone to sleep
-# in the loss's serial kernels), and each region is a join a busy machine can stall.
-# The idle step does not show it (the wake-up moves to the next region: kernel_ab.py,
-# tenth session); a busy one has one region fewer per small layer.
-BIAS_SERIAL_BELOW = 1 << 15
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _bias_sum(db, dout, f):
-    batch, _, out_height, out_width = dout.shape
-    total = 0.0
-    for n in range(batch):
-        for oh in range(out_height):
-            row_sum = 0.0
-            for ow in range(out_width):
-                row_sum += dout[n, f, oh, ow]
-            total += row_sum
-    db[f] = total
-
-
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_backward_bias(db, dout):
     """db[f] = sum over n, oh, ow of dout[n, f, oh, ow] (float64 partial sums).
 
     FASTMATH lets LLVM vectorise the row sums (reordering them); NaN still propagates.
-    Parallel over f, on one thread below BIAS_SERIAL_BELOW elements (the same sums).
     """
-    if dout.size < BIAS_SERIAL_BELOW:
-        for f in range(dout.shape[1]):
-            _bias_sum(db, dout, f)
-    else:
-        for f in prange(dout.shape[1]):
-            _bias_sum(db, dout, f)
+    batch, out_channels, out_height, out_width = dout.shape
+    for f in prange(out_channels):
+        total = 0.0
+        for n in range(batch):
+            for oh in range(out_height):
+                row_sum = 0.0
+                for ow in range(out_width):
+                    row_sum += dout[n, f, oh, ow]
+                total += row_sum
+        db[f] = total
 
 
 # --------------------------------------------------------------------------- #
