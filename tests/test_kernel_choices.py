@@ -98,6 +98,27 @@ def test_listed_eval_kernels_are_the_ones_that_run(options, monkeypatch):
     assert listed == ran, f"listed but not run: {listed - ran}; run but not listed: {ran - listed}"
 
 
+def test_listed_kernels_of_a_frozen_batch_norm_are_the_ones_that_run(monkeypatch):
+    """Fine-tuning: the network trains with one BatchNorm2d in eval mode (frozen). Its
+    block runs the composed ops on the running statistics (fused.fast_path's
+    ``frozen_norm``), the other blocks stay fast, and the table says so."""
+    from numbacnn import nn
+
+    dtype = np.float32
+    shape = (4, 1, 28, 28)
+    model = tiny_vgg(1, 10, 28, dtype=dtype, seed=0, padding=1, batch_norm=True)
+    frozen = next(layer for layer in model.modules() if isinstance(layer, nn.BatchNorm2d))
+    frozen.eval()
+    choices = kernel_choices(model, shape, "cpu", dtype)
+    assert any("running statistics" in c.why for c in choices)
+    listed = {c.kernel for c in choices if c.kernel.split(".")[0] in COUNTED}
+    assert {"conv_rows.correlation_kernel", "conv_rows.conv_rows_kernel"} <= listed  # composed, and fast
+    calls = _count_calls(monkeypatch)
+    _training_step(model, shape, dtype)
+    ran = {name for name, count in calls.items() if count}
+    assert listed == ran, f"listed but not run: {listed - ran}; run but not listed: {ran - listed}"
+
+
 def test_locations_point_at_the_kernels():
     choices = kernel_choices(tiny_vgg(1, 10, 28, padding=1, seed=0), (64, 1, 28, 28))
     for choice in choices:

@@ -138,6 +138,8 @@ def test_train_eval_and_to():
     assert not any(m.training for _, m in model.named_modules())
     model.train()
     assert model.to("cpu") is model and model.device == "cpu"
+    # modules(): the same modules as named_modules(), this one first (PyTorch's order)
+    assert list(model.modules()) == [m for _, m in model.named_modules()] and next(model.modules()) is model
 
 
 def test_asymmetric_slide_warns_once_per_layer():

@@ -71,6 +71,10 @@ def main(argv=None) -> int:
               for name in args.names}
     with tempfile.TemporaryDirectory() as folder:
         old = old_module(args.commit, args.path, folder)
+        missing = [name for name in args.names if not callable(getattr(old, name, None))]
+        if missing:
+            parser.error(f"no function {', '.join(missing)} in {args.path} at {args.commit} (the names must be in "
+                         "both versions)")
         versions = {"now": {name: getattr(current, name) for name in args.names},
                     args.commit: {name: getattr(old, name) for name in args.names}}
         step = TinyVGGStep(64, "float32", in_channels=1, image_size=28, **VARIANTS[args.variant])

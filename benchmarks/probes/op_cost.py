@@ -15,10 +15,17 @@ timer around each call (the per-kernel table's timers add their own cost).
 
 Skipped means: the op is replaced by a function that, for the same argument objects
 (the buffers a step reuses), returns what the op returned the first time, without
-running it; so what it writes is stale and the step trains on wrong values. Timing
-only. An op whose arguments are new arrays every step runs every time (no saving
-shows). Each name is ``module.function``; it is swapped on the module, and on the
-backend package too where that re-exports it (``numbacnn.functional``'s calls).
+running it; so what it writes is stale (or never written, for an output allocated
+anew each call) and the step trains on wrong values. Timing only. The arguments are
+kept with each result, so an op called with new arrays every step runs every time and
+its cache grows by a call's arguments each step; the line printed counts the calls
+skipped and run. Each name is ``module.function``; it is swapped on the module, and on
+the backend package too where that re-exports it (``numbacnn.functional``'s calls). A
+caller that bound the function itself (``from module import function``, or a jitted
+caller) keeps the original: nothing is skipped, and the line says so. With
+``--by-signature`` calls are matched by their arguments' shapes and values instead (an
+op given new arrays each step is skipped too; what it would write into them is never
+written, so later ops read whatever the allocation held).
 """
 
 import argparse
@@ -34,19 +41,42 @@ from benchmarks.compare_torch import VARIANTS as LABELLED, variant_name  # noqa:
 VARIANTS = {variant_name(label): options for label, options in LABELLED}  # name -> tiny_vgg options
 
 
-def skipping(real, shape: tuple | None = None):
+def _signature(value):
+    """An argument as a cache key by its kind: an array's shape and dtype, a tuple's
+    items, a number or string itself, anything else by identity."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return ("array", tuple(value.shape), str(value.dtype))
+    if isinstance(value, tuple):
+        return tuple(_signature(item) for item in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return id(value)
+
+
+def skipping(real, shape: tuple | None = None, by_signature: bool = False):
     """``real`` replaced by its first result per tuple of argument objects (with
-    ``shape``: only the calls with an argument of that shape; the others run)."""
+    ``shape``: only the calls with an argument of that shape; the others run; with
+    ``by_signature``: per tuple of argument shapes and values instead, for ops called
+    with new arrays each step). ``skipped.calls`` counts [skipped, run] calls."""
     results = {}
 
     def skipped(*args, **kwargs):
         if shape is not None and not any(getattr(a, "shape", None) == shape for a in args):
+            skipped.calls[1] += 1
             return real(*args, **kwargs)
-        key = tuple(id(a) for a in args) + tuple((k, id(v)) for k, v in sorted(kwargs.items()))
-        if key not in results:
-            results[key] = real(*args, **kwargs)
-        return results[key]
+        if by_signature:
+            key = tuple(_signature(a) for a in args) + tuple((k, _signature(v)) for k, v in sorted(kwargs.items()))
+        else:
+            key = tuple(id(a) for a in args) + tuple((k, id(v)) for k, v in sorted(kwargs.items()))
+        if key in results:
+            skipped.calls[0] += 1
+            return results[key][1]
+        skipped.calls[1] += 1
+        # the arguments are kept with the result: an id is an object's only while it lives
+        results[key] = ((args, kwargs), real(*args, **kwargs))
+        return results[key][1]
 
+    skipped.calls = [0, 0]
     return skipped
 
 
@@ -66,6 +96,9 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", type=int, nargs="+", default=None, metavar="SIZE",
                         help="skip only the calls with an argument of this shape (one layer of several that "
                              "call the op), e.g. --shape 64 10 16 16: a 14x14 3x3 layer's padded input")
+    parser.add_argument("--by-signature", action="store_true",
+                        help="skip by the arguments' shapes and values, not their identity (an op called with new "
+                             "arrays each step); outputs the caller allocates anew are then never written")
     args = parser.parse_args(argv)
     targets = []
     for op in args.ops:
@@ -87,7 +120,8 @@ def main(argv=None) -> int:
     print(f"{args.variant}: what each op costs in the step (skipped: its first result handed back{only})")
     for op, module, name in targets:
         real = getattr(module, name)
-        versions = {"as it is": real, "skipped": skipping(real, None if args.shape is None else tuple(args.shape))}
+        skipped = skipping(real, None if args.shape is None else tuple(args.shape), args.by_signature)
+        versions = {"as it is": real, "skipped": skipped}
         times: dict = {version: [] for version in versions}
         places = owners(module, name)
         try:
@@ -107,7 +141,11 @@ def main(argv=None) -> int:
         medians = {version: sorted(values)[len(values) // 2] for version, values in times.items()}
         saved = medians["as it is"] - medians["skipped"]
         print(f"  {op}: {medians['as it is']:.3f} -> {medians['skipped']:.3f} ms per step (median), "
-              f"the op costs {saved:.3f} ms ({saved / medians['as it is']:.0%}); load {os.getloadavg()[0]:.2f}")
+              f"the op costs {saved:.3f} ms ({saved / medians['as it is']:.0%}); load {os.getloadavg()[0]:.2f}; "
+              f"calls skipped {skipped.calls[0]}, run {skipped.calls[1]}")
+        if not skipped.calls[0]:
+            print(f"    (never skipped: the step does not call {op} through {module.__name__}, or calls it "
+                  "with new arguments every time)")
     return 0
 
 

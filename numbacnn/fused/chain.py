@@ -149,7 +149,8 @@ class BlockChain:
 
     def _choose(self, i: int, shape: tuple, dtype: Any, params: Sequence[Params], training: Sequence[bool],
                 device: str) -> FastPath | str:
-        """Block i's fast path for an input of this shape and dtype, or why it runs composed."""
+        """Block i's fast path for an input of this shape and dtype, in the block's mode
+        (training, batch norm statistics), or why it runs composed."""
         w, b, norm = params[i]
         frozen_norm = training[i] and norm is not None and not norm.batch_stats
         return fast_path(self.blocks[i], shape, np.dtype(dtype), np.dtype(w.dtype),

@@ -205,6 +205,12 @@ class Module:
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
+    def modules(self) -> Iterator["Module"]:
+        """This module and every sub-module, depth first (as PyTorch's: e.g. freeze the
+        batch norms with ``for m in model.modules(): if isinstance(m, nn.BatchNorm2d): m.eval()``)."""
+        for _, module in self.named_modules():
+            yield module
+
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """``(name, Parameter)`` pairs with PyTorch-style dotted names, in order."""
         for name, p in self._parameters.items():

@@ -142,7 +142,11 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
     bias_dtypes = [dtype if group[0].bias is not None else None for group in chain.groups]
     paths, block_shape = [], shape  # each block asked on its own input shape, as the chain does
     for group, block, bias_dtype in zip(chain.groups, blocks, bias_dtypes):
-        paths.append(fast_path(block, block_shape, dtype, dtype, bias_dtype, device))
+        # a frozen batch norm (the layer in eval mode, its conv training: fine-tuning)
+        # under a training step: the chain's rule for it, as the chain asks it
+        norm = group_norm(group)
+        frozen_norm = training and norm is not None and group[0].training and not norm.uses_batch_stats()
+        paths.append(fast_path(block, block_shape, dtype, dtype, bias_dtype, device, frozen_norm))
         block_shape = group[0].output_shape(block_shape)
         if group_pool(group) is not None:
             block_shape = group_pool(group).output_shape(block_shape)
@@ -434,7 +438,11 @@ def _layer_choices(layer: Module, shape: tuple, device: str, training: bool, fir
                 _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
                      "the gradient viewed as (N, OUT, 1, 1)")
     elif isinstance(layer, BatchNorm2d):
-        _add(choices, label, "forward", device, "norm", "batch_norm_stats", "per-channel batch statistics")
+        # the batch's statistics in a training step, or without running statistics; a
+        # layer in eval mode while the step trains (frozen, fine-tuning) uses its running ones
+        batch_stats = not layer.track_running_stats or (training and layer.training)
+        _add(choices, label, "forward", device, "norm", "batch_norm_stats",
+             "per-channel batch statistics" if batch_stats else "1 / sqrt(running variance + eps) per channel")
         _add(choices, label, "forward", device, "norm", "batch_norm_forward", "normalise, scale, shift")
         if training:
             _add(choices, label, "backward", device, "norm", "batch_norm_backward",
