@@ -4,7 +4,7 @@ in blocks in one process (Tiny VGG 1x28x28, batch 64, float32, Numba's thread co
 
     python benchmarks/probes/op_cost.py --variant stride-2 \\
         numbacnn.fused.bordered_ops.strided_conv2d_backward numbacnn.kernels.cpu.conv.conv2d_backward_weight
-    python benchmarks/probes/op_cost.py --variant stride-2 --shape 64 10 6 6 \
+    python benchmarks/probes/op_cost.py --variant stride-2 --shape 64x10x6x6@2 \\
         numbacnn.fused.bordered_ops.conv2d_backward_padded      # the 4x4 layer's backward only
 
 The difference is what the step would gain if the op were free: an upper bound on
@@ -53,15 +53,22 @@ def _signature(value):
     return id(value)
 
 
+def _has_shape(args: tuple, shape: tuple, position: int | None) -> bool:
+    """Whether the argument at ``position`` (None: any) has this shape."""
+    chosen = args if position is None else args[position:position + 1]
+    return any(tuple(getattr(a, "shape", ())) == shape for a in chosen)
+
+
 def skipping(real, shape: tuple | None = None, by_signature: bool = False):
     """``real`` replaced by its first result per tuple of argument objects (with
-    ``shape``: only the calls with an argument of that shape; the others run; with
+    ``shape`` (a shape and an argument's position or None): only the calls with an
+    argument of that shape; the others run; with
     ``by_signature``: per tuple of argument shapes and values instead, for ops called
     with new arrays each step). ``skipped.calls`` counts [skipped, run] calls."""
     results = {}
 
     def skipped(*args, **kwargs):
-        if shape is not None and not any(getattr(a, "shape", None) == shape for a in args):
+        if shape is not None and not _has_shape(args, *shape):
             skipped.calls[1] += 1
             return real(*args, **kwargs)
         if by_signature:
@@ -80,6 +87,17 @@ def skipping(real, shape: tuple | None = None, by_signature: bool = False):
     return skipped
 
 
+def _shape(text: str) -> tuple:
+    """"64x10x16x16" -> ((64, 10, 16, 16), None); "64x10x16x16@2" -> (..., 2): the
+    shape, and the position of the argument that must have it (None: any argument)."""
+    sizes, _, position = text.partition("@")
+    try:
+        return tuple(int(size) for size in sizes.lower().split("x")), int(position) if position else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shape is sizes joined by x, and optionally @ and an argument's "
+                                         f"position, e.g. 64x10x16x16 or 64x10x30x30@2, got {text!r}") from None
+
+
 def owners(module, name: str) -> list:
     """The module, and its package where the package holds the same function."""
     package = importlib.import_module(module.__name__.rsplit(".", 1)[0])
@@ -93,9 +111,10 @@ def main(argv=None) -> int:
                         help="numbacnn train's variant to step (default plain)")
     parser.add_argument("--blocks", type=int, default=7, help="blocks per version (default 7)")
     parser.add_argument("--steps", type=int, default=60, help="timed steps per block (default 60)")
-    parser.add_argument("--shape", type=int, nargs="+", default=None, metavar="SIZE",
+    parser.add_argument("--shape", type=_shape, default=None, metavar="NxCxHxW",
                         help="skip only the calls with an argument of this shape (one layer of several that "
-                             "call the op), e.g. --shape 64 10 16 16: a 14x14 3x3 layer's padded input")
+                             "call the op), e.g. --shape 64x10x16x16: a 14x14 3x3 layer's padded input; "
+                             "SHAPE@I: the argument at position I (conv2d_backward_padded's x_padded is @2)")
     parser.add_argument("--by-signature", action="store_true",
                         help="skip by the arguments' shapes and values, not their identity (an op called with new "
                              "arrays each step); outputs the caller allocates anew are then never written")
@@ -116,11 +135,14 @@ def main(argv=None) -> int:
     step = TinyVGGStep(64, "float32", in_channels=1, image_size=28, **VARIANTS[args.variant])
     for _ in range(20):
         step.step()
-    only = "" if args.shape is None else f", only the calls with an argument of shape {tuple(args.shape)}"
+    only = ""
+    if args.shape is not None:
+        where = "an argument" if args.shape[1] is None else f"argument {args.shape[1]}"
+        only = f", only the calls with {where} of shape {args.shape[0]}"
     print(f"{args.variant}: what each op costs in the step (skipped: its first result handed back{only})")
     for op, module, name in targets:
         real = getattr(module, name)
-        skipped = skipping(real, None if args.shape is None else tuple(args.shape), args.by_signature)
+        skipped = skipping(real, args.shape, args.by_signature)
         versions = {"as it is": real, "skipped": skipped}
         times: dict = {version: [] for version in versions}
         places = owners(module, name)
