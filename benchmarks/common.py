@@ -202,3 +202,46 @@ class TinyVGGStep:
         """Logits (N, 10) of the fixed batch, no caching for backward."""
         self.model.eval()
         return self.model(self.x)
+
+
+def places_of(module, name: str) -> list:
+    """Where a function is looked up at call time: its module, and the module's package
+    where that re-exports the same function (``numbacnn.functional`` and the backend
+    packages do: ``backend("cpu").linear_forward`` is ``kernels.cpu.linear``'s)."""
+    import importlib
+
+    package = importlib.import_module(module.__name__.rsplit(".", 1)[0])
+    return [module] + ([package] if getattr(package, name, None) is getattr(module, name) else [])
+
+
+def alternate_in_steps(step: TinyVGGStep, versions: dict, places: dict, blocks: int, steps: int,
+                       warm: int = 0) -> dict:
+    """Versions of some functions alternating in whole training steps, in one process.
+
+    ``versions``: {label: {name: function}}; ``places``: {name: [modules]} where each
+    name is swapped (:func:`places_of`). Each version is first run ``warm`` steps
+    (compiling it), then, ``blocks`` times in turn, 3 untimed steps and ``steps`` timed
+    ones. Returns {label: [ms per step of each block]}. The caller puts the originals
+    back."""
+    import time
+
+    def use(functions):
+        for name, function in functions.items():
+            for place in places[name]:
+                setattr(place, name, function)
+
+    for functions in versions.values():
+        use(functions)
+        for _ in range(warm):
+            step.step()
+    times: dict = {label: [] for label in versions}
+    for _ in range(blocks):
+        for label, functions in versions.items():
+            use(functions)
+            for _ in range(3):
+                step.step()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step.step()
+            times[label].append((time.perf_counter() - start) / steps * 1e3)
+    return times

@@ -22,10 +22,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from benchmarks.common import alternate_in_steps, places_of  # noqa: E402
 from benchmarks.compare_torch import VARIANTS as LABELLED, variant_name  # noqa: E402
 
 VARIANTS = {variant_name(label): options for label, options in LABELLED}  # name -> tiny_vgg options
@@ -66,9 +66,7 @@ def main(argv=None) -> int:
         parser.error(f"no function {', '.join(missing)} in {args.path} (name the module's kernels or factories)")
     # the backend package re-exports the interface's kernels (numbacnn.functional calls
     # them there): swap a name there too where it is the current module's function
-    package = importlib.import_module(current.__name__.rsplit(".", 1)[0])
-    owners = {name: [current] + ([package] if getattr(package, name, None) is getattr(current, name) else [])
-              for name in args.names}
+    places = {name: places_of(current, name) for name in args.names}
     with tempfile.TemporaryDirectory() as folder:
         old = old_module(args.commit, args.path, folder)
         missing = [name for name in args.names if not callable(getattr(old, name, None))]
@@ -78,24 +76,7 @@ def main(argv=None) -> int:
         versions = {"now": {name: getattr(current, name) for name in args.names},
                     args.commit: {name: getattr(old, name) for name in args.names}}
         step = TinyVGGStep(64, "float32", in_channels=1, image_size=28, **VARIANTS[args.variant])
-        times: dict = {version: [] for version in versions}
-        for version, functions in versions.items():  # compile and warm both
-            for name, function in functions.items():
-                for owner in owners[name]:
-                    setattr(owner, name, function)
-            for _ in range(20):
-                step.step()
-        for _ in range(args.blocks):
-            for version, functions in versions.items():
-                for name, function in functions.items():
-                    for owner in owners[name]:
-                        setattr(owner, name, function)
-                for _ in range(3):
-                    step.step()
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    step.step()
-                times[version].append((time.perf_counter() - start) / args.steps * 1e3)
+        times = alternate_in_steps(step, versions, places, args.blocks, args.steps, warm=20)
     print(f"{args.variant}, {', '.join(args.names)} ({args.path}); load average {os.getloadavg()[0]:.2f}")
     for version, values in times.items():
         ordered = sorted(values)

@@ -32,10 +32,10 @@ import argparse
 import importlib
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from benchmarks.common import alternate_in_steps, places_of  # noqa: E402
 from benchmarks.compare_torch import VARIANTS as LABELLED, variant_name  # noqa: E402
 
 VARIANTS = {variant_name(label): options for label, options in LABELLED}  # name -> tiny_vgg options
@@ -98,12 +98,6 @@ def _shape(text: str) -> tuple:
                                          f"position, e.g. 64x10x16x16 or 64x10x30x30@2, got {text!r}") from None
 
 
-def owners(module, name: str) -> list:
-    """The module, and its package where the package holds the same function."""
-    package = importlib.import_module(module.__name__.rsplit(".", 1)[0])
-    return [module] + ([package] if getattr(package, name, None) is getattr(module, name) else [])
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ops", nargs="+", help="module.function, each measured on its own")
@@ -144,21 +138,12 @@ def main(argv=None) -> int:
         real = getattr(module, name)
         skipped = skipping(real, args.shape, args.by_signature)
         versions = {"as it is": real, "skipped": skipped}
-        times: dict = {version: [] for version in versions}
-        places = owners(module, name)
+        places = {name: places_of(module, name)}
         try:
-            for _ in range(args.blocks):
-                for version, function in versions.items():
-                    for place in places:
-                        setattr(place, name, function)
-                    for _ in range(3):
-                        step.step()
-                    start = time.perf_counter()
-                    for _ in range(args.steps):
-                        step.step()
-                    times[version].append((time.perf_counter() - start) / args.steps * 1e3)
+            times = alternate_in_steps(step, {label: {name: f} for label, f in versions.items()}, places,
+                                       args.blocks, args.steps)
         finally:
-            for place in places:
+            for place in places[name]:
                 setattr(place, name, real)
         medians = {version: sorted(values)[len(values) // 2] for version, values in times.items()}
         saved = medians["as it is"] - medians["skipped"]
