@@ -2,13 +2,16 @@
 against the step with the op skipped (its first result handed back again), alternating
 in blocks in one process (Tiny VGG 1x28x28, batch 64, float32, Numba's thread count).
 
-    python benchmarks/probes/op_cost.py --variant stride-2 \\
-        numbacnn.fused.bordered_ops.strided_conv2d_backward numbacnn.kernels.cpu.conv.conv2d_backward_weight
+    python benchmarks/probes/op_cost.py --variant stride-2 numbacnn.fused.bordered_ops.strided_conv2d_backward
+    python benchmarks/probes/op_cost.py --variant stride-2 --by-signature \\
+        numbacnn.kernels.cpu.conv.conv2d_backward_weight    # given a new output array each call
     python benchmarks/probes/op_cost.py --variant stride-2 --shape 64x10x6x6@2 \\
         numbacnn.fused.bordered_ops.conv2d_backward_padded      # the 4x4 layer's backward only
 
 The difference is what the step would gain if the op were free: an upper bound on
-what rewriting it can save. It is measured in the step, not alone, because a kernel
+what rewriting it can save. Each version's blocks spread by about +-0.05-0.1 ms on
+this project's 2-core machine (printed under each line): a cost smaller than that is
+noise. It is measured in the step, not alone, because a kernel
 that is faster alone need not make the step faster (what it leaves in the caches, when
 the threads wake: the ninth and tenth sessions' kernel_ab.py runs); and it needs no
 timer around each call (the per-kernel table's timers add their own cost).
@@ -99,7 +102,8 @@ def _shape(text: str) -> tuple:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ops", nargs="+", help="module.function, each measured on its own")
     parser.add_argument("--variant", default="plain", choices=sorted(VARIANTS),
                         help="numbacnn train's variant to step (default plain)")
@@ -108,7 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", type=_shape, default=None, metavar="NxCxHxW",
                         help="skip only the calls with an argument of this shape (one layer of several that "
                              "call the op), e.g. --shape 64x10x16x16: a 14x14 3x3 layer's padded input; "
-                             "SHAPE@I: the argument at position I (conv2d_backward_padded's x_padded is @2)")
+                             "SHAPE@I: the positional argument I, from 0 (conv2d_backward_padded's x_padded is @2)")
     parser.add_argument("--by-signature", action="store_true",
                         help="skip by the arguments' shapes and values, not their identity (an op called with new "
                              "arrays each step); outputs the caller allocates anew are then never written")
@@ -126,15 +130,16 @@ def main(argv=None) -> int:
 
     from benchmarks.common import TinyVGGStep
 
-    step = TinyVGGStep(64, "float32", in_channels=1, image_size=28, **VARIANTS[args.variant])
-    for _ in range(20):
-        step.step()
     only = ""
     if args.shape is not None:
         where = "an argument" if args.shape[1] is None else f"argument {args.shape[1]}"
         only = f", only the calls with {where} of shape {args.shape[0]}"
     print(f"{args.variant}: what each op costs in the step (skipped: its first result handed back{only})")
     for op, module, name in targets:
+        # a fresh network per op: the skipped blocks leave wrong weights behind
+        step = TinyVGGStep(64, "float32", in_channels=1, image_size=28, **VARIANTS[args.variant])
+        for _ in range(20):
+            step.step()
         real = getattr(module, name)
         skipped = skipping(real, args.shape, args.by_signature)
         versions = {"as it is": real, "skipped": skipped}
@@ -146,10 +151,12 @@ def main(argv=None) -> int:
             for place in places[name]:
                 setattr(place, name, real)
         medians = {version: sorted(values)[len(values) // 2] for version, values in times.items()}
+        spread = ", ".join(f"{version} {min(values):.3f}-{max(values):.3f}" for version, values in times.items())
         saved = medians["as it is"] - medians["skipped"]
         print(f"  {op}: {medians['as it is']:.3f} -> {medians['skipped']:.3f} ms per step (median), "
               f"the op costs {saved:.3f} ms ({saved / medians['as it is']:.0%}); load {os.getloadavg()[0]:.2f}; "
               f"calls skipped {skipped.calls[0]}, run {skipped.calls[1]}")
+        print(f"    blocks' range, ms: {spread} (a cost within it is noise)")
         if not skipped.calls[0]:
             print(f"    (never skipped: the step does not call {op} through {module.__name__}, or calls it "
                   "with new arguments every time)")
