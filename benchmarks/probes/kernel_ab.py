@@ -25,7 +25,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from benchmarks.common import alternate_in_steps, places_of  # noqa: E402
+from benchmarks.common import TinyVGGStep, alternate_in_steps, places_of  # noqa: E402
 from benchmarks.compare_torch import VARIANTS as LABELLED, variant_name  # noqa: E402
 
 VARIANTS = {variant_name(label): options for label, options in LABELLED}  # name -> tiny_vgg options
@@ -57,8 +57,6 @@ def main(argv=None) -> int:
     parser.add_argument("--blocks", type=int, default=9, help="blocks per version (default 9)")
     parser.add_argument("--steps", type=int, default=60, help="timed steps per block (default 60)")
     args = parser.parse_args(argv)
-
-    from benchmarks.common import TinyVGGStep
 
     current = importlib.import_module(args.path[:-3].replace("/", "."))
     missing = [name for name in args.names if not callable(getattr(current, name, None))]

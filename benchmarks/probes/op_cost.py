@@ -38,7 +38,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from benchmarks.common import alternate_in_steps, places_of  # noqa: E402
+from benchmarks.common import TinyVGGStep, alternate_in_steps, places_of  # noqa: E402
 from benchmarks.compare_torch import VARIANTS as LABELLED, variant_name  # noqa: E402
 
 VARIANTS = {variant_name(label): options for label, options in LABELLED}  # name -> tiny_vgg options
@@ -63,11 +63,12 @@ def _has_shape(args: tuple, shape: tuple, position: int | None) -> bool:
 
 
 def skipping(real, shape: tuple | None = None, by_signature: bool = False):
-    """``real`` replaced by its first result per tuple of argument objects (with
-    ``shape`` (a shape and an argument's position or None): only the calls with an
-    argument of that shape; the others run; with
-    ``by_signature``: per tuple of argument shapes and values instead, for ops called
-    with new arrays each step). ``skipped.calls`` counts [skipped, run] calls."""
+    """``real`` replaced by its first result per tuple of argument objects.
+
+    ``shape`` (a shape, and an argument's position or None for any): only the calls
+    with such an argument are skipped, the others run. ``by_signature``: results kept
+    per tuple of the arguments' shapes and values instead (ops given new arrays each
+    step). ``skipped.calls`` counts [skipped, run] calls."""
     results = {}
 
     def skipped(*args, **kwargs):
@@ -127,8 +128,6 @@ def main(argv=None) -> int:
         if not callable(getattr(module, name, None)):
             parser.error(f"no function {name!r} in {module_name} (give module.function)")
         targets.append((op, module, name))
-
-    from benchmarks.common import TinyVGGStep
 
     only = ""
     if args.shape is not None:
