@@ -107,14 +107,14 @@ def test_lanes_grad_weight_matches_reference_and_general_kernel(case, dtype, rng
 
 
 def test_strided_small_maps_match_finite_differences(rng):
-    """A stride-2 layer on a small map with every fast piece on: PHASES forward and
-    grad-input (packed, the per-layer copies), LANES grad-weight (batch 16)."""
+    """A stride-2 layer on a small map with every fast piece on (batch 16): LANES forward,
+    grad-input and grad-weight."""
     x = rng.standard_normal((16, 4, 7, 7))
     w = rng.standard_normal((4, 4, 3, 3))
     b = rng.standard_normal(4)
     hyper = dict(stride=2, padding=1)
-    assert cpu_conv.choose_forward(4, 3, 3, 2, 2, 1, 1, 1, 4)[0] == cpu_conv.PHASES
-    assert cpu_conv.choose_backward_input(4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 7)[0] == cpu_conv.PHASES
+    assert cpu_conv.choose_forward(4, 3, 3, 2, 2, 1, 1, 1, 4, 4, 16, 4)[0] == cpu_conv.LANES
+    assert cpu_conv.choose_backward_input(4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 7, 16, 4)[0] == cpu_conv.LANES
     assert cpu_conv.choose_backward_weight(4, 3, 3, 2, 2, 1, 1, 1, 16, 4)[0] == cpu_conv.LANES
     gy = rng.standard_normal(F.conv2d(x, w, b, **hyper).shape)
     loss = lambda: float(np.sum(gy * F.conv2d(x, w, b, **hyper)))  # noqa: E731

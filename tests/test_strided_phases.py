@@ -20,6 +20,8 @@ test_small_maps.py's (2x5-stride-2x3 in float64, and the finite differences on T
 VGG's conv_2_1 geometry, batch 16).
 """
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -36,7 +38,7 @@ from test_gradcheck import assert_gradient, numerical_gradient
 
 # (batch, channels, filters, (KH, KW), (SH, SW), (OH, OW))
 CASES = {
-    "tiny-vgg-conv_2_1": (27, 10, 10, (3, 3), (2, 2), (4, 4)),  # 25 images a packed row: 2 packed, 23 empty slots
+    "tiny-vgg-conv_2_1": (15, 10, 10, (3, 3), (2, 2), (4, 4)),  # 25 images a packed row: one packed, 10 empty slots
     "tiny-vgg-conv_1_1": (9, 4, 10, (3, 3), (2, 2), (14, 14)),  # 8 images a packed row
     "5x5": (2, 4, 6, (5, 5), (2, 2), (5, 3)),
     "7x7": (2, 4, 4, (7, 7), (2, 2), (4, 4)),
@@ -90,15 +92,16 @@ def _general_gradients(gy, x, w, stride, pad):
                                          for name in CASES])
 def test_phases_match_reference_and_general_kernels(case, dtype, rng):
     batch, channels, filters, kernel, stride, out = CASES[case]
-    assert cpu_conv.choose_forward(filters, *kernel, *stride, 1, 1, 1, out[0])[0] == cpu_conv.PHASES
-    lanes = batch >= cpu_conv.LANES_MIN_BATCH and out[1] <= cpu_conv.LANES_MAX_OUT_WIDTH
-    assert (cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, batch, out[1])[0]
-            == (cpu_conv.LANES if lanes else cpu_conv.PHASES))
+    # a batch of LANES_MIN_BATCH or more takes LANES (tests/test_conv_lanes.py): these run PHASES
+    assert batch < cpu_conv.LANES_MIN_BATCH
+    assert cpu_conv.choose_forward(filters, *kernel, *stride, 1, 1, 1, out[0], None, batch, out[1])[0] == cpu_conv.PHASES
+    assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, batch, out[1])[0] == cpu_conv.PHASES
     w = random_array(rng, (filters, channels, *kernel), dtype)
     b = random_array(rng, (filters,), dtype)
     tried = 0
     for pad, (height, width) in _geometries(kernel, stride, out):
-        assert cpu_conv.choose_backward_input(channels, *kernel, *stride, *pad, 1, 1, 1, height)[0] == cpu_conv.PHASES
+        assert (cpu_conv.choose_backward_input(channels, *kernel, *stride, *pad, 1, 1, 1, height, batch, out[1])[0]
+                == cpu_conv.PHASES)
         where = f"{case}, padding {pad}, input {height}x{width}"
         x = random_array(rng, (batch, channels, height, width), dtype)
         y = F.conv2d(x, w, b, stride=stride, padding=pad)
@@ -186,19 +189,28 @@ def test_lanes_grad_weight_sums_rows_in_float64():
     _check_reduction(gw, gb, gy, x, w.shape, stride=stride, padding=padding, dilation=(1, 1))
 
 
-def test_info_kernels_names_the_lanes_grad_weight_and_it_runs(monkeypatch):
-    """At batch 16 both stride-2 layers of Tiny VGG take LANES for grad-weight, as
+def test_info_kernels_names_the_lanes_kernels_and_they_run(monkeypatch):
+    """At batch 16 both stride-2 layers of Tiny VGG take LANES for grad-weight and the
+    second for its forward and grad-input (the first layer's forward stays GATHERED), as
     ``numbacnn info --kernels`` says (tests/test_kernel_choices.py runs batch 4: PHASES)."""
     from numbacnn.kernels.cpu import conv_lanes
 
     shape = (16, 1, 28, 28)
     model = tiny_vgg(1, 10, 28, padding=1, stride=2, seed=0)
-    listed = [c.layers for c in kernel_choices(model, shape) if c.kernel == "conv_lanes.weight_gradient_lanes"]
-    assert len(listed) == 2 and listed[0].startswith("conv_1_1") and listed[1].startswith("conv_2_1")
-    calls = []
-    original = conv_lanes.weight_gradient_lanes
-    monkeypatch.setattr(conv_lanes, "weight_gradient_lanes", lambda *args: calls.append(1) or original(*args))
+    listed = Counter((c.direction, c.kernel) for c in kernel_choices(model, shape) if c.kernel.startswith("conv_lanes"))
+    assert listed == {("grad-weight", "conv_lanes.weight_gradient_lanes_kernel"): 2,
+                      ("forward", "conv_lanes.forward_lanes_kernel"): 1,
+                      ("grad-input", "conv_lanes.grad_input_lanes_kernel"): 1}, listed
+    calls = Counter()
+    for name in ("forward_lanes_kernel", "grad_input_lanes_kernel", "weight_gradient_lanes_kernel"):
+        factory = getattr(conv_lanes, name)
+
+        def counting(*args, _factory=factory, _name=name):
+            kernel = _factory(*args)
+            return lambda *arrays: calls.update([_name]) or kernel(*arrays)
+
+        monkeypatch.setattr(conv_lanes, name, counting)
     rng = np.random.default_rng(0)
     _, grad = F.softmax_cross_entropy(model(rng.standard_normal(shape).astype(np.float32)), rng.integers(0, 10, 16))
     model.backward(grad, input_grad=False)
-    assert len(calls) == 2
+    assert calls == {"weight_gradient_lanes_kernel": 2, "forward_lanes_kernel": 1, "grad_input_lanes_kernel": 1}

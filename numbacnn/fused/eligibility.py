@@ -88,8 +88,8 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
     dtype (float32 or float64, bias alike); numeric padding smaller than the kernel;
     at least two output rows; the register-blocked kernels' conditions
     (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, >= 4 filters),
-    or, strided, a fast strided forward (``conv.choose_forward``: ``GATHERED`` or
-    ``PHASES``); and a pool, if any, of 2x2 windows with stride 2, no padding or
+    or, strided, a fast strided forward (``conv.choose_forward``: ``GATHERED``, ``LANES``
+    or ``PHASES``); and a pool, if any, of 2x2 windows with stride 2, no padding or
     dilation, whole windows only. A batch norm between the conv and the ReLU asks
     nothing more (its kernels take any (N, C, H, W)).
     """
@@ -117,8 +117,8 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
     if (stride_h, stride_w) != (1, 1):
         conv = backend("cpu").conv
         variant, why = conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
-                                           block.groups, out_h, channels)
-        if variant not in (conv.GATHERED, conv.PHASES):
+                                           block.groups, out_h, channels, int(x_shape[0]), out_w)
+        if variant not in (conv.GATHERED, conv.LANES, conv.PHASES):
             return why
     elif not tuning.fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                       block.groups):

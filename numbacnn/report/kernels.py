@@ -300,9 +300,11 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         return
     cpu_conv = backend("cpu").conv
     variant, why = cpu_conv.choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
-                                           conv.groups, out_shape[2], channels)
+                                           conv.groups, out_shape[2], channels, shape[0], out_shape[3])
     if variant == cpu_conv.GATHERED:  # strided, few channels: taps gathered
         _add(choices, label, "forward", device, "conv_gathered", "gathered_forward_kernel", with_context(why))
+    elif variant == cpu_conv.LANES:  # strided, narrow rows: the images in the vector lanes
+        _add(choices, label, "forward", device, "conv_lanes", "forward_lanes_kernel", with_context(why))
     elif variant == cpu_conv.PHASES:  # strided: the fused groups' row kernel over the phases
         _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel", with_context(why))
     elif variant == cpu_conv.FAST and (winograd_why := by_winograd(out_shape, channels, f"{filters} filters")):
@@ -317,8 +319,11 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         input_channels = f"{channels * conv.groups} input channels, the flipped kernel"
         pad = conv.padding if not isinstance(conv.padding, str) else (0, 0)
         variant, why = cpu_conv.choose_backward_input(channels * conv.groups, kernel_h, kernel_w, stride_h, stride_w,
-                                                      pad[0], pad[1], dilation_h, dilation_w, conv.groups, shape[2])
-        if variant == cpu_conv.PHASES:
+                                                      pad[0], pad[1], dilation_h, dilation_w, conv.groups, shape[2],
+                                                      shape[0], out_shape[3])
+        if variant == cpu_conv.LANES:
+            _add(choices, label, "grad-input", device, "conv_lanes", "grad_input_lanes_kernel", with_context(why))
+        elif variant == cpu_conv.PHASES:
             _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel", with_context(why))
         elif variant == cpu_conv.FAST and (winograd_why := by_winograd(shape, filters, input_channels)):
             # the forward correlation of the gradient (F channels) with the flipped kernel, C outputs
@@ -330,7 +335,7 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
     variant, why = cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
                                                    dilation_w, conv.groups, shape[0], out_shape[3])
     if variant == cpu_conv.LANES:
-        _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes", with_context(why))
+        _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes_kernel", with_context(why))
     elif variant == cpu_conv.FAST and (winograd_why := by_winograd(out_shape, channels, f"{filters} filters")):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_winograd_kernel",
              winograd_why)

@@ -24,7 +24,7 @@ planes of the output, grad-input over (image, channel) planes of dx, grad-weight
 (filter, channel) slices of dw, grad-bias over filters.
 
 Fast variants (``conv_tuning.fast_path_applies``: stride 1, dilation 1, groups 1, at
-least 4 filters, a kernel up to 7x7; strided: ``GATHERED``, ``PHASES`` and ``LANES``)
+least 4 filters, a kernel up to 7x7; strided: ``GATHERED``, ``LANES`` and ``PHASES``)
 ------------------------------------------------------------------------------------
 =========================  ==========================================  ==========================================
 variant                    runs when                                   tested against
@@ -61,17 +61,22 @@ grad-input) and            phases, ceil(K / s)-tap phase kernels
 ``conv_weight_grad.        (3x3: 1.78x the strided multiply-adds,
 weight_gradient_kernel``   5x5 1.44x, 7x7 1.31x); forward and
                            grad-input pack small images side by side
-                           in one row; grad-weight when LANES does
-                           not apply. Replaced ``STRIDED`` (the
+                           in one row; where LANES does not apply. Replaced ``STRIDED`` (the
                            stride-1 output everywhere, every s-th
                            kept: s * s the work): 1.3-28x faster per
                            op (3x3 to 7x7), one thread, measured
-``LANES`` (strided         where PHASES applies, output rows of at     the reference, the general kernel, the
-grad-weight,               most ``LANES_MAX_OUT_WIDTH`` columns and a  cancelling gradient of
-``conv_lanes.              batch of ``LANES_MIN_BATCH`` or more: the   test_float64_partial_sums
-weight_gradient_lanes``)   images in the vector lanes, x and dout      (tests/test_strided_phases.py)
-                           batch-last (Tiny VGG's stride-2
-                           grad-weights 1.9-3.4x faster than PHASES)
+``LANES`` (strided         where PHASES applies (GATHERED first for    the reference, the general kernels,
+forward, grad-input,       a forward), output rows of at most          PHASES on the same shapes, NaN
+grad-weight,               ``LANES_MAX_OUT_WIDTH`` columns and a       (tests/test_conv_lanes.py); the
+``conv_lanes.py``)         batch of ``LANES_MIN_BATCH`` or more         cancelling gradient of
+                           (``lanes_apply``): the images in the        test_float64_partial_sums
+                           vector lanes, x and dout batch-last; the    (tests/test_strided_phases.py)
+                           stride only an index, grad-input split by
+                           phase (Tiny VGG's conv_2_1, batch 64, 2
+                           threads: forward 91 -> 58 us with the
+                           copies, grad-input and grad-weight 231 ->
+                           160; grad-weights 1.9-3.4x faster than
+                           PHASES, one thread)
 ``GATHERED`` (strided      stride above 1, at most                     the reference, the general kernel, NaN
 forward, few channels,     ``GATHER_MAX_CHANNELS`` input channels and  (tests/test_gathered.py)
 ``conv_gathered.py``)      ``GATHER_MAX_TAPS`` taps (a network's
@@ -270,7 +275,7 @@ def conv2d_backward_bias(db, dout):
 GENERAL = "general"
 FAST = "fast"
 PHASES = "phases"  # strided: the stride-1 fast kernels over the input's s * s phases (conv_phases.py)
-LANES = "lanes"  # strided grad-weight, small planes: the images in the vector lanes (conv_lanes.py)
+LANES = "lanes"  # strided, narrow rows, a large batch: the images in the vector lanes (conv_lanes.py)
 GATHERED = "gathered"  # strided forward, few input channels: each image's taps gathered first (conv_gathered.py)
 
 # Strides up to this (on each axis) take the PHASES variant: stride s makes s * s
@@ -278,13 +283,27 @@ GATHERED = "gathered"  # strided forward, few input channels: each image's taps 
 # channels; a limit keeps the tested shapes few.
 MAX_PHASE_STRIDE = 4
 
-# A strided grad-weight takes LANES (images in the vector lanes) when its output rows
-# are narrower than this and the batch fills a float32 vector: one thread, against
+# A strided convolution takes LANES (images in the vector lanes) when its output rows
+# are narrower than this and the batch fills a float32 vector. Grad-weight, one thread, against
 # PHASES' row dot products, 0.22 against 0.42 ms at 14 columns, 0.18 against 0.61 at 4,
 # 0.68 against 1.19 at 8 (Tiny VGG's stride-2 layers on 28x28 and 64x64 images), but
 # 6.6 against 3.1 ms at 32 columns, where the rows are long (batch 64, measured).
 LANES_MAX_OUT_WIDTH = 15
 LANES_MIN_BATCH = 16
+
+
+def lanes_apply(batch, out_width):
+    """True when a strided convolution that PHASES could run takes LANES instead (its
+    forward, grad-input and grad-weight alike): output rows of at most
+    ``LANES_MAX_OUT_WIDTH`` columns and a batch of ``LANES_MIN_BATCH`` or more (None: not
+    known, False)."""
+    return (batch is not None and out_width is not None and out_width <= LANES_MAX_OUT_WIDTH
+            and batch >= LANES_MIN_BATCH)
+
+
+def _lanes_why(count, kernel_h, kernel_w, stride_h, stride_w, out_width, batch, counted="filters", how=None):
+    return (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {count} {counted}, {out_width}-column output "
+            f"rows: the {batch} images in the vector lanes" + (f", {how}" if how else ""))
 
 # The forward of a strided convolution of a network's first layer (up to
 # GATHER_MAX_CHANNELS input channels, gray or RGB) with at most GATHER_MAX_TAPS taps
@@ -334,16 +353,19 @@ def _phases_why(count, kernel_h, kernel_w, stride_h, stride_w, counted="filters"
 
 
 def choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups, out_height,
-                   channels=None):
+                   channels=None, batch=None, out_width=None):
     """(variant, why) of :func:`conv2d_forward`: ``FAST`` (``conv_rows.correlation_kernel``),
-    for strided convolutions ``GATHERED`` (few input channels: ``conv_gathered``) or
+    for strided convolutions ``GATHERED`` (few input channels: ``conv_gathered``),
+    ``LANES`` (``conv_lanes.forward_lanes_kernel``: narrow output rows, a large batch) or
     ``PHASES`` (``conv_rows.conv_rows_kernel`` over the phases), or ``GENERAL``
-    (:func:`conv2d_forward_general`). ``channels``: the input channels (None: not
-    known, the choice among the others)."""
+    (:func:`conv2d_forward_general`). ``channels``, ``batch``, ``out_width``: None when
+    not known (the choice among the others)."""
     if channels is not None and gathered_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
                                                       dilation_w, groups):
         return GATHERED, _gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w)
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        if lanes_apply(batch, out_width):
+            return LANES, _lanes_why(filters, kernel_h, kernel_w, stride_h, stride_w, out_width, batch)
         if out_height < 2:
             return GENERAL, "one output row (the row kernel computes two at a time)"
         return PHASES, _phases_why(filters, kernel_h, kernel_w, stride_h, stride_w)
@@ -356,11 +378,17 @@ def choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, 
 
 
 def choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-                          groups, in_height):
+                          groups, in_height, batch=None, out_width=None):
     """(variant, why) of :func:`conv2d_backward_input`: ``FAST`` (the forward row kernel
-    on the flipped kernel), ``PHASES`` (strided: the same over the phases) or ``GENERAL``
-    (:func:`conv2d_backward_input_general`)."""
+    on the flipped kernel), for strided convolutions ``LANES``
+    (``conv_lanes.grad_input_lanes_kernel``: narrow output rows, a large batch) or
+    ``PHASES`` (the same row kernel over the phases), or ``GENERAL``
+    (:func:`conv2d_backward_input_general`). ``batch``, ``out_width``: None when not
+    known."""
     if phases_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
+        if lanes_apply(batch, out_width):
+            return LANES, _lanes_why(channels, kernel_h, kernel_w, stride_h, stride_w, out_width, batch,
+                                     "input channels", "each input element's phase taps summed")
         # phase rows PH = OH + ceil(KH / SH) - 1: one row only when KH <= SH and OH = 1
         if kernel_h <= stride_h and in_height < 2 * stride_h:
             return GENERAL, "one phase row (the row kernel computes two at a time)"
@@ -383,10 +411,9 @@ def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dila
     ``LANES_MIN_BATCH`` or more) or ``PHASES`` (the fast kernel over the phases), or
     ``GENERAL`` (:func:`conv2d_backward_weight_general`)."""
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
-        if out_width <= LANES_MAX_OUT_WIDTH and batch >= LANES_MIN_BATCH:
-            return LANES, (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {filters} filters, "
-                           f"{out_width}-column output rows: the {batch} images in the vector lanes, float32 row "
-                           "sums per image, float64 across rows and images")
+        if lanes_apply(batch, out_width):
+            return LANES, _lanes_why(filters, kernel_h, kernel_w, stride_h, stride_w, out_width, batch,
+                                     how="float32 row sums per image, float64 across rows and images")
         return PHASES, _phases_why(filters, kernel_h, kernel_w, stride_h, stride_w,
                                    how="row dot products, float64 partial sums,", layout="one image a row")
     if not fast_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
@@ -422,8 +449,10 @@ def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, d
     """out (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C // groups, KH, KW)) + b (F,)."""
     filters, channels, kernel_h, kernel_w = w.shape
     variant, _ = choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
-                                out.shape[2], channels)
-    if variant == GATHERED:
+                                out.shape[2], channels, out.shape[0], out.shape[3])
+    if variant == LANES:
+        _forward_lanes(out, x, w, b, stride_h, stride_w, pad_h, pad_w)
+    elif variant == GATHERED:
         conv_gathered.gathered_forward_kernel(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out.shape[2],
                                               out.shape[3])(out, x, w, b)
     elif variant == FAST:
@@ -443,8 +472,10 @@ def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilatio
     """
     filters, channels, kernel_h, kernel_w = w.shape
     variant, _ = choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
-                                       dilation_w, groups, dx.shape[2])
-    if variant == PHASES:
+                                       dilation_w, groups, dx.shape[2], dout.shape[0], dout.shape[3])
+    if variant == LANES:
+        _backward_input_lanes(dx, dout, w, stride_h, stride_w, pad_h, pad_w)
+    elif variant == PHASES:
         _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w)
     elif variant == FAST:
         flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW), 1 KB
@@ -544,17 +575,61 @@ def _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
     merge_phases(dx, dphases)
 
 
+def _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width):
+    """x (N, C, H, W) as (C, HP, WP, N), zero-padded: the rows and columns a strided
+    (OH, OW) output reads (``conv_lanes.images_last``)."""
+    x_t = np.empty((x.shape[1], (out_height - 1) * stride_h + kernel_h, (out_width - 1) * stride_w + kernel_w,
+                    x.shape[0]), x.dtype)
+    conv_lanes.images_last(x_t, x, pad_h, pad_w)
+    return x_t
+
+
+def _forward_lanes(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
+    """out (N, F, OH, OW) of a strided convolution, images in the vector lanes: x
+    batch-last and padded, ``conv_lanes.forward_lanes_kernel``, the output back."""
+    filters, _, kernel_h, kernel_w = w.shape
+    batch, _, out_height, out_width = out.shape
+    x_t = _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width)
+    out_t = np.empty((filters, out_height, out_width, batch), out.dtype)
+    conv_lanes.forward_lanes_kernel(filters, kernel_h, kernel_w, stride_h, stride_w)(out_t, x_t, w, b)
+    conv_lanes.images_first(out, out_t, 0, 0)
+
+
+def _bordered_dout(dout, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, in_height, in_width):
+    """(dout as (F, BH + rows, BW + cols, N), zero-bordered as
+    ``conv_lanes.grad_input_lanes_kernel`` reads it, (BH, BW))."""
+    filters, batch, out_height, out_width = dout.shape[1], dout.shape[0], dout.shape[2], dout.shape[3]
+    border_h, border_w = conv_lanes.dout_border(kernel_h, stride_h), conv_lanes.dout_border(kernel_w, stride_w)
+    rows = max(out_height, (pad_h + in_height - 1) // stride_h + 1)
+    cols = max(out_width, (pad_w + in_width - 1) // stride_w + 1)
+    dout_t = np.empty((filters, border_h + rows, border_w + cols, batch), dout.dtype)
+    conv_lanes.images_last(dout_t, dout, border_h, border_w)
+    return dout_t, (border_h, border_w)
+
+
+def _backward_input_lanes(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
+    """dx (N, C, H, W) of a strided convolution, images in the vector lanes: dout
+    batch-last and zero-bordered, ``conv_lanes.grad_input_lanes_kernel`` on the kernel
+    split by phase, dx back."""
+    filters, channels, kernel_h, kernel_w = w.shape
+    batch, _, height, width = dx.shape
+    dout_t, _ = _bordered_dout(dout, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, height, width)
+    dx_t = np.empty((channels, height, width, batch), dx.dtype)
+    kernel = conv_lanes.grad_input_lanes_kernel(filters, kernel_h, kernel_w, stride_h, stride_w)
+    kernel(dx_t, dout_t, conv_lanes.phase_split(w, stride_h, stride_w), pad_h, pad_w)
+    conv_lanes.images_first(dx, dx_t, 0, 0)
+
+
 def _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
     """dw (F, C, KH, KW) of a strided convolution, images in the vector lanes: x and dout
-    with the batch axis last (x zero-padded), then ``conv_lanes.weight_gradient_lanes``."""
+    batch-last (x zero-padded), then ``conv_lanes.weight_gradient_lanes_kernel``."""
     filters, channels, kernel_h, kernel_w = dw.shape
     batch, _, out_height, out_width = dout.shape
-    x_t = np.empty((channels, (out_height - 1) * stride_h + kernel_h, (out_width - 1) * stride_w + kernel_w, batch),
-                   x.dtype)
-    conv_lanes.images_last(x_t, x, pad_h, pad_w)
+    x_t = _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width)
     dout_t = np.empty((filters, out_height, out_width, batch), dout.dtype)
     conv_lanes.images_last(dout_t, dout, 0, 0)
-    conv_lanes.weight_gradient_lanes(dw, dout_t, x_t, stride_h, stride_w)
+    kernel = conv_lanes.weight_gradient_lanes_kernel(kernel_h, kernel_w, stride_h, stride_w, out_width)
+    kernel(dw, dout_t, x_t, 0, 0, out_height)
 
 
 def _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w):

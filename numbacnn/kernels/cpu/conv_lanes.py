@@ -1,30 +1,65 @@
-"""The weight gradient of a strided convolution with the images in the vector lanes:
-``conv.py``'s ``LANES`` variant of ``conv2d_backward_weight`` (it says when it runs and
-what it is tested against; the definition is ``conv.conv2d_backward_weight_general``).
+"""Strided convolutions with the images in the vector lanes: ``conv.py``'s ``LANES``
+variant of the forward, grad-input and grad-weight (it says when each runs and what
+it is tested against; the definitions are ``conv.conv2d_forward_general`` and its
+backward cousins).
 
 Why images in the lanes
 -----------------------
-The fast grad-weight (``conv_weight_grad.weight_gradient_kernel``) takes dot products
-along output rows; a strided layer's rows are short (Tiny VGG's stride-2 layers: 14
-and 4 columns, 7 and 2 per phase row), so its time went to starting and finishing dot
-products. Packing several images in one row made the rows long but summed several
-images' rows in float32 (see ``conv_phases.py``). Here the batch is the innermost axis
-instead (``x`` as (C, HP, WP, N), dout as (F, OH, OW, N)): each tap of each output
-position is one multiply-add per image, N of them side by side in the vector lanes, at
-the stride's own multiply-add count, and each image keeps its own sums:
+The fast kernels vectorise along an output row; a strided layer's rows are short
+(Tiny VGG's stride-2 layers: 14 and 4 columns, 7 and 2 per phase row), so most of a
+16-float vector was wasted, or several images were packed into one row and unpacked
+again (``conv_phases.py``). Here the batch is the innermost axis instead: ``x`` as
+(C, HP, WP, N), zero-padded, and ``dout`` as (F, OH, OW, N). Each tap of each output
+position is then one multiply-add per image, N of them side by side in the vector
+lanes, whatever the map's width, and the stride is only an index: output (oh, ow)
+reads input (oh * SH + kh, ow * SW + kw). The arrays go in and out of this layout by
+:func:`images_last` and :func:`images_first` (an N x C x 9 x 9 copy: 7 us).
 
-- a float32 (the data's type) sum per image over one output row,
-- added into a float64 sum per image over the rows,
-- the images' float64 sums added in a fixed order,
+Each kernel is built per shape (``lru_cache``; sizes and strides compiled in), as
+``conv_rows``' are, so the loops over filters and taps unroll and the loop over images
+is the innermost one, which LLVM vectorises; its body holds a register block of
+sums, one per filter (forward) or per tap (grad-weight), loaded and stored once per
+channel or output row.
 
-so, as in every CPU grad-weight, products are summed in the data's type over one
-output row at most, and the result does not depend on the thread count.
+- forward (:func:`forward_lanes_kernel`): ``out[f, oh, ow, n] = b[f] + sum over c,
+  kh, kw of w[f, c, kh, kw] * x[c, oh * SH + kh, ow * SW + kw, n]``;
+- grad-input (:func:`grad_input_lanes_kernel`): a gather, each input element the sum
+  of the outputs that read it. Padded input row ``r`` is read through the kernel rows
+  ``kh = r mod SH + i * SH`` by output rows ``r // SH - i``: the same ceil(KH / SH)
+  taps for every row of one phase ``r mod SH``. So the kernel is split by phase
+  (``conv_phases.phase_weights``, zero past the kernel, as PHASES splits it) and dout
+  is zero-bordered so that every tap of every phase reads inside it: each (input
+  channel, row, column) sums F x ceil(KH / SH) x ceil(KW / SW) products in registers;
+- grad-weight (:func:`weight_gradient_lanes_kernel`): for each (filter, channel) and
+  tap, a float32 (the data's type) sum per image over one output row, added into a
+  float64 sum per image across rows; the images' float64 sums are added last, in a
+  fixed order. So, as in every CPU grad-weight, products are summed in the data's type
+  over one output row at most, and the result does not depend on the thread count.
+
+Measured (float32, batch 64, 10 -> 10 channels, 3x3 stride 2 padding 1 on 7x7: Tiny
+VGG's conv_2_1; 2 threads, each kernel alone): forward 30 us (PHASES, with its copies:
+91); grad-weight 33 us (the earlier LANES kernel, one row of taps at a time with
+run-time sizes: 88).
 """
+
+from functools import lru_cache
 
 import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH
+from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
+
+# Filters summed together by the forward: their sums stay in registers for one
+# channel's taps (2 x 9 multiply-adds per vector of images for 3x3; 5 x 9 did not
+# vectorise: 10 GFLOP/s against 62, measured on conv_2_1).
+FORWARD_FILTER_BLOCK = 2
+# Grad-weight: one output row's kernel row of taps (KW x OW multiply-adds per vector of
+# images) summed in one body when it holds at most this many, else one tap at a time
+# (Tiny VGG's 4-wide rows: 12; its 14-wide rows: 42 did not vectorise, 14 GFLOP/s).
+WEIGHT_ROW_BODY_BUDGET = 24
+# Grad-input: filters x phase taps multiply-adds per vector of images in one body.
+GRAD_INPUT_BODY_BUDGET = 48
 
 
 @njit(parallel=True, cache=True)
@@ -48,45 +83,162 @@ def images_last(dst, src, pad_top, pad_left):
                     dst[c, r, q, n] = 0
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def weight_gradient_lanes(dw, dout_t, x_t, stride_h, stride_w):
-    """dw (F, C, KH, KW) = sum over n, oh, ow of dout_t[f, oh, ow, n] *
-    x_t[c, oh * SH + kh, ow * SW + kw, n].
-
-    dout_t (F, OH, OW, N) and x_t (C, HP, WP, N), x zero-padded (:func:`images_last`).
-    Parallel over (filter, channel); for each tap the loop over images is innermost,
-    vectorised, with a float32 (data type) sum per image and output row added into a
-    float64 sum per image; the images' sums are added last, in a fixed order.
-
-    One kernel row's KW taps are summed in the same pass over a row's columns: each
-    sum is loaded and stored once per column, and with KW of them independent the
-    loop no longer waits on one sum's store to reach its next load (one thread, Tiny
-    VGG's stride-2 layers: 0.148 -> 0.130 ms on 14x14 outputs, 0.142 -> 0.127 on
-    4x4, measured; the same sums in the same order)."""
-    filters, channels, kernel_h, kernel_w = dw.shape
-    out_height, out_width, batch = dout_t.shape[1], dout_t.shape[2], dout_t.shape[3]
-    zero = dout_t.dtype.type(0)
-    for task in prange(filters * channels):
-        f = task // channels
+@njit(parallel=True, cache=True)
+def images_first(dst, src, top, left):
+    """dst (N, C, H, W)[n, c, h, w] = src (C, >= top + H, >= left + W, N)[c, top + h,
+    left + w, n]: the lanes layout back, from an offset. Every element of dst written;
+    parallel over (image, channel)."""
+    batch, channels, height, width = dst.shape
+    for task in prange(batch * channels):
+        n = task // channels
         c = task % channels
-        row_sums = np.empty((kernel_w, batch), dout_t.dtype)  # per tap and image, one output row, the data's type
-        image_sums = np.empty((kernel_w, batch), np.float64)  # per tap and image, every row
-        for kh in range(kernel_h):
-            image_sums[:] = 0.0
-            for oh in range(out_height):
-                row_sums[:] = zero
-                for ow in range(out_width):
-                    gradient = dout_t[f, oh, ow]
-                    for kw in range(kernel_w):
-                        pixel = x_t[c, oh * stride_h + kh, ow * stride_w + kw]
-                        sums = row_sums[kw]
-                        for n in range(batch):
-                            sums[n] += gradient[n] * pixel[n]
-                for kw in range(kernel_w):
+        for h in range(height):
+            for w in range(width):
+                dst[n, c, h, w] = src[c, top + h, left + w, n]
+
+
+@lru_cache(maxsize=None)
+def forward_lanes_kernel(filters: int, kernel_h: int, kernel_w: int, stride_h: int, stride_w: int):
+    """``forward(out, x, w, b)``: out (F, OH, OW, N) = b + the stride (SH, SW)
+    correlation of x (C, HP, WP, N), zero-padded, with w (F, C, KH, KW).
+
+    Parallel over (block of ``FORWARD_FILTER_BLOCK`` filters, one for kernels larger than
+    5x5, output row); for each
+    output position the block's sums are set to the bias, then each channel's taps are
+    added, the loop over images innermost."""
+    block = FORWARD_FILTER_BLOCK if filters % FORWARD_FILTER_BLOCK == 0 and kernel_h * kernel_w <= 25 else 1
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def forward(out, x, w, b):
+        channels = x.shape[0]
+        out_height, out_width, batch = out.shape[1], out.shape[2], out.shape[3]
+        for task in prange((filters // block) * out_height):
+            first = (task // out_height) * block
+            oh = task % out_height
+            for ow in range(out_width):
+                for j in range(block):
                     for n in range(batch):
-                        image_sums[kw, n] += row_sums[kw, n]
-            for kw in range(kernel_w):
+                        out[first + j, oh, ow, n] = b[first + j]
+                for c in range(channels):
+                    for n in range(batch):
+                        for j in range(block):
+                            s = out[first + j, oh, ow, n]
+                            for kh in range(kernel_h):
+                                for kw in range(kernel_w):
+                                    s += w[first + j, c, kh, kw] * x[c, oh * stride_h + kh, ow * stride_w + kw, n]
+                            out[first + j, oh, ow, n] = s
+
+    BUILT_KERNELS.append(forward)
+    return forward
+
+
+def dout_border(kernel_size: int, stride: int) -> int:
+    """Zero rows (columns) above and left of dout for :func:`grad_input_lanes_kernel`:
+    a phase's taps reach ceil(K / S) - 1 output rows back."""
+    return -(-kernel_size // stride) - 1
+
+
+@lru_cache(maxsize=None)
+def grad_input_lanes_kernel(filters: int, kernel_h: int, kernel_w: int, stride_h: int, stride_w: int):
+    """``grad_input(dx, dout, split, pad_top, pad_left)``: dx (C, H, W, N), every element
+    written, = the gradient of sum(out * dout) with respect to x, for out the stride (SH,
+    SW) correlation of x padded by (pad_top, pad_left) (:func:`forward_lanes_kernel`).
+
+    dout (F, BH + OHP, BW + OWP, N): the output gradient at (BH + oh, BW + ow), with
+    BH = ``dout_border(KH, SH)`` zero rows above and zero rows below up to row
+    BH + (pad_top + H - 1) // SH (columns the same); split (SH, SW, C, F, KPH, KPW): the
+    kernel by phase (:func:`phase_split`). Padded input row r = h + pad_top is read by
+    output row r // SH - i through kernel row r mod SH + i * SH. Parallel over (channel,
+    row); the filters in blocks of ``grad_input_filter_block``."""
+    split_h, split_w = -(-kernel_h // stride_h), -(-kernel_w // stride_w)
+    border_h, border_w = split_h - 1, split_w - 1
+    block = grad_input_filter_block(filters, split_h * split_w)
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def grad_input(dx, dout, split, pad_top, pad_left):
+        channels, height, width, batch = dx.shape
+        zero = dout.dtype.type(0)
+        for task in prange(channels * height):
+            c = task // height
+            h = task % height
+            r = h + pad_top
+            a, top = r % stride_h, r // stride_h + border_h
+            for w in range(width):
+                q = w + pad_left
+                b_, left = q % stride_w, q // stride_w + border_w
+                for n in range(batch):
+                    dx[c, h, w, n] = zero
+                for first in range(0, filters, block):
+                    for n in range(batch):
+                        s = dx[c, h, w, n]
+                        for f in range(first, first + block):
+                            for i in range(split_h):
+                                for j in range(split_w):
+                                    s += split[a, b_, c, f, i, j] * dout[f, top - i, left - j, n]
+                        dx[c, h, w, n] = s
+
+    BUILT_KERNELS.append(grad_input)
+    return grad_input
+
+
+def grad_input_filter_block(filters: int, phase_taps: int) -> int:
+    """Filters summed in one body by :func:`grad_input_lanes_kernel`: the largest divisor
+    of ``filters`` whose block x phase taps multiply-adds stay within
+    ``GRAD_INPUT_BODY_BUDGET`` (Tiny VGG's 10 filters x 4 taps of 3x3 stride 2: all)."""
+    for block in range(filters, 0, -1):
+        if filters % block == 0 and block * phase_taps <= GRAD_INPUT_BODY_BUDGET:
+            return block
+    return 1
+
+
+def phase_split(w: np.ndarray, stride_h: int, stride_w: int) -> np.ndarray:
+    """(SH, SW, C, F, KPH, KPW): w (F, C, KH, KW) by tap phase, ``[a, b, c, f, i, j] =
+    w[f, c, a + i * SH, b + j * SW]``, zero past the kernel (KPH = ceil(KH / SH))."""
+    filters, channels, kernel_h, kernel_w = w.shape
+    split = np.zeros((stride_h, stride_w, channels, filters, -(-kernel_h // stride_h), -(-kernel_w // stride_w)),
+                     w.dtype)
+    for a in range(stride_h):
+        for b in range(stride_w):
+            taps = w[:, :, a::stride_h, b::stride_w].transpose(1, 0, 2, 3)  # (C, F, <= KPH, <= KPW)
+            split[a, b, :, :, :taps.shape[2], :taps.shape[3]] = taps
+    return split
+
+
+@lru_cache(maxsize=None)
+def weight_gradient_lanes_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, out_width: int):
+    """``weight_gradient(dw, dout, x, top, left, out_height)``: dw (F, C, KH, KW) = sum over n, oh,
+    ow of dout[f, top + oh, left + ow, n] * x[c, oh * SH + kh, ow * SW + kw, n].
+
+    dout (F, >= top + OH, >= left + OW, N) (a bordered one, as
+    :func:`grad_input_lanes_kernel` reads, at its offset), x (C, HP, WP, N) zero-padded.
+    Parallel over (filter, channel). Per tap, a float32 (data type) sum per image over
+    one output row, compiled for ``out_width`` columns; added into a float64 sum per
+    image; the images' sums added last in a fixed order."""
+    row_taps = kernel_w if kernel_w * out_width <= WEIGHT_ROW_BODY_BUDGET else 1
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def weight_gradient(dw, dout, x, top, left, out_height):
+        filters, channels, batch = dw.shape[0], dw.shape[1], dout.shape[3]
+        zero = dout.dtype.type(0)
+        for task in prange(filters * channels):
+            f = task // channels
+            c = task % channels
+            sums = np.zeros((kernel_h * kernel_w, batch), np.float64)  # per tap and image, every row
+            for oh in range(out_height):
+                for kh in range(kernel_h):
+                    for first in range(0, kernel_w, row_taps):
+                        for n in range(batch):
+                            for kw in range(first, first + row_taps):
+                                s = zero
+                                for ow in range(out_width):
+                                    s += (dout[f, top + oh, left + ow, n]
+                                          * x[c, oh * stride_h + kh, ow * stride_w + kw, n])
+                                sums[kh * kernel_w + kw, n] += s
+            for tap in range(kernel_h * kernel_w):
                 total = 0.0
                 for n in range(batch):
-                    total += image_sums[kw, n]
-                dw[f, c, kh, kw] = total
+                    total += sums[tap, n]
+                dw[f, c, tap // kernel_w, tap % kernel_w] = total
+
+    BUILT_KERNELS.append(weight_gradient)
+    return weight_gradient
