@@ -154,3 +154,20 @@ def test_nan_reaches_the_fused_outputs():
                           indices=indices)
     assert np.isnan(y[0, :, 1:4, 1:4]).all() and np.isnan(pooled[0, :, :2, :2]).all()
     assert not np.isnan(pooled[0, :, 2, 2]).any()
+
+
+@pytest.mark.parametrize("size", [14, 28])
+def test_whole_plane_grad_weight_reads_only_zero_borders_of_the_plane_before(size):
+    """weight_bias_gradient_3x3_kernel starts each plane's loop a few elements early, in
+    the previous plane's bottom border (zeros), so that it runs whole vectors: a NaN in
+    the last interior element of a plane reaches that channel's gradients and no other
+    channel's, and the first plane (nothing before it) is summed as the others are."""
+    x = np.ones((2, 3, size, size), np.float32)
+    x[0, 1, -1, -1] = np.nan  # the last interior element of the plane before channel 2's
+    w = np.ones((4, 3, 3, 3), np.float32)
+    gz = np.ones((2, 4, size, size), np.float32)
+    gw, gb = FF.conv2d_backward_padded(_bordered(gz, (1, 1)), (1, 1), _bordered(x, (1, 1)), w, (1, 1))
+    assert np.isnan(gw[:, 1]).any() and not np.isnan(gw[:, [0, 2]]).any() and not np.isnan(gb).any()
+    finite = np.nan_to_num(x, nan=1.0)
+    _, want, _ = ref.conv2d_backward(gz, finite, w, padding=(1, 1))
+    assert_close(gw[:, [0, 2]], want[:, [0, 2]], np.float32, "gw of the channels without the NaN")
