@@ -28,6 +28,7 @@ COUNTED = {
              "max_pool2d_backward_general"],
     "conv_small_maps": ["unpack_relu_pool_kernel", "unpack_masked_kernel"],
     "conv_gathered": ["gathered_forward_kernel"],
+    "conv_lanes": ["forward_lanes_kernel", "grad_input_lanes_kernel", "weight_gradient_lanes_kernel"],
     "norm": ["batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "batch_norm_stats_planes",
              "batch_norm_relu_kernel", "batch_norm_relu_pool2x2_kernel", "batch_norm_backward_bordered_kernel",
              "batch_norm_pool2x2_backward_bordered_kernel"],
@@ -64,17 +65,20 @@ def _training_step(model, shape, dtype) -> None:
     model.backward(grad, input_grad=False)
 
 
-@pytest.mark.parametrize("options", [
-    dict(padding=1),                       # the main job: the fused fast path everywhere
-    dict(padding=0),                       # 3x3 without padding: gz bordered twice
-    dict(padding=1, stride=2),             # strided blocks on the fast path (GATHERED, PHASES) beside stride 1
-    dict(kernel_size=5, padding=2),
-    dict(padding=1, batch_norm=True),      # Conv -> BatchNorm -> ReLU (-> pool) blocks on the fast path
-    dict(padding=1, stride=2, batch_norm=True),  # strided batch norm blocks: the strided conv into z
-], ids=["main-job", "padding0", "stride2", "k5", "batch-norm", "batch-norm-stride2"])
-def test_listed_kernels_are_the_ones_that_run(options, monkeypatch):
+@pytest.mark.parametrize("options, batch", [
+    (dict(padding=1), 4),                       # the main job: the fused fast path everywhere
+    (dict(padding=0), 4),                       # 3x3 without padding: gz bordered twice
+    (dict(padding=1, stride=2), 4),             # strided blocks on the fast path (GATHERED, PHASES) beside stride 1
+    (dict(padding=1, stride=2), 16),            # LANES: the strided blocks and the 4x4 maps, images in the lanes
+    (dict(kernel_size=5, padding=2), 4),
+    (dict(padding=1, batch_norm=True), 4),      # Conv -> BatchNorm -> ReLU (-> pool) blocks on the fast path
+    (dict(padding=1, stride=2, batch_norm=True), 4),   # strided batch norm blocks: the strided conv into z
+    (dict(padding=1, stride=2, batch_norm=True), 16),  # the same, LANES
+], ids=["main-job", "padding0", "stride2", "stride2-batch16", "k5", "batch-norm", "batch-norm-stride2",
+        "batch-norm-stride2-batch16"])
+def test_listed_kernels_are_the_ones_that_run(options, batch, monkeypatch):
     dtype = np.float32
-    shape = (4, 1, 28, 28)
+    shape = (batch, 1, 28, 28)
     model = tiny_vgg(1, 10, 28, dtype=dtype, seed=0, **options)
     listed = {c.kernel for c in kernel_choices(model, shape, "cpu", dtype) if c.kernel.split(".")[0] in COUNTED}
     calls = _count_calls(monkeypatch)

@@ -192,7 +192,7 @@ def test_lanes_grad_weight_sums_rows_in_float64():
 def test_info_kernels_names_the_lanes_kernels_and_they_run(monkeypatch):
     """At batch 16 both stride-2 layers of Tiny VGG take LANES for grad-weight and the
     second for its forward and grad-input (the first layer's forward stays GATHERED), as
-    ``numbacnn info --kernels`` says (tests/test_kernel_choices.py runs batch 4: PHASES)."""
+    ``numbacnn info --kernels`` says (tests/test_kernel_choices.py checks batch 4 and 16)."""
     from numbacnn.kernels.cpu import conv_lanes
 
     shape = (16, 1, 28, 28)

@@ -451,7 +451,7 @@ def conv2d_forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w, dilation_h, d
     variant, _ = choose_forward(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
                                 out.shape[2], channels, out.shape[0], out.shape[3])
     if variant == LANES:
-        _forward_lanes(out, x, w, b, stride_h, stride_w, pad_h, pad_w)
+        conv_lanes.forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w)
     elif variant == GATHERED:
         conv_gathered.gathered_forward_kernel(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out.shape[2],
                                               out.shape[3])(out, x, w, b)
@@ -474,7 +474,7 @@ def conv2d_backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w, dilatio
     variant, _ = choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
                                        dilation_w, groups, dx.shape[2], dout.shape[0], dout.shape[3])
     if variant == LANES:
-        _backward_input_lanes(dx, dout, w, stride_h, stride_w, pad_h, pad_w)
+        conv_lanes.backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w)
     elif variant == PHASES:
         _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w)
     elif variant == FAST:
@@ -498,7 +498,7 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
     variant, _ = choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                         groups, dout.shape[0], dout.shape[3])
     if variant == LANES:
-        _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
+        conv_lanes.backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == PHASES:
         _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == FAST:
@@ -573,63 +573,6 @@ def _backward_input_phases(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
     correlate(dphases, dphases, _NO_INDICES, dphases, packed_dout, flipped, np.zeros(dphases.shape[1], dx.dtype))
     merge_phases = conv_phases.merge_phases_kernel(layout.slot_width, layout.group, stride_h, stride_w, pad_h, pad_w)
     merge_phases(dx, dphases)
-
-
-def _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width):
-    """x (N, C, H, W) as (C, HP, WP, N), zero-padded: the rows and columns a strided
-    (OH, OW) output reads (``conv_lanes.images_last``)."""
-    x_t = np.empty((x.shape[1], (out_height - 1) * stride_h + kernel_h, (out_width - 1) * stride_w + kernel_w,
-                    x.shape[0]), x.dtype)
-    conv_lanes.images_last(x_t, x, pad_h, pad_w)
-    return x_t
-
-
-def _forward_lanes(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
-    """out (N, F, OH, OW) of a strided convolution, images in the vector lanes: x
-    batch-last and padded, ``conv_lanes.forward_lanes_kernel``, the output back."""
-    filters, _, kernel_h, kernel_w = w.shape
-    batch, _, out_height, out_width = out.shape
-    x_t = _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width)
-    out_t = np.empty((filters, out_height, out_width, batch), out.dtype)
-    conv_lanes.forward_lanes_kernel(filters, kernel_h, kernel_w, stride_h, stride_w)(out_t, x_t, w, b)
-    conv_lanes.images_first(out, out_t, 0, 0)
-
-
-def _bordered_dout(dout, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, in_height, in_width):
-    """(dout as (F, BH + rows, BW + cols, N), zero-bordered as
-    ``conv_lanes.grad_input_lanes_kernel`` reads it, (BH, BW))."""
-    filters, batch, out_height, out_width = dout.shape[1], dout.shape[0], dout.shape[2], dout.shape[3]
-    border_h, border_w = conv_lanes.dout_border(kernel_h, stride_h), conv_lanes.dout_border(kernel_w, stride_w)
-    rows = max(out_height, (pad_h + in_height - 1) // stride_h + 1)
-    cols = max(out_width, (pad_w + in_width - 1) // stride_w + 1)
-    dout_t = np.empty((filters, border_h + rows, border_w + cols, batch), dout.dtype)
-    conv_lanes.images_last(dout_t, dout, border_h, border_w)
-    return dout_t, (border_h, border_w)
-
-
-def _backward_input_lanes(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
-    """dx (N, C, H, W) of a strided convolution, images in the vector lanes: dout
-    batch-last and zero-bordered, ``conv_lanes.grad_input_lanes_kernel`` on the kernel
-    split by phase, dx back."""
-    filters, channels, kernel_h, kernel_w = w.shape
-    batch, _, height, width = dx.shape
-    dout_t, _ = _bordered_dout(dout, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, height, width)
-    dx_t = np.empty((channels, height, width, batch), dx.dtype)
-    kernel = conv_lanes.grad_input_lanes_kernel(filters, kernel_h, kernel_w, stride_h, stride_w)
-    kernel(dx_t, dout_t, conv_lanes.phase_split(w, stride_h, stride_w), pad_h, pad_w)
-    conv_lanes.images_first(dx, dx_t, 0, 0)
-
-
-def _backward_weight_lanes(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
-    """dw (F, C, KH, KW) of a strided convolution, images in the vector lanes: x and dout
-    batch-last (x zero-padded), then ``conv_lanes.weight_gradient_lanes_kernel``."""
-    filters, channels, kernel_h, kernel_w = dw.shape
-    batch, _, out_height, out_width = dout.shape
-    x_t = _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width)
-    dout_t = np.empty((filters, out_height, out_width, batch), dout.dtype)
-    conv_lanes.images_last(dout_t, dout, 0, 0)
-    kernel = conv_lanes.weight_gradient_lanes_kernel(kernel_h, kernel_w, stride_h, stride_w, out_width)
-    kernel(dw, dout_t, x_t, 0, 0, out_height)
 
 
 def _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w):

@@ -13,7 +13,9 @@ again (``conv_phases.py``). Here the batch is the innermost axis instead: ``x`` 
 position is then one multiply-add per image, N of them side by side in the vector
 lanes, whatever the map's width, and the stride is only an index: output (oh, ow)
 reads input (oh * SH + kh, ow * SW + kw). The arrays go in and out of this layout by
-:func:`images_last` and :func:`images_first` (an N x C x 9 x 9 copy: 7 us).
+:func:`images_last` and :func:`images_first` (an N x C x 9 x 9 copy: 7 us); the drivers
+at the end (:func:`forward`, :func:`backward_input`, :func:`backward_weight`) do that
+around each kernel for ``conv.py``.
 
 Each kernel is built per shape (``lru_cache``; sizes and strides compiled in), as
 ``conv_rows``' are, so the loops over filters and taps unroll and the loop over images
@@ -242,3 +244,68 @@ def weight_gradient_lanes_kernel(kernel_h: int, kernel_w: int, stride_h: int, st
 
     BUILT_KERNELS.append(weight_gradient)
     return weight_gradient
+
+
+# --------------------------------------------------------------------------- #
+# The drivers: the arrays into the lanes layout, the kernel, the result back
+# (``conv.py``'s LANES variant and the fused wing's small maps call these)
+# --------------------------------------------------------------------------- #
+
+def _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width):
+    """x (N, C, H, W) as (C, HP, WP, N), zero-padded: the rows and columns a strided
+    (OH, OW) output reads (``images_last``)."""
+    x_t = np.empty((x.shape[1], (out_height - 1) * stride_h + kernel_h, (out_width - 1) * stride_w + kernel_w,
+                    x.shape[0]), x.dtype)
+    images_last(x_t, x, pad_h, pad_w)
+    return x_t
+
+
+def forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
+    """out (N, F, OH, OW) = the stride (SH, SW) correlation of x (N, C, H, W) padded by
+    (pad_h, pad_w) with w (F, C, KH, KW), + b (F,): x batch-last and padded
+    (:func:`images_last`), :func:`forward_lanes_kernel`, the output back
+    (:func:`images_first`). Every element of out written."""
+    filters, _, kernel_h, kernel_w = w.shape
+    batch, _, out_height, out_width = out.shape
+    x_t = _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width)
+    out_t = np.empty((filters, out_height, out_width, batch), out.dtype)
+    forward_lanes_kernel(filters, kernel_h, kernel_w, stride_h, stride_w)(out_t, x_t, w, b)
+    images_first(out, out_t, 0, 0)
+
+
+def _bordered_dout(dout, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, in_height, in_width):
+    """(dout as (F, BH + rows, BW + cols, N), zero-bordered as
+    ``grad_input_lanes_kernel`` reads it, (BH, BW))."""
+    filters, batch, out_height, out_width = dout.shape[1], dout.shape[0], dout.shape[2], dout.shape[3]
+    border_h, border_w = dout_border(kernel_h, stride_h), dout_border(kernel_w, stride_w)
+    rows = max(out_height, (pad_h + in_height - 1) // stride_h + 1)
+    cols = max(out_width, (pad_w + in_width - 1) // stride_w + 1)
+    dout_t = np.empty((filters, border_h + rows, border_w + cols, batch), dout.dtype)
+    images_last(dout_t, dout, border_h, border_w)
+    return dout_t, (border_h, border_w)
+
+
+def backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
+    """dx (N, C, H, W), every element written, = the input gradient of :func:`forward`
+    for the output gradient dout (N, F, OH, OW): dout batch-last and zero-bordered,
+    :func:`grad_input_lanes_kernel` on the kernel split by phase, dx back."""
+    filters, channels, kernel_h, kernel_w = w.shape
+    batch, _, height, width = dx.shape
+    dout_t, _ = _bordered_dout(dout, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, height, width)
+    dx_t = np.empty((channels, height, width, batch), dx.dtype)
+    kernel = grad_input_lanes_kernel(filters, kernel_h, kernel_w, stride_h, stride_w)
+    kernel(dx_t, dout_t, phase_split(w, stride_h, stride_w), pad_h, pad_w)
+    images_first(dx, dx_t, 0, 0)
+
+
+def backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
+    """dw (F, C, KH, KW) = the weight gradient of :func:`forward` for the output gradient
+    dout (N, F, OH, OW), which may be a view (a bordered buffer's interior): x and dout
+    batch-last (x zero-padded), then :func:`weight_gradient_lanes_kernel`."""
+    filters, channels, kernel_h, kernel_w = dw.shape
+    batch, _, out_height, out_width = dout.shape
+    x_t = _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width)
+    dout_t = np.empty((filters, out_height, out_width, batch), dout.dtype)
+    images_last(dout_t, dout, 0, 0)
+    kernel = weight_gradient_lanes_kernel(kernel_h, kernel_w, stride_h, stride_w, out_width)
+    kernel(dw, dout_t, x_t, 0, 0, out_height)
