@@ -407,7 +407,7 @@ def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dila
                            batch, out_width):
     """(variant, why) of :func:`conv2d_backward_weight`: ``FAST``
     (``conv_weight_grad.weight_gradient_kernel``), for strided convolutions ``LANES``
-    (``conv_lanes.weight_gradient_lanes``: narrow output rows, a batch of
+    (``conv_lanes.weight_gradient_lanes_kernel``: narrow output rows, a batch of
     ``LANES_MIN_BATCH`` or more) or ``PHASES`` (the fast kernel over the phases), or
     ``GENERAL`` (:func:`conv2d_backward_weight_general`)."""
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
