@@ -1,7 +1,7 @@
 """kernels/cpu/conv.py's LANES variant (strided convolutions with the images in the vector
-lanes: kernels/cpu/conv_lanes.py), forward and grad-input, against the float64 reference,
-the general (definition) kernels, and PHASES, which the same shapes take at a smaller
-batch. Its grad-weight has its own tests: test_small_maps.py (shapes, float64),
+lanes: kernels/cpu/conv_lanes.py), forward, grad-input and grad-weight, against the float64
+reference, the general (definition) kernels, and PHASES, which the same shapes take at a
+smaller batch. More grad-weight tests: test_small_maps.py (shapes, float64),
 test_strided_phases.py (the cancelling gradient of test_float64_partial_sums, and
 ``numbacnn info --kernels`` naming the three LANES kernels that run)."""
 
@@ -39,6 +39,7 @@ def test_lanes_match_reference_general_and_phases(case, dtype, rng):
         == cpu_conv.LANES
     assert cpu_conv.choose_backward_input(channels, *kernel, *stride, *pad, 1, 1, 1, size[0], batch, out[1])[0] \
         == cpu_conv.LANES
+    assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, batch, out[1])[0] == cpu_conv.LANES
     x = random_array(rng, (batch, channels, *size), dtype)
     w = random_array(rng, (filters, channels, *kernel), dtype)
     b = random_array(rng, (filters,), dtype)
@@ -57,6 +58,9 @@ def test_lanes_match_reference_general_and_phases(case, dtype, rng):
     general_gx = np.full_like(x, np.nan)
     cpu_conv.conv2d_backward_input_general(general_gx, gy, w, *stride, *pad, 1, 1, 1)
     assert_close(gx, general_gx, dtype, f"gx against the general kernel ({case})")
+    general_gw = np.full_like(w, np.nan)
+    cpu_conv.conv2d_backward_weight_general(general_gw, gy, x, *stride, *pad, 1, 1, 1)
+    assert_close(gw, general_gw, dtype, f"gw against the general kernel ({case})")
     # PHASES, which a batch below LANES_MIN_BATCH takes, on the first images
     few = cpu_conv.LANES_MIN_BATCH - 1
     assert cpu_conv.choose_forward(filters, *kernel, *stride, 1, 1, 1, out[0], channels, few, out[1])[0] \
@@ -67,8 +71,8 @@ def test_lanes_match_reference_general_and_phases(case, dtype, rng):
 
 
 def test_every_element_of_the_outputs_is_written(rng):
-    """The backend functions fill whole outputs that start as NaN (no element left to
-    the caller's zeros)."""
+    """The backend functions fill whole outputs (forward, grad-input, grad-weight) that
+    start as NaN (no element left to the caller's zeros)."""
     batch, channels, filters, size, kernel, stride, pad = CASES["tiny-vgg-conv_2_1"]
     x = random_array(rng, (batch, channels, *size), np.float32)
     w = random_array(rng, (filters, channels, *kernel), np.float32)
@@ -76,7 +80,9 @@ def test_every_element_of_the_outputs_is_written(rng):
     cpu_conv.conv2d_forward(y, x, w, np.zeros(filters, np.float32), *stride, *pad, 1, 1, 1)
     gx = np.full(x.shape, np.nan, np.float32)
     cpu_conv.conv2d_backward_input(gx, y, w, *stride, *pad, 1, 1, 1)
-    assert np.isfinite(y).all() and np.isfinite(gx).all()
+    gw = np.full(w.shape, np.nan, np.float32)
+    cpu_conv.conv2d_backward_weight(gw, y, x, *stride, *pad, 1, 1, 1)
+    assert np.isfinite(y).all() and np.isfinite(gx).all() and np.isfinite(gw).all()
 
 
 def test_nan_reaches_only_its_own_image(rng):

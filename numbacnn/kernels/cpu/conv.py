@@ -75,7 +75,7 @@ grad-weight,               ``LANES_MAX_OUT_WIDTH`` columns and a       (tests/te
                            phase (Tiny VGG's conv_2_1, batch 64, 2
                            threads: forward 91 -> 58 us with the
                            copies, grad-input and grad-weight 231 ->
-                           160; grad-weights 1.9-3.4x faster than
+                           160; grad-weights 1.75-3.4x faster than
                            PHASES, one thread)
 ``GATHERED`` (strided      stride above 1, at most                     the reference, the general kernel, NaN
 forward, few channels,     ``GATHER_MAX_CHANNELS`` input channels and  (tests/test_gathered.py)
@@ -284,7 +284,8 @@ GATHERED = "gathered"  # strided forward, few input channels: each image's taps 
 MAX_PHASE_STRIDE = 4
 
 # A strided convolution takes LANES (images in the vector lanes) when its output rows
-# are narrower than this and the batch fills a float32 vector. Grad-weight, one thread, against
+# are at most this wide and the batch fills a float32 vector. Measured for the grad-weight,
+# with the earlier LANES kernel (run-time sizes), one thread, against
 # PHASES' row dot products, 0.22 against 0.42 ms at 14 columns, 0.18 against 0.61 at 4,
 # 0.68 against 1.19 at 8 (Tiny VGG's stride-2 layers on 28x28 and 64x64 images), but
 # 6.6 against 3.1 ms at 32 columns, where the rows are long (batch 64, measured).

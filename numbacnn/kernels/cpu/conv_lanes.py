@@ -13,13 +13,15 @@ again (``conv_phases.py``). Here the batch is the innermost axis instead: ``x`` 
 position is then one multiply-add per image, N of them side by side in the vector
 lanes, whatever the map's width, and the stride is only an index: output (oh, ow)
 reads input (oh * SH + kh, ow * SW + kw). The arrays go in and out of this layout by
-:func:`images_last` and :func:`images_first` (an N x C x 9 x 9 copy: 7 us); the drivers
-at the end (:func:`forward`, :func:`backward_input`, :func:`backward_weight`) do that
-around each kernel for ``conv.py``.
+:func:`images_last` and :func:`images_first` (Tiny VGG's conv_2_1 at batch 64: 6.5 us
+for its 64 x 10 x 7 x 7 input into 10 x 9 x 9 x 64, 6 us for its output back, each
+alone; in a row with the kernel, the copies took 40 us of the forward's 58); the
+drivers at the end (:func:`forward`, :func:`backward_input`, :func:`backward_weight`)
+do that around each kernel for ``conv.py``.
 
 Each kernel is built per shape (``lru_cache``; sizes and strides compiled in), as
-``conv_rows``' are, so the loops over filters and taps unroll and the loop over images
-is the innermost one, which LLVM vectorises; its body holds a register block of
+``conv_rows``' are, so the loops over filters and taps unroll and, once they have, the
+loop over images is the innermost one, which LLVM vectorises; its body holds a register block of
 sums, one per filter (forward) or per tap (grad-weight), loaded and stored once per
 channel or output row.
 
@@ -29,9 +31,12 @@ channel or output row.
   of the outputs that read it. Padded input row ``r`` is read through the kernel rows
   ``kh = r mod SH + i * SH`` by output rows ``r // SH - i``: the same ceil(KH / SH)
   taps for every row of one phase ``r mod SH``. So the kernel is split by phase
-  (``conv_phases.phase_weights``, zero past the kernel, as PHASES splits it) and dout
-  is zero-bordered so that every tap of every phase reads inside it: each (input
-  channel, row, column) sums F x ceil(KH / SH) x ceil(KW / SW) products in registers;
+  (:func:`phase_split`, zero past the kernel, as PHASES splits it) and dout is
+  zero-bordered so that every tap of every phase reads inside it: each (input
+  channel, row, column) sums F x ceil(KH / SH) x ceil(KW / SW) products in registers.
+  The zero taps multiply real dout values, and 0 * NaN is NaN: a NaN or Inf in dout
+  may reach an input gradient next to the ones it belongs to (the one whose zero tap
+  falls on it), never another image's, as in PHASES (``conv_phases.py``);
 - grad-weight (:func:`weight_gradient_lanes_kernel`): for each (filter, channel) and
   tap, a float32 (the data's type) sum per image over one output row, added into a
   float64 sum per image across rows; the images' float64 sums are added last, in a
@@ -39,9 +44,10 @@ channel or output row.
   over one output row at most, and the result does not depend on the thread count.
 
 Measured (float32, batch 64, 10 -> 10 channels, 3x3 stride 2 padding 1 on 7x7: Tiny
-VGG's conv_2_1; 2 threads, each kernel alone): forward 30 us (PHASES, with its copies:
-91); grad-weight 33 us (the earlier LANES kernel, one row of taps at a time with
-run-time sizes: 88).
+VGG's conv_2_1; 2 threads): the forward kernel 18 us alone, 58 with its copies (PHASES,
+with its own copies: 91); grad-input 62 us alone, 81 with its copies; the grad-weight
+kernel 33 us alone (the earlier LANES kernel, one row of taps at a time with run-time
+sizes: 88); the whole backward 231 -> 160 us.
 """
 
 from functools import lru_cache
@@ -50,6 +56,7 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH
+from numbacnn.kernels.cpu.conv_phases import phase_kernel_size
 from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
 
 # Filters summed together by the forward: their sums stay in registers for one
@@ -104,8 +111,8 @@ def forward_lanes_kernel(filters: int, kernel_h: int, kernel_w: int, stride_h: i
     """``forward(out, x, w, b)``: out (F, OH, OW, N) = b + the stride (SH, SW)
     correlation of x (C, HP, WP, N), zero-padded, with w (F, C, KH, KW).
 
-    Parallel over (block of ``FORWARD_FILTER_BLOCK`` filters, one for kernels larger than
-    5x5, output row); for each
+    Parallel over (block of ``FORWARD_FILTER_BLOCK`` filters, output row): one filter a
+    block for an odd filter count or a kernel larger than 5x5; for each
     output position the block's sums are set to the bias, then each channel's taps are
     added, the loop over images innermost."""
     block = FORWARD_FILTER_BLOCK if filters % FORWARD_FILTER_BLOCK == 0 and kernel_h * kernel_w <= 25 else 1
@@ -137,7 +144,7 @@ def forward_lanes_kernel(filters: int, kernel_h: int, kernel_w: int, stride_h: i
 def dout_border(kernel_size: int, stride: int) -> int:
     """Zero rows (columns) above and left of dout for :func:`grad_input_lanes_kernel`:
     a phase's taps reach ceil(K / S) - 1 output rows back."""
-    return -(-kernel_size // stride) - 1
+    return phase_kernel_size(kernel_size, stride) - 1
 
 
 @lru_cache(maxsize=None)
@@ -146,13 +153,13 @@ def grad_input_lanes_kernel(filters: int, kernel_h: int, kernel_w: int, stride_h
     written, = the gradient of sum(out * dout) with respect to x, for out the stride (SH,
     SW) correlation of x padded by (pad_top, pad_left) (:func:`forward_lanes_kernel`).
 
-    dout (F, BH + OHP, BW + OWP, N): the output gradient at (BH + oh, BW + ow), with
-    BH = ``dout_border(KH, SH)`` zero rows above and zero rows below up to row
-    BH + (pad_top + H - 1) // SH (columns the same); split (SH, SW, C, F, KPH, KPW): the
+    dout (F, BH + rows, BW + cols, N), rows = max(OH, (pad_top + H - 1) // SH + 1): the
+    output gradient at (BH + oh, BW + ow), with BH = ``dout_border(KH, SH)`` zero rows
+    above and zero rows below OH (columns the same); split (SH, SW, C, F, KPH, KPW): the
     kernel by phase (:func:`phase_split`). Padded input row r = h + pad_top is read by
     output row r // SH - i through kernel row r mod SH + i * SH. Parallel over (channel,
     row); the filters in blocks of ``grad_input_filter_block``."""
-    split_h, split_w = -(-kernel_h // stride_h), -(-kernel_w // stride_w)
+    split_h, split_w = phase_kernel_size(kernel_h, stride_h), phase_kernel_size(kernel_w, stride_w)
     border_h, border_w = split_h - 1, split_w - 1
     block = grad_input_filter_block(filters, split_h * split_w)
 
@@ -163,11 +170,11 @@ def grad_input_lanes_kernel(filters: int, kernel_h: int, kernel_w: int, stride_h
         for task in prange(channels * height):
             c = task // height
             h = task % height
-            r = h + pad_top
-            a, top = r % stride_h, r // stride_h + border_h
+            r = h + pad_top  # the padded input row
+            phase_h, dout_row = r % stride_h, r // stride_h + border_h  # dout's row for the phase's tap i = 0
             for w in range(width):
                 q = w + pad_left
-                b_, left = q % stride_w, q // stride_w + border_w
+                phase_w, dout_col = q % stride_w, q // stride_w + border_w
                 for n in range(batch):
                     dx[c, h, w, n] = zero
                 for first in range(0, filters, block):
@@ -176,7 +183,7 @@ def grad_input_lanes_kernel(filters: int, kernel_h: int, kernel_w: int, stride_h
                         for f in range(first, first + block):
                             for i in range(split_h):
                                 for j in range(split_w):
-                                    s += split[a, b_, c, f, i, j] * dout[f, top - i, left - j, n]
+                                    s += split[phase_h, phase_w, c, f, i, j] * dout[f, dout_row - i, dout_col - j, n]
                         dx[c, h, w, n] = s
 
     BUILT_KERNELS.append(grad_input)
@@ -197,8 +204,8 @@ def phase_split(w: np.ndarray, stride_h: int, stride_w: int) -> np.ndarray:
     """(SH, SW, C, F, KPH, KPW): w (F, C, KH, KW) by tap phase, ``[a, b, c, f, i, j] =
     w[f, c, a + i * SH, b + j * SW]``, zero past the kernel (KPH = ceil(KH / SH))."""
     filters, channels, kernel_h, kernel_w = w.shape
-    split = np.zeros((stride_h, stride_w, channels, filters, -(-kernel_h // stride_h), -(-kernel_w // stride_w)),
-                     w.dtype)
+    split = np.zeros((stride_h, stride_w, channels, filters, phase_kernel_size(kernel_h, stride_h),
+                      phase_kernel_size(kernel_w, stride_w)), w.dtype)
     for a in range(stride_h):
         for b in range(stride_w):
             taps = w[:, :, a::stride_h, b::stride_w].transpose(1, 0, 2, 3)  # (C, F, <= KPH, <= KPW)
@@ -208,19 +215,19 @@ def phase_split(w: np.ndarray, stride_h: int, stride_w: int) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def weight_gradient_lanes_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, out_width: int):
-    """``weight_gradient(dw, dout, x, top, left, out_height)``: dw (F, C, KH, KW) = sum over n, oh,
-    ow of dout[f, top + oh, left + ow, n] * x[c, oh * SH + kh, ow * SW + kw, n].
+    """``weight_gradient(dw, dout, x)``: dw (F, C, KH, KW) = sum over n, oh, ow of
+    dout[f, oh, ow, n] * x[c, oh * SH + kh, ow * SW + kw, n].
 
-    dout (F, >= top + OH, >= left + OW, N) (a bordered one, as
-    :func:`grad_input_lanes_kernel` reads, at its offset), x (C, HP, WP, N) zero-padded.
+    dout (F, OH, OW, N), OW = ``out_width``; x (C, HP, WP, N) zero-padded.
     Parallel over (filter, channel). Per tap, a float32 (data type) sum per image over
     one output row, compiled for ``out_width`` columns; added into a float64 sum per
     image; the images' sums added last in a fixed order."""
     row_taps = kernel_w if kernel_w * out_width <= WEIGHT_ROW_BODY_BUDGET else 1
 
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
-    def weight_gradient(dw, dout, x, top, left, out_height):
-        filters, channels, batch = dw.shape[0], dw.shape[1], dout.shape[3]
+    def weight_gradient(dw, dout, x):
+        filters, channels = dw.shape[0], dw.shape[1]
+        out_height, batch = dout.shape[1], dout.shape[3]
         zero = dout.dtype.type(0)
         for task in prange(filters * channels):
             f = task // channels
@@ -233,8 +240,7 @@ def weight_gradient_lanes_kernel(kernel_h: int, kernel_w: int, stride_h: int, st
                             for kw in range(first, first + row_taps):
                                 s = zero
                                 for ow in range(out_width):
-                                    s += (dout[f, top + oh, left + ow, n]
-                                          * x[c, oh * stride_h + kh, ow * stride_w + kw, n])
+                                    s += dout[f, oh, ow, n] * x[c, oh * stride_h + kh, ow * stride_w + kw, n]
                                 sums[kh * kernel_w + kw, n] += s
             for tap in range(kernel_h * kernel_w):
                 total = 0.0
@@ -248,7 +254,7 @@ def weight_gradient_lanes_kernel(kernel_h: int, kernel_w: int, stride_h: int, st
 
 # --------------------------------------------------------------------------- #
 # The drivers: the arrays into the lanes layout, the kernel, the result back
-# (``conv.py``'s LANES variant and the fused wing's small maps call these)
+# (``conv.py``'s LANES variant calls these)
 # --------------------------------------------------------------------------- #
 
 def _padded_images_last(x, stride_h, stride_w, pad_h, pad_w, kernel_h, kernel_w, out_height, out_width):
@@ -274,15 +280,15 @@ def forward(out, x, w, b, stride_h, stride_w, pad_h, pad_w):
 
 
 def _bordered_dout(dout, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, in_height, in_width):
-    """(dout as (F, BH + rows, BW + cols, N), zero-bordered as
-    ``grad_input_lanes_kernel`` reads it, (BH, BW))."""
+    """dout (N, F, OH, OW) as (F, BH + rows, BW + cols, N), zero-bordered as
+    :func:`grad_input_lanes_kernel` reads it."""
     filters, batch, out_height, out_width = dout.shape[1], dout.shape[0], dout.shape[2], dout.shape[3]
     border_h, border_w = dout_border(kernel_h, stride_h), dout_border(kernel_w, stride_w)
     rows = max(out_height, (pad_h + in_height - 1) // stride_h + 1)
     cols = max(out_width, (pad_w + in_width - 1) // stride_w + 1)
     dout_t = np.empty((filters, border_h + rows, border_w + cols, batch), dout.dtype)
     images_last(dout_t, dout, border_h, border_w)
-    return dout_t, (border_h, border_w)
+    return dout_t
 
 
 def backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
@@ -291,7 +297,7 @@ def backward_input(dx, dout, w, stride_h, stride_w, pad_h, pad_w):
     :func:`grad_input_lanes_kernel` on the kernel split by phase, dx back."""
     filters, channels, kernel_h, kernel_w = w.shape
     batch, _, height, width = dx.shape
-    dout_t, _ = _bordered_dout(dout, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, height, width)
+    dout_t = _bordered_dout(dout, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, height, width)
     dx_t = np.empty((channels, height, width, batch), dx.dtype)
     kernel = grad_input_lanes_kernel(filters, kernel_h, kernel_w, stride_h, stride_w)
     kernel(dx_t, dout_t, phase_split(w, stride_h, stride_w), pad_h, pad_w)
@@ -308,4 +314,4 @@ def backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w):
     dout_t = np.empty((filters, out_height, out_width, batch), dout.dtype)
     images_last(dout_t, dout, 0, 0)
     kernel = weight_gradient_lanes_kernel(kernel_h, kernel_w, stride_h, stride_w, out_width)
-    kernel(dw, dout_t, x_t, 0, 0, out_height)
+    kernel(dw, dout_t, x_t)
