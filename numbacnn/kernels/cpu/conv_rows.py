@@ -337,10 +337,20 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
         for task in prange(batch * blocks):
             n, top_row, first_stored = _task_rows(task, blocks, rows_per_task, out_height)
             sums = np.empty((rows_per_task, filters, sums_width), x.dtype)
+            # Run-time trip counts (from x's width, equal to the compiled ones) for the
+            # bias fill and, on rows of two vectors or more, the store: with the constant
+            # ones LLVM unrolled both into scalar stores (1280 for the fill of a task of
+            # Tiny VGG's first layer; the ReLU store one element at a time) instead of
+            # vectorising them. A one-vector row (14 wide) keeps its constant store width:
+            # at run time its 14 columns never reached the 16-wide vector loop.
+            row_width = x.shape[3] - kernel_w + 1
+            computed = row_width + (computed_width - out_width)
+            store_width = row_width if computed_width >= 2 * vector else out_width
             for r in range(rows_per_task):
                 for f in range(filters):
-                    for ow in range(computed_width):
-                        sums[r, f, ow] = b[f]
+                    bias = b[f]
+                    for ow in range(computed):
+                        sums[r, f, ow] = bias
             for first in range(0, rows_per_task, rows):
                 if by_kernel_row:
                     if task == batch * blocks - 1:
@@ -356,7 +366,7 @@ def conv_rows_kernel(filters, kernel_h, kernel_w, mode, in_height, in_width, out
                     _accumulate_rows(sums, x, w, n, top_row, first, computed_width, filters, kernel_h, kernel_w,
                                      rows, filter_block)
             if mode != MODE_RELU_POOL or store_out:
-                _store_task_rows(out, pooled, mask, sums, n, top_row, first_stored, out_width, mode, store_twice,
+                _store_task_rows(out, pooled, mask, sums, n, top_row, first_stored, store_width, mode, store_twice,
                                  out_top, out_left, pool_top, pool_left, mask_top, mask_left, zero)
             if mode == MODE_RELU_POOL:
                 first_pooled = first_stored + (top_row + first_stored) % 2  # windows start on even rows
