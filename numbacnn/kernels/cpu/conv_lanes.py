@@ -56,7 +56,7 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH
-from numbacnn.kernels.cpu.conv_phases import phase_kernel_size
+from numbacnn.kernels.cpu.conv_phases import phase_kernel_size, phase_weights
 from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
 
 # Filters summed together by the forward: their sums stay in registers for one
@@ -202,15 +202,14 @@ def grad_input_filter_block(filters: int, phase_taps: int) -> int:
 
 def phase_split(w: np.ndarray, stride_h: int, stride_w: int) -> np.ndarray:
     """(SH, SW, C, F, KPH, KPW): w (F, C, KH, KW) by tap phase, ``[a, b, c, f, i, j] =
-    w[f, c, a + i * SH, b + j * SW]``, zero past the kernel (KPH = ceil(KH / SH))."""
-    filters, channels, kernel_h, kernel_w = w.shape
-    split = np.zeros((stride_h, stride_w, channels, filters, phase_kernel_size(kernel_h, stride_h),
-                      phase_kernel_size(kernel_w, stride_w)), w.dtype)
-    for a in range(stride_h):
-        for b in range(stride_w):
-            taps = w[:, :, a::stride_h, b::stride_w].transpose(1, 0, 2, 3)  # (C, F, <= KPH, <= KPW)
-            split[a, b, :, :, :taps.shape[2], :taps.shape[3]] = taps
-    return split
+    w[f, c, a + i * SH, b + j * SW]``, zero past the kernel (KPH = ceil(KH / SH)): PHASES'
+    split (``conv_phases.phase_weights``, (F, SH * SW * C, KPH, KPW)) with the phase and
+    input channel axes first, so that a phase's weights for one input channel are one
+    block."""
+    filters, channels = w.shape[0], w.shape[1]
+    split = phase_weights(w, stride_h, stride_w)
+    split = split.reshape(filters, stride_h, stride_w, channels, split.shape[2], split.shape[3])
+    return np.ascontiguousarray(split.transpose(1, 2, 3, 0, 4, 5))
 
 
 @lru_cache(maxsize=None)

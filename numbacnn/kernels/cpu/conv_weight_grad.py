@@ -343,17 +343,16 @@ def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_
 @njit(inline="always", fastmath=FASTMATH)
 def _plane_taps_3x3(g0, g1, xs, count, width):
     """The nine taps of two filters over one plane, as 18 float sums (the first filter's
-    nine, then the second's): for j < count, ``g0[j] * xs[j + tap]`` (and g1's), tap
+    nine, then the second's): for i < count, ``g0[i] * xs[i + tap]`` (and g1's), tap
     (kh, kw) at the flat offset ``kh * width + kw``; g0, g1, xs flat views. Inlined into
     :func:`weight_bias_gradient_3x3_kernel`: the 18 named accumulators, not a local
     array, are what LLVM keeps in vector registers (2 gradient + 9 x loads for 18 FMAs)."""
     zero = g0.dtype.type(0)
     a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = zero  # first filter's taps
     c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = zero  # second filter's
-    for j in range(count):
-        u = g0[j]
-        v = g1[j]
-        i = j
+    for i in range(count):
+        u = g0[i]
+        v = g1[i]
         p = xs[i]
         a00 += u * p
         c00 += v * p
