@@ -31,28 +31,6 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     _locked_shared_array = cuda_simulator.locked_shared_array  # test_cuda checks the lock through these
     _unlocked_shared_array = cuda_simulator.unlocked_shared_array
 
-# Compiling is three quarters of the suite's time: CI, 2026-12-07, 3,788 s of tests with
-# an empty cache against 898 s with a warm one, most of it LLVM optimising hundreds of
-# kernels compiled for one test's shapes. So the kernels the tests call in this process
-# are compiled without LLVM's optimisations (NUMBA_OPT=0: the same Numba IR, the same
-# loops and order of sums, not vectorised), which compiles them about 45% faster
-# (tests/test_conv_lanes.py alone, empty cache: 135 -> 74 s), into a cache folder of
-# their own: Numba's cache index does not record the level, and kernels compiled at 0
-# in the package's __pycache__ would be loaded, and be slow, in the user's next
-# `numbacnn train`. Only this process's Numba config is changed, not the environment:
-# the commands the tests run in child processes (the README, the sweeps, kill -9 and
-# resume, the cold and warm cache, the vector width) compile as users' runs do, with
-# LLVM's full optimisation (they ran 3x longer at 0 and are where optimised code is
-# checked: same results, bit for bit, across caches, threads and interruptions).
-# NUMBACNN_TEST_NUMBA_OPT=3 (or any level) tests this process's kernels at that level.
-_numba_opt = int(os.environ.get("NUMBACNN_TEST_NUMBA_OPT", "0"))
-from numba.core import config as _numba_config  # noqa: E402
-
-if _numba_opt != int(_numba_config.OPT) and not os.environ.get("NUMBA_OPT"):  # a NUMBA_OPT set here wins
-    _numba_config.OPT = type(_numba_config.OPT)(_numba_opt)
-    _numba_config.CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                           ".pytest_cache", f"numba-opt{_numba_opt}")
-
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
@@ -102,15 +80,11 @@ def rng() -> np.random.Generator:
 # 2026-12-06: the README test started last, 145 s). Seconds are cold, one file alone
 # (numba caches cleared) or CI's --durations, 2026-12-06; in CI the kernels one file
 # compiles are on disk for the files after it, so most files take less there.
-# test_readme.py was not in the list while the in-process tests filled the disk cache its
-# commands load (run early it compiled every kernel of its commands and sweep cold: 371 s
-# in CI on 203f4f0; late, 160 s on d2ae1ec); since they compile into their own folder it
-# compiles cold wherever it runs, so it runs first.
+# test_readme.py is not in the list: run early it compiles every kernel of its commands
+# and sweep cold (371 s in CI on 203f4f0, 34:28 in all); run late, as before this list
+# took effect, it loads most of them from the disk cache the other files filled (160 s
+# on d2ae1ec, 30:51 in all).
 SLOW_FILES_FIRST = (
-    # the commands in child processes compile with LLVM's optimisations into the package's
-    # cache, which no in-process test fills any more (NUMBA_OPT above): the README's compile
-    # its kernels cold, so it starts first
-    "test_readme.py",
     "test_strided_phases.py",  # ~250 s
     "test_large_kernels.py",  # 169 s (18 tests: the xdist reordering had put it 33rd)
     "test_fusion_axes.py",  # ~200 s
