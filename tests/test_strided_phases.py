@@ -17,10 +17,11 @@ doubles exactly 120) and for stride (2, 1); float64 for the others, whose 1e-10 
 sees a sum kept in a narrower type anywhere in the PHASES path (rows and planes
 correlations, row and plane grad-weights). The float64 LANES grad-weight is
 test_small_maps.py's (2x5-stride-2x3 in float64, and the finite differences on Tiny
-VGG's conv_2_1 geometry, batch 16).
+VGG's conv_2_1 geometry, batch 16). 7x7 at stride 2 (with padding K - 1) runs PHASES
+in tests/test_conv_lanes.py, compared with LANES and the reference there; which kernels
+Tiny VGG's strided layers list and run at batch 16 is tests/test_kernel_choices.py's
+stride2-batch16 case (both were here too: 71 s of CI, 2026-12-07).
 """
-
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -30,9 +31,6 @@ import reference as ref
 from helpers import assert_close, random_array
 from numbacnn.kernels.cpu import conv as cpu_conv
 from numbacnn.kernels.cpu import conv_phases
-
-from numbacnn.models import tiny_vgg
-from numbacnn.report.kernels import kernel_choices
 from test_float64_partial_sums import _check_reduction, cancelling_gradient
 from test_gradcheck import assert_gradient, numerical_gradient
 
@@ -41,7 +39,6 @@ CASES = {
     "tiny-vgg-conv_2_1": (15, 10, 10, (3, 3), (2, 2), (4, 4)),  # 25 images a packed row: one packed, 10 empty slots
     "tiny-vgg-conv_1_1": (9, 4, 10, (3, 3), (2, 2), (14, 14)),  # 8 images a packed row
     "5x5": (2, 4, 6, (5, 5), (2, 2), (5, 3)),
-    "7x7": (2, 4, 4, (7, 7), (2, 2), (4, 4)),
     "2x2-even": (3, 5, 4, (2, 2), (2, 2), (3, 3)),  # one tap per phase: exactly the stride-2 work
     "stride-2x1": (2, 4, 5, (3, 3), (2, 1), (4, 5)),
     "stride-1x2-3x5": (2, 4, 4, (3, 5), (1, 2), (3, 4)),
@@ -187,30 +184,3 @@ def test_lanes_grad_weight_sums_rows_in_float64():
     gy = cancelling_gradient(rng, out_shape, kernel, padding, stride, (1, 1), x_shape[2:])
     _, gw, gb = F.conv2d_backward(gy, x, w, stride=stride, padding=padding)
     _check_reduction(gw, gb, gy, x, w.shape, stride=stride, padding=padding, dilation=(1, 1))
-
-
-def test_info_kernels_names_the_lanes_kernels_and_they_run(monkeypatch):
-    """At batch 16 both stride-2 layers of Tiny VGG take LANES for grad-weight and the
-    second for its forward and grad-input (the first layer's forward stays GATHERED), as
-    ``numbacnn info --kernels`` says (tests/test_kernel_choices.py checks batch 4 and 16)."""
-    from numbacnn.kernels.cpu import conv_lanes
-
-    shape = (16, 1, 28, 28)
-    model = tiny_vgg(1, 10, 28, padding=1, stride=2, seed=0)
-    listed = Counter((c.direction, c.kernel) for c in kernel_choices(model, shape) if c.kernel.startswith("conv_lanes"))
-    assert listed == {("grad-weight", "conv_lanes.weight_gradient_lanes_kernel"): 2,
-                      ("forward", "conv_lanes.forward_lanes_kernel"): 1,
-                      ("grad-input", "conv_lanes.grad_input_lanes_kernel"): 1}, listed
-    calls = Counter()
-    for name in ("forward_lanes_kernel", "grad_input_lanes_kernel", "weight_gradient_lanes_kernel"):
-        factory = getattr(conv_lanes, name)
-
-        def counting(*args, _factory=factory, _name=name):
-            kernel = _factory(*args)
-            return lambda *arrays: calls.update([_name]) or kernel(*arrays)
-
-        monkeypatch.setattr(conv_lanes, name, counting)
-    rng = np.random.default_rng(0)
-    _, grad = F.softmax_cross_entropy(model(rng.standard_normal(shape).astype(np.float32)), rng.integers(0, 10, 16))
-    model.backward(grad, input_grad=False)
-    assert calls == {"weight_gradient_lanes_kernel": 2, "forward_lanes_kernel": 1, "grad_input_lanes_kernel": 1}
