@@ -80,11 +80,20 @@ def test_listed_kernels_are_the_ones_that_run(options, batch, monkeypatch):
     dtype = np.float32
     shape = (batch, 1, 28, 28)
     model = tiny_vgg(1, 10, 28, dtype=dtype, seed=0, **options)
-    listed = {c.kernel for c in kernel_choices(model, shape, "cpu", dtype) if c.kernel.split(".")[0] in COUNTED}
+    choices = kernel_choices(model, shape, "cpu", dtype)
+    listed = {c.kernel for c in choices if c.kernel.split(".")[0] in COUNTED}
     calls = _count_calls(monkeypatch)
     _training_step(model, shape, dtype)
     ran = {name for name, count in calls.items() if count}
     assert listed == ran, f"listed but not run: {listed - ran}; run but not listed: {ran - listed}"
+    # LANES, one call per listed layer and pass (at batch 16, stride 2: grad-weight for both
+    # strided layers, forward and grad-input for the second; the first's forward is GATHERED)
+    lanes_listed = Counter(c.kernel for c in choices if c.kernel.startswith("conv_lanes."))
+    lanes_ran = Counter({name: count for name, count in calls.items() if name.startswith("conv_lanes.") and count})
+    assert lanes_listed == lanes_ran, f"LANES kernels listed {dict(lanes_listed)}, called {dict(lanes_ran)}"
+    if options == dict(padding=1, stride=2) and batch == 16:
+        assert lanes_ran == {"conv_lanes.weight_gradient_lanes_kernel": 2, "conv_lanes.forward_lanes_kernel": 1,
+                             "conv_lanes.grad_input_lanes_kernel": 1}, lanes_ran
 
 
 @pytest.mark.parametrize("options", [dict(padding=1), dict(padding=1, batch_norm=True)], ids=["plain", "batch-norm"])
