@@ -37,6 +37,45 @@ def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
     assert hits >= 1 and misses == 0, f"second process recompiled: hits={hits} misses={misses}"
 
 
+def _linked_libraries(library) -> list:
+    """Every library ``library`` links, directly or through another, once each."""
+    found, todo = [], list(library._linking_libraries)
+    while todo:
+        linked = todo.pop()
+        if all(linked is not seen for seen in found):
+            found.append(linked)
+            todo.extend(linked._linking_libraries)
+    return found
+
+
+def test_a_parallel_kernels_wrappers_are_linked_not_compiled_on_their_own():
+    """numbacnn/kernels/linking.py: of the libraries a ``parallel=True`` kernel links,
+    the gufunc's two wrappers are only linked (no optimisation or machine code of their
+    own: half of a conv kernel's LLVM time), the kernel computes what it should, and
+    asking such a library for a function still compiles it then."""
+    import numbacnn.kernels  # noqa: F401  (applies the patch)
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def doubled(x):
+        out = np.empty_like(x)
+        for i in prange(x.shape[0]):
+            out[i] = 2.0 * x[i] + 1.0
+        return out
+
+    x = np.arange(1000.0)
+    np.testing.assert_array_equal(doubled(x), 2.0 * x + 1.0)
+    linked = _linked_libraries(doubled.overloads[doubled.signatures[0]].library)
+    linked_only = [lib for lib in linked if getattr(lib, "_numbacnn_linked_only", False)]
+    names = [lib.name for lib in linked_only]  # (and small helpers Numba links, such as its allocator)
+    assert "parallelgufuncwrapper" in names and any("_GufuncWrapper" in name for name in names), \
+        [(lib.name, getattr(lib, "_numbacnn_linked_only", None)) for lib in linked]
+    wrapper = next(lib for lib in linked_only if lib.name == "parallelgufuncwrapper")
+    [entry] = [f.name for f in wrapper._final_module.functions if not f.is_declaration and f.name.startswith(".kernel")]
+    assert wrapper.get_pointer_to_function(entry) != 0 and not wrapper._numbacnn_linked_only
+    np.testing.assert_array_equal(doubled(x), 2.0 * x + 1.0)
+
+
 # The three workloads, each a function of the folder it writes its results to.
 #
 # Two Tiny VGG training steps (SGD with momentum, then Adam) and a strided convolution,

@@ -39,6 +39,26 @@ It also removes a latent hazard of weak symbols: gufunc names come from
 processes could carry the same weak name and one would silently run the other's
 code.
 
+Libraries that are only linked
+-------------------------------
+The same chain made every ``parallel=True`` kernel compile four times over: the
+gufunc, its loop wrapper ("__gufunc__") and the thread-pool wrapper
+("parallelgufuncwrapper") are three libraries, each linking the one before, and
+Numba finalizes a library as soon as another one links it: every full optimisation
+of the module (its linked copies included) and machine code for the JIT. The two
+wrappers' machine code is never run (the kernel's library links copies of both,
+optimised again, and calls those), yet they took half of the LLVM time of a 3x3
+conv kernel (2.3 of 4.5 s: LLVM's pass timings, ``NUMBA_LLVM_PASS_TIMINGS=1``).
+
+So a library that is first finalized *because another one links it* is only linked
+(its own linked libraries copied in): not optimised, not turned into machine code.
+The library that links it optimises the whole module once and is what runs (and
+what ``cache=True`` writes). If anything later asks such a library for machine code
+(a function pointer, assembly, its object code), it is optimised and compiled then,
+as Numba would have done. A library asked for its function first (every
+``@njit`` function, the gufunc itself: Numba asks for its wrapper right after
+compiling it) is finalized as before.
+
 This is applied once, when ``numbacnn.kernels`` is imported (every CPU kernel lives
 below it, so no kernel compiles before it). It changes Numba's CPU code libraries
 for the whole process; CUDA code is not affected. ``tests/test_cache.py`` runs the
@@ -48,8 +68,11 @@ results bit for bit.
 
 import llvmlite.binding as ll
 from numba.core import codegen
+from numba.core.compiler_lock import require_global_compiler_lock
 
 _PATCHED_FLAG = "_numbacnn_internalizes_linked_copies"
+# set on a library that was finalized only to be linked: no optimisation, no machine code yet
+_LINKED_ONLY = "_numbacnn_linked_only"
 
 
 def _internalize_linked_copies(module: ll.ModuleRef) -> None:
@@ -59,9 +82,37 @@ def _internalize_linked_copies(module: ll.ModuleRef) -> None:
             function.linkage = ll.Linkage.internal
 
 
+def _finalize_for_linking(library: codegen.CPUCodeLibrary) -> None:
+    """Numba's ``finalize`` up to its optimisation: copy in the libraries ``library``
+    links, then close it to additions. Its module keeps its per-function optimisation
+    (done as each IR module was added); the module-wide one is left to its linker."""
+    require_global_compiler_lock()
+    library._raise_if_finalized()
+    seen = set()
+    for linked in library._linking_libraries:
+        if linked not in seen:
+            library._reload_init.update(linked._reload_init)  # as Numba: the parent inherits it
+            seen.add(linked)
+            library._final_module.link_in(linked._get_module_for_linking(), preserve=True)
+    library._finalized = True
+    setattr(library, _LINKED_ONLY, True)
+
+
+def _compile_if_linked_only(library: codegen.CPUCodeLibrary) -> None:
+    """The rest of Numba's ``finalize`` for a library that was only linked: optimise
+    its module and add it to the JIT (machine code), once."""
+    if getattr(library, _LINKED_ONLY, False):
+        setattr(library, _LINKED_ONLY, False)
+        library._optimize_final_module()
+        library._final_module.verify()
+        library._finalize_final_module()
+
+
 def use_own_linked_copies() -> None:
     """Patch Numba's CPU code library (once per process; idempotent) so each library
-    calls the copies of other libraries' functions linked into it (see module doc)."""
+    calls the copies of other libraries' functions linked into it, and a library
+    finalized only to be linked is neither optimised nor compiled on its own (see
+    module doc)."""
     library_class = codegen.CPUCodeLibrary
     if getattr(library_class, _PATCHED_FLAG, False):
         return
@@ -76,4 +127,30 @@ def use_own_linked_copies() -> None:
         numba_finalize(self)
 
     library_class._finalize_final_module = _finalize_final_module
+
+    def add_linking_library(self, library):
+        if not library._finalized:  # linked before anyone asked for its code: only linked
+            _finalize_for_linking(library)
+        self._linking_libraries.append(library)
+
+    library_class.add_linking_library = add_linking_library
+
+    # everything that needs a library's machine code (or its optimised module) first
+    # compiles a library that was only linked
+    for name in ("get_pointer_to_function", "get_asm_str", "get_llvm_str", "get_function_cfg", "get_disasm_cfg",
+                 "serialize_using_object_code", "serialize_using_bitcode", "emit_native_object", "emit_bitcode"):
+        for owner in (codegen.JITCodeLibrary, library_class):
+            if name in vars(owner):
+                setattr(owner, name, _compiling_first(getattr(owner, name)))
+                break
     setattr(library_class, _PATCHED_FLAG, True)
+
+
+def _compiling_first(method):
+    def method_of_a_compiled_library(self, *args, **kwargs):
+        _compile_if_linked_only(self)
+        return method(self, *args, **kwargs)
+
+    method_of_a_compiled_library.__name__ = method.__name__
+    method_of_a_compiled_library.__doc__ = method.__doc__
+    return method_of_a_compiled_library
