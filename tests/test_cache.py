@@ -37,6 +37,31 @@ def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
     assert hits >= 1 and misses == 0, f"second process recompiled: hits={hits} misses={misses}"
 
 
+def test_kernel_factories_close_over_sizes_only():
+    """A kernel built by a factory (``lru_cache``, its sizes compiled in) is found in
+    Numba's disk cache by a key that hashes what its closure holds. A jitted function
+    in that closure pickles differently in every process, so such a kernel missed the
+    cache and compiled again at every start (the strided conv1's gathered forward:
+    1.7 s of every stride-2 training's first step, until its helper moved to module
+    level). So a factory defines one jitted function, its kernel; the helpers the
+    kernel inlines are module-level functions that take the sizes as arguments."""
+    import ast
+    import pathlib
+
+    import numbacnn.kernels
+
+    offenders = []
+    for path in sorted(pathlib.Path(numbacnn.kernels.__file__).parent.rglob("*.py")):
+        for factory in ast.parse(path.read_text()).body:
+            if not isinstance(factory, ast.FunctionDef):
+                continue
+            jitted = [f.name for f in ast.walk(factory) if isinstance(f, ast.FunctionDef) and f is not factory
+                      and any("jit" in ast.unparse(d) for d in f.decorator_list)]
+            if len(jitted) > 1:
+                offenders.append(f"{path.name}:{factory.lineno} {factory.name} defines {jitted}")
+    assert not offenders, offenders
+
+
 def _linked_libraries(library) -> list:
     """Every library ``library`` links, directly or through another, once each."""
     found, todo = [], list(library._linking_libraries)

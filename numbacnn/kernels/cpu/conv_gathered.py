@@ -35,6 +35,46 @@ from numbacnn.kernels.common import FASTMATH
 from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
 
 
+@njit(inline="always")
+def _gather_taps(taps, padded, x, n, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_height,
+                 out_width):
+    """taps (C * KH * KW, OH * OW) = image n's taps (module docstring). ``padded``
+    (C, HP, WP), HP = (OH - 1) * SH + KH and WP likewise, is scratch: image n
+    zero-padded first (the part the taps read), so that each tap's copy has no
+    bounds to test. Every element of taps written. Inlined into
+    :func:`gathered_forward_kernel`'s kernel, where the sizes are compile-time
+    constants. (It lives here, not in the factory: a kernel whose closure holds
+    another jitted function gets a new disk-cache key in every process, and was
+    compiled again at every start.)"""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    padded_h, padded_w = padded.shape[1], padded.shape[2]
+    first_col = min(pad_w, padded_w)
+    end_col = max(first_col, min(padded_w, width + pad_w))
+    zero = padded.dtype.type(0)
+    for c in range(channels):
+        for r in range(padded_h):
+            ih = r - pad_h
+            if ih < 0 or ih >= height:
+                for q in range(padded_w):
+                    padded[c, r, q] = zero
+                continue
+            for q in range(first_col):
+                padded[c, r, q] = zero
+            for q in range(first_col, end_col):
+                padded[c, r, q] = x[n, c, ih, q - pad_w]
+            for q in range(end_col, padded_w):
+                padded[c, r, q] = zero
+    for c in range(channels):
+        for kh in range(kernel_h):
+            for kw in range(kernel_w):
+                row = taps[(c * kernel_h + kh) * kernel_w + kw]
+                for oh in range(out_height):
+                    source = padded[c, oh * stride_h + kh]
+                    start = oh * out_width
+                    for ow in range(out_width):
+                        row[start + ow] = source[ow * stride_w + kw]
+
+
 @lru_cache(maxsize=None)
 def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
                             out_height: int, out_width: int):
@@ -45,40 +85,6 @@ def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_
 
     plane_size = out_height * out_width
 
-    @njit(inline="always")
-    def gather_taps(taps, padded, x, n):
-        """taps (C * KH * KW, OH * OW) = image n's taps (module docstring). ``padded``
-        (C, HP, WP), HP = (OH - 1) * SH + KH and WP likewise, is scratch: image n
-        zero-padded first (the part the taps read), so that each tap's copy has no
-        bounds to test. Every element of taps written."""
-        channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-        padded_h, padded_w = padded.shape[1], padded.shape[2]
-        first_col = min(pad_w, padded_w)
-        end_col = max(first_col, min(padded_w, width + pad_w))
-        zero = padded.dtype.type(0)
-        for c in range(channels):
-            for r in range(padded_h):
-                ih = r - pad_h
-                if ih < 0 or ih >= height:
-                    for q in range(padded_w):
-                        padded[c, r, q] = zero
-                    continue
-                for q in range(first_col):
-                    padded[c, r, q] = zero
-                for q in range(first_col, end_col):
-                    padded[c, r, q] = x[n, c, ih, q - pad_w]
-                for q in range(end_col, padded_w):
-                    padded[c, r, q] = zero
-        for c in range(channels):
-            for kh in range(kernel_h):
-                for kw in range(kernel_w):
-                    row = taps[(c * kernel_h + kh) * kernel_w + kw]
-                    for oh in range(out_height):
-                        source = padded[c, oh * stride_h + kh]
-                        start = oh * out_width
-                        for ow in range(out_width):
-                            row[start + ow] = source[ow * stride_w + kw]
-
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def forward(out, x, w, b):
         batch, filters = out.shape[0], out.shape[1]
@@ -88,7 +94,8 @@ def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_
             taps = np.empty((taps_count, plane_size), x.dtype)
             padded = np.empty((channels, (out_height - 1) * stride_h + kernel_h,
                                (out_width - 1) * stride_w + kernel_w), x.dtype)
-            gather_taps(taps, padded, x, n)
+            _gather_taps(taps, padded, x, n, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_height,
+                         out_width)
             for f in range(filters):
                 plane = out[n, f].reshape(plane_size)
                 bias = b[f]
