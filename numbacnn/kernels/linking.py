@@ -68,7 +68,7 @@ results bit for bit.
 
 import llvmlite.binding as ll
 from numba.core import codegen
-from numba.core.compiler_lock import require_global_compiler_lock
+from numba.core.compiler_lock import global_compiler_lock, require_global_compiler_lock
 
 _PATCHED_FLAG = "_numbacnn_internalizes_linked_copies"
 # set on a library that was finalized only to be linked: no optimisation, no machine code yet
@@ -94,6 +94,7 @@ def _finalize_for_linking(library: codegen.CPUCodeLibrary) -> None:
             library._reload_init.update(linked._reload_init)  # as Numba: the parent inherits it
             seen.add(linked)
             library._final_module.link_in(linked._get_module_for_linking(), preserve=True)
+    library._finalize_dynamic_globals()  # what Numba's cache asks (has_dynamic_globals) stays true
     library._finalized = True
     setattr(library, _LINKED_ONLY, True)
 
@@ -101,11 +102,20 @@ def _finalize_for_linking(library: codegen.CPUCodeLibrary) -> None:
 def _compile_if_linked_only(library: codegen.CPUCodeLibrary) -> None:
     """The rest of Numba's ``finalize`` for a library that was only linked: optimise
     its module and add it to the JIT (machine code), once."""
-    if getattr(library, _LINKED_ONLY, False):
-        setattr(library, _LINKED_ONLY, False)
-        library._optimize_final_module()
-        library._final_module.verify()
-        library._finalize_final_module()
+    if not getattr(library, _LINKED_ONLY, False):
+        return
+    with global_compiler_lock:  # (re-entrant: Numba's own callers hold it already)
+        if getattr(library, _LINKED_ONLY, False) is not True:  # compiled meanwhile, or being compiled
+            return  # (by this thread: NUMBA_DUMP_OPTIMIZED asks for the IR while finalizing)
+        setattr(library, _LINKED_ONLY, "compiling")
+        try:
+            library._optimize_final_module()
+            library._final_module.verify()
+            library._finalize_final_module()
+        except BaseException:
+            setattr(library, _LINKED_ONLY, True)
+            raise
+        setattr(library, _LINKED_ONLY, False)  # only once it has machine code
 
 
 def use_own_linked_copies() -> None:
