@@ -37,6 +37,43 @@ def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
     assert hits >= 1 and misses == 0, f"second process recompiled: hits={hits} misses={misses}"
 
 
+DAMAGE_PROBE = textwrap.dedent("""
+    import numpy as np
+    import numbacnn.functional as F
+    from numbacnn.kernels.cpu.conv import conv2d_forward
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = F.conv2d(x, w)  # no padding: the general kernel, conv2d_forward
+    stats = conv2d_forward.stats
+    print(y.tobytes().hex(), sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+""")
+
+
+def test_a_damaged_disk_cache_entry_compiles_again(tmp_path):
+    """numbacnn/kernels/disk_cache.py: truncated index and data files (a damaged
+    cache folder) are cache misses: the kernel compiles again, gives the cold run's
+    result bit for bit, and its entry is written anew, so the next process loads it."""
+    cache = tmp_path / "numba_cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", DAMAGE_PROBE], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        result, hits, misses = done.stdout.split()
+        return result, int(hits), int(misses)
+
+    cold = run()
+    entries = sorted(cache.rglob("*.nb[ic]"))
+    assert {p.suffix for p in entries} == {".nbi", ".nbc"}, entries
+    for n, path in enumerate(entries):  # data files cut short; indexes cut short or emptied
+        path.write_bytes(path.read_bytes()[:(40 if n % 2 else 0) if path.suffix == ".nbi" else 100])
+    damaged = run()
+    warm = run()
+    assert damaged[0] == cold[0] == warm[0]  # the same float32 output bytes
+    assert damaged[2] >= 1, "the damaged entry was not compiled again"
+    assert warm[1] >= 1 and warm[2] == 0, f"the entry was not written anew: hits={warm[1]} misses={warm[2]}"
+
+
 def test_kernel_factories_close_over_sizes_only():
     """A kernel built by a factory (``lru_cache``, its sizes compiled in) is found in
     Numba's disk cache by a key that hashes what its closure holds. A jitted function

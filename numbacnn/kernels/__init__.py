@@ -11,3 +11,8 @@ preallocated outputs first, inputs next, hyperparameters last.
 from numbacnn.kernels.linking import use_own_linked_copies  # noqa: E402
 
 use_own_linked_copies()
+
+# A damaged entry in the on-disk cache compiles again instead of stopping the run.
+from numbacnn.kernels.disk_cache import treat_damaged_entries_as_misses  # noqa: E402
+
+treat_damaged_entries_as_misses()
