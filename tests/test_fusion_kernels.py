@@ -142,6 +142,21 @@ def test_pool_and_relu_backward_into_borders(shape, dtype, rng):
     _assert_border_zero(gz, (2, 1), shape, "gz")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_into_a_border_is_f_relu(dtype, rng):
+    """A strided block's ReLU (``bordered.relu_into_border_kernel``, its row width compiled
+    in): F.relu's values in the interior, NaN passed, -0.0 made +0.0, the border zero."""
+    shape = (3, 2, 5, 14)
+    z = random_array(rng, shape, dtype)
+    z[0, 0, 0, :3] = [np.nan, -0.0, 0.0]
+    out = bordered_empty(shape, (1, 2), dtype)
+    FF.relu_padded(z, out, (1, 2))
+    got = interior(out, (1, 2), shape)
+    np.testing.assert_array_equal(got, F.relu(z))  # NaN equal to NaN here
+    assert not np.signbit(got[0, 0, 0, 1]) and np.isnan(got[0, 0, 0, 0])
+    _assert_border_zero(out, (1, 2), shape, "out")
+
+
 def test_nan_reaches_the_fused_outputs():
     """No fast-math flag drops NaN: a NaN input shows in y and in the pooled output."""
     x = np.zeros((1, 4, 6, 6), np.float32)

@@ -269,6 +269,12 @@ def copy_interior(dst: Any, dst_border: tuple[int, int], src: Any, src_border: t
     backend("cpu").bordered.copy_interior_kernel(*src_border, *dst_border)(dst, src)
 
 
+def relu_padded(z: Any, out: Any, out_border: tuple[int, int]) -> None:
+    """out's interior (N, F, OH, OW) at out_border = relu(z), z plain (a strided block's
+    conv output; ``F.relu``'s values: a NaN passes, -0.0 becomes +0.0)."""
+    backend("cpu").bordered.relu_into_border_kernel(*out_border, z.shape[3])(out, z)
+
+
 def relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gy: Any, y: Any,
                          y_border: tuple[int, int] | None = None) -> None:
     """gz's interior = gy where y > 0, else 0; gy (N, C, OH, OW); y the same shape, or,
