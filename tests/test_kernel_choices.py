@@ -23,7 +23,7 @@ COUNTED = {
     "conv_weight_grad": ["weight_gradient_kernel", "weight_bias_gradient_3x3_kernel",
                          "weight_gradient_winograd_kernel"],
     "bordered": ["copy_into_border_kernel", "max_pool2x2_relu_backward_kernel", "relu_mask_bordered_kernel",
-                 "copy_interior_kernel"],
+                 "copy_interior_kernel", "relu_into_border_kernel"],
     "pool": ["max_pool2x2_forward", "max_pool2x2_backward", "max_pool2d_forward_general",
              "max_pool2d_backward_general"],
     "conv_small_maps": ["unpack_relu_pool_kernel", "unpack_masked_kernel"],

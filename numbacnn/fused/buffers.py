@@ -65,7 +65,7 @@ class BlockBuffers:
         batch statistics (the batch norm's input, whose statistics and backward read
         it), and in a strided block (the strided kernels write a plain output, which
         the normalise + ReLU kernels then read, with scale 1 and shift 0 without batch
-        norm)
+        norm; with neither batch norm nor pool, a ReLU kernel)
     gz, gz_view : the gradient at the ReLU's input, which the next block's backward
         writes into: without batch norm that is the conv output's gradient, bordered by
         K - 1 - p; with batch norm the batch norm output's, plain (border (0, 0)), and

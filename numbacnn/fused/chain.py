@@ -35,8 +35,9 @@ A strided block (``fast_path``: a GATHERED or PHASES forward) runs the backend's
 strided kernels, chosen as for the functional conv2d, on the same buffers: its conv
 reads the bordered input with padding 0 and writes a plain z, which the batch norm
 blocks' normalise + ReLU (+ pool) kernels read, with scale 1 and shift 0 when there is
-no batch norm; its backward reads a plain output gradient and hands its input
-gradient over through the previous ReLU's mask.
+no batch norm (with neither batch norm nor pool, a ReLU kernel of its own); its
+backward reads a plain output gradient and hands its input gradient over through the
+previous ReLU's mask.
 
 What leaves the chain is plain: the forward's output is an interior view of a
 buffer (copied by the outermost Sequential), the backward's input gradient is never

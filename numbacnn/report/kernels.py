@@ -377,7 +377,8 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
     """A strided block on the fast path (``fused/chain.py``, ``BlockChain._conv_strided_fast``
     and ``_backward_strided``): the backend's strided conv kernels, as the functional
     conv2d's, on the bordered buffers, then the batch norm blocks' normalise + ReLU
-    (+ pool) kernels (scale 1 and shift 0 without batch norm)."""
+    (+ pool) kernels (scale 1 and shift 0 without batch norm), or, with neither batch
+    norm nor pool, the ReLU into the next block's buffer."""
     conv, norm = group[0], group_norm(group)
     pooled = group_pool(group) is not None
     batch_stats = norm is not None and (training or not norm.track_running_stats)
@@ -396,9 +397,12 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
     if pooled:
         _add(choices, label, "forward", device, "norm", "batch_norm_relu_pool2x2_kernel",
              f"{affine} + 2x2 pool with indices, into the next block's buffer")
-    else:
+    elif norm is not None and batch_stats:
         _add(choices, label, "forward", device, "norm", "batch_norm_relu_kernel",
              f"{affine} into the next block's bordered input")
+    else:
+        _add(choices, label, "forward", device, "bordered", "relu_into_border_kernel",
+             "ReLU into the next block's bordered input, the row width compiled in")
     if not training:
         return
     _output_gradient_choices(choices, label, device, pooled=pooled, last=last, next_fast=next_fast,

@@ -118,32 +118,6 @@ def relu_mask_bordered_kernel(gz_top, gz_left, y_top=0, y_left=0):
 
 
 @lru_cache(maxsize=None)
-def relu_into_border_kernel(top, left, width):
-    """``relu(out, z)``: out's interior at (top, left) = relu(z), z (N, C, H, W) with W =
-    ``width``; a NaN passes (``not z <= 0``), -0.0 becomes +0.0, as ``F.relu``. A strided
-    block's ReLU without batch norm or pool, straight into the next block's padded input.
-
-    The row width is compiled in as well as the border: Tiny VGG's strided layers have
-    14- and 4-column rows, shorter than one 16-float vector, and with a run-time width
-    every element went through the loop's scalar remainder (64 x 10 x 14 x 14: 73 us
-    against 23, 2 threads, measured). Parallel over images."""
-
-    @njit(parallel=True, cache=True)
-    def relu(out, z):
-        batch, channels, height = z.shape[0], z.shape[1], z.shape[2]
-        zero = out.dtype.type(0)
-        for n in prange(batch):
-            for c in range(channels):
-                for row in range(height):
-                    for col in range(width):
-                        value = z[n, c, row, col]
-                        out[n, c, top + row, left + col] = value if not value <= 0 else zero
-
-    BUILT_KERNELS.append(relu)
-    return relu
-
-
-@lru_cache(maxsize=None)
 def copy_into_border_kernel(top, left):
     """``copy(padded, x)``: padded's interior at (top, left), compiled in, = x (N, C, H, W);
     the border is left as it is (zero)."""
@@ -181,3 +155,29 @@ def copy_interior_kernel(src_top, src_left, dst_top, dst_left):
 
     BUILT_KERNELS.append(copy)
     return copy
+
+
+@lru_cache(maxsize=None)
+def relu_into_border_kernel(top, left, width):
+    """``relu(out, z)``: out's interior at (top, left) = relu(z), z (N, C, H, W) with W =
+    ``width``; a NaN passes (``not z <= 0``), -0.0 becomes +0.0, as ``F.relu``. A strided
+    block's ReLU without batch norm or pool, straight into the next block's padded input.
+
+    The row width is compiled in as well as the border: Tiny VGG's strided layers have
+    14- and 4-column rows, shorter than one 16-float vector, and with a run-time width
+    every element went through the loop's scalar remainder (64 x 10 x 14 x 14: 73 us
+    against 23, 2 threads, measured). Parallel over images."""
+
+    @njit(parallel=True, cache=True)
+    def relu(out, z):
+        batch, channels, height = z.shape[0], z.shape[1], z.shape[2]
+        zero = out.dtype.type(0)
+        for n in prange(batch):
+            for c in range(channels):
+                for row in range(height):
+                    for col in range(width):
+                        value = z[n, c, row, col]
+                        out[n, c, top + row, left + col] = value if not value <= 0 else zero
+
+    BUILT_KERNELS.append(relu)
+    return relu
