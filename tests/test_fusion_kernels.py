@@ -124,6 +124,31 @@ def test_bordered_backward_matches_reference(case, dtype, rng):
         assert_close(gb, rgb, dtype, "gb (planes)")
 
 
+@pytest.mark.parametrize("case, dtype", [
+    ((16, 10, 4, 4, 10, (3, 3), 1), np.float32),      # Tiny VGG --stride 2's 4x4 layer (a batch of 16)
+    ((17, 3, 5, 7, 4, (2, 3), (1, 0)), np.float64),   # odd sizes, a non-square kernel, padding on one axis
+])
+def test_small_maps_weight_gradient_in_the_lanes_matches_reference(case, dtype, rng):
+    """Output rows of up to 7 columns and a batch of 16 or more: the fused backward's
+    grad-weight runs with the images in the vector lanes (``conv.lanes_weight_gradient_at_stride_1``)."""
+    batch, channels, height, width, filters, kernel, padding = case
+    pad = (padding, padding) if isinstance(padding, int) else padding
+    x = random_array(rng, (batch, channels, height, width), dtype)
+    w = random_array(rng, (filters, channels, *kernel), dtype)
+    y_shape = ref.conv2d(x, w, padding=pad).shape
+    from numbacnn.kernels.cpu import conv
+    assert conv.lanes_weight_gradient_at_stride_1(batch, y_shape[3])
+    gz = random_array(rng, y_shape, dtype)
+    rgx, rgw, rgb = ref.conv2d_backward(gz, x, w, padding=pad)
+    gz_border = (kernel[0] - 1 - pad[0], kernel[1] - 1 - pad[1])
+    gx = bordered_empty(x.shape, (1, 1), dtype)
+    gw, gb = FF.conv2d_backward_padded(_bordered(gz, gz_border), gz_border, _bordered(x, pad), w, pad, gx=gx,
+                                       gx_border=(1, 1))
+    assert_close(gw, rgw, dtype, "gw")
+    assert_close(gb, rgb, dtype, "gb")
+    assert_close(interior(gx, (1, 1), x.shape), rgx, dtype, "gx")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(2, 10, 28, 28), (1, 3, 7, 9)])
 def test_pool_and_relu_backward_into_borders(shape, dtype, rng):

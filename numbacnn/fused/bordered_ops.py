@@ -143,6 +143,28 @@ def conv2d_backward_padded(
     filters, channels, kernel_h, kernel_w = w.shape
     batch = x_padded.shape[0]
     out_height = x_padded.shape[2] - kernel_h + 1
+    out_width = x_padded.shape[3] - kernel_w + 1
+    if cpu.conv.lanes_weight_gradient_at_stride_1(batch, out_width):  # a small map: the images in the lanes
+        gz = interior(gz_padded, gz_border, (batch, filters, out_height, out_width))
+        gw, gb = np.empty(w.shape, w.dtype), np.empty(filters, w.dtype)
+        cpu.conv_lanes.backward_weight(gw, gz, x_padded, 1, 1, 0, 0)  # x_padded's border is the padding
+        cpu.conv.conv2d_backward_bias(gb, gz)
+    else:
+        gw, gb = _weight_gradient_padded(gz_padded, gz_border, x_padded, w, gz_bordered_by_1)
+    if gx is not None:
+        _input_gradient_padded(gz_padded, gz_border, x_padded, w, padding, gx, gx_border, mask, mask_border,
+                               gx_also, gx_also_border)
+    return gw, gb
+
+
+def _weight_gradient_padded(gz_padded: Any, gz_border: tuple[int, int], x_padded: Any, w: Any,
+                            gz_bordered_by_1: Any) -> tuple[Any, Any]:
+    """:func:`conv2d_backward_padded`'s (gw, gb) by the bordered kernels: whole planes
+    (3x3 bordered by 1), 1-D Winograd, or row dot products; float64 partial sums."""
+    cpu = backend("cpu")
+    filters, channels, kernel_h, kernel_w = w.shape
+    batch = x_padded.shape[0]
+    out_height = x_padded.shape[2] - kernel_h + 1
     gz_for_weights, gz_weights_border = gz_padded, gz_border
     if gz_bordered_by_1 is not None:
         gz_for_weights, gz_weights_border = gz_bordered_by_1, (1, 1)
@@ -165,44 +187,52 @@ def conv2d_backward_padded(
         kernel = cpu.conv_weight_grad.weight_gradient_kernel(filters, kernel_h, kernel_w, *gz_weights_border,
                                                              with_bias=True)
     kernel(partial_w, partial_b, gz_for_weights, x_padded)
-    gw = partial_w.sum(axis=0).astype(w.dtype)
-    gb = partial_b.sum(axis=0).astype(w.dtype)
-    if gx is not None:
-        in_height = x_padded.shape[2] - 2 * padding[0]
-        rows = cpu.conv_rows
-        if channels >= cpu.conv_tuning.MIN_FILTERS and cpu.conv_small_maps.packs_images(
-                gz_padded.shape[3] - kernel_w + 1, gz_padded.shape[2] - kernel_h + 1, batch, gz_padded.itemsize):
-            _grad_input_side_by_side(gz_padded, w, gx, gx_border, mask, mask_border, gx_also, gx_also_border)
-        elif channels >= cpu.conv_tuning.MIN_FILTERS and in_height >= 2:
-            flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW)
-            no_bias = np.zeros(channels, w.dtype)
-            in_height_gz, in_width_gz = gz_padded.shape[2], gz_padded.shape[3]
-            twice = gx_also is not None
-            also = gx_also if twice else gx
-            if mask is None:
-                kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_BIAS, in_height_gz,
-                                                  in_width_gz, *gx_border, *gx_also_border, store_twice=twice,
-                                                  itemsize=gz_padded.itemsize,
-                                                  winograd=_by_winograd(gz_padded, kernel_h, kernel_w))
-                kernel(gx, also, _dummy_indices(), gx, gz_padded, flipped, no_bias)
-            else:
-                kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_MASK, in_height_gz,
-                                                  in_width_gz, *gx_border, *gx_also_border, *mask_border,
-                                                  store_twice=twice, itemsize=gz_padded.itemsize,
-                                                  winograd=_by_winograd(gz_padded, kernel_h, kernel_w))
-                kernel(gx, also, _dummy_indices(), mask, gz_padded, flipped, no_bias)
-        else:  # few channels (a network's first layer): the general kernel on plain arrays
-            out_shape = (batch, filters, out_height, x_padded.shape[3] - kernel_w + 1)
-            shape = (batch, channels, in_height, x_padded.shape[3] - 2 * padding[1])
-            plain = np.empty(shape, w.dtype)
-            gz_plain = np.ascontiguousarray(interior(gz_padded, gz_border, out_shape))
-            cpu.conv.conv2d_backward_input_general(plain, gz_plain, w, 1, 1, padding[0], padding[1], 1, 1, 1)
-            if mask is not None:
-                plain = np.where(interior(mask, mask_border, shape) > 0, plain, 0).astype(w.dtype)
-            interior(gx, gx_border, shape)[...] = plain
-            if gx_also is not None:
-                interior(gx_also, gx_also_border, shape)[...] = plain
-    return gw, gb
+    return partial_w.sum(axis=0).astype(w.dtype), partial_b.sum(axis=0).astype(w.dtype)
+
+
+def _input_gradient_padded(gz_padded: Any, gz_border: tuple[int, int], x_padded: Any, w: Any,
+                           padding: tuple[int, int], gx: Any, gx_border: tuple[int, int], mask: Any,
+                           mask_border: tuple[int, int], gx_also: Any, gx_also_border: tuple[int, int]) -> None:
+    """:func:`conv2d_backward_padded`'s input gradient into gx (and gx_also), through
+    the mask when given."""
+    cpu = backend("cpu")
+    filters, channels, kernel_h, kernel_w = w.shape
+    batch = x_padded.shape[0]
+    out_height = x_padded.shape[2] - kernel_h + 1
+    in_height = x_padded.shape[2] - 2 * padding[0]
+    rows = cpu.conv_rows
+    if channels >= cpu.conv_tuning.MIN_FILTERS and cpu.conv_small_maps.packs_images(
+            gz_padded.shape[3] - kernel_w + 1, gz_padded.shape[2] - kernel_h + 1, batch, gz_padded.itemsize):
+        _grad_input_side_by_side(gz_padded, w, gx, gx_border, mask, mask_border, gx_also, gx_also_border)
+    elif channels >= cpu.conv_tuning.MIN_FILTERS and in_height >= 2:
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, KH, KW)
+        no_bias = np.zeros(channels, w.dtype)
+        in_height_gz, in_width_gz = gz_padded.shape[2], gz_padded.shape[3]
+        twice = gx_also is not None
+        also = gx_also if twice else gx
+        if mask is None:
+            kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_BIAS, in_height_gz,
+                                           in_width_gz, *gx_border, *gx_also_border, store_twice=twice,
+                                           itemsize=gz_padded.itemsize,
+                                           winograd=_by_winograd(gz_padded, kernel_h, kernel_w))
+            kernel(gx, also, _dummy_indices(), gx, gz_padded, flipped, no_bias)
+        else:
+            kernel = rows.conv_rows_kernel(channels, kernel_h, kernel_w, rows.MODE_MASK, in_height_gz,
+                                           in_width_gz, *gx_border, *gx_also_border, *mask_border,
+                                           store_twice=twice, itemsize=gz_padded.itemsize,
+                                           winograd=_by_winograd(gz_padded, kernel_h, kernel_w))
+            kernel(gx, also, _dummy_indices(), mask, gz_padded, flipped, no_bias)
+    else:  # few channels (a network's first layer): the general kernel on plain arrays
+        out_shape = (batch, filters, out_height, x_padded.shape[3] - kernel_w + 1)
+        shape = (batch, channels, in_height, x_padded.shape[3] - 2 * padding[1])
+        plain = np.empty(shape, w.dtype)
+        gz_plain = np.ascontiguousarray(interior(gz_padded, gz_border, out_shape))
+        cpu.conv.conv2d_backward_input_general(plain, gz_plain, w, 1, 1, padding[0], padding[1], 1, 1, 1)
+        if mask is not None:
+            plain = np.where(interior(mask, mask_border, shape) > 0, plain, 0).astype(w.dtype)
+        interior(gx, gx_border, shape)[...] = plain
+        if gx_also is not None:
+            interior(gx_also, gx_also_border, shape)[...] = plain
 
 
 def strided_conv2d_backward(gconv: Any, x_padded: Any, w: Any, stride: tuple[int, int], padding: tuple[int, int],

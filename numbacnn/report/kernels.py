@@ -204,7 +204,13 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                         and norm is None:
                     _add(choices, label, "backward", device, "bordered", "copy_interior_kernel",
                          "the gradient again, bordered by 1, for the whole-plane grad-weight")
-                if (kernel_h, kernel_w) == (3, 3) and path.pad in ((0, 0), (1, 1)):
+                if backend("cpu").conv.lanes_weight_gradient_at_stride_1(path.y_shape[0], path.y_shape[3]):
+                    _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes_kernel",
+                         f"{size}: {path.y_shape[3]}-column output rows, the {path.y_shape[0]} images in the "
+                         "vector lanes, float64 across rows and images")
+                    _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
+                         "float64 partial sums")
+                elif (kernel_h, kernel_w) == (3, 3) and path.pad in ((0, 0), (1, 1)):
                     _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_bias_gradient_3x3_kernel",
                          "3x3 with padding 0 or 1: whole planes as single dot products, with the bias")
                 elif winograd:

@@ -302,6 +302,23 @@ def lanes_apply(batch, out_width):
             and batch >= LANES_MIN_BATCH)
 
 
+# A stride-1 layer of the fused path computes its weight gradient with the images in
+# the lanes (the LANES grad-weight at stride 1) when its output rows are at most this
+# wide and the batch fills a vector: the bordered whole-plane kernels end each small
+# plane in horizontal sums. Batch 64, 10 -> 10, 3x3, padding 1, 2 threads, alone, ms
+# (LANES + its bias pass against the bordered kernel with the bias): 4x4 0.055 against
+# 0.133, 5x5 0.078 / 0.099, 6x6 0.093 / 0.135, 7x7 0.125 / 0.155, but 8x8 0.143 / 0.126
+# and 14x14 0.68 / 0.23. (Its grad-input in the lanes was not faster: it stays.)
+LANES_STRIDE1_WEIGHT_MAX_OUT_WIDTH = 7
+
+
+def lanes_weight_gradient_at_stride_1(batch, out_width):
+    """True when a stride-1 fused layer's grad-weight runs in the lanes
+    (``conv_lanes.backward_weight`` at stride 1): output rows of at most
+    ``LANES_STRIDE1_WEIGHT_MAX_OUT_WIDTH`` columns and a batch of ``LANES_MIN_BATCH`` or more."""
+    return out_width <= LANES_STRIDE1_WEIGHT_MAX_OUT_WIDTH and batch >= LANES_MIN_BATCH
+
+
 def _lanes_why(count, kernel_h, kernel_w, stride_h, stride_w, out_width, batch, counted="filters", how=None):
     return (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {count} {counted}, {out_width}-column output "
             f"rows: the {batch} images in the vector lanes" + (f", {how}" if how else ""))
