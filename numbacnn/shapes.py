@@ -146,6 +146,17 @@ def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def fft_size(in_size: int, pad: int) -> int:
+    """Length N of the circular transforms that correlate an axis of ``in_size``
+    values, zero-padded by ``pad`` on each side, exactly (``kernels/cpu/conv_fft.py``):
+    the smallest power of two with N >= in_size + pad. A stride-1 correlation reads
+    the unpadded input at -pad .. in_size + pad - 1 (for any kernel with pad < kernel
+    size); placed at 0 .. in_size - 1 of N zeros, those reads wrap onto zeros only
+    while N - pad >= in_size. The input gradient of the same layer needs the same N."""
+    need = in_size + pad
+    return 1 << max(need - 1, 0).bit_length()
+
+
 # --------------------------------------------------------------------------- #
 # array checks
 # --------------------------------------------------------------------------- #

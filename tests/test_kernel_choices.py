@@ -29,6 +29,7 @@ COUNTED = {
     "conv_small_maps": ["unpack_relu_pool_kernel", "unpack_masked_kernel"],
     "conv_gathered": ["gathered_forward_kernel"],
     "conv_lanes": ["forward_lanes_kernel", "grad_input_lanes_kernel", "weight_gradient_lanes_kernel"],
+    "conv_fft": ["spectra", "products", "planes"],
     "norm": ["batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "batch_norm_stats_planes",
              "batch_norm_relu_kernel", "batch_norm_relu_pool2x2_kernel", "batch_norm_backward_bordered_kernel",
              "batch_norm_pool2x2_backward_bordered_kernel"],
@@ -71,10 +72,11 @@ def _training_step(model, shape, dtype) -> None:
     (dict(padding=1, stride=2), 4),             # strided blocks on the fast path (GATHERED, PHASES) beside stride 1
     (dict(padding=1, stride=2), 16),            # LANES: the strided blocks and the 4x4 maps, images in the lanes
     (dict(kernel_size=5, padding=2), 4),
+    (dict(kernel_size=7, padding=3), 4),    # the 28x28 layer's forward and grad-input by FFT
     (dict(padding=1, batch_norm=True), 4),      # Conv -> BatchNorm -> ReLU (-> pool) blocks on the fast path
     (dict(padding=1, stride=2, batch_norm=True), 4),   # strided batch norm blocks: the strided conv into z
     (dict(padding=1, stride=2, batch_norm=True), 16),  # the same, LANES
-], ids=["main-job", "padding0", "stride2", "stride2-batch16", "k5", "batch-norm", "batch-norm-stride2",
+], ids=["main-job", "padding0", "stride2", "stride2-batch16", "k5", "k7", "batch-norm", "batch-norm-stride2",
         "batch-norm-stride2-batch16"])
 def test_listed_kernels_are_the_ones_that_run(options, batch, monkeypatch):
     dtype = np.float32

@@ -31,7 +31,7 @@ def copy_into_border(padded: Any, border: tuple[int, int], x: Any) -> None:
 
 def conv2d_relu_padded(
     x_padded: Any, w: Any, b: Any, out: Any, out_border: tuple[int, int], *, pooled: Any = None,
-    pooled_border: tuple[int, int] = (0, 0), indices: Any = None,
+    pooled_border: tuple[int, int] = (0, 0), indices: Any = None, padding: tuple[int, int] | None = None,
 ) -> None:
     """relu(conv2d) of a padded input into bordered buffers, optionally 2x2-pooled.
 
@@ -47,12 +47,25 @@ def conv2d_relu_padded(
         With ``pooled``: the 2x2 / stride-2 max pool of the ReLU output into its
         interior (N, F, OH // 2, OW // 2), and ``indices`` (same shape, int64) the
         flat ``row * OW + col`` of each window's maximum.
+    padding : (pad_h, pad_w), optional
+        x_padded's border, when known: with it, 5x5 and larger kernels may take the
+        FFT (``conv_tuning.fft_size_for``), which reads the unpadded interior.
     """
     cpu = backend("cpu")
     rows = cpu.conv_rows
     filters, _, kernel_h, kernel_w = w.shape
     in_height, in_width = x_padded.shape[2], x_padded.shape[3]
-    if cpu.conv_small_maps.packs_images(in_width - kernel_w + 1, in_height - kernel_h + 1, x_padded.shape[0],
+    n = _fft_size(x_padded, w, padding)
+    if n:  # the conv by FFT into a plain z, then relu (+ pool) by the batch norm kernels with scale 1, shift 0
+        z = _scratch("z", (x_padded.shape[0], filters, in_height - kernel_h + 1, in_width - kernel_w + 1),
+                     x_padded.dtype)
+        _fft_correlate(z, (0, 0), x_padded, padding, w, b, n)
+        if pooled is None:
+            relu_padded(z, out, out_border)
+        else:  # (the ReLU output itself is not stored: no caller asks for it with a pool)
+            batch_norm_relu_padded(z, np.ones(filters), np.zeros(filters), None, (0, 0), pooled=pooled,
+                                   pooled_border=pooled_border, indices=indices)
+    elif cpu.conv_small_maps.packs_images(in_width - kernel_w + 1, in_height - kernel_h + 1, x_padded.shape[0],
                                         x_padded.itemsize):
         _conv2d_relu_side_by_side(x_padded, w, b, out, out_border, pooled, pooled_border, indices)
     elif pooled is None:
@@ -107,6 +120,85 @@ def _by_winograd(x_padded: Any, kernel_h: int, kernel_w: int) -> bool:
     and grad-input (``conv_rows.conv_rows_kernel(..., winograd=True)``) and grad-weight
     (``conv_weight_grad.weight_gradient_winograd_kernel``)."""
     return backend("cpu").conv_tuning.winograd_on_padded(x_padded.shape, x_padded.itemsize, kernel_h, kernel_w)
+
+
+def _fft_size(x_padded: Any, w: Any, padding: tuple[int, int] | None) -> int:
+    """N of the FFT that correlates x_padded (N, C, H + 2 pad_h, W + 2 pad_w) with w
+    (``conv_tuning.fft_size_for``), or 0 (unknown padding: 0)."""
+    if padding is None:
+        return 0
+    filters, channels, kernel_h, kernel_w = w.shape
+    pad_h, pad_w = padding
+    return backend("cpu").conv_tuning.fft_size_for(filters, channels, kernel_h, kernel_w,
+                                                   x_padded.shape[2] - 2 * pad_h, x_padded.shape[3] - 2 * pad_w,
+                                                   pad_h, pad_w)
+
+
+_SCRATCH: dict = {}  # the FFT's spectra and z, by name, shape and dtype: a step allocates (and page-faults) nothing
+
+
+def _scratch(name: str, shape: tuple, dtype: Any) -> np.ndarray:
+    """An uninitialised array kept between calls, one per (name, shape, dtype)."""
+    key = (name, tuple(shape), np.dtype(dtype).str)
+    if key not in _SCRATCH:
+        if len(_SCRATCH) >= 32:  # many shapes met (a sweep's batch sizes): start again
+            _SCRATCH.clear()
+        _SCRATCH[key] = np.empty(shape, dtype)
+    return _SCRATCH[key]
+
+
+def _kernel_spectra(w: Any, n: int, padding: tuple[int, int]) -> tuple[Any, Any]:
+    """The spectra (C, N, U, F) of w (F, C, KH, KW) flipped and wrapped,
+    ``w'[(pad - k) mod N] = w[k]`` on each axis, so that the circular convolution of
+    an unpadded plane with w' is its correlation with w at that padding
+    (``kernels/cpu/conv_fft.py``)."""
+    fft = backend("cpu").conv_fft
+    filters, channels, kernel_h, kernel_w = w.shape
+    wrapped = np.zeros((filters, channels, n, n), w.dtype)
+    wrapped[:, :, :kernel_h, :kernel_w] = w[:, :, ::-1, ::-1]  # w[K - 1 - j] at j, then shifted by pad - (K - 1)
+    wrapped = np.roll(wrapped, (padding[0] - kernel_h + 1, padding[1] - kernel_w + 1), axis=(2, 3))
+    spectra_re = _scratch("w_re", (channels, n, n // 2 + 1, filters), w.dtype)
+    spectra_im = _scratch("w_im", (channels, n, n // 2 + 1, filters), w.dtype)
+    fft.spectra(spectra_re, spectra_im, wrapped, 0, 0, n, n, *fft.twiddles(n, w.dtype))
+    return spectra_re, spectra_im
+
+
+def _fft_correlate(out: Any, out_border: tuple[int, int], x_padded: Any, padding: tuple[int, int], w: Any, b: Any,
+                   n: int, *, gradient_of: Any = None, mask: Any = None, mask_border: tuple[int, int] = (0, 0),
+                   also: Any = None, also_border: tuple[int, int] = (0, 0)) -> None:
+    """A stride-1 conv (or its input gradient) by N x N FFTs (``kernels/cpu/conv_fft.py``).
+
+    Forward (``gradient_of`` None): out's interior (B, F, OH, OW) at out_border =
+    conv2d(x) + b, x the interior of x_padded at ``padding``.
+    Input gradient (``gradient_of`` = (gz_padded, gz_border), the conv output's gradient
+    in a bordered buffer): out's interior (B, C, H, W) = the gradient of the conv's
+    input, zero where ``mask`` (a bordered ReLU output) <= 0 when given, written into
+    ``also`` too when given; b is ignored.
+    """
+    fft = backend("cpu").conv_fft
+    filters, channels, _, _ = w.shape
+    batch = x_padded.shape[0]
+    tables = fft.twiddles(n, w.dtype)
+    w_re, w_im = _kernel_spectra(w, n, padding)
+    if gradient_of is None:
+        source, (top, left), planes_in, planes_out = x_padded, padding, channels, filters
+        height, width = x_padded.shape[2] - 2 * padding[0], x_padded.shape[3] - 2 * padding[1]
+        bias = b
+    else:
+        (source, (top, left)), planes_in, planes_out = gradient_of, filters, channels
+        height, width = source.shape[2] - 2 * top, source.shape[3] - 2 * left
+        bias = _scratch("no_bias", (channels,), w.dtype)
+        bias[:] = 0
+    columns = n // 2 + 1
+    in_re = _scratch("in_re", (planes_in, n, columns, batch), w.dtype)
+    in_im = _scratch("in_im", (planes_in, n, columns, batch), w.dtype)
+    out_re = _scratch("out_re", (planes_out, n, columns, batch), w.dtype)
+    out_im = _scratch("out_im", (planes_out, n, columns, batch), w.dtype)
+    fft.spectra(in_re, in_im, source, top, left, height, width, *tables)
+    fft.products(out_re, out_im, in_re, in_im, w_re, w_im, gradient_of is not None)
+    fft.planes(out, *out_border, also if also is not None else out, *also_border,
+               mask if mask is not None else out, *mask_border, out_re, out_im, bias, *tables,
+               also is not None, mask is not None)
 
 
 def conv2d_backward_padded(
@@ -201,7 +293,11 @@ def _input_gradient_padded(gz_padded: Any, gz_border: tuple[int, int], x_padded:
     out_height = x_padded.shape[2] - kernel_h + 1
     in_height = x_padded.shape[2] - 2 * padding[0]
     rows = cpu.conv_rows
-    if channels >= cpu.conv_tuning.MIN_FILTERS and cpu.conv_small_maps.packs_images(
+    n = _fft_size(x_padded, w, padding)
+    if n:
+        _fft_correlate(gx, gx_border, x_padded, padding, w, None, n, gradient_of=(gz_padded, gz_border),
+                       mask=mask, mask_border=mask_border, also=gx_also, also_border=gx_also_border)
+    elif channels >= cpu.conv_tuning.MIN_FILTERS and cpu.conv_small_maps.packs_images(
             gz_padded.shape[3] - kernel_w + 1, gz_padded.shape[2] - kernel_h + 1, batch, gz_padded.itemsize):
         _grad_input_side_by_side(gz_padded, w, gx, gx_border, mask, mask_border, gx_also, gx_also_border)
     elif channels >= cpu.conv_tuning.MIN_FILTERS and in_height >= 2:

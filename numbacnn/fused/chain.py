@@ -218,10 +218,10 @@ class BlockChain:
             if fast.stride != (1, 1):
                 self._conv_strided_fast(x_padded, w, bias, buffers)
             elif block.pool is None:
-                ops.conv2d_relu_padded(x_padded, w, bias, buffers.y, buffers.out_border)
+                ops.conv2d_relu_padded(x_padded, w, bias, buffers.y, buffers.out_border, padding=fast.pad)
             else:
                 ops.conv2d_relu_padded(x_padded, w, bias, None, (0, 0), pooled=buffers.pooled,
-                                       pooled_border=buffers.out_border, indices=buffers.indices)
+                                       pooled_border=buffers.out_border, indices=buffers.indices, padding=fast.pad)
         self._fast[i] = buffers
         self._saved[i] = saved if training else None
         return buffers.output[1]

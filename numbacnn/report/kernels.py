@@ -131,6 +131,22 @@ def _add(choices: list, label: str, direction: str, device: str, module: str, fu
     choices.append(KernelChoice(label, _names(label), direction, kernel, location, why))
 
 
+def _fft_size(block: Any, shape: tuple, path: FastPath) -> int:
+    """N of the FFT a fast stride-1 block's forward and grad-input take (``conv_tuning.fft_size_for``), or 0."""
+    filters, channels, kernel_h, kernel_w = block.weight_shape
+    return backend("cpu").conv_tuning.fft_size_for(filters, channels, kernel_h, kernel_w, shape[2], shape[3],
+                                                   *path.pad)
+
+
+def _fft_choices(choices: list, label: str, direction: str, device: str, n: int, what: str) -> None:
+    """The three kernels of a conv by FFT (``kernels/cpu/conv_fft.py``)."""
+    _add(choices, label, direction, device, "conv_fft", "spectra",
+         f"{what}: {n}x{n} FFTs of the planes (and of the wrapped kernels), the images in the vector lanes")
+    _add(choices, label, direction, device, "conv_fft", "products",
+         "per frequency, kernel spectra times plane spectra summed over the channels")
+    _add(choices, label, direction, device, "conv_fft", "planes", "the inverse FFTs, cropped, into the output")
+
+
 def _names(label: str) -> tuple:
     """("features.0", "features.1") from "conv_1_1 (features.0) + relu_1_1 (features.1)"."""
     return tuple(part.split(" (")[1].rstrip(")") for part in label.split(" + "))
@@ -185,7 +201,16 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                          "normalise + ReLU into the next block's bordered input")
             else:
                 folded = " (the batch norm's running statistics folded into the weights)" if norm is not None else ""
-                if side_by_side(path.y_shape, dtype):
+                fft = _fft_size(block, shape, path)
+                if fft:
+                    _fft_choices(choices, label, "forward", device, fft, f"{size}: the conv by FFT" + folded)
+                    if pooled:
+                        _add(choices, label, "forward", device, "norm", "batch_norm_relu_pool2x2_kernel",
+                             "ReLU + 2x2 pool with indices (scale 1, shift 0), into the next block's buffer")
+                    else:
+                        _add(choices, label, "forward", device, "bordered", "relu_into_border_kernel",
+                             "ReLU into the next block's bordered input, the row width compiled in")
+                elif side_by_side(path.y_shape, dtype):
                     _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
                          f"{size}: {path.y_shape[3]}-column rows, the images side by side in one row (MODE_RELU)"
                          + folded)
@@ -224,7 +249,12 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                 if not (first and i == 0):
                     masked = i > 0 and blocks[i - 1].pool is None
                     in_height = shape[2]
-                    if channels >= backend("cpu").conv_tuning.MIN_FILTERS and side_by_side(shape, dtype):
+                    fft = _fft_size(block, shape, path)
+                    if fft:
+                        _fft_choices(choices, label, "grad-input", device, fft,
+                                     "the flipped-kernel correlation by FFT"
+                                     + (", times the previous ReLU's mask" if masked else ""))
+                    elif channels >= backend("cpu").conv_tuning.MIN_FILTERS and side_by_side(shape, dtype):
                         _add(choices, label, "grad-input", device, "conv_rows", "conv_rows_kernel",
                              f"flipped-kernel rows, {shape[3]}-column rows with the images side by side")
                         _add(choices, label, "grad-input", device, "conv_small_maps", "unpack_masked_kernel",

@@ -19,6 +19,7 @@ leaves out 'nnan' and 'ninf', so a NaN or Inf in the input still reaches the out
 """
 
 from numbacnn.kernels.common import FASTMATH
+from numbacnn.shapes import fft_size
 
 # Register blocking: the forward kernel's inner loop (rows x a block of filters x
 # kernel_h * kernel_w taps, one FMA each) must stay within LLVM's unrolling budget,
@@ -165,6 +166,38 @@ def winograd_on_padded(padded_shape: tuple, itemsize: int, kernel_h: int, kernel
     ``conv.conv2d_backward_weight``) both ask."""
     _, channels, height, width = padded_shape
     return winograd_outputs(kernel_h, kernel_w, height - kernel_h + 1, width - kernel_w + 1, itemsize, channels) > 0
+
+
+# The FFT forward and input gradient (kernels/cpu/conv_fft.py): largest transform, and
+# how many times its estimated multiply-adds must undercut the direct sum's (its
+# butterflies and products run at a fraction of the direct kernels' rate, and the
+# direct 5x5 sums have 1-D Winograd). The estimate's ratio for 10 -> 10 channels: 28x28
+# 7x7 8.1 (whole 7x7 steps 0.91 and 0.93 of the direct kernels' in one process), 28x28
+# 5x5 4.1 and 14x14 5x5 4.5 (the 5x5 step 1.41 and 1.47 with both), 14x14 7x7 2.0
+# (1.8x slower alone).
+FFT_MAX_SIZE = 32
+FFT_ADVANTAGE = 5.0
+FFT_ENABLED = True  # switched off by tests and benchmarks that compare with the direct kernels
+
+
+def fft_size_for(filters: int, channels: int, kernel_h: int, kernel_w: int, in_height: int, in_width: int,
+                 pad_h: int, pad_w: int) -> int:
+    """N of the N x N transforms (``shapes.fft_size``) the fused forward and input
+    gradient of a stride-1 conv use (``kernels/cpu/conv_fft.py``), or 0 where the
+    direct (or Winograd) kernels run: 5x5 kernels and larger, ``MIN_FILTERS`` or more
+    filters and input channels, N <= ``FFT_MAX_SIZE``, and an estimate of the
+    transforms' and products' multiply-adds ``FFT_ADVANTAGE`` times below the direct
+    sum's: of Tiny VGG's layers, the 28x28 7x7 one."""
+    if not FFT_ENABLED or kernel_h * kernel_w < 25 or min(filters, channels) < MIN_FILTERS:
+        return 0
+    n = max(fft_size(in_height, pad_h), fft_size(in_width, pad_w))
+    if n > FFT_MAX_SIZE:
+        return 0
+    out_h, out_w = in_height + 2 * pad_h - kernel_h + 1, in_width + 2 * pad_w - kernel_w + 1
+    direct = filters * channels * kernel_h * kernel_w * out_h * out_w
+    products = 4 * filters * channels * n * (n // 2 + 1)
+    transforms = (filters + channels) * 5 * n * n * (n.bit_length() - 1) // 2  # radix-2, per plane
+    return n if FFT_ADVANTAGE * (products + transforms) < direct else 0
 
 
 def plane_blocking(filters, out_height, in_width, itemsize):
