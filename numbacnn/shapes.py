@@ -152,7 +152,10 @@ def fft_size(in_size: int, pad: int) -> int:
     the smallest power of two with N >= in_size + pad. A stride-1 correlation reads
     the unpadded input at -pad .. in_size + pad - 1 (for any kernel with pad < kernel
     size); placed at 0 .. in_size - 1 of N zeros, those reads wrap onto zeros only
-    while N - pad >= in_size. The input gradient of the same layer needs the same N."""
+    while N - pad >= in_size. The input gradient of the same layer needs the same N.
+    The kernel's wrapped taps must fit as well: ``fft_size(K, 0)`` (the smallest power
+    of two >= K) is the least N for a K-tap kernel; ``conv_tuning.fft_size_for`` takes
+    the largest of the three."""
     need = in_size + pad
     return 1 << max(need - 1, 0).bit_length()
 

@@ -56,9 +56,12 @@ def test_a_damaged_disk_cache_entry_compiles_again(tmp_path):
     cache = tmp_path / "numba_cache"
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
 
+    notes = []
+
     def run():
         done = subprocess.run([sys.executable, "-c", DAMAGE_PROBE], capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
+        notes.append([line for line in done.stderr.splitlines() if "damaged entry" in line])
         result, hits, misses = done.stdout.split()
         return result, int(hits), int(misses)
 
@@ -72,6 +75,9 @@ def test_a_damaged_disk_cache_entry_compiles_again(tmp_path):
     assert damaged[0] == cold[0] == warm[0]  # the same float32 output bytes
     assert damaged[2] >= 1, "the damaged entry was not compiled again"
     assert warm[1] >= 1 and warm[2] == 0, f"the entry was not written anew: hits={warm[1]} misses={warm[2]}"
+    # one line says why the damaged run compiled; the others say nothing
+    assert [len(lines) for lines in notes] == [0, 1, 0], notes
+    assert notes[1][0].startswith("numbacnn: note: a damaged entry in Numba's disk cache ("), notes[1]
 
 
 def test_kernel_factories_close_over_sizes_only():

@@ -16,14 +16,19 @@ from numbacnn.kernels.cpu import conv_tuning
 from numbacnn.shapes import fft_size
 
 
-def test_the_rule_takes_the_fft_for_tiny_vggs_28x28_7x7_layer_only():
-    assert conv_tuning.fft_size_for(10, 10, 7, 7, 28, 28, 3, 3) == 32
-    assert conv_tuning.fft_size_for(10, 10, 5, 5, 28, 28, 2, 2) == 0   # 1-D Winograd F(4, 5) is faster there
-    assert conv_tuning.fft_size_for(10, 10, 7, 7, 14, 14, 3, 3) == 0   # N = 32 for 17 values: the transforms lose
-    assert conv_tuning.fft_size_for(10, 10, 3, 3, 28, 28, 1, 1) == 0
-    assert conv_tuning.fft_size_for(10, 1, 7, 7, 28, 28, 3, 3) == 0    # one input channel
-    assert conv_tuning.fft_size_for(10, 10, 7, 7, 60, 60, 3, 3) == 0   # N = 64: larger than FFT_MAX_SIZE
-    assert [fft_size(28, 3), fft_size(14, 2), fft_size(13, 3), fft_size(1, 0)] == [32, 16, 16, 1]
+def test_the_rule_takes_the_fft_for_tiny_vggs_28x28_7x7_layer_only(monkeypatch):
+    assert conv_tuning.fft_size_for(10, 10, 7, 7, 28, 28, 3, 3, 64) == 32
+    assert conv_tuning.fft_size_for(10, 10, 7, 7, 28, 28, 3, 3, 16) == 32
+    assert conv_tuning.fft_size_for(10, 10, 7, 7, 28, 28, 3, 3, 4) == 0    # the kernels' transforms, per image
+    assert conv_tuning.fft_size_for(10, 10, 5, 5, 28, 28, 2, 2, 64) == 0   # 1-D Winograd F(4, 5) is faster there
+    assert conv_tuning.fft_size_for(10, 10, 7, 7, 14, 14, 3, 3, 64) == 0   # N = 32 for 17 values: the transforms lose
+    assert conv_tuning.fft_size_for(10, 10, 3, 3, 28, 28, 1, 1, 64) == 0
+    assert conv_tuning.fft_size_for(10, 1, 7, 7, 28, 28, 3, 3, 64) == 0    # one input channel
+    assert conv_tuning.fft_size_for(10, 10, 7, 7, 60, 60, 3, 3, 64) == 0   # N = 64: larger than FFT_MAX_SIZE
+    assert [fft_size(28, 3), fft_size(14, 2), fft_size(13, 3), fft_size(1, 0), fft_size(9, 0)] == [32, 16, 16, 1, 16]
+    # N covers the kernel too: a 5x9 kernel on a 3x3 input with padding (3, 5) needs 16, not 8
+    monkeypatch.setattr(conv_tuning, "FFT_ADVANTAGE", 0.0)
+    assert conv_tuning.fft_size_for(16, 16, 5, 9, 3, 3, 3, 5, 64) == 16
 
 
 # (batch, channels, height, width, filters, kernel, padding, dtype): Tiny VGG's layer, and odd
@@ -85,7 +90,7 @@ def test_fft_forward_and_input_gradient_match_reference_and_the_direct_kernels(x
 def test_fft_is_more_exact_than_the_direct_sums_on_tiny_vggs_layer(rng):
     """The transforms round about log2(N) times per value; the direct 7x7 sums add 490
     products: against the float64 reference, the FFT's largest error is smaller."""
-    x = random_array(rng, (4, 10, 28, 28), np.float32)
+    x = random_array(rng, (16, 10, 28, 28), np.float32)
     w = random_array(rng, (10, 10, 7, 7), np.float32)
     b = np.zeros(10, np.float32)
     want = ref.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), padding=(3, 3))

@@ -72,7 +72,7 @@ def _training_step(model, shape, dtype) -> None:
     (dict(padding=1, stride=2), 4),             # strided blocks on the fast path (GATHERED, PHASES) beside stride 1
     (dict(padding=1, stride=2), 16),            # LANES: the strided blocks and the 4x4 maps, images in the lanes
     (dict(kernel_size=5, padding=2), 4),
-    (dict(kernel_size=7, padding=3), 4),    # the 28x28 layer's forward and grad-input by FFT
+    (dict(kernel_size=7, padding=3), 16),   # the 28x28 layer's forward and grad-input by FFT (batch >= 16)
     (dict(padding=1, batch_norm=True), 4),      # Conv -> BatchNorm -> ReLU (-> pool) blocks on the fast path
     (dict(padding=1, stride=2, batch_norm=True), 4),   # strided batch norm blocks: the strided conv into z
     (dict(padding=1, stride=2, batch_norm=True), 16),  # the same, LANES

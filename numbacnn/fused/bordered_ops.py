@@ -56,7 +56,7 @@ def conv2d_relu_padded(
     filters, _, kernel_h, kernel_w = w.shape
     in_height, in_width = x_padded.shape[2], x_padded.shape[3]
     n = _fft_size(x_padded, w, padding)
-    if n:  # the conv by FFT into a plain z, then relu (+ pool) by the batch norm kernels with scale 1, shift 0
+    if n:  # the conv by FFT into a plain z, then its ReLU (with a pool: the batch norm kernel, scale 1, shift 0)
         z = _scratch("z", (x_padded.shape[0], filters, in_height - kernel_h + 1, in_width - kernel_w + 1),
                      x_padded.dtype)
         _fft_correlate(z, (0, 0), x_padded, padding, w, b, n)
@@ -131,10 +131,12 @@ def _fft_size(x_padded: Any, w: Any, padding: tuple[int, int] | None) -> int:
     pad_h, pad_w = padding
     return backend("cpu").conv_tuning.fft_size_for(filters, channels, kernel_h, kernel_w,
                                                    x_padded.shape[2] - 2 * pad_h, x_padded.shape[3] - 2 * pad_w,
-                                                   pad_h, pad_w)
+                                                   pad_h, pad_w, x_padded.shape[0])
 
 
-_SCRATCH: dict = {}  # the FFT's spectra and z, by name, shape and dtype: a step allocates (and page-faults) nothing
+# the FFT's spectra and z, by name, shape and dtype, kept between steps (the kernels'
+# wrapped copy, F x C x N x N, 80 KB for Tiny VGG's 7x7 layer, is made at each call)
+_SCRATCH: dict = {}
 
 
 def _scratch(name: str, shape: tuple, dtype: Any) -> np.ndarray:

@@ -18,18 +18,32 @@ Numba writes the entry anew (the next process loads it). Results are those of a
 cold start, bit for bit (``kernels/linking.py``). Errors reading the file itself
 (``OSError``: permissions, a vanished folder) are left to Numba, as before.
 
-``NUMBA_DEBUG_CACHE=1`` prints each entry found damaged.
+The first damaged entry in a process prints one line on stderr (``numbacnn: note:
+...``: the user learns why this start compiles); ``NUMBA_DEBUG_CACHE=1`` prints each.
+The patch is on Numba's cache reader, so it serves every ``cache=True`` function in
+the process, numbacnn's or not.
 """
+
+import pickle
+import sys
 
 from numba.core import caching
 
 _PATCHED_FLAG = "_numbacnn_damaged_entries_are_misses"
 
+# What unpickling cut or garbled bytes raises. Not OSError (reading the file: Numba's
+# own handling), not MemoryError or anything else (a real fault, not damage to report).
+DAMAGE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+          KeyError, OverflowError)
+_NOTED: list[str] = []  # the one note printed in this process
 
-def _is_damage(error: Exception) -> bool:
-    """True for an error that unpickling a damaged file raises: anything but a
-    failure to read the file (``OSError``), which Numba handles itself."""
-    return not isinstance(error, OSError)
+
+def _note(path: str, error: Exception) -> None:
+    caching._cache_log("[cache] damaged %r (%s: %s), read as missing", path, type(error).__name__, error)
+    if not _NOTED:
+        _NOTED.append(f"numbacnn: note: a damaged entry in Numba's disk cache ({path}: {type(error).__name__}) "
+                      "is compiled again and rewritten")
+        print(_NOTED[0], file=sys.stderr)
 
 
 def treat_damaged_entries_as_misses() -> None:
@@ -43,21 +57,15 @@ def treat_damaged_entries_as_misses() -> None:
     def _load_index(self):
         try:
             return numba_load_index(self)
-        except Exception as error:
-            if not _is_damage(error):
-                raise
-            caching._cache_log("[cache] damaged index %r (%s: %s), read as empty",
-                               self._index_path, type(error).__name__, error)
+        except DAMAGE as error:
+            _note(self._index_path, error)
             return {}  # no entry: each kernel compiles and Numba writes a new index
 
     def _load_data(self, name):
         try:
             return numba_load_data(self, name)
-        except Exception as error:
-            if not _is_damage(error):
-                raise
-            caching._cache_log("[cache] damaged data file %r (%s: %s), read as missing",
-                               self._data_path(name), type(error).__name__, error)
+        except DAMAGE as error:
+            _note(self._data_path(name), error)
             # Numba's load() already treats an OSError here as "file removed meanwhile"
             raise FileNotFoundError(self._data_path(name)) from error
 

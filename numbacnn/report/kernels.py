@@ -135,7 +135,7 @@ def _fft_size(block: Any, shape: tuple, path: FastPath) -> int:
     """N of the FFT a fast stride-1 block's forward and grad-input take (``conv_tuning.fft_size_for``), or 0."""
     filters, channels, kernel_h, kernel_w = block.weight_shape
     return backend("cpu").conv_tuning.fft_size_for(filters, channels, kernel_h, kernel_w, shape[2], shape[3],
-                                                   *path.pad)
+                                                   *path.pad, shape[0])
 
 
 def _fft_choices(choices: list, label: str, direction: str, device: str, n: int, what: str) -> None:

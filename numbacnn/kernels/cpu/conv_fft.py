@@ -17,8 +17,8 @@ flops per line) cost less than the products they replace.
 Why it is exact (up to rounding): ``y[i] = sum over k of x[i + k - p] * w[k]`` (one
 axis; p the padding, x the unpadded plane) reads x at -p .. H + p - 1. Placed at
 0 .. H - 1 of a length-N line of zeros, the circular index i + k - p mod N lands on
-a zero wherever the padded input is zero as long as N >= H + p (:func:`numbacnn.shapes.fft_size`),
-so the circular convolution with the flipped, wrapped kernel
+a zero wherever the padded input is zero as long as N >= H + p (:func:`numbacnn.shapes.fft_size`;
+and N >= K, for the kernel's taps), so the circular convolution with the flipped, wrapped kernel
 ``w'[(p - k) mod N] = w[k]`` *is* the correlation. The input gradient is the
 correlation of the output gradient with w', ``GX = GZ * conj(W')``, on the same N.
 

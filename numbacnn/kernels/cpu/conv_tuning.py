@@ -181,22 +181,25 @@ FFT_ENABLED = True  # switched off by tests and benchmarks that compare with the
 
 
 def fft_size_for(filters: int, channels: int, kernel_h: int, kernel_w: int, in_height: int, in_width: int,
-                 pad_h: int, pad_w: int) -> int:
+                 pad_h: int, pad_w: int, batch: int) -> int:
     """N of the N x N transforms (``shapes.fft_size``) the fused forward and input
-    gradient of a stride-1 conv use (``kernels/cpu/conv_fft.py``), or 0 where the
-    direct (or Winograd) kernels run: 5x5 kernels and larger, ``MIN_FILTERS`` or more
-    filters and input channels, N <= ``FFT_MAX_SIZE``, and an estimate of the
-    transforms' and products' multiply-adds ``FFT_ADVANTAGE`` times below the direct
-    sum's: of Tiny VGG's layers, the 28x28 7x7 one."""
-    if not FFT_ENABLED or kernel_h * kernel_w < 25 or min(filters, channels) < MIN_FILTERS:
+    gradient of a stride-1 conv of ``batch`` images use (``kernels/cpu/conv_fft.py``),
+    or 0 where the direct (or Winograd) kernels run: kernels of 25 taps or more,
+    ``MIN_FILTERS`` or more filters and input channels, N <= ``FFT_MAX_SIZE`` (N covers
+    each axis's input and padding, and the kernel: its wrapped taps must fit), and an
+    estimate of the multiply-adds per image (the products, the planes' transforms, and
+    the F x C kernels' transforms shared by the batch) ``FFT_ADVANTAGE`` times below
+    the direct sum's: of Tiny VGG's layers, the 28x28 7x7 one, at a batch of 16 or more."""
+    if not FFT_ENABLED or kernel_h * kernel_w < 25 or min(filters, channels) < MIN_FILTERS or batch < 1:
         return 0
-    n = max(fft_size(in_height, pad_h), fft_size(in_width, pad_w))
+    n = max(fft_size(in_height, pad_h), fft_size(in_width, pad_w), fft_size(max(kernel_h, kernel_w), 0))
     if n > FFT_MAX_SIZE:
         return 0
     out_h, out_w = in_height + 2 * pad_h - kernel_h + 1, in_width + 2 * pad_w - kernel_w + 1
     direct = filters * channels * kernel_h * kernel_w * out_h * out_w
     products = 4 * filters * channels * n * (n // 2 + 1)
-    transforms = (filters + channels) * 5 * n * n * (n.bit_length() - 1) // 2  # radix-2, per plane
+    plane = 5 * n * n * (n.bit_length() - 1) // 2  # a radix-2 transform of one plane
+    transforms = (filters + channels) * plane + filters * channels * plane // batch
     return n if FFT_ADVANTAGE * (products + transforms) < direct else 0
 
 
