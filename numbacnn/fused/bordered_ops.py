@@ -60,11 +60,7 @@ def conv2d_relu_padded(
         z = _scratch("z", (x_padded.shape[0], filters, in_height - kernel_h + 1, in_width - kernel_w + 1),
                      x_padded.dtype)
         _fft_correlate(z, (0, 0), x_padded, padding, w, b, n)
-        if pooled is None:
-            relu_padded(z, out, out_border)
-        else:  # (the ReLU output itself is not stored: no caller asks for it with a pool)
-            batch_norm_relu_padded(z, np.ones(filters), np.zeros(filters), None, (0, 0), pooled=pooled,
-                                   pooled_border=pooled_border, indices=indices)
+        relu_pool_padded(z, out, out_border, pooled=pooled, pooled_border=pooled_border, indices=indices)
     elif cpu.conv_small_maps.packs_images(in_width - kernel_w + 1, in_height - kernel_h + 1, x_padded.shape[0],
                                         x_padded.itemsize):
         _conv2d_relu_side_by_side(x_padded, w, b, out, out_border, pooled, pooled_border, indices)
@@ -401,6 +397,21 @@ def relu_padded(z: Any, out: Any, out_border: tuple[int, int]) -> None:
     """out's interior (N, F, OH, OW) at out_border = relu(z), z plain (a strided block's
     conv output; ``F.relu``'s values: a NaN passes, -0.0 becomes +0.0)."""
     backend("cpu").bordered.relu_into_border_kernel(*out_border, z.shape[3])(out, z)
+
+
+def relu_pool_padded(z: Any, out: Any, out_border: tuple[int, int], *, pooled: Any = None,
+                     pooled_border: tuple[int, int] = (0, 0), indices: Any = None) -> None:
+    """A plain conv output z (N, F, OH, OW) (a strided conv's, the FFT's) on to the next
+    block: relu(z) into out's interior at out_border (:func:`relu_padded`), or, with
+    ``pooled``, its 2x2 / stride-2 max pool and argmax ``indices`` into pooled's interior
+    at pooled_border by the batch norm blocks' kernel with scale 1 and shift 0 (``z * 1 +
+    0`` is z exactly: relu(z) bit for bit); the ReLU output itself is not stored then."""
+    if pooled is None:
+        relu_padded(z, out, out_border)
+        return
+    filters = z.shape[1]
+    batch_norm_relu_padded(z, np.ones(filters), np.zeros(filters), None, (0, 0), pooled=pooled,
+                           pooled_border=pooled_border, indices=indices)
 
 
 def relu_backward_padded(gz_padded: Any, gz_border: tuple[int, int], gy: Any, y: Any,

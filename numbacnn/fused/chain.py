@@ -244,16 +244,10 @@ class BlockChain:
     @staticmethod
     def _conv_strided_fast(x_padded: Any, w: Any, bias: Any, buffers: BlockBuffers) -> None:
         """A strided block without batch statistics: the backend's strided conv into z,
-        then its ReLU into the output; with a pool, ReLU + pool by the batch norm blocks'
-        kernel with scale 1 and shift 0 (``z * 1 + 0`` is z exactly, so this is
-        relu(conv) bit for bit)."""
+        then its ReLU (+ pool) into the output (``ops.relu_pool_padded``)."""
         ops.conv2d_padded(x_padded, w, bias, buffers.z, buffers.stride)
-        if buffers.pooled is None:
-            ops.relu_padded(buffers.z, buffers.y, buffers.out_border)
-            return
-        filters = w.shape[0]
-        ops.batch_norm_relu_padded(buffers.z, np.ones(filters), np.zeros(filters), None, (0, 0),
-                                   pooled=buffers.pooled, pooled_border=buffers.out_border, indices=buffers.indices)
+        ops.relu_pool_padded(buffers.z, buffers.y, buffers.out_border, pooled=buffers.pooled,
+                             pooled_border=buffers.out_border, indices=buffers.indices)
 
     def _folded(self, block: ConvBlock, w: Any, bias: Any, norm: NormParams) -> tuple[Any, Any]:
         """The conv's (weight, bias) with the batch norm's running statistics folded in."""

@@ -204,12 +204,7 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                 fft = _fft_size(block, shape, path)
                 if fft:
                     _fft_choices(choices, label, "forward", device, fft, f"{size}: the conv by FFT" + folded)
-                    if pooled:
-                        _add(choices, label, "forward", device, "norm", "batch_norm_relu_pool2x2_kernel",
-                             "ReLU + 2x2 pool with indices (scale 1, shift 0), into the next block's buffer")
-                    else:
-                        _add(choices, label, "forward", device, "bordered", "relu_into_border_kernel",
-                             "ReLU into the next block's bordered input, the row width compiled in")
+                    _relu_pool_choices(choices, label, device, pooled, _RELU_BY_NORMALISE)
                 elif side_by_side(path.y_shape, dtype):
                     _add(choices, label, "forward", device, "conv_rows", "conv_rows_kernel",
                          f"{size}: {path.y_shape[3]}-column rows, the images side by side in one row (MODE_RELU)"
@@ -407,6 +402,21 @@ def _output_gradient_choices(choices: list, label: str, device: str, *, pooled: 
              "the batch norm's backward into the conv's output gradient buffer")
 
 
+_RELU_BY_NORMALISE = "ReLU (the normalise kernel with scale 1, shift 0)"
+
+
+def _relu_pool_choices(choices: list, label: str, device: str, pooled: bool, pooled_what: str) -> None:
+    """A plain conv output's ReLU (+ pool) into the next block's buffer
+    (``bordered_ops.relu_pool_padded``): with a pool, the batch norm blocks' kernel doing
+    ``pooled_what`` + the pool; without, the ReLU kernel."""
+    if pooled:
+        _add(choices, label, "forward", device, "norm", "batch_norm_relu_pool2x2_kernel",
+             f"{pooled_what} + 2x2 pool with indices, into the next block's buffer")
+    else:
+        _add(choices, label, "forward", device, "bordered", "relu_into_border_kernel",
+             "ReLU into the next block's bordered input, the row width compiled in")
+
+
 def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: str, training: bool, first: bool,
                            label: str, choices: list, *, copy_input: bool, masked: bool, last: bool,
                            next_fast: bool, dtype: Any) -> None:
@@ -429,16 +439,12 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
     if batch_stats:
         _add(choices, label, "forward", device, "norm", "batch_norm_stats_planes",
              "z's batch statistics, planes summed vectorised")
-    affine = "normalise + ReLU" if norm is not None else "ReLU (the normalise kernel with scale 1, shift 0)"
-    if pooled:
-        _add(choices, label, "forward", device, "norm", "batch_norm_relu_pool2x2_kernel",
-             f"{affine} + 2x2 pool with indices, into the next block's buffer")
-    elif norm is not None and batch_stats:
+    if batch_stats and not pooled:
         _add(choices, label, "forward", device, "norm", "batch_norm_relu_kernel",
-             f"{affine} into the next block's bordered input")
+             "normalise + ReLU into the next block's bordered input")
     else:
-        _add(choices, label, "forward", device, "bordered", "relu_into_border_kernel",
-             "ReLU into the next block's bordered input, the row width compiled in")
+        _relu_pool_choices(choices, label, device, pooled, "normalise + ReLU" if norm is not None
+                           else _RELU_BY_NORMALISE)
     if not training:
         return
     _output_gradient_choices(choices, label, device, pooled=pooled, last=last, next_fast=next_fast,
