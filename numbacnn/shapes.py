@@ -178,6 +178,9 @@ def check_array(a: Any, name: str, op: str, ndim: int | None = None, batched_ima
     leading batch axis. ``empty`` says which zero-size axes are allowed: "refuse"
     (none), "batch" (the first axis only, as PyTorch allows N = 0) or "any".
     """
+    if type(a) is np.ndarray and a.dtype in FLOAT_DTYPES and (ndim is None or a.ndim == ndim) and (
+            empty == "any" or a.size or (empty == "batch" and 0 not in a.shape[1:])):
+        return  # the common case, several times per op and step, told without the checks below
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
         raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}")
     dtype = np.dtype(a.dtype)

@@ -99,3 +99,15 @@ def test_softmax_cross_entropy_both_branches(batch):
     expected = np.exp(log_probs)
     expected[np.arange(batch), labels] -= 1
     assert_close(grad, expected / batch, np.float64, "grad")
+
+
+@pytest.mark.parametrize("shape", [(64, 10, 1, 1), (64, 10, 4, 4), (64, 10, 14, 14)])  # serial, serial, parallel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_bias_gradient_both_branches(shape, dtype):
+    from numbacnn.kernels.cpu import conv as C
+
+    assert (np.prod(shape) < C.BIAS_SERIAL_BELOW) == (shape[2] != 14)
+    dout = np.random.default_rng(shape[2]).standard_normal(shape).astype(dtype)
+    db = np.full(shape[1], np.nan, dtype)
+    C.conv2d_backward_bias(db, dout)
+    assert_close(db, dout.astype(np.float64).sum(axis=(0, 2, 3)), dtype, "db")

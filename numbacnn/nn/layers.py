@@ -329,7 +329,7 @@ class Flatten(Module):
         if len(shape) < 2:
             raise ValueError(f"Flatten: x must have a batch axis and at least one more, got shape {shape}")
         self._shape = shape
-        return x.reshape(shape[0], int(np.prod(shape[1:], dtype=np.int64)))
+        return x.reshape(shape[0], math.prod(shape[1:]))  # math.prod: np.prod costs ~5 us a step here
 
     def backward(self, gy: Any, input_grad: bool = True) -> Any:
         if self._shape is None:

@@ -152,6 +152,11 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        state = self.__dict__
+        if name in state and name not in state.get("_parameters", (name,)) and name not in state["_modules"] \
+                and name not in state["_buffers"] and not isinstance(value, (Parameter, Module)):
+            state[name] = value  # a plain attribute again (a layer's cached input, each step)
+            return
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call super().__init__() before setting attributes")
         self._parameters.pop(name, None)

@@ -250,6 +250,12 @@ def conv2d_backward_weight_general(dw, dout, x, stride_h, stride_w, pad_h, pad_w
                 dw[f, c, kh, kw] = total
 
 
+# Bias gradients of fewer elements than this are summed on one thread: a parallel
+# region's fork/join (2-3 us idle, ~30 us when the other thread has gone to sleep)
+# costs more than summing them (the linear layer's 64 x 10, a 4x4 map's 64 x 10 x 16).
+BIAS_SERIAL_BELOW = 1 << 15
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv2d_backward_bias(db, dout):
     """db[f] = sum over n, oh, ow of dout[n, f, oh, ow] (float64 partial sums).
@@ -257,15 +263,26 @@ def conv2d_backward_bias(db, dout):
     FASTMATH lets LLVM vectorise the row sums (reordering them); NaN still propagates.
     """
     batch, out_channels, out_height, out_width = dout.shape
-    for f in prange(out_channels):
-        total = 0.0
-        for n in range(batch):
-            for oh in range(out_height):
-                row_sum = 0.0
-                for ow in range(out_width):
-                    row_sum += dout[n, f, oh, ow]
-                total += row_sum
-        db[f] = total
+    if batch * out_channels * out_height * out_width < BIAS_SERIAL_BELOW:
+        for f in range(out_channels):
+            db[f] = _bias_gradient_sum(dout, f)
+    else:
+        for f in prange(out_channels):
+            db[f] = _bias_gradient_sum(dout, f)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _bias_gradient_sum(dout, f):
+    """sum over n, oh, ow of dout[n, f, oh, ow], in float64 (row sums, then their total)."""
+    batch, _, out_height, out_width = dout.shape
+    total = 0.0
+    for n in range(batch):
+        for oh in range(out_height):
+            row_sum = 0.0
+            for ow in range(out_width):
+                row_sum += dout[n, f, oh, ow]
+            total += row_sum
+    return total
 
 
 # --------------------------------------------------------------------------- #
