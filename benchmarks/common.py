@@ -222,13 +222,16 @@ def alternate_in_steps(step: TinyVGGStep, versions: dict, places: dict, blocks: 
     name is swapped (:func:`places_of`). Each version is first run ``warm`` steps
     (compiling it), then, ``blocks`` times in turn, 3 untimed steps and ``steps`` timed
     ones. Returns {label: [ms per step of each block]}. The caller puts the originals
-    back."""
+    back (and clears ``fused.fast_path``'s cache, as each switch here does)."""
     import time
+
+    from numbacnn.fused import fast_path
 
     def use(functions):
         for name, function in functions.items():
             for place in places[name]:
                 setattr(place, name, function)
+        fast_path.cache_clear()  # the fused wing's rule remembers its answers: a swapped rule or limit must be asked again
 
     for functions in versions.values():
         use(functions)

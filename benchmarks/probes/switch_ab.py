@@ -6,8 +6,11 @@ thread count), median and min ms per step of each.
         numbacnn.kernels.cpu.conv_tuning.FFT_ENABLED True False
     python benchmarks/probes/switch_ab.py --variant stride-2 \\
         numbacnn.kernels.cpu.conv.LANES_STRIDE1_WEIGHT_MAX_OUT_WIDTH 7 0
+    python benchmarks/probes/switch_ab.py --variant stride-2 \\
+        numbacnn.kernels.cpu.conv.LANES_BLOCK_MAX_OUT_WIDTH 7 0     # lanes blocks on and off
 
-For a rule the code reads at every call (``conv_tuning.FFT_ENABLED``, a size limit): where
+For a rule the code reads at every call (``conv_tuning.FFT_ENABLED``, a size limit; the
+fused wing's cached rule, ``fused.fast_path``, is asked again at each switch): where
 this machine's speed moves by 10-25% from one process to the next, alternating processes
 cannot show a 5% change; one process can. (``kernel_ab.py`` does the same for a kernel
 module's functions against an older commit's.)
@@ -23,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 from benchmarks.common import TinyVGGStep, alternate_in_steps  # noqa: E402
 from benchmarks.compare_torch import VARIANTS as LABELLED, variant_name  # noqa: E402
+from numbacnn.fused import fast_path  # noqa: E402
 
 VARIANTS = {variant_name(label): options for label, options in LABELLED}  # name -> tiny_vgg options
 
@@ -53,6 +57,7 @@ def main(argv=None) -> int:
         times = alternate_in_steps(step, versions, {name: [module]}, args.blocks, args.steps, warm=20)
     finally:
         setattr(module, name, original)
+        fast_path.cache_clear()
     print(f"{args.variant}, {args.setting}; load average {os.getloadavg()[0]:.2f}")
     medians = {}
     for version, spent in times.items():

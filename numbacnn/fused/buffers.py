@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from numbacnn.device import backend
 from numbacnn.fused.eligibility import FastPath
 
 
@@ -121,4 +122,84 @@ class BlockBuffers:
     @property
     def output(self) -> tuple[np.ndarray, np.ndarray]:
         """(bordered buffer, its interior view) holding the block's output."""
+        return (self.y, self.y_view) if self.pooled is None else (self.pooled, self.pooled_view)
+
+
+class LanesBuffers:
+    """The buffers of one *lanes block* (``FastPath.lanes``: maps so small that the block
+    runs with the images in the vector lanes, ``kernels/cpu/lanes_blocks.py``) for one
+    input shape, kept between steps. Lanes arrays are (C, H, W, N); a bordered one holds
+    its map at (top, left) inside zeros (zeroed once, here).
+
+    Parameters
+    ----------
+    x_shape, dtype, kernel_size, fast, out_border, pooled, training
+        As :class:`BlockBuffers`.
+    out_lanes : bool
+        The next block is a lanes block too: the output stays in the lanes, in ``out_t``
+        bordered by out_border (the next block's padded input); otherwise it is also
+        written, NCHW, into ``y`` / ``pooled`` bordered by out_border.
+
+    Attributes
+    ----------
+    x_t : the lanes input, bordered by ``pad``, used when the previous block is not a
+        lanes block (else its ``out_t`` is this block's input)
+    z_t : the conv output (F, OH, OW, N)
+    out_t : the ReLU (+ pool) output in the lanes, bordered by out_border when
+        ``out_lanes``, else plain
+    which : with a pool, each window's maximum (``lanes_blocks.relu_pool_into_border``)
+    y, y_view, pooled, pooled_view : the NCHW output (without ``out_lanes``), as
+        :class:`BlockBuffers`'
+    gy_t : the output gradient brought into the lanes from an NCHW neighbour
+    gz_t, gz_border : the conv output's gradient bordered as the LANES grad-input reads
+        it (``conv_lanes.dout_border``, rows below to cover every input row)
+    gz_plain : the same gradient, plain, as the LANES grad-weight reads it
+    dx_t : the input gradient in the lanes (C, H, W, N); gx its NCHW copy, for an NCHW
+        previous block
+    """
+
+    def __init__(self, x_shape: tuple, dtype: Any, kernel_size: tuple[int, int], fast: FastPath,
+                 out_border: tuple[int, int], out_lanes: bool, pooled: bool, training: bool) -> None:
+        batch, channels, height, width = x_shape
+        filters, out_height, out_width = fast.y_shape[1:]
+        kernel_h, kernel_w = kernel_size
+        self.pad, self.stride, self.y_shape, self.out_shape = fast.pad, fast.stride, fast.y_shape, fast.out_shape
+        self.out_border, self.out_lanes, self.pooled_block = out_border, out_lanes, pooled
+        pad_h, pad_w = fast.pad
+        self.x_t = np.zeros((channels, height + 2 * pad_h, width + 2 * pad_w, batch), dtype)
+        self.z_t = np.empty((filters, out_height, out_width, batch), dtype)
+        out_filters, out_h, out_w = fast.out_shape[1:]
+        border = out_border if out_lanes else (0, 0)
+        self.out_t = np.zeros((out_filters, out_h + 2 * border[0], out_w + 2 * border[1], batch), dtype)
+        self.out_t_border = border
+        self.which = np.empty((out_filters, out_h, out_w, batch), np.int8) if pooled else None
+        self.y = self.y_view = self.pooled = self.pooled_view = None
+        if not out_lanes:
+            if pooled:
+                self.pooled = bordered_empty(fast.out_shape, out_border, dtype)
+                self.pooled_view = interior(self.pooled, out_border, fast.out_shape)
+            else:
+                self.y = bordered_empty(fast.y_shape, out_border, dtype)
+                self.y_view = interior(self.y, out_border, fast.y_shape)
+        self.gy_t = self.gz_t = self.gz_plain = self.dx_t = self.gx = None
+        self.gz_border = (0, 0)
+        if not training:
+            return
+        lanes = backend("cpu").conv_lanes
+        border_h, border_w = lanes.dout_border(kernel_h, fast.stride[0]), lanes.dout_border(kernel_w, fast.stride[1])
+        rows = max(out_height, (pad_h + height - 1) // fast.stride[0] + 1)
+        cols = max(out_width, (pad_w + width - 1) // fast.stride[1] + 1)
+        self.gy_t = np.empty((out_filters, out_h, out_w, batch), dtype)
+        self.gz_t = np.zeros((filters, border_h + rows, border_w + cols, batch), dtype)
+        self.gz_border = (border_h, border_w)
+        self.gz_plain = np.empty((filters, out_height, out_width, batch), dtype)
+        self.dx_t = np.empty((channels, height, width, batch), dtype)
+        self.gx = np.empty(x_shape, dtype)
+
+    @property
+    def output(self) -> tuple[Any, Any]:
+        """(bordered NCHW buffer, its interior view) holding the block's output, or
+        (None, None) when it stays in the lanes for the next block."""
+        if self.out_lanes:
+            return None, None
         return (self.y, self.y_view) if self.pooled is None else (self.pooled, self.pooled_view)

@@ -39,6 +39,15 @@ no batch norm (with neither batch norm nor pool, a ReLU kernel of its own); its
 backward reads a plain output gradient and hands its input gradient over through the
 previous ReLU's mask.
 
+A lanes block (``fast_path``: small maps at a large batch, no batch norm) runs with
+the images in the vector lanes (``lanes_ops.py`` on :class:`LanesBuffers`): its input
+transposed in (unless the previous lanes block left its output there, bordered by this
+block's padding), the LANES conv at its stride, ReLU (+ pool) into the next lanes
+block's padded input or back to an NCHW buffer; backward, the conv output's gradient
+in the lanes (written, masked, by the next lanes block, or brought in), grad-weight,
+bias and grad-input, the input gradient handed to a previous lanes block in the lanes
+(``Handoff.in_lanes``) or back to NCHW through the previous ReLU's mask.
+
 What leaves the chain is plain: the forward's output is an interior view of a
 buffer (copied by the outermost Sequential), the backward's input gradient is never
 masked. Parameter gradients are returned, one (gw, gb) per block, for the layers to
@@ -56,7 +65,8 @@ import numbacnn.functional as F
 import numbacnn.functional.fused as FF
 from numbacnn.device import device_of
 from numbacnn.fused import bordered_ops as ops
-from numbacnn.fused.buffers import BlockBuffers
+from numbacnn.fused import lanes_ops
+from numbacnn.fused.buffers import BlockBuffers, LanesBuffers
 from numbacnn.fused.eligibility import ConvBlock, FastPath, fast_path
 from numbacnn.workspace import Workspaces
 
@@ -90,11 +100,14 @@ class Handoff:
     ``grad``: the gradient with respect to the block's input (None without
     ``input_grad``); ``masked``: already multiplied by the previous block's ReLU mask;
     ``by_1_written``: it was also written into the previous block's 1-bordered copy of
-    its output gradient (``BlockBuffers.gz_by_1``)."""
+    its output gradient (``BlockBuffers.gz_by_1``); ``in_lanes``: for a previous lanes
+    block, ``grad`` is in the lanes (C, H, W, N), or, None, the previous block's own
+    gradient buffers (``LanesBuffers.gz_t``, ``gz_plain``) already hold it, masked."""
 
     grad: Any
     masked: bool = False
     by_1_written: bool = False
+    in_lanes: bool = False
 
 
 @dataclass
@@ -109,6 +122,7 @@ class _Saved:
     z: Any = None                        # batch norm: its input, the conv output
     mean: Any = None                     # fast batch norm: the batch statistics (F,), float64
     invstd: Any = None
+    x_t: Any = None                      # lanes: the padded input in the lanes (its own, or the previous block's output)
 
 
 class BlockChain:
@@ -130,16 +144,20 @@ class BlockChain:
     def forward(self, x: Any, params: Sequence[Params], training: Sequence[bool]) -> Any:
         """x (N, C, H, W) -> the last block's output; keeps what backward needs for the
         blocks in training mode."""
-        device = device_of(x)
-        choice = self._choose(0, tuple(x.shape), x.dtype, params, training, device)
+        device, dtype = device_of(x), x.dtype
+        choice = self._choose(0, tuple(x.shape), dtype, params, training, device)
         for i, block in enumerate(self.blocks):
             w, b, norm = params[i]
             if isinstance(choice, FastPath):
                 following = None
                 if i + 1 < len(self.blocks):
-                    following = self._choose(i + 1, choice.out_shape, x.dtype, params, training, device)
+                    following = self._choose(i + 1, choice.out_shape, dtype, params, training, device)
                 out_border = following.pad if isinstance(following, FastPath) else (0, 0)
-                x = self._forward_fast(i, x, w, b, norm, choice, out_border, training[i])
+                if choice.lanes:  # x is None when the previous lanes block kept its output in the lanes
+                    out_lanes = isinstance(following, FastPath) and following.lanes
+                    x = self._forward_lanes(i, x, w, b, choice, out_border, out_lanes, training[i])
+                else:
+                    x = self._forward_fast(i, x, w, b, norm, choice, out_border, training[i])
                 choice = following
             else:
                 x = self._forward_composed(i, x, w, b, norm, training[i])
@@ -226,6 +244,42 @@ class BlockChain:
         self._saved[i] = saved if training else None
         return buffers.output[1]
 
+    def _forward_lanes(self, i: int, x: Any, w: Any, b: Any, fast: FastPath, out_border: tuple[int, int],
+                       out_lanes: bool, training: bool) -> Any:
+        """A lanes block: its input into the lanes (unless the previous lanes block left it
+        there, in this block's padded layout), the conv, the ReLU (+ pool) into the next
+        lanes block's padded input, or, at the end of a run of lanes blocks, back into
+        an NCHW buffer bordered by out_border. Returns that NCHW output (None: kept in
+        the lanes)."""
+        block = self.blocks[i]
+        x_shape = tuple(x.shape) if x is not None else self._fast[i - 1].out_shape  # the previous lanes block's
+        key = ("lanes", x_shape, np.dtype(w.dtype).str, out_border, out_lanes)  # never a BlockBuffers' key
+        name = f"{i}:{'train' if training else 'eval'}"
+        buffers = self._workspaces.get(name, key)
+        if buffers is None:
+            buffers = self._workspaces.keep(name, key, LanesBuffers(
+                x_shape, w.dtype, block.weight_shape[2:], fast, out_border, out_lanes, block.pool is not None,
+                training))
+        previous = self._fast[i - 1] if i > 0 else None
+        saved = _Saved(x=x, buffers=buffers)
+        if isinstance(previous, LanesBuffers) and previous.out_lanes:
+            saved.x_t = previous.out_t  # the previous block's output, bordered by this block's padding
+        else:
+            saved.x_t = buffers.x_t
+            if previous is not None and x is previous.output[1] and previous.out_border == fast.pad:
+                saved.x_padded = previous.output[0]  # its border is the padding: the mask's input in backward
+                lanes_ops.to_lanes(saved.x_t, saved.x_padded, (0, 0))
+            else:
+                lanes_ops.to_lanes(saved.x_t, x, fast.pad)
+        bias = b if b is not None else np.zeros(block.weight_shape[0], w.dtype)
+        lanes_ops.conv(buffers.z_t, saved.x_t, w, bias, fast.stride)
+        lanes_ops.relu_pool(buffers.out_t, buffers.out_t_border, buffers.z_t, buffers.which)
+        if not out_lanes:
+            lanes_ops.from_lanes(buffers.output[1], buffers.out_t)
+        self._fast[i] = buffers
+        self._saved[i] = saved if training else None
+        return buffers.output[1]
+
     def _conv_batch_norm_fast(self, block: ConvBlock, x_padded: Any, w: Any, bias: Any, norm: NormParams,
                               buffers: BlockBuffers, saved: _Saved) -> None:
         """A batch norm block on its batch's statistics: the conv into z, z's statistics
@@ -281,8 +335,12 @@ class BlockChain:
             mask_input = i > 0 and self.blocks[i - 1].pool is None  # x came out of a ReLU
             wants_input_grad = input_grad if i == 0 else True
             w, _, norm = params[i]
-            if saved.buffers is not None:
-                previous = self._saved[i - 1].buffers if i > 0 and self._saved[i - 1] is not None else None
+            previous = self._saved[i - 1].buffers if i > 0 and self._saved[i - 1] is not None else None
+            if isinstance(saved.buffers, LanesBuffers):
+                handoff, grads[i] = self._backward_lanes(saved, w, handoff, wants_input_grad, mask_input, previous)
+            elif saved.buffers is not None:
+                # a lanes block before this one takes its gradient plain (it has no NCHW gz)
+                previous = previous if isinstance(previous, BlockBuffers) else None
                 handoff, grads[i] = self._backward_fast(i, saved, w, norm, handoff, wants_input_grad, mask_input,
                                                         previous)
             else:
@@ -387,3 +445,40 @@ class BlockChain:
         if mask_input:
             ops.relu_backward_padded(gx, (0, 0), gx, x_padded, y_border=buffers.pad)
         return Handoff(gx, masked=mask_input), (gw, gb, gnorm)
+
+    @staticmethod
+    def _backward_lanes(saved: _Saved, w: Any, handoff: Handoff, input_grad: bool, mask_input: bool,
+                        previous: Any) -> tuple[Handoff, tuple]:
+        """A lanes block's backward: its output gradient into the lanes (unless the next
+        lanes block wrote it there), through the pool and the ReLU mask into the conv
+        output's gradient, then the LANES grad-weight, bias and grad-input. The input
+        gradient goes to a previous lanes block in the lanes (through its ReLU mask when
+        it has no pool), else back to NCHW: into the previous fast block's bordered
+        output gradient through its ReLU's mask, or plain."""
+        buffers = saved.buffers
+        if not (handoff.in_lanes and handoff.grad is None):  # else: written, masked, by the next lanes block
+            gy_t = handoff.grad
+            if not handoff.in_lanes:
+                gy_t = buffers.gy_t
+                lanes_ops.to_lanes(gy_t, np.asarray(handoff.grad).reshape(buffers.out_shape), (0, 0))
+            lanes_ops.output_gradient(buffers.gz_t, buffers.gz_border, buffers.gz_plain, gy_t, buffers.z_t,
+                                      which=buffers.which, masked=handoff.masked)
+        gw, gb = lanes_ops.weight_bias_gradient(buffers.gz_plain, saved.x_t, w, buffers.stride)
+        if not input_grad:
+            return Handoff(None), (gw, gb, None)
+        lanes_ops.input_gradient(buffers.dx_t, buffers.gz_t, w, buffers.stride, buffers.pad)
+        if isinstance(previous, LanesBuffers):
+            if previous.pooled_block:  # its pool's backward reads the gradient in the lanes
+                return Handoff(buffers.dx_t, in_lanes=True), (gw, gb, None)
+            lanes_ops.relu_mask_into(previous.gz_t, previous.gz_border, previous.gz_plain, buffers.dx_t, previous.z_t)
+            return Handoff(None, masked=True, in_lanes=True), (gw, gb, None)
+        lanes_ops.from_lanes(buffers.gx, buffers.dx_t)
+        if not mask_input:
+            return Handoff(buffers.gx), (gw, gb, None)
+        # the previous block's ReLU output is this block's input: its padded buffer, or x itself
+        y, y_border = (saved.x_padded, buffers.pad) if saved.x_padded is not None else (saved.x, None)
+        if isinstance(previous, BlockBuffers):
+            ops.relu_backward_padded(previous.gz, previous.gz_border, buffers.gx, y, y_border=y_border)
+            return Handoff(previous.gz_view, masked=True), (gw, gb, None)
+        ops.relu_backward_padded(buffers.gx, (0, 0), buffers.gx, y, y_border=y_border)
+        return Handoff(buffers.gx, masked=True), (gw, gb, None)

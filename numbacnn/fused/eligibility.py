@@ -65,12 +65,16 @@ class FastPath:
     ``pad`` (pad_h, pad_w) is the conv's padding, the border its input buffer
     needs; ``y_shape`` the ReLU output (N, F, OH, OW); ``out_shape`` the group's
     output (the pooled shape with a pool, else ``y_shape``); ``stride`` the conv's
-    (a strided block runs the backend's strided kernels on the bordered buffers)."""
+    (a strided block runs the backend's strided kernels on the bordered buffers);
+    ``lanes``: a lanes block, whose forward and backward run with the images in the
+    vector lanes (``conv.lanes_block_applies``: small maps, a large batch, no batch
+    norm)."""
 
     pad: tuple[int, int]
     y_shape: tuple[int, int, int, int]
     out_shape: tuple[int, int, int, int]
     stride: tuple[int, int] = (1, 1)
+    lanes: bool = False
 
 
 @lru_cache(maxsize=1024)  # asked for every block of every step: the answer depends on these values only
@@ -91,7 +95,8 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
     or, strided, a fast strided forward (``conv.choose_forward``: ``GATHERED``, ``LANES``
     or ``PHASES``); and a pool, if any, of 2x2 windows with stride 2, no padding or
     dilation, whole windows only. A batch norm between the conv and the ReLU asks
-    nothing more (its kernels take any (N, C, H, W)).
+    nothing more (its kernels take any (N, C, H, W)). A block without batch norm on
+    small maps at a large batch is a lanes block (``conv.lanes_block_applies``).
     """
     tuning = backend("cpu").conv_tuning if device == "cpu" else None
     if tuning is None:
@@ -130,9 +135,10 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
         return f"a {out_h}x{out_w} output (the row kernels need two rows)"
     y_shape = (int(x_shape[0]), filters, out_h, out_w)
     stride = (stride_h, stride_w)
+    lanes = block.norm is None and backend("cpu").conv.lanes_block_applies(int(x_shape[0]), out_w)
     pool = block.pool
     if pool is None:
-        return FastPath((pad_h, pad_w), y_shape, y_shape, stride)
+        return FastPath((pad_h, pad_w), y_shape, y_shape, stride, lanes)
     if not (pool.kernel_size == (2, 2) and pool.stride == (2, 2) and pool.padding == (0, 0)
             and pool.dilation == (1, 1)):
         return "a pool other than 2x2 with stride 2"
@@ -140,4 +146,4 @@ def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any,
         return "a partial pool window (ceil_mode with an odd size)"
     pooled = (y_shape[0], filters, pool_output_size(out_h, 2, 2, 0, 1, pool.ceil_mode),
               pool_output_size(out_w, 2, 2, 0, 1, pool.ceil_mode))
-    return FastPath((pad_h, pad_w), y_shape, pooled, stride)
+    return FastPath((pad_h, pad_w), y_shape, pooled, stride, lanes)

@@ -155,8 +155,9 @@ CPU_FAST_WING_NAMES: tuple[str, ...] = ()
 """Functions the CPU backend provides beyond :data:`BACKEND_NAMES` (none: the fast wing
 reaches its kernels through the modules below)."""
 
-CPU_FAST_WING_MODULES: tuple[str, ...] = ("bordered", "conv", "conv_fft", "conv_rows", "conv_small_maps",
-                                          "conv_tuning", "conv_weight_grad", "norm")
+CPU_FAST_WING_MODULES: tuple[str, ...] = ("bordered", "conv", "conv_fft", "conv_lanes", "conv_rows",
+                                          "conv_small_maps", "conv_tuning", "conv_weight_grad", "lanes_blocks",
+                                          "norm")
 """Kernel modules of the CPU backend that the fused wing (``numbacnn/fused``) calls as
 ``backend("cpu").<module>.<function>``: the convolution catalogue (``conv``) and its fast
 variants, and batch norm's (``norm``: the kernels of the Conv -> BatchNorm -> ReLU

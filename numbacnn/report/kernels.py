@@ -171,7 +171,13 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
         conv = group[0]
         filters, channels, kernel_h, kernel_w = block.weight_shape
         size = f"{kernel_h}x{kernel_w}, stride 1, {filters} filters"
-        if isinstance(path, FastPath) and path.stride != (1, 1):
+        if isinstance(path, FastPath) and path.lanes:
+            lanes = [isinstance(p, FastPath) and p.lanes for p in paths]
+            _lanes_block_choices(group, path, device, training, first and i == 0, label, choices,
+                                 previous_lanes=i > 0 and lanes[i - 1], next_lanes=i + 1 < len(blocks) and lanes[i + 1],
+                                 masked=i > 0 and blocks[i - 1].pool is None, last=i + 1 == len(blocks))
+            shape = path.out_shape
+        elif isinstance(path, FastPath) and path.stride != (1, 1):
             _strided_block_choices(group, path, shape, device, training, first and i == 0, label, choices,
                                    copy_input=i == 0 or not isinstance(paths[i - 1], FastPath),
                                    masked=i > 0 and blocks[i - 1].pool is None,
@@ -452,6 +458,53 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
     if masked and not first:
         _add(choices, label, "grad-input", device, "bordered", "relu_mask_bordered_kernel",
              "times the previous ReLU's mask, read from this block's padded input")
+
+
+def _lanes_block_choices(group: tuple, path: FastPath, device: str, training: bool, first: bool, label: str,
+                         choices: list, *, previous_lanes: bool, next_lanes: bool, masked: bool, last: bool) -> None:
+    """A lanes block (``fused/chain.py``, ``BlockChain._forward_lanes`` and
+    ``_backward_lanes``): the LANES conv kernels at the block's stride and the lanes
+    ReLU / pool kernels, the maps kept in the lanes from one lanes block to the next
+    (the transposes at the ends of a run, ``conv_lanes.images_last`` / ``images_first``,
+    are named in the reasons, not listed)."""
+    filters, _, kernel_h, kernel_w = group[0].weight.shape
+    batch, _, _, out_width = path.y_shape
+    pooled = group_pool(group) is not None
+    stride = "x".join(str(s) for s in path.stride)
+    size = (f"{kernel_h}x{kernel_w}, stride {stride}, {filters} filters, {out_width}-column output rows: "
+            f"the {batch} images in the vector lanes")
+    into = "" if previous_lanes else " (the input transposed into the lanes first)"
+    _add(choices, label, "forward", device, "conv_lanes", "forward_lanes_kernel", f"{size}, a lanes block{into}")
+    out = "into the next lanes block's padded input" if next_lanes else "then back to (N, C, H, W) for the next layer"
+    if pooled:
+        _add(choices, label, "forward", device, "lanes_blocks", "relu_pool_into_border",
+             f"ReLU + 2x2 pool, each window's maximum kept, {out}")
+    else:
+        _add(choices, label, "forward", device, "lanes_blocks", "relu_into_border", f"ReLU {out}")
+    if not training:
+        return
+    if pooled:
+        _add(choices, label, "backward", device, "lanes_blocks", "pool_relu_backward_into_border",
+             "2x2 pool backward at each window's maximum, times the ReLU mask")
+    elif last:
+        _add(choices, label, "backward", device, "lanes_blocks", "relu_backward_into_border",
+             "the ReLU mask (the output gradient transposed into the lanes first)")
+    elif not next_lanes:
+        _add(choices, label, "backward", device, "lanes_blocks", "copy_into_border",
+             "the next block's masked gradient, transposed into the lanes")
+    _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes_kernel",
+         f"{size}, float64 across rows and images")
+    _add(choices, label, "grad-bias", device, "lanes_blocks", "bias_gradient", "float64 sums")
+    if first:
+        return
+    _add(choices, label, "grad-input", device, "conv_lanes", "grad_input_lanes_kernel",
+         "each input element's phase taps summed" + ("" if previous_lanes else ", then back to (N, C, H, W)"))
+    if previous_lanes and masked:
+        _add(choices, label, "grad-input", device, "lanes_blocks", "relu_backward_into_border",
+             "times the previous block's ReLU mask, into its gradient buffers")
+    elif masked:
+        _add(choices, label, "grad-input", device, "bordered", "relu_mask_bordered_kernel",
+             "times the previous ReLU's mask")
 
 
 def _pool_choices(pool: MaxPool2d, shape: tuple, device: str, training: bool, label: str, choices: list) -> None:

@@ -336,6 +336,23 @@ def lanes_weight_gradient_at_stride_1(batch, out_width):
     return out_width <= LANES_STRIDE1_WEIGHT_MAX_OUT_WIDTH and batch >= LANES_MIN_BATCH
 
 
+# A fused block (no batch norm) whose output rows are at most this wide, at a batch of
+# LANES_MIN_BATCH or more, is a *lanes block*: its whole forward and backward run with the
+# images in the vector lanes (``conv_lanes.py``, ``lanes_blocks.py``), and consecutive
+# lanes blocks hand their maps over in that layout, with no transposes between them. The
+# stride-2 Tiny VGG's two 4x4 blocks (its conv_2_1 on 7x7 at stride 2, conv_2_2 + pool),
+# batch 64, forward and backward alone: 584 us as NCHW blocks (each strided LANES call
+# with its own transposes, the 4x4 maps side by side), 313 us as lanes blocks; its
+# whole training step 0.89-0.92x (benchmarks/probes/switch_ab.py on this limit, 7 / 0).
+LANES_BLOCK_MAX_OUT_WIDTH = 7
+
+
+def lanes_block_applies(batch, out_width):
+    """True when a fused block without batch norm runs as a lanes block: output rows of
+    at most ``LANES_BLOCK_MAX_OUT_WIDTH`` columns and a batch of ``LANES_MIN_BATCH`` or more."""
+    return out_width <= LANES_BLOCK_MAX_OUT_WIDTH and batch >= LANES_MIN_BATCH
+
+
 def _lanes_why(count, kernel_h, kernel_w, stride_h, stride_w, out_width, batch, counted="filters", how=None):
     return (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {count} {counted}, {out_width}-column output "
             f"rows: the {batch} images in the vector lanes" + (f", {how}" if how else ""))

@@ -17,7 +17,9 @@ reads input (oh * SH + kh, ow * SW + kw). The arrays go in and out of this layou
 for its 64 x 10 x 7 x 7 input into 10 x 9 x 9 x 64, 6 us for its output back, each
 alone; in a row with the kernel, the copies took 40 us of the forward's 58); the
 drivers at the end (:func:`forward`, :func:`backward_input`, :func:`backward_weight`)
-do that around each kernel for ``conv.py``.
+do that around each kernel for ``conv.py``. The fused wing's lanes blocks
+(``fused/lanes_ops.py``, ``lanes_blocks.py``) call the kernels themselves, at any stride
+(1 included), on maps they keep in this layout from one block to the next.
 
 Each kernel is built per shape (``lru_cache``; sizes and strides compiled in), as
 ``conv_rows``' are, so the loops over filters and taps unroll and, once they have, the

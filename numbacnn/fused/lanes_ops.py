@@ -1,0 +1,89 @@
+"""The ops of a lanes block (``FastPath.lanes``): a fused block on small maps whose
+forward and backward run with the images in the vector lanes, on the
+:class:`~numbacnn.fused.buffers.LanesBuffers` kept between steps.
+
+Each op is a thin call of a backend kernel: the convolutions are ``conv_lanes.py``'s
+LANES kernels (any stride: a stride-1 block is their stride (1, 1)), the ReLU, pool,
+their backwards and the bias gradient ``lanes_blocks.py``'s. Maps in the lanes are
+(C, H, W, N); a bordered one holds its map at (top, left) inside zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from numbacnn.device import backend
+
+
+def to_lanes(dst: Any, src: Any, pad: tuple[int, int]) -> None:
+    """dst (C, H + 2 * pad_h, W + 2 * pad_w, N) = src (N, C, H, W) in the lanes, zero-padded
+    (``conv_lanes.images_last``; dst may be larger than the padded map: zeros)."""
+    backend("cpu").conv_lanes.images_last(dst, src, *pad)
+
+
+def from_lanes(dst: Any, src: Any) -> None:
+    """dst (N, C, H, W), which may be a bordered buffer's interior view, = src (C, >= H,
+    >= W, N) from its corner (``conv_lanes.images_first``)."""
+    backend("cpu").conv_lanes.images_first(dst, src, 0, 0)
+
+
+def conv(z_t: Any, x_t: Any, w: Any, b: Any, stride: tuple[int, int]) -> None:
+    """z_t (F, OH, OW, N) = b + the stride correlation of the padded x_t (C, HP, WP, N)
+    with w (F, C, KH, KW)."""
+    filters, _, kernel_h, kernel_w = w.shape
+    backend("cpu").conv_lanes.forward_lanes_kernel(filters, kernel_h, kernel_w, *stride)(z_t, x_t, w, b)
+
+
+def relu_pool(out_t: Any, border: tuple[int, int], z_t: Any, which: Any = None) -> None:
+    """relu(z_t) into out_t's interior at border, or, with ``which``, its 2x2 / stride-2
+    max pool and each window's maximum."""
+    blocks = backend("cpu").lanes_blocks
+    if which is None:
+        blocks.relu_into_border(out_t, *border, z_t)
+    else:
+        blocks.relu_pool_into_border(out_t, *border, which, z_t)
+
+
+def output_gradient(gz_t: Any, gz_border: tuple[int, int], gz_plain: Any, gy_t: Any, z_t: Any, *, which: Any = None,
+                    masked: bool = False) -> None:
+    """The conv output's gradient, into gz_t's interior at gz_border and gz_plain, from
+    the block's output gradient gy_t (lanes): through the pool and the ReLU mask (with
+    ``which``), the ReLU mask alone, or as it is where the next block already applied
+    the mask (``masked``)."""
+    blocks = backend("cpu").lanes_blocks
+    if which is not None:
+        blocks.pool_relu_backward_into_border(gz_t, *gz_border, gz_plain, gy_t, which)
+    elif masked:
+        blocks.copy_into_border(gz_t, *gz_border, gz_plain, gy_t)
+    else:
+        blocks.relu_backward_into_border(gz_t, *gz_border, gz_plain, gy_t, z_t)
+
+
+def weight_bias_gradient(gz_plain: Any, x_t: Any, w: Any, stride: tuple[int, int]) -> tuple[Any, Any]:
+    """(gw, gb), new arrays in w's dtype: the LANES grad-weight (float32 row sums per
+    image, float64 across rows and images) and the bias gradient (float64) of the conv
+    output's gradient gz_plain (F, OH, OW, N) against its padded input x_t."""
+    filters, _, kernel_h, kernel_w = w.shape
+    cpu = backend("cpu")
+    gw, gb = np.empty(w.shape, w.dtype), np.empty(filters, w.dtype)
+    cpu.conv_lanes.weight_gradient_lanes_kernel(kernel_h, kernel_w, *stride, gz_plain.shape[2])(gw, gz_plain, x_t)
+    cpu.lanes_blocks.bias_gradient(gb, gz_plain)
+    return gw, gb
+
+
+def input_gradient(dx_t: Any, gz_t: Any, w: Any, stride: tuple[int, int], pad: tuple[int, int]) -> None:
+    """dx_t (C, H, W, N), every element written, = the input gradient for the conv output's
+    gradient held in gz_t, bordered as the LANES grad-input reads it
+    (``conv_lanes.grad_input_lanes_kernel``, the kernel split by phase)."""
+    lanes = backend("cpu").conv_lanes
+    filters, _, kernel_h, kernel_w = w.shape
+    lanes.grad_input_lanes_kernel(filters, kernel_h, kernel_w, *stride)(dx_t, gz_t, lanes.phase_split(w, *stride), *pad)
+
+
+def relu_mask_into(gz_t: Any, gz_border: tuple[int, int], gz_plain: Any, gy_t: Any, z_t: Any) -> None:
+    """The previous lanes block's conv output gradient (its gz_t interior and gz_plain) =
+    gy_t (its output's gradient, lanes) where its conv output z_t > 0: its ReLU's
+    backward, done by the block after it."""
+    backend("cpu").lanes_blocks.relu_backward_into_border(gz_t, *gz_border, gz_plain, gy_t, z_t)
