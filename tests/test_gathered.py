@@ -82,3 +82,30 @@ def test_gathered_layer_gradients_match_finite_differences(rng):
     loss = lambda: float(np.sum(gy * F.conv2d(x, w, b, **hyper)))  # noqa: E731
     _, gw, _ = F.conv2d_backward(gy, x, w, input_grad=False, **hyper)
     assert_gradient(gw, numerical_gradient(loss, w), "gw")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gathered_forward_with_relu_writes_the_next_blocks_bordered_input(dtype, rng):
+    """The fused wing's strided block without batch norm or pool
+    (``bordered_ops.strided_conv2d_relu_padded``): the gathered kernel writes relu(conv)
+    into the interior of a bordered buffer (a NaN passes, -0.0 becomes +0.0), the border
+    untouched."""
+    from numbacnn.fused import bordered_ops
+
+    x = random_array(rng, (5, 1, 28, 28), dtype)
+    x[2, 0, 10, 11] = np.nan
+    w = random_array(rng, (10, 1, 3, 3), dtype)
+    b = random_array(rng, (10,), dtype)
+    b[3] = -100.0  # a filter whose outputs are all negative: zeros
+    x_padded = np.zeros((5, 1, 30, 30), dtype)
+    x_padded[:, :, 1:29, 1:29] = x
+    out = np.full((5, 10, 16, 18), 5.0, dtype)
+    out[:, :, 1:15, 2:16] = np.nan  # stale values: every interior element must be written
+    z = np.empty((5, 10, 14, 14), dtype)
+    bordered_ops.strided_conv2d_relu_padded(x_padded, w, b, z, out, (1, 2), (2, 2))
+    want = ref.relu(ref.conv2d(x, w, b, stride=2, padding=1))
+    assert_close(out[:, :, 1:15, 2:16], want, dtype, "relu(conv)")
+    assert not np.signbit(out[:, 3, 1:15, 2:16]).any()  # relu(negative) is +0.0
+    border = np.ones(out.shape, bool)
+    border[:, :, 1:15, 2:16] = False
+    assert (out[border] == 5.0).all()

@@ -399,6 +399,26 @@ def relu_padded(z: Any, out: Any, out_border: tuple[int, int]) -> None:
     backend("cpu").bordered.relu_into_border_kernel(*out_border, z.shape[3])(out, z)
 
 
+def strided_conv2d_relu_padded(x_padded: Any, w: Any, b: Any, z: Any, out: Any, out_border: tuple[int, int],
+                               stride: tuple[int, int]) -> None:
+    """A strided block without batch norm or pool: relu(conv2d of the padded input + b)
+    into out's interior at out_border. Where the backend's strided forward gathers the
+    taps (``conv.GATHERED``: a first layer of few channels), its kernel writes the ReLU
+    there itself; any other writes the plain conv output z (N, F, OH, OW) first, then
+    :func:`relu_padded`."""
+    cpu = backend("cpu")
+    filters, channels, kernel_h, kernel_w = w.shape
+    batch, _, out_height, out_width = z.shape
+    variant, _ = cpu.conv.choose_forward(filters, kernel_h, kernel_w, *stride, 1, 1, 1, out_height, channels, batch,
+                                         out_width)
+    if variant == cpu.conv.GATHERED:
+        cpu.conv_gathered.gathered_forward_kernel(kernel_h, kernel_w, *stride, 0, 0, out_height, out_width,
+                                                  *out_border)(out, x_padded, w, b)
+        return
+    conv2d_padded(x_padded, w, b, z, stride)
+    relu_padded(z, out, out_border)
+
+
 def relu_pool_padded(z: Any, out: Any, out_border: tuple[int, int], *, pooled: Any = None,
                      pooled_border: tuple[int, int] = (0, 0), indices: Any = None) -> None:
     """A plain conv output z (N, F, OH, OW) (a strided conv's, the FFT's) on to the next

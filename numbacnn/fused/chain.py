@@ -298,7 +298,12 @@ class BlockChain:
     @staticmethod
     def _conv_strided_fast(x_padded: Any, w: Any, bias: Any, buffers: BlockBuffers) -> None:
         """A strided block without batch statistics: the backend's strided conv into z,
-        then its ReLU (+ pool) into the output (``ops.relu_pool_padded``)."""
+        then its ReLU (+ pool) into the output (``ops.relu_pool_padded``); without a pool,
+        ``ops.strided_conv2d_relu_padded`` (a gathered forward writes the ReLU itself)."""
+        if buffers.pooled is None:
+            ops.strided_conv2d_relu_padded(x_padded, w, bias, buffers.z, buffers.y, buffers.out_border,
+                                           buffers.stride)
+            return
         ops.conv2d_padded(x_padded, w, bias, buffers.z, buffers.stride)
         ops.relu_pool_padded(buffers.z, buffers.y, buffers.out_border, pooled=buffers.pooled,
                              pooled_border=buffers.out_border, indices=buffers.indices)

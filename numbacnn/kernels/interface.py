@@ -155,7 +155,7 @@ CPU_FAST_WING_NAMES: tuple[str, ...] = ()
 """Functions the CPU backend provides beyond :data:`BACKEND_NAMES` (none: the fast wing
 reaches its kernels through the modules below)."""
 
-CPU_FAST_WING_MODULES: tuple[str, ...] = ("bordered", "conv", "conv_fft", "conv_lanes", "conv_rows",
+CPU_FAST_WING_MODULES: tuple[str, ...] = ("bordered", "conv", "conv_fft", "conv_gathered", "conv_lanes", "conv_rows",
                                           "conv_small_maps", "conv_tuning", "conv_weight_grad", "lanes_blocks",
                                           "norm")
 """Kernel modules of the CPU backend that the fused wing (``numbacnn/fused``) calls as

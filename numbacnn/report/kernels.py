@@ -438,6 +438,9 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
         _add(choices, label, "forward", device, "bordered", "copy_into_border_kernel",
              "the input into the zero-bordered buffer the strided kernels read")
     context = "a strided block on the fast path, padding 0 on the bordered input"
+    relu_inside = norm is None and not pooled and _gathered(conv, shape)  # ops.strided_conv2d_relu_padded
+    if relu_inside:
+        context += ", the ReLU written by the forward into the next block's bordered input"
     _conv_choices(conv, shape, device, training, first, label, choices, context, dtype=dtype)
     if training and conv.bias is None:
         _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
@@ -448,7 +451,7 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
     if batch_stats and not pooled:
         _add(choices, label, "forward", device, "norm", "batch_norm_relu_kernel",
              "normalise + ReLU into the next block's bordered input")
-    else:
+    elif not relu_inside:
         _relu_pool_choices(choices, label, device, pooled, "normalise + ReLU" if norm is not None
                            else _RELU_BY_NORMALISE)
     if not training:
@@ -505,6 +508,16 @@ def _lanes_block_choices(group: tuple, path: FastPath, device: str, training: bo
     elif masked:
         _add(choices, label, "grad-input", device, "bordered", "relu_mask_bordered_kernel",
              "times the previous ReLU's mask")
+
+
+def _gathered(conv: Conv2d, shape: tuple) -> bool:
+    """Whether a strided conv's forward gathers its taps (``conv.GATHERED``)."""
+    cpu_conv = backend("cpu").conv
+    filters, channels, kernel_h, kernel_w = conv.weight.shape
+    out_shape = conv.output_shape(shape)
+    variant, _ = cpu_conv.choose_forward(filters, kernel_h, kernel_w, *conv.stride, *conv.dilation, conv.groups,
+                                         out_shape[2], channels, shape[0], out_shape[3])
+    return variant == cpu_conv.GATHERED
 
 
 def _pool_choices(pool: MaxPool2d, shape: tuple, device: str, training: bool, label: str, choices: list) -> None:

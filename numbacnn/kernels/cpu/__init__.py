@@ -53,8 +53,8 @@ from numbacnn.kernels import interface
 # The fused wing's kernel modules (interface.CPU_FAST_WING_MODULES; CPU only):
 # numbacnn/fused reaches them as backend("cpu").conv_rows etc.
 from numbacnn.kernels.cpu import (  # noqa: F401
-    bordered, conv, conv_fft, conv_lanes, conv_rows, conv_small_maps, conv_tuning, conv_weight_grad, lanes_blocks,
-    norm)
+    bordered, conv, conv_fft, conv_gathered, conv_lanes, conv_rows, conv_small_maps, conv_tuning, conv_weight_grad,
+    lanes_blocks, norm)
 
 
 def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:

@@ -77,27 +77,37 @@ def _gather_taps(taps, padded, x, n, kernel_h, kernel_w, stride_h, stride_w, pad
 
 @lru_cache(maxsize=None)
 def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
-                            out_height: int, out_width: int):
+                            out_height: int, out_width: int, relu_top: int = -1, relu_left: int = -1):
     """``forward(out, x, w, b)``: out (N, F, OH, OW) = b + the strided correlation of x
     with w, for one layer's kernel size, strides, padding and output size (OH, OW),
     compiled in: with them as run-time values the gather's strided copies ran 4x slower
-    (one thread, Tiny VGG's conv1, measured). Parallel over images."""
+    (one thread, Tiny VGG's conv1, measured). Parallel over images.
+
+    With ``relu_top`` >= 0 (the fused wing's strided block without batch norm or pool):
+    out is a bordered buffer, and relu of the result goes into its interior at
+    (relu_top, relu_left), as ``bordered.relu_into_border_kernel`` would write it (a NaN
+    passes, -0.0 becomes +0.0): each plane is summed in a local plane first, then
+    stored, while it is in cache (Tiny VGG's conv1 at batch 64: the separate ReLU pass
+    took 23-36 us a step)."""
 
     plane_size = out_height * out_width
+    relu = relu_top >= 0
 
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def forward(out, x, w, b):
         batch, filters = out.shape[0], out.shape[1]
         channels = x.shape[1]
         taps_count = channels * kernel_h * kernel_w
+        zero = out.dtype.type(0)
         for n in prange(batch):
             taps = np.empty((taps_count, plane_size), x.dtype)
             padded = np.empty((channels, (out_height - 1) * stride_h + kernel_h,
                                (out_width - 1) * stride_w + kernel_w), x.dtype)
+            local = np.empty(plane_size if relu else 1, out.dtype)
             _gather_taps(taps, padded, x, n, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_height,
                          out_width)
             for f in range(filters):
-                plane = out[n, f].reshape(plane_size)
+                plane = local if relu else out[n, f].reshape(plane_size)
                 bias = b[f]
                 for p in range(plane_size):
                     plane[p] = bias
@@ -109,6 +119,11 @@ def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_
                             for kw in range(kernel_w):
                                 total += w[f, c, kh, kw] * taps[first + kw, p]
                             plane[p] = total
+                if relu:
+                    for oh in range(out_height):
+                        for ow in range(out_width):
+                            value = plane[oh * out_width + ow]
+                            out[n, f, relu_top + oh, relu_left + ow] = value if not value <= 0 else zero
 
     BUILT_KERNELS.append(forward)
     return forward
