@@ -97,6 +97,9 @@ def test_gathered_forward_with_relu_writes_the_next_blocks_bordered_input(dtype,
     w = random_array(rng, (10, 1, 3, 3), dtype)
     b = random_array(rng, (10,), dtype)
     b[3] = -100.0  # a filter whose outputs are all negative: zeros
+    x[4] = 0.0  # image 4, filter 5: every product 0 * w, plus b = -0.0: outputs -0.0, ReLU'd to +0.0
+    w[5] = -np.abs(w[5])
+    b[5] = -0.0
     x_padded = np.zeros((5, 1, 30, 30), dtype)
     x_padded[:, :, 1:29, 1:29] = x
     out = np.full((5, 10, 16, 18), 5.0, dtype)
@@ -106,6 +109,7 @@ def test_gathered_forward_with_relu_writes_the_next_blocks_bordered_input(dtype,
     want = ref.relu(ref.conv2d(x, w, b, stride=2, padding=1))
     assert_close(out[:, :, 1:15, 2:16], want, dtype, "relu(conv)")
     assert not np.signbit(out[:, 3, 1:15, 2:16]).any()  # relu(negative) is +0.0
+    assert not np.signbit(out[4, 5, 1:15, 2:16]).any()  # relu(-0.0) is +0.0
     border = np.ones(out.shape, bool)
     border[:, :, 1:15, 2:16] = False
     assert (out[border] == 5.0).all()

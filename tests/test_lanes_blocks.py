@@ -44,7 +44,7 @@ def test_relu_pool_and_backwards_match_the_reference(dtype, size, rng):
     top, left = 1, 2
     # ReLU into a bordered buffer: the interior, and the border left alone
     out = np.zeros((filters, size[0] + 2 * top, size[1] + 2 * left, batch), dtype)
-    lanes_blocks.relu_into_border(out, top, left, _to_lanes(z))
+    lanes_blocks.relu_into_border(out, _to_lanes(z), top, left)
     y = _from_lanes(out[:, top:top + size[0], left:left + size[1]])
     assert_close(y, ref.relu(z), dtype, "relu")
     assert np.signbit(y[3, 1, 1, 1]) == np.False_  # -0.0 becomes +0.0, as F.relu
@@ -53,7 +53,7 @@ def test_relu_pool_and_backwards_match_the_reference(dtype, size, rng):
     pooled_size = (size[0] // 2, size[1] // 2)
     pooled = np.zeros((filters, pooled_size[0] + 2 * top, pooled_size[1] + 2 * left, batch), dtype)
     which = np.empty((filters,) + pooled_size + (batch,), np.int8)
-    lanes_blocks.relu_pool_into_border(pooled, top, left, which, _to_lanes(z))
+    lanes_blocks.relu_pool_into_border(pooled, which, _to_lanes(z), top, left)
     relu_z = ref.relu(z)
     assert_close(_from_lanes(pooled[:, top:top + pooled_size[0], left:left + pooled_size[1]]),
                  ref.max_pool2d(relu_z, 2), dtype, "pooled")
@@ -62,25 +62,34 @@ def test_relu_pool_and_backwards_match_the_reference(dtype, size, rng):
     gp = random_array(rng, (batch, filters) + pooled_size, dtype)
     gz = np.full((filters, size[0] + 2, size[1] + 3, batch), 7.0, dtype)
     gz_plain = np.full((filters,) + size + (batch,), 7.0, dtype)
-    lanes_blocks.pool_relu_backward_into_border(gz, 1, 2, gz_plain, _to_lanes(gp), which)
+    lanes_blocks.pool_relu_backward_into_border(gz, gz_plain, _to_lanes(gp), which, 1, 2)
     expected = ref.relu_backward(ref.max_pool2d_backward(gp, relu_z, 2), relu_z)
     assert_close(_from_lanes(gz[:, 1:1 + size[0], 2:2 + size[1]]), expected, dtype, "pool backward")
     assert_close(_from_lanes(gz_plain), expected, dtype, "pool backward, plain")
     # the ReLU's backward, and the copy of a gradient already masked
     gy = random_array(rng, z.shape, dtype)
-    lanes_blocks.relu_backward_into_border(gz, 1, 2, gz_plain, _to_lanes(gy), _to_lanes(z))
+    lanes_blocks.relu_backward_into_border(gz, gz_plain, _to_lanes(gy), _to_lanes(z), 1, 2)
     assert_close(_from_lanes(gz[:, 1:1 + size[0], 2:2 + size[1]]), ref.relu_backward(gy, z), dtype, "relu backward")
     assert_close(_from_lanes(gz_plain), ref.relu_backward(gy, z), dtype, "relu backward, plain")
-    lanes_blocks.copy_into_border(gz, 1, 2, gz_plain, _to_lanes(gy))
+    lanes_blocks.copy_into_border(gz, gz_plain, _to_lanes(gy), 1, 2)
     assert np.array_equal(_from_lanes(gz_plain), gy) and np.array_equal(_from_lanes(gz[:, 1:-1, 2:-1]), gy)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bias_gradient_sums_in_float64(dtype, rng):
-    dout = random_array(rng, (5, 4, 3, 19), dtype)
-    db = np.full(5, np.nan, dtype)
-    lanes_blocks.bias_gradient(db, dout)
-    assert_close(db, dout.astype(np.float64).sum(axis=(1, 2, 3)), dtype, "db")
+def test_weight_and_bias_gradients_in_the_lanes(dtype, rng):
+    """``lanes_ops.weight_bias_gradient``: the LANES grad-weight and the conv's bias kernel
+    on the lanes viewed as rows of images, against the float64 reference."""
+    from numbacnn.fused import lanes_ops
+
+    x = random_array(rng, (19, 3, 6, 5), dtype)
+    w = random_array(rng, (4, 3, 3, 3), dtype)
+    gz = random_array(rng, (19, 4, 3, 3), dtype)  # stride 2, padding 1: 3x3 outputs
+    x_t = np.zeros((3, 8, 7, 19), dtype)
+    x_t[:, 1:7, 1:6] = _to_lanes(x)
+    gw, gb = lanes_ops.weight_bias_gradient(_to_lanes(gz), x_t, w, (2, 2))
+    _, want_gw, want_gb = ref.conv2d_backward(gz, x, w, stride=2, padding=1)
+    assert_close(gw, want_gw, dtype, "gw")
+    assert_close(gb, want_gb, dtype, "gb")
 
 
 def test_the_rule_takes_small_maps_at_a_large_batch_without_batch_norm():
@@ -157,3 +166,41 @@ def test_lanes_blocks_beside_composed_and_batch_norm_blocks_equal_the_layers():
                           nn.ReLU())  # (a bias before batch norm has a zero gradient: rounding noise)
     x = random_array(np.random.default_rng(2), (16, 3, 9, 9), np.float64)
     _assert_fused_equals_unfused(model, x)
+
+
+def _listing_models(dtype):
+    """The neighbour models, and two more: a 3x3 block without padding (NCHW, with a
+    second 1-bordered copy of its gradient) before a lanes block; a one-channel first
+    layer that would gather its taps (GATHERED) but is a lanes block."""
+    rng = np.random.default_rng(8)
+    c = dict(dtype=dtype, rng=rng)
+    return {
+        **_neighbours(dtype),
+        "3x3 without padding, then lanes": ((16, 3, 10, 10), nn.Sequential(
+            nn.Conv2d(3, 8, 3, **c), nn.ReLU(), nn.Conv2d(8, 8, 3, **c), nn.ReLU())),
+        "a one-channel first layer as a lanes block": ((16, 1, 8, 8), nn.Sequential(
+            nn.Conv2d(1, 6, 3, stride=2, padding=1, **c), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1, **c), nn.ReLU(),
+            nn.MaxPool2d(2))),
+    }
+
+
+@pytest.mark.parametrize("name", list(_listing_models(np.float64)))
+def test_listed_kernels_are_the_ones_that_run_beside_lanes_blocks(name, monkeypatch):
+    """``numbacnn info --kernels`` beside lanes blocks: each kernel as many times as it
+    runs in a training step (the first layer without its input gradient); and that step
+    equals the layers one by one."""
+    from collections import Counter
+
+    from numbacnn.report.kernels import kernel_choices
+    from test_kernel_choices import COUNTED, _count_calls
+
+    shape, model = _listing_models(np.float64)[name]
+    x = random_array(np.random.default_rng(3), shape, np.float64)
+    _assert_fused_equals_unfused(model, x, input_grad=False)
+    listed = Counter(c.kernel for c in kernel_choices(model, shape, "cpu", np.float64)
+                     if c.kernel.split(".")[0] in COUNTED)
+    calls = _count_calls(monkeypatch)
+    y = model(x)
+    model.backward(np.ones_like(y), input_grad=False)
+    ran = Counter({kernel: count for kernel, count in calls.items() if count})
+    assert listed == ran, f"listed but not run: {listed - ran}; run but not listed: {ran - listed}"

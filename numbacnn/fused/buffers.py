@@ -147,7 +147,8 @@ class LanesBuffers:
     z_t : the conv output (F, OH, OW, N)
     out_t : the ReLU (+ pool) output in the lanes, bordered by out_border when
         ``out_lanes``, else plain
-    which : with a pool, each window's maximum (``lanes_blocks.relu_pool_into_border``)
+    which : with a pool, where each window's maximum is (``lanes_blocks.relu_pool_into_border``)
+    has_pool : the block has a pool
     y, y_view, pooled, pooled_view : the NCHW output (without ``out_lanes``), as
         :class:`BlockBuffers`'
     gy_t : the output gradient brought into the lanes from an NCHW neighbour
@@ -164,7 +165,7 @@ class LanesBuffers:
         filters, out_height, out_width = fast.y_shape[1:]
         kernel_h, kernel_w = kernel_size
         self.pad, self.stride, self.y_shape, self.out_shape = fast.pad, fast.stride, fast.y_shape, fast.out_shape
-        self.out_border, self.out_lanes, self.pooled_block = out_border, out_lanes, pooled
+        self.out_border, self.out_lanes, self.has_pool = out_border, out_lanes, pooled
         pad_h, pad_w = fast.pad
         self.x_t = np.zeros((channels, height + 2 * pad_h, width + 2 * pad_w, batch), dtype)
         self.z_t = np.empty((filters, out_height, out_width, batch), dtype)

@@ -115,7 +115,7 @@ class _Saved:
     """What one block's backward needs from its training forward."""
 
     x: Any                               # the block's input
-    buffers: BlockBuffers | None = None  # fast: its buffers (x_padded is the padded input)
+    buffers: BlockBuffers | LanesBuffers | None = None  # fast: its buffers (x_padded is the padded input)
     x_padded: Any = None
     y: Any = None                        # composed: the ReLU output (mask, pool input)
     indices: Any = None                  # composed with a pool: the argmax indices
@@ -136,9 +136,9 @@ class BlockChain:
 
     def __init__(self, blocks: Sequence[ConvBlock]) -> None:
         self.blocks = tuple(blocks)
-        self._workspaces = Workspaces()  # each block's BlockBuffers, by block, mode and shape
+        self._workspaces = Workspaces()  # each block's BlockBuffers or LanesBuffers, by block, mode and shape
         self._saved: list[_Saved | None] = [None] * len(self.blocks)
-        self._fast: list[BlockBuffers | None] = [None] * len(self.blocks)  # last forward's fast buffers
+        self._fast: list[BlockBuffers | LanesBuffers | None] = [None] * len(self.blocks)  # last forward's fast buffers
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Any, params: Sequence[Params], training: Sequence[bool]) -> Any:
@@ -273,7 +273,7 @@ class BlockChain:
                 lanes_ops.to_lanes(saved.x_t, x, fast.pad)
         bias = b if b is not None else np.zeros(block.weight_shape[0], w.dtype)
         lanes_ops.conv(buffers.z_t, saved.x_t, w, bias, fast.stride)
-        lanes_ops.relu_pool(buffers.out_t, buffers.out_t_border, buffers.z_t, buffers.which)
+        lanes_ops.relu_pool(buffers.out_t, buffers.which, buffers.z_t, buffers.out_t_border)
         if not out_lanes:
             lanes_ops.from_lanes(buffers.output[1], buffers.out_t)
         self._fast[i] = buffers
@@ -332,11 +332,12 @@ class BlockChain:
         for a block without batch norm."""
         grads: list = [None] * len(self.blocks)
         handoff = Handoff(gy)
-        for i in range(len(self.blocks) - 1, -1, -1):
-            saved = self._saved[i]
+        for i, saved in enumerate(self._saved):  # before any work: a block hands its neighbours buffers
             if saved is None:
                 raise RuntimeError(f"{self!r}.backward: no cached input for block {i}; call forward in training "
                                    "mode first")
+        for i in range(len(self.blocks) - 1, -1, -1):
+            saved = self._saved[i]
             mask_input = i > 0 and self.blocks[i - 1].pool is None  # x came out of a ReLU
             wants_input_grad = input_grad if i == 0 else True
             w, _, norm = params[i]
@@ -466,16 +467,18 @@ class BlockChain:
             if not handoff.in_lanes:
                 gy_t = buffers.gy_t
                 lanes_ops.to_lanes(gy_t, np.asarray(handoff.grad).reshape(buffers.out_shape), (0, 0))
-            lanes_ops.output_gradient(buffers.gz_t, buffers.gz_border, buffers.gz_plain, gy_t, buffers.z_t,
-                                      which=buffers.which, masked=handoff.masked)
+            lanes_ops.output_gradient(buffers.gz_t, buffers.gz_plain, gy_t, buffers.z_t, buffers.which,
+                                      buffers.gz_border, masked=handoff.masked)
         gw, gb = lanes_ops.weight_bias_gradient(buffers.gz_plain, saved.x_t, w, buffers.stride)
         if not input_grad:
             return Handoff(None), (gw, gb, None)
         lanes_ops.input_gradient(buffers.dx_t, buffers.gz_t, w, buffers.stride, buffers.pad)
         if isinstance(previous, LanesBuffers):
-            if previous.pooled_block:  # its pool's backward reads the gradient in the lanes
+            if previous.has_pool:  # its pool's backward reads the gradient in the lanes
                 return Handoff(buffers.dx_t, in_lanes=True), (gw, gb, None)
-            lanes_ops.relu_mask_into(previous.gz_t, previous.gz_border, previous.gz_plain, buffers.dx_t, previous.z_t)
+            # its ReLU's backward, into its gradient buffers
+            lanes_ops.output_gradient(previous.gz_t, previous.gz_plain, buffers.dx_t, previous.z_t, None,
+                                      previous.gz_border)
             return Handoff(None, masked=True, in_lanes=True), (gw, gb, None)
         lanes_ops.from_lanes(buffers.gx, buffers.dx_t)
         if not mask_input:

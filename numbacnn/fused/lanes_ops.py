@@ -4,7 +4,7 @@ forward and backward run with the images in the vector lanes, on the
 
 Each op is a thin call of a backend kernel: the convolutions are ``conv_lanes.py``'s
 LANES kernels (any stride: a stride-1 block is their stride (1, 1)), the ReLU, pool,
-their backwards and the bias gradient ``lanes_blocks.py``'s. Maps in the lanes are
+their backwards ``lanes_blocks.py``'s, the bias gradient ``conv.conv2d_backward_bias``. Maps in the lanes are
 (C, H, W, N); a bordered one holds its map at (top, left) inside zeros.
 """
 
@@ -36,40 +36,42 @@ def conv(z_t: Any, x_t: Any, w: Any, b: Any, stride: tuple[int, int]) -> None:
     backend("cpu").conv_lanes.forward_lanes_kernel(filters, kernel_h, kernel_w, *stride)(z_t, x_t, w, b)
 
 
-def relu_pool(out_t: Any, border: tuple[int, int], z_t: Any, which: Any = None) -> None:
-    """relu(z_t) into out_t's interior at border, or, with ``which``, its 2x2 / stride-2
-    max pool and each window's maximum."""
+def relu_pool(out_t: Any, which: Any, z_t: Any, border: tuple[int, int]) -> None:
+    """relu(z_t) into out_t's interior at border, or, with ``which`` (not None), its
+    2x2 / stride-2 max pool and where each window's maximum is."""
     blocks = backend("cpu").lanes_blocks
     if which is None:
-        blocks.relu_into_border(out_t, *border, z_t)
+        blocks.relu_into_border(out_t, z_t, *border)
     else:
-        blocks.relu_pool_into_border(out_t, *border, which, z_t)
+        blocks.relu_pool_into_border(out_t, which, z_t, *border)
 
 
-def output_gradient(gz_t: Any, gz_border: tuple[int, int], gz_plain: Any, gy_t: Any, z_t: Any, *, which: Any = None,
+def output_gradient(gz_t: Any, gz_plain: Any, gy_t: Any, z_t: Any, which: Any, gz_border: tuple[int, int], *,
                     masked: bool = False) -> None:
-    """The conv output's gradient, into gz_t's interior at gz_border and gz_plain, from
-    the block's output gradient gy_t (lanes): through the pool and the ReLU mask (with
-    ``which``), the ReLU mask alone, or as it is where the next block already applied
-    the mask (``masked``)."""
+    """A lanes block's conv output gradient, into gz_t's interior at gz_border and
+    gz_plain, from its output gradient gy_t (lanes): through the pool and the ReLU mask
+    (with ``which``, the pool's record), through the ReLU mask alone (z_t > 0), or as it
+    is where the next block already applied the mask (``masked``). Also what the block
+    after a lanes block without pool does for it: its ReLU's backward."""
     blocks = backend("cpu").lanes_blocks
     if which is not None:
-        blocks.pool_relu_backward_into_border(gz_t, *gz_border, gz_plain, gy_t, which)
+        blocks.pool_relu_backward_into_border(gz_t, gz_plain, gy_t, which, *gz_border)
     elif masked:
-        blocks.copy_into_border(gz_t, *gz_border, gz_plain, gy_t)
+        blocks.copy_into_border(gz_t, gz_plain, gy_t, *gz_border)
     else:
-        blocks.relu_backward_into_border(gz_t, *gz_border, gz_plain, gy_t, z_t)
+        blocks.relu_backward_into_border(gz_t, gz_plain, gy_t, z_t, *gz_border)
 
 
 def weight_bias_gradient(gz_plain: Any, x_t: Any, w: Any, stride: tuple[int, int]) -> tuple[Any, Any]:
-    """(gw, gb), new arrays in w's dtype: the LANES grad-weight (float32 row sums per
-    image, float64 across rows and images) and the bias gradient (float64) of the conv
-    output's gradient gz_plain (F, OH, OW, N) against its padded input x_t."""
+    """(gw, gb), new arrays in w's dtype: the LANES grad-weight (row sums per image in the
+    data's type, float64 across rows and images) and the bias gradient (float64) of the
+    conv output's gradient gz_plain (F, OH, OW, N) against its padded input x_t."""
     filters, _, kernel_h, kernel_w = w.shape
     cpu = backend("cpu")
     gw, gb = np.empty(w.shape, w.dtype), np.empty(filters, w.dtype)
     cpu.conv_lanes.weight_gradient_lanes_kernel(kernel_h, kernel_w, *stride, gz_plain.shape[2])(gw, gz_plain, x_t)
-    cpu.lanes_blocks.bias_gradient(gb, gz_plain)
+    # the conv's bias kernel sums over (N, ., OH, OW): here (1, F, OH * OW, N), rows of N images
+    cpu.conv.conv2d_backward_bias(gb, gz_plain.reshape(1, filters, -1, gz_plain.shape[3]))
     return gw, gb
 
 
@@ -80,10 +82,3 @@ def input_gradient(dx_t: Any, gz_t: Any, w: Any, stride: tuple[int, int], pad: t
     lanes = backend("cpu").conv_lanes
     filters, _, kernel_h, kernel_w = w.shape
     lanes.grad_input_lanes_kernel(filters, kernel_h, kernel_w, *stride)(dx_t, gz_t, lanes.phase_split(w, *stride), *pad)
-
-
-def relu_mask_into(gz_t: Any, gz_border: tuple[int, int], gz_plain: Any, gy_t: Any, z_t: Any) -> None:
-    """The previous lanes block's conv output gradient (its gz_t interior and gz_plain) =
-    gy_t (its output's gradient, lanes) where its conv output z_t > 0: its ReLU's
-    backward, done by the block after it."""
-    backend("cpu").lanes_blocks.relu_backward_into_border(gz_t, *gz_border, gz_plain, gy_t, z_t)

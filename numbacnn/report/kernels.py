@@ -225,8 +225,10 @@ def _chain_choices(chain: FusedChain, shape: tuple, device: str, dtype: Any, tra
                 next_fast = i + 1 < len(blocks) and isinstance(paths[i + 1], FastPath)
                 _output_gradient_choices(choices, label, device, pooled=pooled, last=i + 1 == len(blocks),
                                          next_fast=next_fast, batch_norm=norm is not None)
-                # (only without batch norm: listed after its backward's place, the order is the chain's)
-                if not pooled and path.pad == (0, 0) and (kernel_h, kernel_w) == (3, 3) and not next_fast \
+                # (only without batch norm: listed after its backward's place, the order is the chain's;
+                # a stride-1 NCHW next block writes this copy itself, a strided or lanes one does not)
+                next_writes_copy = next_fast and paths[i + 1].stride == (1, 1) and not paths[i + 1].lanes
+                if not pooled and path.pad == (0, 0) and (kernel_h, kernel_w) == (3, 3) and not next_writes_copy \
                         and norm is None:
                     _add(choices, label, "backward", device, "bordered", "copy_interior_kernel",
                          "the gradient again, bordered by 1, for the whole-plane grad-weight")
@@ -438,7 +440,8 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
         _add(choices, label, "forward", device, "bordered", "copy_into_border_kernel",
              "the input into the zero-bordered buffer the strided kernels read")
     context = "a strided block on the fast path, padding 0 on the bordered input"
-    relu_inside = norm is None and not pooled and _gathered(conv, shape)  # ops.strided_conv2d_relu_padded
+    # ops.strided_conv2d_relu_padded: without batch statistics (a batch norm in eval is folded) and pool
+    relu_inside = not batch_stats and not pooled and _gathered(conv, shape)
     if relu_inside:
         context += ", the ReLU written by the forward into the next block's bordered input"
     _conv_choices(conv, shape, device, training, first, label, choices, context, dtype=dtype)
@@ -497,7 +500,8 @@ def _lanes_block_choices(group: tuple, path: FastPath, device: str, training: bo
              "the next block's masked gradient, transposed into the lanes")
     _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes_kernel",
          f"{size}, float64 across rows and images")
-    _add(choices, label, "grad-bias", device, "lanes_blocks", "bias_gradient", "float64 sums")
+    _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
+         "float64 partial sums, the lanes viewed as rows of images")
     if first:
         return
     _add(choices, label, "grad-input", device, "conv_lanes", "grad_input_lanes_kernel",

@@ -92,8 +92,11 @@ def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_
 
     plane_size = out_height * out_width
     relu = relu_top >= 0
+    # FASTMATH without "nsz" for the ReLU: it may not treat -0.0 as +0.0, so that
+    # relu(-0.0) is +0.0, as F.relu's
+    flags = FASTMATH - {"nsz"} if relu else FASTMATH
 
-    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    @njit(parallel=True, cache=True, fastmath=flags)
     def forward(out, x, w, b):
         batch, filters = out.shape[0], out.shape[1]
         channels = x.shape[1]

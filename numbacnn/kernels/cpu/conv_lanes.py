@@ -58,7 +58,7 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH
-from numbacnn.kernels.cpu.conv_phases import phase_kernel_size, phase_weights
+from numbacnn.kernels.cpu.conv_phases import phase_kernel_size
 from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
 
 # Filters summed together by the forward: their sums stay in registers for one

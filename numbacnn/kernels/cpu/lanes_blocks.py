@@ -1,4 +1,4 @@
-"""A fused block's ReLU, pool and bias gradient with the images in the vector lanes: the
+"""A fused block's ReLU, pool and their backwards with the images in the vector lanes: the
 companions of ``conv_lanes.py``'s convolution kernels for a *lanes block*
 (``fused/chain.py``), a block on maps so small that its whole forward and backward run
 in the lanes layout, kept from one lanes block to the next.
@@ -23,16 +23,16 @@ passes the gradient where the conv output z is > 0 (relu(z) > 0 exactly then).
 
 from numba import njit, prange
 
-from numbacnn.kernels.common import FASTMATH, is_new_max
+from numbacnn.kernels.common import is_new_max
 
-# ``relu_pool_into_border``'s record of each window's maximum: 0..3 in row-major order
-# (top-left, top-right, bottom-left, bottom-right), or NO_GRADIENT where the pooled
-# value is not > 0 and no gradient passes.
+# ``relu_pool_into_border``'s record of where each window's maximum is: 0..3 in row-major
+# order (top-left, top-right, bottom-left, bottom-right), or NO_GRADIENT where the
+# pooled value is not > 0 and no gradient passes.
 NO_GRADIENT = 4
 
 
 @njit(parallel=True, cache=True)
-def relu_into_border(out, top, left, z):
+def relu_into_border(out, z, top, left):
     """out's interior at (top, left) = relu(z); z (F, OH, OW, N). Parallel over (filter,
     row)."""
     filters, height, width, batch = z.shape
@@ -47,11 +47,11 @@ def relu_into_border(out, top, left, z):
 
 
 @njit(parallel=True, cache=True)
-def relu_pool_into_border(out, top, left, which, z):
+def relu_pool_into_border(out, which, z, top, left):
     """out's interior at (top, left), (F, OH // 2, OW // 2, N), = the 2x2 / stride-2 max
-    pool of relu(z), z (F, OH, OW, N); which (same shape, int8) = the window's first
-    maximum, 0..3, or ``NO_GRADIENT`` where the pooled value is not > 0. A last odd row or
-    column is not pooled (floor). Parallel over (filter, pooled row)."""
+    pool of relu(z), z (F, OH, OW, N); which (same shape, int8) = where the window's first
+    maximum is, 0..3, or ``NO_GRADIENT`` where the pooled value is not > 0. A last odd
+    row or column is not pooled (floor). Parallel over (filter, pooled row)."""
     filters, pooled_height, pooled_width, batch = which.shape
     zero = out.dtype.type(0)
     for task in prange(filters * pooled_height):
@@ -73,13 +73,13 @@ def relu_pool_into_border(out, top, left, which, z):
                 if is_new_max(value, best):
                     best = value
                     k = 3
-                # relu(max) is the max of the relus: the same window element wins
+                # relu(max) is the max of the relus; where the max is > 0, the same element wins
                 out[f, top + i, left + j, n] = best if not best <= 0 else zero
                 which[f, i, j, n] = k if best > 0 else NO_GRADIENT
 
 
 @njit(parallel=True, cache=True)
-def pool_relu_backward_into_border(gz, top, left, gz_plain, gp, which):
+def pool_relu_backward_into_border(gz, gz_plain, gp, which, top, left):
     """The pool's backward times the ReLU mask: gz's interior at (top, left) and gz_plain,
     both (F, OH, OW, N), = gp (F, OH // 2, OW // 2, N) at each window's maximum where
     ``which`` (``relu_pool_into_border``'s) lets it through, 0 elsewhere (a last odd row or
@@ -102,7 +102,7 @@ def pool_relu_backward_into_border(gz, top, left, gz_plain, gp, which):
 
 
 @njit(parallel=True, cache=True)
-def relu_backward_into_border(gz, top, left, gz_plain, gy, z):
+def relu_backward_into_border(gz, gz_plain, gy, z, top, left):
     """The ReLU's backward: gz's interior at (top, left) and gz_plain, both (F, OH, OW,
     N), = gy where z > 0, else 0; gy, z (F, OH, OW, N). Parallel over (filter, row)."""
     filters, height, width, batch = gy.shape
@@ -118,7 +118,7 @@ def relu_backward_into_border(gz, top, left, gz_plain, gy, z):
 
 
 @njit(parallel=True, cache=True)
-def copy_into_border(gz, top, left, gz_plain, gy):
+def copy_into_border(gz, gz_plain, gy, top, left):
     """gz's interior at (top, left) and gz_plain = gy, (F, OH, OW, N): a gradient the next
     block already multiplied by this block's ReLU mask. Parallel over (filter, row)."""
     filters, height, width, batch = gy.shape
@@ -129,19 +129,3 @@ def copy_into_border(gz, top, left, gz_plain, gy):
             for n in range(batch):
                 gz[f, top + h, left + w, n] = gy[f, h, w, n]
                 gz_plain[f, h, w, n] = gy[f, h, w, n]
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def bias_gradient(db, dout):
-    """db (F,) = the sum of dout (F, OH, OW, N) over everything but the filter, in
-    float64 (as ``conv.conv2d_backward_bias``; FASTMATH lets LLVM vectorise the sum over
-    the images, NaN still propagates). One thread: a 4x4 map's 64 x 10 x 16 values take
-    microseconds (``conv.BIAS_SERIAL_BELOW``)."""
-    filters, height, width, batch = dout.shape
-    for f in range(filters):
-        total = 0.0
-        for h in range(height):
-            for w in range(width):
-                for n in range(batch):
-                    total += dout[f, h, w, n]
-        db[f] = total
