@@ -84,9 +84,11 @@ def test_linear_kernels_both_branches(shape, dtype):
     assert_close(gw, gy64.T @ x64, dtype, "gw")
 
 
-@pytest.mark.parametrize("batch", [64, 8000])  # serial, parallel
+@pytest.mark.parametrize("batch", [32, 64, 8000])  # serial (320 logits), parallel, parallel
 def test_softmax_cross_entropy_both_branches(batch):
     from numbacnn.kernels.cpu import loss as S
+
+    assert (batch * 10 < S.SERIAL_BELOW) == (batch == 32)
 
     rng = np.random.default_rng(batch)
     logits = rng.standard_normal((batch, 10)) * 5

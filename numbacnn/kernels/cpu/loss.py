@@ -17,10 +17,17 @@ import numpy as np
 from numba import njit, prange
 
 
-# Batches of fewer logits than this run on one thread: a parallel region's
-# fork/join costs more than the work (64 x 10 logits take microseconds) once another
-# process holds a core (issue 10).
-SERIAL_BELOW = 1 << 16
+# Batches of fewer logits than this run on one thread (a one-sample batch, a tiny test):
+# there a parallel region's fork/join costs more than the work. A training batch (64 x
+# 10 logits) runs in parallel though its work is microseconds: the region keeps the
+# worker threads awake between the forward's last parallel region and the backward's
+# first. Without it the classifier's Python (~150 us) outlasts the threads' spinning
+# (GOMP_SPINCOUNT, numbacnn/__init__.py), they sleep, and the backward's first region
+# waits ~50 us for them to wake: the stride-2 Tiny VGG's step 0.95-0.97x with it, the
+# main job's 0.98-0.99x (in one process, against 1 << 16). Under load the training
+# loop's thread governor runs one thread, where the region costs nothing (issue 10
+# measured 2 ms a step for the small ops' regions at a fixed 2 threads, load 6).
+SERIAL_BELOW = 1 << 9
 
 
 @njit(cache=True)
