@@ -32,11 +32,17 @@ def _is_c_contiguous(a: Any) -> bool:
     return bool(flags is None or flags["C_CONTIGUOUS"])
 
 
+_PARAMETER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def check_parameter_data(data: Any, what: str = "data") -> None:
     """Raise unless ``data`` can hold a parameter: a C-contiguous, writable float32
     or float64 NumPy array or CUDA device array. Optimizers update it in place
     through a flat ``reshape(-1)`` view, which for a strided array would be a copy
     (every update silently lost)."""
+    if type(data) is np.ndarray and data.dtype in _PARAMETER_DTYPES and data.flags.c_contiguous \
+            and data.flags.writeable:
+        return  # the common case, for every parameter at every optimizer step
     if not (isinstance(data, np.ndarray) or is_cuda_array(data)):
         raise TypeError(f"{what} must be a float32 or float64 NumPy array or CUDA device array, got "
                         f"{type(data).__name__} (e.g. np.asarray(values, dtype=np.float32))")
