@@ -552,7 +552,43 @@ def _describe(name: str, args: tuple, kwargs: dict) -> tuple[str, float, str]:
         return f"linear {w.shape[1]}->{w.shape[0]} backward", 4 * gy.shape[0] * w.shape[0] * w.shape[1], "GFLOP/s"
     if name == "softmax_cross_entropy":
         return "softmax cross-entropy (loss + gradient)", 0, ""
-    return name.replace("_", " "), 0, ""
+    if name == "strided_conv2d_relu_padded":
+        n, c, f, oh, ow, flops = _conv_dims(args[0], args[1], args[6])
+        return f"conv {c}->{f} {oh}x{ow} stride {args[6][0]}: forward + ReLU", flops, "GFLOP/s"
+    return _describe_lanes(name, args) or (name.replace("_", " "), 0, "")
+
+
+def _describe_lanes(name: str, args: tuple) -> tuple[str, float, str] | None:
+    """:func:`_describe` for a lanes block's ops (``numbacnn/fused/lanes_ops.py``; maps
+    (C, H, W, N)), or None for another name."""
+    if name in ("to_lanes", "from_lanes"):
+        what = "into" if name == "to_lanes" else "out of"
+        return f"lanes block: transpose {what} the lanes {tuple(args[1].shape)}", 2 * args[1].nbytes, "GB/s"
+    if name == "conv":
+        z_t, w, stride = args[0], args[2], args[4]
+        f, c, kh, kw = w.shape
+        flops = 2 * z_t.shape[3] * f * c * kh * kw * z_t.shape[1] * z_t.shape[2]
+        return (f"lanes block: conv {c}->{f} {z_t.shape[1]}x{z_t.shape[2]} stride {stride[0]} forward", flops,
+                "GFLOP/s")
+    if name == "relu_pool":
+        pool = " + max-pool" if args[1] is not None else ""
+        return f"lanes block: ReLU{pool} {tuple(args[2].shape[:3])}", 2 * args[2].nbytes, "GB/s"
+    if name == "output_gradient":
+        pool = "max-pool backward x " if args[4] is not None else ""
+        return f"lanes block: {pool}ReLU mask {tuple(args[1].shape[:3])}", 3 * args[1].nbytes, "GB/s"
+    if name == "weight_bias_gradient":
+        gz, w, stride = args[0], args[2], args[3]
+        f, c, kh, kw = w.shape
+        flops = 2 * gz.shape[3] * f * c * kh * kw * gz.shape[1] * gz.shape[2]
+        return (f"lanes block: conv {c}->{f} {gz.shape[1]}x{gz.shape[2]} stride {stride[0]} grad-weight + grad-bias",
+                flops, "GFLOP/s")
+    if name == "input_gradient":
+        dx, w, stride, pad = args[0], args[2], args[3], args[4]
+        f, c, kh, kw = w.shape
+        oh, ow = ((dx.shape[1] + 2 * pad[0] - kh) // stride[0] + 1, (dx.shape[2] + 2 * pad[1] - kw) // stride[1] + 1)
+        flops = 2 * dx.shape[3] * f * c * kh * kw * oh * ow
+        return f"lanes block: conv {c}->{f} {oh}x{ow} stride {stride[0]} grad-input", flops, "GFLOP/s"
+    return None
 
 
 def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
@@ -562,6 +598,7 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
     one row)."""
     import numbacnn.functional.fused as FF
     import numbacnn.fused.bordered_ops as BO
+    import numbacnn.fused.lanes_ops as LO
 
     wrapped, depth = [], [0]
     order: list[str] = []
@@ -598,8 +635,11 @@ def kernel_table(ours: TinyVGGStep, steps: int) -> tuple[list[tuple], float]:
                  "copy_into_border", "copy_interior", "relu_backward_padded", "conv2d_padded",
                  "batch_norm_statistics", "batch_norm_relu_padded", "batch_norm_backward_padded",
                  "batch_norm_pool_backward_padded",
-                 "strided_conv2d_backward"):
+                 "strided_conv2d_backward", "strided_conv2d_relu_padded"):
         wrap(BO, name)  # the fused wing's fast path (numbacnn/fused/bordered_ops.py)
+    for name in ("to_lanes", "conv", "relu_pool", "from_lanes", "output_gradient", "weight_bias_gradient",
+                 "input_gradient"):
+        wrap(LO, name)  # its lanes blocks (numbacnn/fused/lanes_ops.py)
     for name in ("conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d_relu_backward", "conv2d_backward_relu_mask"):
         wrap(FF, name)  # its composed path
     for name in ("linear", "linear_backward", "softmax_cross_entropy", "conv2d", "conv2d_backward", "relu",

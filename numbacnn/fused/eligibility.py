@@ -77,7 +77,10 @@ class FastPath:
     lanes: bool = False
 
 
-@lru_cache(maxsize=1024)  # asked for every block of every step: the answer depends on these values only
+# asked for every block of every step: the answer depends on these values and on the
+# backend's tuning limits (conv.LANES_BLOCK_MAX_OUT_WIDTH, ...), read once per argument
+# tuple: a limit changed at run time counts after fast_path.cache_clear()
+@lru_cache(maxsize=1024)
 def fast_path(block: ConvBlock, x_shape: tuple, x_dtype: Any, weight_dtype: Any, bias_dtype: Any | None,
               device: str, frozen_norm: bool = False) -> FastPath | str:
     """The block's :class:`FastPath` for an input of this shape, dtype and device, or
