@@ -252,7 +252,8 @@ class BlockChain:
         an NCHW buffer bordered by out_border. Returns that NCHW output (None: kept in
         the lanes)."""
         block = self.blocks[i]
-        x_shape = tuple(x.shape) if x is not None else self._fast[i - 1].out_shape  # the previous lanes block's
+        # x is None when the input stays in the lanes: the previous lanes block's output shape
+        x_shape = tuple(x.shape) if x is not None else self._fast[i - 1].out_shape
         key = ("lanes", x_shape, np.dtype(w.dtype).str, out_border, out_lanes)  # never a BlockBuffers' key
         name = f"{i}:{'train' if training else 'eval'}"
         buffers = self._workspaces.get(name, key)
