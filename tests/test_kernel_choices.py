@@ -29,7 +29,7 @@ COUNTED = {
     "conv_small_maps": ["unpack_relu_pool_kernel", "unpack_masked_kernel"],
     "conv_gathered": ["gathered_forward_kernel"],
     "conv_lanes": ["forward_lanes_kernel", "grad_input_lanes_kernel", "weight_gradient_lanes_kernel"],
-    "lanes_blocks": ["relu_into_border", "relu_pool_into_border", "pool_relu_backward_into_border",
+    "lanes_blocks": ["relu_pool_into_border", "pool_relu_backward_into_border",
                      "relu_backward_into_border", "copy_into_border"],
     "conv_fft": ["spectra", "products", "planes"],
     "norm": ["batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "batch_norm_stats_planes",

@@ -11,7 +11,7 @@ import pytest
 import reference as ref
 from helpers import assert_close, random_array
 from numbacnn import nn
-from numbacnn.fused import ConvBlock, NormSpec, fast_path
+from numbacnn.fused import ConvBlock, NormSpec, fast_path, lanes_ops
 from numbacnn.kernels.cpu import conv as cpu_conv
 from numbacnn.kernels.cpu import lanes_blocks
 from numbacnn.models import tiny_vgg
@@ -44,7 +44,7 @@ def test_relu_pool_and_backwards_match_the_reference(dtype, size, rng):
     top, left = 1, 2
     # ReLU into a bordered buffer: the interior, and the border left alone
     out = np.zeros((filters, size[0] + 2 * top, size[1] + 2 * left, batch), dtype)
-    lanes_blocks.relu_into_border(out, _to_lanes(z), top, left)
+    lanes_ops.relu_pool(out, None, _to_lanes(z), (top, left))  # the NCHW ReLU kernel on the lanes
     y = _from_lanes(out[:, top:top + size[0], left:left + size[1]])
     assert_close(y, ref.relu(z), dtype, "relu")
     assert np.signbit(y[3, 1, 1, 1]) == np.False_  # -0.0 becomes +0.0, as F.relu
@@ -79,8 +79,6 @@ def test_relu_pool_and_backwards_match_the_reference(dtype, size, rng):
 def test_weight_and_bias_gradients_in_the_lanes(dtype, rng):
     """``lanes_ops.weight_bias_gradient``: the LANES grad-weight and the conv's bias kernel
     on the lanes viewed as rows of images, against the float64 reference."""
-    from numbacnn.fused import lanes_ops
-
     x = random_array(rng, (19, 3, 6, 5), dtype)
     w = random_array(rng, (4, 3, 3, 3), dtype)
     gz = random_array(rng, (19, 4, 3, 3), dtype)  # stride 2, padding 1: 3x3 outputs

@@ -38,12 +38,18 @@ def conv(z_t: Any, x_t: Any, w: Any, b: Any, stride: tuple[int, int]) -> None:
 
 def relu_pool(out_t: Any, which: Any, z_t: Any, border: tuple[int, int]) -> None:
     """relu(z_t) into out_t's interior at border, or, with ``which`` (not None), its
-    2x2 / stride-2 max pool and where each window's maximum is."""
-    blocks = backend("cpu").lanes_blocks
+    2x2 / stride-2 max pool and where each window's maximum is.
+
+    The ReLU alone is the NCHW blocks' kernel (``bordered.relu_into_border_kernel``): a
+    map in the lanes (F, H, W, N) is an NCHW array of F images of one channel whose rows
+    hold W * N values, and a border (top, left) is (top, left * N) there."""
+    cpu = backend("cpu")
     if which is None:
-        blocks.relu_into_border(out_t, z_t, *border)
+        filters, height, width, batch = z_t.shape
+        cpu.bordered.relu_into_border_kernel(border[0], border[1] * batch, width * batch)(
+            out_t.reshape(filters, 1, out_t.shape[1], -1), z_t.reshape(filters, 1, height, -1))
     else:
-        blocks.relu_pool_into_border(out_t, which, z_t, *border)
+        cpu.lanes_blocks.relu_pool_into_border(out_t, which, z_t, *border)
 
 
 def output_gradient(gz_t: Any, gz_plain: Any, gy_t: Any, z_t: Any, which: Any, gz_border: tuple[int, int], *,

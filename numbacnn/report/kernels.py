@@ -486,7 +486,8 @@ def _lanes_block_choices(group: tuple, path: FastPath, device: str, training: bo
         _add(choices, label, "forward", device, "lanes_blocks", "relu_pool_into_border",
              f"ReLU + 2x2 pool, each window's maximum kept, {out}")
     else:
-        _add(choices, label, "forward", device, "lanes_blocks", "relu_into_border", f"ReLU {out}")
+        _add(choices, label, "forward", device, "bordered", "relu_into_border_kernel",
+             f"ReLU {out} (the lanes viewed as rows of W x N values)")
     if not training:
         return
     if pooled:

@@ -58,7 +58,7 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH
-from numbacnn.kernels.cpu.conv_phases import phase_kernel_size
+from numbacnn.kernels.cpu.conv_phases import phase_kernel_size, phase_weights
 from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
 
 # Filters summed together by the forward: their sums stay in registers for one
@@ -207,29 +207,11 @@ def phase_split(w: np.ndarray, stride_h: int, stride_w: int) -> np.ndarray:
     w[f, c, a + i * SH, b + j * SW]``, zero past the kernel (KPH = ceil(KH / SH)): PHASES'
     split (``conv_phases.phase_weights``, (F, SH * SW * C, KPH, KPW)) with the phase and
     input channel axes first, so that a phase's weights for one input channel are one
-    block. Built by a small kernel, once per grad-input (NumPy's slicing and transpose
-    took 12 us of the stride-2 layer's 0.19 ms backward)."""
-    filters, channels, kernel_h, kernel_w = w.shape
-    split = np.empty((stride_h, stride_w, channels, filters, phase_kernel_size(kernel_h, stride_h),
-                      phase_kernel_size(kernel_w, stride_w)), w.dtype)
-    _phase_split_into(split, w)
-    return split
-
-
-@njit(cache=True)
-def _phase_split_into(split, w):
-    """split (SH, SW, C, F, KPH, KPW)[a, b, c, f, i, j] = w[f, c, a + i * SH, b + j * SW],
-    0 past the kernel; every element written."""
-    stride_h, stride_w, channels, filters, split_h, split_w = split.shape
-    kernel_h, kernel_w = w.shape[2], w.shape[3]
-    for a in range(stride_h):
-        for b in range(stride_w):
-            for c in range(channels):
-                for f in range(filters):
-                    for i in range(split_h):
-                        for j in range(split_w):
-                            kh, kw = a + i * stride_h, b + j * stride_w
-                            split[a, b, c, f, i, j] = w[f, c, kh, kw] if kh < kernel_h and kw < kernel_w else 0
+    block."""
+    filters, channels = w.shape[0], w.shape[1]
+    split = phase_weights(w, stride_h, stride_w)
+    split = split.reshape(filters, stride_h, stride_w, channels, split.shape[2], split.shape[3])
+    return np.ascontiguousarray(split.transpose(1, 2, 3, 0, 4, 5))
 
 
 @lru_cache(maxsize=None)

@@ -1,4 +1,6 @@
-"""A fused block's ReLU, pool and their backwards with the images in the vector lanes: the
+"""A fused block's pool (with its ReLU) and the ReLU's and pool's backwards with the
+images in the vector lanes (the ReLU alone is the NCHW blocks' kernel on the lanes viewed
+as rows of W x N values, ``fused/lanes_ops.relu_pool``): the
 companions of ``conv_lanes.py``'s convolution kernels for a *lanes block*
 (``fused/chain.py``), a block on maps so small that its whole forward and backward run
 in the lanes layout, kept from one lanes block to the next.
@@ -29,21 +31,6 @@ from numbacnn.kernels.common import is_new_max
 # order (top-left, top-right, bottom-left, bottom-right), or NO_GRADIENT where the
 # pooled value is not > 0 and no gradient passes.
 NO_GRADIENT = 4
-
-
-@njit(parallel=True, cache=True)
-def relu_into_border(out, z, top, left):
-    """out's interior at (top, left) = relu(z); z (F, OH, OW, N). Parallel over (filter,
-    row)."""
-    filters, height, width, batch = z.shape
-    zero = out.dtype.type(0)
-    for task in prange(filters * height):
-        f = task // height
-        h = task % height
-        for w in range(width):
-            for n in range(batch):
-                value = z[f, h, w, n]
-                out[f, top + h, left + w, n] = value if not value <= 0 else zero
 
 
 @njit(parallel=True, cache=True)
