@@ -573,14 +573,15 @@ def _describe_lanes(name: str, args: tuple) -> tuple[str, float, str] | None:
     if name == "relu_pool":
         pool = " + max-pool" if args[1] is not None else ""
         return f"lanes block: ReLU{pool} {tuple(args[2].shape[:3])}", 2 * args[2].nbytes, "GB/s"
-    if name == "output_gradient":
-        pool = "max-pool backward x " if args[4] is not None else ""
-        return f"lanes block: {pool}ReLU mask {tuple(args[1].shape[:3])}", 3 * args[1].nbytes, "GB/s"
-    if name == "weight_bias_gradient":
-        gz, w, stride = args[0], args[2], args[3]
+    if name == "output_gradient":  # (gz_t, gy_t, z_t, which, gz_border)
+        pool = "max-pool backward x " if args[3] is not None else ""
+        return f"lanes block: {pool}ReLU mask {tuple(args[2].shape[:3])}", 3 * args[2].nbytes, "GB/s"
+    if name == "weight_bias_gradient":  # (gz_t, gz_border, x_t, w, stride)
+        x_t, w, stride = args[2], args[3], args[4]
         f, c, kh, kw = w.shape
-        flops = 2 * gz.shape[3] * f * c * kh * kw * gz.shape[1] * gz.shape[2]
-        return (f"lanes block: conv {c}->{f} {gz.shape[1]}x{gz.shape[2]} stride {stride[0]} grad-weight + grad-bias",
+        oh, ow = (x_t.shape[1] - kh) // stride[0] + 1, (x_t.shape[2] - kw) // stride[1] + 1
+        flops = 2 * x_t.shape[3] * f * c * kh * kw * oh * ow
+        return (f"lanes block: conv {c}->{f} {oh}x{ow} stride {stride[0]} grad-weight + grad-bias",
                 flops, "GFLOP/s")
     if name == "input_gradient":
         dx, w, stride, pad = args[0], args[2], args[3], args[4]

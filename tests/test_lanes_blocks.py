@@ -57,37 +57,44 @@ def test_relu_pool_and_backwards_match_the_reference(dtype, size, rng):
     relu_z = ref.relu(z)
     assert_close(_from_lanes(pooled[:, top:top + pooled_size[0], left:left + pooled_size[1]]),
                  ref.max_pool2d(relu_z, 2), dtype, "pooled")
-    # the pool's backward through the ReLU mask, into both gradient buffers (the gz
-    # buffer full of a stale value first: every interior element must be written)
+    # the pool's backward through the ReLU mask, into the bordered gradient buffer (full
+    # of a stale value first: every interior element must be written, nothing outside it)
     gp = random_array(rng, (batch, filters) + pooled_size, dtype)
     gz = np.full((filters, size[0] + 2, size[1] + 3, batch), 7.0, dtype)
-    gz_plain = np.full((filters,) + size + (batch,), 7.0, dtype)
-    lanes_blocks.pool_relu_backward_into_border(gz, gz_plain, _to_lanes(gp), which, 1, 2)
+    lanes_ops.output_gradient(gz, _to_lanes(gp), _to_lanes(z), which, (1, 2))
     expected = ref.relu_backward(ref.max_pool2d_backward(gp, relu_z, 2), relu_z)
     assert_close(_from_lanes(gz[:, 1:1 + size[0], 2:2 + size[1]]), expected, dtype, "pool backward")
-    assert_close(_from_lanes(gz_plain), expected, dtype, "pool backward, plain")
-    # the ReLU's backward, and the copy of a gradient already masked
+    outside = np.ones(gz.shape, bool)
+    outside[:, 1:1 + size[0], 2:2 + size[1]] = False
+    assert np.all(gz[outside] == 7.0)
+    # the ReLU's backward and the copy of a gradient already masked: the NCHW kernels on
+    # the lanes viewed as rows
     gy = random_array(rng, z.shape, dtype)
-    lanes_blocks.relu_backward_into_border(gz, gz_plain, _to_lanes(gy), _to_lanes(z), 1, 2)
+    lanes_ops.output_gradient(gz, _to_lanes(gy), _to_lanes(z), None, (1, 2))
     assert_close(_from_lanes(gz[:, 1:1 + size[0], 2:2 + size[1]]), ref.relu_backward(gy, z), dtype, "relu backward")
-    assert_close(_from_lanes(gz_plain), ref.relu_backward(gy, z), dtype, "relu backward, plain")
-    lanes_blocks.copy_into_border(gz, gz_plain, _to_lanes(gy), 1, 2)
-    assert np.array_equal(_from_lanes(gz_plain), gy) and np.array_equal(_from_lanes(gz[:, 1:-1, 2:-1]), gy)
+    assert np.all(gz[outside] == 7.0)
+    gz[:, 1:1 + size[0], 2:2 + size[1]] = 7.0
+    lanes_ops.output_gradient(gz, _to_lanes(gy), _to_lanes(z), None, (1, 2), masked=True)
+    assert np.array_equal(_from_lanes(gz[:, 1:1 + size[0], 2:2 + size[1]]), gy) and np.all(gz[outside] == 7.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_weight_and_bias_gradients_in_the_lanes(dtype, rng):
-    """``lanes_ops.weight_bias_gradient``: the LANES grad-weight and the conv's bias kernel
-    on the lanes viewed as rows of images, against the float64 reference."""
+    """``lanes_ops.weight_bias_gradient``: the LANES grad-weight reading the gradient inside
+    the grad-input's zero border, and the conv's bias kernel on the whole bordered buffer
+    viewed as rows of images, against the float64 reference."""
     x = random_array(rng, (19, 3, 6, 5), dtype)
     w = random_array(rng, (4, 3, 3, 3), dtype)
     gz = random_array(rng, (19, 4, 3, 3), dtype)  # stride 2, padding 1: 3x3 outputs
     x_t = np.zeros((3, 8, 7, 19), dtype)
     x_t[:, 1:7, 1:6] = _to_lanes(x)
-    gw, gb = lanes_ops.weight_bias_gradient(_to_lanes(gz), x_t, w, (2, 2))
-    _, want_gw, want_gb = ref.conv2d_backward(gz, x, w, stride=2, padding=1)
-    assert_close(gw, want_gw, dtype, "gw")
-    assert_close(gb, want_gb, dtype, "gb")
+    for border in ((0, 0), (1, 1), (2, 1)):
+        gz_t = np.zeros((4, 3 + 2 * border[0] + 1, 3 + 2 * border[1], 19), dtype)  # a row more below, as chains have
+        gz_t[:, border[0]:border[0] + 3, border[1]:border[1] + 3] = _to_lanes(gz)
+        gw, gb = lanes_ops.weight_bias_gradient(gz_t, border, x_t, w, (2, 2))
+        _, want_gw, want_gb = ref.conv2d_backward(gz, x, w, stride=2, padding=1)
+        assert_close(gw, want_gw, dtype, f"gw, border {border}")
+        assert_close(gb, want_gb, dtype, f"gb, border {border}")
 
 
 def test_the_rule_takes_small_maps_at_a_large_batch_without_batch_norm():

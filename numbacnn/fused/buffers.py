@@ -153,8 +153,8 @@ class LanesBuffers:
         :class:`BlockBuffers`'
     gy_t : the output gradient brought into the lanes from an NCHW neighbour
     gz_t, gz_border : the conv output's gradient bordered as the LANES grad-input reads
-        it (``conv_lanes.dout_border``, rows below to cover every input row)
-    gz_plain : the same gradient, plain, as the LANES grad-weight reads it
+        it (``conv_lanes.dout_border``, rows below to cover every input row); the LANES
+        grad-weight reads its interior, the bias gradient all of it (zeros around)
     dx_t : the input gradient in the lanes (C, H, W, N); gx its NCHW copy, for an NCHW
         previous block
     """
@@ -182,7 +182,7 @@ class LanesBuffers:
             else:
                 self.y = bordered_empty(fast.y_shape, out_border, dtype)
                 self.y_view = interior(self.y, out_border, fast.y_shape)
-        self.gy_t = self.gz_t = self.gz_plain = self.dx_t = self.gx = None
+        self.gy_t = self.gz_t = self.dx_t = self.gx = None
         self.gz_border = (0, 0)
         if not training:
             return
@@ -193,7 +193,6 @@ class LanesBuffers:
         self.gy_t = np.empty((out_filters, out_h, out_w, batch), dtype)
         self.gz_t = np.zeros((filters, border_h + rows, border_w + cols, batch), dtype)
         self.gz_border = (border_h, border_w)
-        self.gz_plain = np.empty((filters, out_height, out_width, batch), dtype)
         self.dx_t = np.empty((channels, height, width, batch), dtype)
         self.gx = np.empty(x_shape, dtype)
 

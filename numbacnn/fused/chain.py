@@ -102,7 +102,7 @@ class Handoff:
     ``by_1_written``: it was also written into the previous block's 1-bordered copy of
     its output gradient (``BlockBuffers.gz_by_1``); ``in_lanes``: for a previous lanes
     block, ``grad`` is in the lanes (C, H, W, N), or, None, the previous block's own
-    gradient buffers (``LanesBuffers.gz_t``, ``gz_plain``) already hold it, masked."""
+    gradient buffer (``LanesBuffers.gz_t``) already holds it, masked."""
 
     grad: Any
     masked: bool = False
@@ -468,18 +468,17 @@ class BlockChain:
             if not handoff.in_lanes:
                 gy_t = buffers.gy_t
                 lanes_ops.to_lanes(gy_t, np.asarray(handoff.grad).reshape(buffers.out_shape), (0, 0))
-            lanes_ops.output_gradient(buffers.gz_t, buffers.gz_plain, gy_t, buffers.z_t, buffers.which,
-                                      buffers.gz_border, masked=handoff.masked)
-        gw, gb = lanes_ops.weight_bias_gradient(buffers.gz_plain, saved.x_t, w, buffers.stride)
+            lanes_ops.output_gradient(buffers.gz_t, gy_t, buffers.z_t, buffers.which, buffers.gz_border,
+                                      masked=handoff.masked)
+        gw, gb = lanes_ops.weight_bias_gradient(buffers.gz_t, buffers.gz_border, saved.x_t, w, buffers.stride)
         if not input_grad:
             return Handoff(None), (gw, gb, None)
         lanes_ops.input_gradient(buffers.dx_t, buffers.gz_t, w, buffers.stride, buffers.pad)
         if isinstance(previous, LanesBuffers):
             if previous.has_pool:  # its pool's backward reads the gradient in the lanes
                 return Handoff(buffers.dx_t, in_lanes=True), (gw, gb, None)
-            # its ReLU's backward, into its gradient buffers
-            lanes_ops.output_gradient(previous.gz_t, previous.gz_plain, buffers.dx_t, previous.z_t, None,
-                                      previous.gz_border)
+            # its ReLU's backward, into its gradient buffer
+            lanes_ops.output_gradient(previous.gz_t, buffers.dx_t, previous.z_t, None, previous.gz_border)
             return Handoff(None, masked=True, in_lanes=True), (gw, gb, None)
         lanes_ops.from_lanes(buffers.gx, buffers.dx_t)
         if not mask_input:

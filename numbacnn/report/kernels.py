@@ -494,22 +494,22 @@ def _lanes_block_choices(group: tuple, path: FastPath, device: str, training: bo
         _add(choices, label, "backward", device, "lanes_blocks", "pool_relu_backward_into_border",
              "2x2 pool backward at each window's maximum, times the ReLU mask")
     elif last:
-        _add(choices, label, "backward", device, "lanes_blocks", "relu_backward_into_border",
-             "the ReLU mask (the output gradient transposed into the lanes first)")
+        _add(choices, label, "backward", device, "bordered", "relu_mask_bordered_kernel",
+             "the ReLU mask (the output gradient transposed into the lanes first; the lanes viewed as rows)")
     elif not next_lanes:
-        _add(choices, label, "backward", device, "lanes_blocks", "copy_into_border",
-             "the next block's masked gradient, transposed into the lanes")
+        _add(choices, label, "backward", device, "bordered", "copy_into_border_kernel",
+             "the next block's masked gradient, transposed into the lanes (the lanes viewed as rows)")
     _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes_kernel",
          f"{size}, float64 across rows and images")
     _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
-         "float64 partial sums, the lanes viewed as rows of images")
+         "float64 partial sums over the bordered gradient buffer, the lanes viewed as rows of images")
     if first:
         return
     _add(choices, label, "grad-input", device, "conv_lanes", "grad_input_lanes_kernel",
          "each input element's phase taps summed" + ("" if previous_lanes else ", then back to (N, C, H, W)"))
     if previous_lanes and masked:
-        _add(choices, label, "grad-input", device, "lanes_blocks", "relu_backward_into_border",
-             "times the previous block's ReLU mask, into its gradient buffers")
+        _add(choices, label, "grad-input", device, "bordered", "relu_mask_bordered_kernel",
+             "times the previous block's ReLU mask, into its gradient buffer (the lanes viewed as rows)")
     elif masked:
         _add(choices, label, "grad-input", device, "bordered", "relu_mask_bordered_kernel",
              "times the previous ReLU's mask")

@@ -215,20 +215,24 @@ def phase_split(w: np.ndarray, stride_h: int, stride_w: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def weight_gradient_lanes_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, out_width: int):
+def weight_gradient_lanes_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_w: int, out_width: int,
+                                 dout_top: int = 0, dout_left: int = 0):
     """``weight_gradient(dw, dout, x)``: dw (F, C, KH, KW) = sum over n, oh, ow of
-    dout[f, oh, ow, n] * x[c, oh * SH + kh, ow * SW + kw, n].
+    dout[f, dout_top + oh, dout_left + ow, n] * x[c, oh * SH + kh, ow * SW + kw, n].
 
-    dout (F, OH, OW, N), OW = ``out_width``; x (C, HP, WP, N) zero-padded.
-    Parallel over (filter, channel). Per tap, a float32 (data type) sum per image over
-    one output row, compiled for ``out_width`` columns; added into a float64 sum per
-    image; the images' sums added last in a fixed order."""
+    dout (F, >= dout_top + OH, >= dout_left + OW, N): the output gradient at (dout_top,
+    dout_left), plain (0, 0) or inside the zero border the grad-input reads
+    (:func:`dout_border`), so that one buffer serves both; OW = ``out_width``, both
+    offsets compiled in. x (C, HP, WP, N) zero-padded, the rows and columns the output
+    reads: OH = (HP - KH) // SH + 1. Parallel over (filter, channel). Per tap, a float32
+    (data type) sum per image over one output row; added into a float64 sum per image;
+    the images' sums added last in a fixed order."""
     row_taps = kernel_w if kernel_w * out_width <= WEIGHT_ROW_BODY_BUDGET else 1
 
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def weight_gradient(dw, dout, x):
         filters, channels = dw.shape[0], dw.shape[1]
-        out_height, batch = dout.shape[1], dout.shape[3]
+        out_height, batch = (x.shape[1] - kernel_h) // stride_h + 1, dout.shape[3]
         zero = dout.dtype.type(0)
         for task in prange(filters * channels):
             f = task // channels
@@ -241,7 +245,8 @@ def weight_gradient_lanes_kernel(kernel_h: int, kernel_w: int, stride_h: int, st
                             for kw in range(first, first + row_taps):
                                 s = zero
                                 for ow in range(out_width):
-                                    s += dout[f, oh, ow, n] * x[c, oh * stride_h + kh, ow * stride_w + kw, n]
+                                    s += (dout[f, dout_top + oh, dout_left + ow, n]
+                                          * x[c, oh * stride_h + kh, ow * stride_w + kw, n])
                                 sums[kh * kernel_w + kw, n] += s
             for tap in range(kernel_h * kernel_w):
                 total = 0.0

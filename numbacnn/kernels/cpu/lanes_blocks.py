@@ -1,9 +1,10 @@
-"""A fused block's pool (with its ReLU) and the ReLU's and pool's backwards with the
-images in the vector lanes (the ReLU alone is the NCHW blocks' kernel on the lanes viewed
-as rows of W x N values, ``fused/lanes_ops.relu_pool``): the
-companions of ``conv_lanes.py``'s convolution kernels for a *lanes block*
+"""A fused block's pool (with its ReLU) and the pool's backward with the images in the
+vector lanes: the companions of ``conv_lanes.py``'s convolution kernels for a *lanes block*
 (``fused/chain.py``), a block on maps so small that its whole forward and backward run
-in the lanes layout, kept from one lanes block to the next.
+in the lanes layout, kept from one lanes block to the next. The ReLU alone and its
+backward are the NCHW blocks' kernels (``bordered.py``) on the lanes viewed as rows of
+W x N values (``fused/lanes_ops.py``): only the pool needs its own loops here, because
+its windows pair neighbouring columns, which that view interleaves with the images.
 
 Why: on a 4x4 map a fused block's kernels are short, and each strided LANES call paid
 for its own transposes in and out (``conv_lanes.images_last`` / ``images_first``);
@@ -19,8 +20,7 @@ The semantics are the NCHW kernels' (``bordered.py``, ``norm.py``), element for
 element: the ReLU lets a NaN through (``not value <= 0``) and turns -0.0 into +0.0;
 the 2x2 / stride-2 pool takes each window's first maximum in row-major order, a NaN
 winning (``common.is_new_max``); the gradient reaches the window's maximum only where
-the pooled value is > 0 (that value is the ReLU's output there); the ReLU's backward
-passes the gradient where the conv output z is > 0 (relu(z) > 0 exactly then).
+the pooled value is > 0 (that value is the ReLU's output there).
 """
 
 from numba import njit, prange
@@ -66,12 +66,12 @@ def relu_pool_into_border(out, which, z, top, left):
 
 
 @njit(parallel=True, cache=True)
-def pool_relu_backward_into_border(gz, gz_plain, gp, which, top, left):
-    """The pool's backward times the ReLU mask: gz's interior at (top, left) and gz_plain,
-    both (F, OH, OW, N), = gp (F, OH // 2, OW // 2, N) at each window's maximum where
-    ``which`` (``relu_pool_into_border``'s) lets it through, 0 elsewhere (a last odd row or
-    column too). Every interior element written. Parallel over (filter, row pair)."""
-    filters, height, width, batch = gz_plain.shape
+def pool_relu_backward_into_border(gz, gp, which, top, left, height, width):
+    """The pool's backward times the ReLU mask: gz's interior at (top, left), (F, height,
+    width, N), = gp (F, height // 2, width // 2, N) at each window's maximum where
+    ``which`` (``relu_pool_into_border``'s) lets it through, 0 elsewhere (a last odd row
+    or column too). Every interior element written. Parallel over (filter, row pair)."""
+    filters, batch = gz.shape[0], gz.shape[3]
     pooled_height, pooled_width = gp.shape[1], gp.shape[2]
     zero = gz.dtype.type(0)
     for task in prange(filters * ((height + 1) // 2)):
@@ -85,34 +85,3 @@ def pool_relu_backward_into_border(gz, gz_plain, gp, which, top, left):
                         if which[f, i, w // 2, n] == (r - 2 * i) * 2 + w % 2:
                             value = gp[f, i, w // 2, n]
                     gz[f, top + r, left + w, n] = value
-                    gz_plain[f, r, w, n] = value
-
-
-@njit(parallel=True, cache=True)
-def relu_backward_into_border(gz, gz_plain, gy, z, top, left):
-    """The ReLU's backward: gz's interior at (top, left) and gz_plain, both (F, OH, OW,
-    N), = gy where z > 0, else 0; gy, z (F, OH, OW, N). Parallel over (filter, row)."""
-    filters, height, width, batch = gy.shape
-    zero = gz.dtype.type(0)
-    for task in prange(filters * height):
-        f = task // height
-        h = task % height
-        for w in range(width):
-            for n in range(batch):
-                value = gy[f, h, w, n] if z[f, h, w, n] > 0 else zero
-                gz[f, top + h, left + w, n] = value
-                gz_plain[f, h, w, n] = value
-
-
-@njit(parallel=True, cache=True)
-def copy_into_border(gz, gz_plain, gy, top, left):
-    """gz's interior at (top, left) and gz_plain = gy, (F, OH, OW, N): a gradient the next
-    block already multiplied by this block's ReLU mask. Parallel over (filter, row)."""
-    filters, height, width, batch = gy.shape
-    for task in prange(filters * height):
-        f = task // height
-        h = task % height
-        for w in range(width):
-            for n in range(batch):
-                gz[f, top + h, left + w, n] = gy[f, h, w, n]
-                gz_plain[f, h, w, n] = gy[f, h, w, n]
