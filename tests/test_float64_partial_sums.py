@@ -21,8 +21,9 @@ the float64 accumulation across rows / images.
 
 Each path that has a grad-weight reduction is checked: the general kernel
 (stride / dilation / groups), the register-blocked fast kernels (stride 1, >= 4
-filters), and the fused groups' bordered kernels (through ``Sequential``), for
-padding 0 and 1, 3x3 and non-square kernels.
+filters), the gathered strided 3x3 kernel of few channels (whole planes), and the
+fused groups' bordered kernels (through ``Sequential``), for padding 0 and 1, 3x3 and
+non-square kernels.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numbacnn.functional as F
 import reference as ref
 from helpers import assert_close, relative_l2_error
 from numbacnn import nn
+from numbacnn.kernels.cpu import conv as cpu_conv
 from numbacnn.kernels.cpu import conv_tuning
 
 BIG = 2.0 ** 20
@@ -102,6 +104,8 @@ FUNCTIONAL_CASES = [
     ("general stride (1,2)", (4, 3, 26, 21), 8, (3, 3), dict(stride=(1, 2), padding=(0, 0))),
     ("general dilation (2,1)", (4, 2, 28, 12), 4, (3, 3), dict(dilation=(2, 1), padding=(0, 0))),
     ("general 3 filters", (4, 3, 26, 12), 3, (3, 3), dict(padding=(0, 0))),
+    # a strided 3x3 conv of few channels gathers its taps and sums whole planes in float32 (conv_gathered.py)
+    ("gathered stride 2 planes", (24, 1, 14, 15), 6, (3, 3), dict(stride=(2, 2), padding=(1, 1))),
 ]
 
 
@@ -114,7 +118,9 @@ def test_functional_grad_weight_and_bias_sum_in_float64(name, x_shape, filters, 
     stride, padding, dilation = hyper.get("stride", (1, 1)), hyper.get("padding", (0, 0)), hyper.get("dilation",
                                                                                                        (1, 1))
     out_shape = F.conv2d(x, w, **hyper).shape
-    unit = "plane" if stride == (1, 1) and conv_tuning.weight_gradient_by_planes(*kernel) else "row"
+    gathered = cpu_conv.choose_backward_weight(filters, *kernel, *stride, *dilation, 1, x_shape[0], out_shape[3],
+                                               x_shape[1])[0] == cpu_conv.GATHERED
+    unit = "plane" if gathered or (stride == (1, 1) and conv_tuning.weight_gradient_by_planes(*kernel)) else "row"
     gy = cancelling_gradient(rng, out_shape, kernel, padding, stride, dilation, x_shape[2:], unit=unit)
     _, gw, gb = F.conv2d_backward(gy, x, w, **hyper)
     _check_reduction(gw, gb, gy, x, w.shape, stride=stride, padding=padding, dilation=dilation)

@@ -1,7 +1,8 @@
 """kernels/cpu/conv.py's GATHERED variant (the forward of a strided convolution of few
-input channels, each image's taps gathered first: kernels/cpu/conv_gathered.py) against
-the float64 reference and the general kernel; the same layers' backward (LANES, PHASES,
-the general kernels) against the reference and finite differences."""
+input channels, each image's taps gathered first, and its 3x3 grad-weight:
+kernels/cpu/conv_gathered.py) against the float64 reference and the general kernel; the
+same layers' backward (GATHERED for 3x3 grad-weights, else LANES, PHASES, the general
+kernels) against the reference and finite differences."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ CASES = {
     "5x5-no-padding": ((3, 1, 12, 13), 3, (5, 5), (2, 2), (0, 0)),       # the last input row never read
     "per-axis": ((2, 2, 8, 7), 5, (3, 2), (2, 1), (1, 0)),               # stride 2x1, padding 1x0
     "stride-3-padding-past": ((1, 1, 10, 10), 2, (3, 3), (3, 3), (2, 2)),  # padding 2 of a 3-tap kernel
+    "odd-filters-stride-2x3": ((3, 2, 9, 13), 3, (3, 3), (2, 3), (0, 1)),  # the last filter pairs with itself
 }
 
 
@@ -33,6 +35,8 @@ def test_gathered_matches_reference_and_general_kernels(case, dtype, rng):
     out_h = (x_shape[2] + 2 * padding[0] - kernel[0]) // stride[0] + 1
     out_w = (x_shape[3] + 2 * padding[1] - kernel[1]) // stride[1] + 1
     assert cpu_conv.choose_forward(filters, *kernel, *stride, 1, 1, 1, out_h, channels)[0] == cpu_conv.GATHERED
+    weight_variant = cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, x_shape[0], out_w, channels)[0]
+    assert (weight_variant == cpu_conv.GATHERED) == (kernel == (3, 3))
     x = random_array(rng, x_shape, dtype)
     w = random_array(rng, (filters, channels, *kernel), dtype)
     b = random_array(rng, (filters,), dtype)
@@ -71,6 +75,26 @@ def test_gathered_nan_reaches_exactly_the_outputs_that_read_it():
     want = np.empty_like(y)
     cpu_conv.conv2d_forward_general(want, x, w, b, 2, 2, 1, 1, 1, 1, 1)
     assert np.isnan(want).any() and np.array_equal(np.isnan(y), np.isnan(want))
+
+
+def test_gathered_weight_gradient_nan_reaches_exactly_the_taps_the_reference_makes_nan():
+    """A NaN in x or in the output gradient makes NaN exactly in the weight gradient
+    entries the float64 reference (and PyTorch) makes NaN, and the others stay finite.
+    The padding is gathered as zeros and multiplied, as the reference's zero-padded
+    input is: a NaN gradient at an output position beside the border reaches the taps
+    that read the padding there (NaN * 0), where the general kernel, which skips padded
+    taps, leaves them finite."""
+    x = np.ones((3, 1, 9, 9), np.float32)
+    x[1, 0, 0, 5] = np.nan  # row 0: read by kernel rows 1 and 2 only (padding 1, stride 2)
+    w = np.ones((4, 1, 3, 3), np.float32)
+    gy = np.ones((3, 4, 5, 5), np.float32)
+    gy[2, 3, 4, 4] = np.nan  # one filter's gradient, at the last output position (its bottom-right taps: padding)
+    assert cpu_conv.choose_backward_weight(4, 3, 3, 2, 2, 1, 1, 1, 3, 5, 1)[0] == cpu_conv.GATHERED
+    _, gw, _ = F.conv2d_backward(gy, x, w, stride=2, padding=1, input_grad=False)
+    _, want, _ = ref.conv2d_backward(gy, x, w, stride=2, padding=1)
+    assert np.isnan(want).any() and not np.isnan(want).all()
+    assert np.array_equal(np.isnan(gw), np.isnan(want))
+    assert_close(np.where(np.isnan(gw), 0, gw), np.where(np.isnan(want), 0, want), np.float32, "finite entries")
 
 
 def test_gathered_layer_gradients_match_finite_differences(rng):

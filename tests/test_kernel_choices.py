@@ -27,7 +27,7 @@ COUNTED = {
     "pool": ["max_pool2x2_forward", "max_pool2x2_backward", "max_pool2d_forward_general",
              "max_pool2d_backward_general"],
     "conv_small_maps": ["unpack_relu_pool_kernel", "unpack_masked_kernel"],
-    "conv_gathered": ["gathered_forward_kernel"],
+    "conv_gathered": ["gathered_forward_kernel", "gathered_weight_gradient_3x3_kernel"],
     "conv_lanes": ["forward_lanes_kernel", "grad_input_lanes_kernel", "weight_gradient_lanes_kernel"],
     "lanes_blocks": ["relu_pool_into_border", "pool_relu_backward_into_border"],
     "conv_fft": ["spectra", "products", "planes"],
@@ -89,15 +89,18 @@ def test_listed_kernels_are_the_ones_that_run(options, batch, monkeypatch):
     _training_step(model, shape, dtype)
     ran = {name for name, count in calls.items() if count}
     assert listed == ran, f"listed but not run: {listed - ran}; run but not listed: {ran - listed}"
-    # LANES, one call per listed layer and pass (at batch 16, stride 2: the grad-weight of the
-    # first strided layer, whose forward is GATHERED; the two 4x4 blocks after it are lanes
-    # blocks, forward, grad-weight and grad-input each)
+    # LANES, one call per listed layer and pass (at batch 16, stride 2: the two 4x4 blocks
+    # are lanes blocks, forward, grad-weight and grad-input each; the first strided layer
+    # gathers its taps, forward and grad-weight, once each)
     lanes_listed = Counter(c.kernel for c in choices if c.kernel.startswith("conv_lanes."))
     lanes_ran = Counter({name: count for name, count in calls.items() if name.startswith("conv_lanes.") and count})
     assert lanes_listed == lanes_ran, f"LANES kernels listed {dict(lanes_listed)}, called {dict(lanes_ran)}"
     if options == dict(padding=1, stride=2) and batch == 16:
-        assert lanes_ran == {"conv_lanes.weight_gradient_lanes_kernel": 3, "conv_lanes.forward_lanes_kernel": 2,
+        assert lanes_ran == {"conv_lanes.weight_gradient_lanes_kernel": 2, "conv_lanes.forward_lanes_kernel": 2,
                              "conv_lanes.grad_input_lanes_kernel": 2}, lanes_ran
+        gathered_ran = {name: count for name, count in calls.items() if name.startswith("conv_gathered.") and count}
+        assert gathered_ran == {"conv_gathered.gathered_forward_kernel": 1,
+                                "conv_gathered.gathered_weight_gradient_3x3_kernel": 1}, gathered_ran
 
 
 @pytest.mark.parametrize("options", [dict(padding=1), dict(padding=1, batch_norm=True),

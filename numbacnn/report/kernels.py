@@ -372,8 +372,11 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         else:
             _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general", with_context(why))
     variant, why = cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
-                                                   dilation_w, conv.groups, shape[0], out_shape[3])
-    if variant == cpu_conv.LANES:
+                                                   dilation_w, conv.groups, shape[0], out_shape[3], channels)
+    if variant == cpu_conv.GATHERED:
+        _add(choices, label, "grad-weight", device, "conv_gathered", "gathered_weight_gradient_3x3_kernel",
+             with_context(why))
+    elif variant == cpu_conv.LANES:
         _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes_kernel", with_context(why))
     elif variant == cpu_conv.FAST and (winograd_why := by_winograd(out_shape, channels, f"{filters} filters")):
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_winograd_kernel",

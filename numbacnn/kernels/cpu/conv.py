@@ -78,13 +78,16 @@ grad-weight,               ``LANES_MAX_OUT_WIDTH`` columns and a       (tests/te
                            160; grad-weights 1.75-3.4x faster than
                            PHASES, one thread)
 ``GATHERED`` (strided      stride above 1, at most                     the reference, the general kernel, NaN
-forward, few channels,     ``GATHER_MAX_CHANNELS`` input channels and  (tests/test_gathered.py)
-``conv_gathered.py``)      ``GATHER_MAX_TAPS`` taps (a network's
-                           first layer: gray or RGB 3x3, gray 5x5):
-                           each image's taps gathered (im2col), then
+forward, few channels;     ``GATHER_MAX_CHANNELS`` input channels and  (tests/test_gathered.py); the cancelling
+grad-weight of a 3x3       ``GATHER_MAX_TAPS`` taps (a network's       gradient of test_float64_partial_sums
+kernel,                    first layer: gray or RGB 3x3, gray 5x5):
+``conv_gathered.py``)      each image's taps gathered (im2col), then
                            multiply-adds along the output plane (Tiny
                            VGG stride 2's conv1: 0.16 -> 0.10 ms, one
-                           thread)
+                           thread); grad-weight (3x3 only): one dot
+                           product along the plane per image, filter
+                           and tap (conv1: 111 -> 40 us with the
+                           bias, 2 threads, against LANES)
 ``conv_rows.               Sequential's fused groups on the fast       the compositions in functional/fused.py
 conv_rows_kernel``         path (``numbacnn/fused``): forward + ReLU    (tests/test_fusion.py) and the reference
                            (+ 2x2 pool), grad-input (x ReLU mask)       (tests/test_fusion_kernels.py)
@@ -459,12 +462,21 @@ def choose_backward_input(channels, kernel_h, kernel_w, stride_h, stride_w, pad_
 
 
 def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups,
-                           batch, out_width):
+                           batch, out_width, channels=None):
     """(variant, why) of :func:`conv2d_backward_weight`: ``FAST``
-    (``conv_weight_grad.weight_gradient_kernel``), for strided convolutions ``LANES``
+    (``conv_weight_grad.weight_gradient_kernel``), for strided convolutions ``GATHERED``
+    (a 3x3 kernel on few input channels, where the forward gathers its taps:
+    ``conv_gathered.gathered_weight_gradient_3x3_kernel``), ``LANES``
     (``conv_lanes.weight_gradient_lanes_kernel``: narrow output rows, a batch of
     ``LANES_MIN_BATCH`` or more) or ``PHASES`` (the fast kernel over the phases), or
-    ``GENERAL`` (:func:`conv2d_backward_weight_general`)."""
+    ``GENERAL`` (:func:`conv2d_backward_weight_general`). ``channels``: None when not
+    known (the choice among the others)."""
+    if (channels is not None and (kernel_h, kernel_w) == (3, 3)
+            and gathered_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
+                                      groups)):
+        return GATHERED, (_gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w).replace(
+            "multiply-adds along the output plane", "a dot product along the output plane per image, filter and "
+            "tap, float64 across planes"))
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         if lanes_apply(batch, out_width):
             return LANES, _lanes_why(filters, kernel_h, kernel_w, stride_h, stride_w, out_width, batch,
@@ -551,8 +563,13 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
     """
     filters, channels, kernel_h, kernel_w = dw.shape
     variant, _ = choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
-                                        groups, dout.shape[0], dout.shape[3])
-    if variant == LANES:
+                                        groups, dout.shape[0], dout.shape[3], channels)
+    if variant == GATHERED:  # chunks of images, as the fast variant's
+        partial = np.empty((max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0])), filters, channels, 3, 3), np.float64)
+        conv_gathered.gathered_weight_gradient_3x3_kernel(stride_h, stride_w, pad_h, pad_w, dout.shape[2],
+                                                          dout.shape[3])(partial, np.ascontiguousarray(dout), x)
+        dw[...] = partial.sum(axis=0)
+    elif variant == LANES:
         conv_lanes.backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == PHASES:
         _backward_weight_phases(dw, dout, x, stride_h, stride_w, pad_h, pad_w)

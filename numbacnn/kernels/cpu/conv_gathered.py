@@ -18,10 +18,18 @@ once per tap and output position, in the gather (T * OH * OW copies against
 F * T * OH * OW multiply-adds). The taps matrix is T * OH * OW values (Tiny VGG's
 conv1: 9 x 196 floats, 7 KB), kept per task in the core's cache.
 
-The weight gradient is not gathered: its dot products along the plane, in float32, sum
-several output rows in the data's type (tests/test_float64_partial_sums.py's cancelling
-gradients caught it), and in float64 they ran no faster than LANES (0.24 against 0.21
-ms, Tiny VGG's conv1, one thread, measured).
+The weight gradient of a 3x3 kernel (:func:`gathered_weight_gradient_3x3_kernel`)
+gathers the same taps and sums, for each image, filter and tap, one dot product along
+the output plane: ``sum over p of dout[n, f, p] * taps[t, p]``, the tap rows whole rows
+of the taps matrix apart. It is the stride-1 plane kernel's body
+(``conv_weight_grad._plane_taps_3x3``: two filters' nine taps as 18 vector
+accumulators, 2 + 9 loads for 18 multiply-adds), and, as there, each plane's dot
+product is summed in the data's type and the planes in float64
+(tests/test_float64_partial_sums.py). Tiny VGG's conv1 at batch 64, 2 threads: 40 us
+with the bias kernel beside it, against 111 for LANES, which transposes x and dout into
+the lanes first (measured alone). An earlier gathered grad-weight with one dot product
+per output row (float64 across rows) ran no faster than LANES (0.24 against 0.21 ms,
+one thread): a horizontal sum every 14 values.
 
 Shapes: x (N, C, H, W); w (F, C, KH, KW); out (N, F, OH, OW), C-contiguous.
 """
@@ -33,6 +41,7 @@ from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH
 from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
+from numbacnn.kernels.cpu.conv_weight_grad import _plane_taps_3x3
 
 
 @njit(inline="always")
@@ -130,3 +139,52 @@ def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_
 
     BUILT_KERNELS.append(forward)
     return forward
+
+
+@lru_cache(maxsize=None)
+def gathered_weight_gradient_3x3_kernel(stride_h: int, stride_w: int, pad_h: int, pad_w: int, out_height: int,
+                                        out_width: int):
+    """``weight_gradient(partial_w, dout, x)``: chunk t's share of the weight gradient of
+    the stride (SH, SW) correlation of x (N, C, H, W), zero-padded by (pad_h, pad_w), with
+    a 3x3 kernel::
+
+        partial_w (T, F, C, 3, 3) float64, written: sum over chunk t's images n, over
+                  p = oh * OW + ow, of dout[n, f, oh, ow] * xp[n, c, oh * SH + kh, ow * SW + kw]
+        dout      (N, F, OH, OW), C-contiguous
+
+    Sizes, strides and padding compiled in, as the forward's. Parallel over T chunks of
+    images (``conv_tuning.GRAD_WEIGHT_CHUNKS`` of them, not one per thread, so that the
+    sum does not depend on the thread count); the caller adds the chunks. Each image's
+    taps are gathered once (:func:`_gather_taps`), then each pair of filters' planes
+    is one pass of ``_plane_taps_3x3`` per input channel: float32 dot products of a
+    plane, added into float64."""
+    plane_size = out_height * out_width
+    padded_h, padded_w = (out_height - 1) * stride_h + 3, (out_width - 1) * stride_w + 3
+
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def weight_gradient(partial_w, dout, x):
+        chunks, filters, channels = partial_w.shape[0], partial_w.shape[1], partial_w.shape[2]
+        batch = x.shape[0]
+        for chunk in prange(chunks):
+            partial_w[chunk] = 0.0
+            taps = np.empty((channels * 9, plane_size), x.dtype)
+            padded = np.empty((channels, padded_h, padded_w), x.dtype)
+            taps_flat = taps.reshape(-1)
+            for n in range(chunk * batch // chunks, (chunk + 1) * batch // chunks):
+                _gather_taps(taps, padded, x, n, 3, 3, stride_h, stride_w, pad_h, pad_w, out_height, out_width)
+                for first in range(0, filters, 2):
+                    second = min(first + 1, filters - 1)  # an odd last filter pairs with itself
+                    g0 = dout[n, first].reshape(-1)
+                    g1 = dout[n, second].reshape(-1)
+                    for c in range(channels):
+                        # channel c's tap (kh, kw) is row c * 9 + kh * 3 + kw: 3 rows a kernel row, 1 a column
+                        sums = _plane_taps_3x3(g0, g1, taps_flat[c * 9 * plane_size:], plane_size, 3 * plane_size,
+                                               plane_size)
+                        for t in range(9):
+                            partial_w[chunk, first, c, t // 3, t % 3] += sums[t]
+                        if second != first:
+                            for t in range(9):
+                                partial_w[chunk, second, c, t // 3, t % 3] += sums[9 + t]
+
+    BUILT_KERNELS.append(weight_gradient)
+    return weight_gradient

@@ -341,12 +341,15 @@ def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _plane_taps_3x3(g0, g1, xs, count, width):
+def _plane_taps_3x3(g0, g1, xs, count, row_step, col_step):
     """The nine taps of two filters over one plane, as 18 float sums (the first filter's
     nine, then the second's): for i < count, ``g0[i] * xs[i + tap]`` (and g1's), tap
-    (kh, kw) at the flat offset ``kh * width + kw``; g0, g1, xs flat views. Inlined into
-    :func:`weight_bias_gradient_3x3_kernel`: the 18 named accumulators, not a local
-    array, are what LLVM keeps in vector registers (2 gradient + 9 x loads for 18 FMAs)."""
+    (kh, kw) at the flat offset ``kh * row_step + kw * col_step``; g0, g1, xs flat views.
+    In a padded plane the taps are its neighbours (row_step the row width, col_step 1);
+    in a gathered taps matrix, whole rows apart (``conv_gathered``). Inlined into
+    :func:`weight_bias_gradient_3x3_kernel` and ``conv_gathered``'s grad-weight: the 18
+    named accumulators, not a local array, are what LLVM keeps in vector registers (2
+    gradient + 9 x loads for 18 FMAs)."""
     zero = g0.dtype.type(0)
     a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = zero  # first filter's taps
     c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = zero  # second filter's
@@ -356,28 +359,28 @@ def _plane_taps_3x3(g0, g1, xs, count, width):
         p = xs[i]
         a00 += u * p
         c00 += v * p
-        p = xs[i + 1]
+        p = xs[i + col_step]
         a01 += u * p
         c01 += v * p
-        p = xs[i + 2]
+        p = xs[i + 2 * col_step]
         a02 += u * p
         c02 += v * p
-        p = xs[i + width]
+        p = xs[i + row_step]
         a10 += u * p
         c10 += v * p
-        p = xs[i + width + 1]
+        p = xs[i + row_step + col_step]
         a11 += u * p
         c11 += v * p
-        p = xs[i + width + 2]
+        p = xs[i + row_step + 2 * col_step]
         a12 += u * p
         c12 += v * p
-        p = xs[i + 2 * width]
+        p = xs[i + 2 * row_step]
         a20 += u * p
         c20 += v * p
-        p = xs[i + 2 * width + 1]
+        p = xs[i + 2 * row_step + col_step]
         a21 += u * p
         c21 += v * p
-        p = xs[i + 2 * width + 2]
+        p = xs[i + 2 * row_step + 2 * col_step]
         a22 += u * p
         c22 += v * p
     return (a00, a01, a02, a10, a11, a12, a20, a21, a22, c00, c01, c02, c10, c11, c12, c20, c21, c22)
@@ -451,10 +454,10 @@ def weight_bias_gradient_3x3_kernel(filters, width):
                     for c in range(channels):
                         x_start = (n * channels + c) * plane
                         if x_start == 0:  # the array's first plane: nothing before it to read
-                            taps = _plane_taps_3x3(g0, g1, x[n, c].reshape(-1), length, width)
+                            taps = _plane_taps_3x3(g0, g1, x[n, c].reshape(-1), length, width, 1)
                         else:
                             taps = _plane_taps_3x3(gz_flat[g_start0:], gz_flat[g_start1:], x_flat[x_start - early:],
-                                                   length + early, width)
+                                                   length + early, width, 1)
                         sums = partial_w[chunk, first, c]
                         for t in range(9):
                             sums[t // 3, t % 3] += taps[t]
