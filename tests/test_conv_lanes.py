@@ -39,7 +39,8 @@ def test_lanes_match_reference_general_and_phases(case, dtype, rng):
         == cpu_conv.LANES
     assert cpu_conv.choose_backward_input(channels, *kernel, *stride, *pad, 1, 1, 1, size[0], batch, out[1])[0] \
         == cpu_conv.LANES
-    assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, batch, out[1])[0] == cpu_conv.LANES
+    assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, batch, out[1],
+                                           channels)[0] == cpu_conv.LANES
     x = random_array(rng, (batch, channels, *size), dtype)
     w = random_array(rng, (filters, channels, *kernel), dtype)
     b = random_array(rng, (filters,), dtype)

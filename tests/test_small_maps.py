@@ -81,7 +81,8 @@ def test_pack_and_merge_phases_match_their_definition(case, dtype, rng):
 
 # (batch, channels, filters, (H, W), (KH, KW), (SH, SW), (pad_h, pad_w)): LANES grad-weight shapes
 LANES_CASES = {
-    "tiny-vgg-conv_1_1": (16, 1, 10, (28, 28), (3, 3), (2, 2), (1, 1)),
+    # conv_1_1's 14-column rows (one tap a body); 4 channels: with 1 it gathers (tests/test_gathered.py)
+    "14-column-rows": (16, 4, 10, (28, 28), (3, 3), (2, 2), (1, 1)),
     "tiny-vgg-conv_2_1": (20, 10, 10, (7, 7), (3, 3), (2, 2), (1, 1)),  # a batch past one 16-float vector
     "2x5-stride-2x3": (17, 3, 4, (9, 14), (2, 5), (2, 3), (1, 2)),      # KW taps != KH taps
 }
@@ -93,7 +94,7 @@ def test_lanes_grad_weight_matches_reference_and_general_kernel(case, dtype, rng
     batch, channels, filters, size, kernel, stride, pad = LANES_CASES[case]
     out_shape = _out_shape(size, kernel, stride, pad)
     assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, batch,
-                                           out_shape[1])[0] == cpu_conv.LANES
+                                           out_shape[1], channels)[0] == cpu_conv.LANES
     x = random_array(rng, (batch, channels, *size), dtype)
     w = random_array(rng, (filters, channels, *kernel), dtype)
     gy = random_array(rng, (batch, filters, *out_shape), dtype)
@@ -115,7 +116,7 @@ def test_strided_small_maps_match_finite_differences(rng):
     hyper = dict(stride=2, padding=1)
     assert cpu_conv.choose_forward(4, 3, 3, 2, 2, 1, 1, 1, 4, 4, 16, 4)[0] == cpu_conv.LANES
     assert cpu_conv.choose_backward_input(4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 7, 16, 4)[0] == cpu_conv.LANES
-    assert cpu_conv.choose_backward_weight(4, 3, 3, 2, 2, 1, 1, 1, 16, 4)[0] == cpu_conv.LANES
+    assert cpu_conv.choose_backward_weight(4, 3, 3, 2, 2, 1, 1, 1, 16, 4, 4)[0] == cpu_conv.LANES
     gy = rng.standard_normal(F.conv2d(x, w, b, **hyper).shape)
     loss = lambda: float(np.sum(gy * F.conv2d(x, w, b, **hyper)))  # noqa: E731
     gx, gw, gb = F.conv2d_backward(gy, x, w, **hyper)

@@ -92,7 +92,8 @@ def test_phases_match_reference_and_general_kernels(case, dtype, rng):
     # a batch of LANES_MIN_BATCH or more takes LANES (tests/test_conv_lanes.py): these run PHASES
     assert batch < cpu_conv.LANES_MIN_BATCH
     assert cpu_conv.choose_forward(filters, *kernel, *stride, 1, 1, 1, out[0], None, batch, out[1])[0] == cpu_conv.PHASES
-    assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, batch, out[1])[0] == cpu_conv.PHASES
+    assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, batch, out[1],
+                                           channels)[0] == cpu_conv.PHASES
     w = random_array(rng, (filters, channels, *kernel), dtype)
     b = random_array(rng, (filters,), dtype)
     tried = 0
@@ -175,12 +176,13 @@ def test_lanes_grad_weight_sums_rows_in_float64():
     test_float64_partial_sums' cancelling gradient (big rows cancel, small rows hold
     the answer) loses the small rows to any float32 sum across rows or images."""
     rng = np.random.default_rng(29)
-    x_shape, filters, kernel, stride, padding = (16, 3, 15, 9), 4, (3, 3), (2, 2), (0, 0)
+    # 4 input channels: with 3 or fewer a 3x3 grad-weight gathers its taps (GATHERED, whole planes)
+    x_shape, filters, kernel, stride, padding = (16, 4, 15, 9), 4, (3, 3), (2, 2), (0, 0)
     x = np.ones(x_shape, np.float32)
     w = np.full((filters, x_shape[1]) + kernel, 0.125, np.float32)
     out_shape = F.conv2d(x, w, stride=stride, padding=padding).shape
     assert cpu_conv.choose_backward_weight(filters, *kernel, *stride, 1, 1, 1, out_shape[0],
-                                           out_shape[3])[0] == cpu_conv.LANES
+                                           out_shape[3], x_shape[1])[0] == cpu_conv.LANES
     gy = cancelling_gradient(rng, out_shape, kernel, padding, stride, (1, 1), x_shape[2:])
     _, gw, gb = F.conv2d_backward(gy, x, w, stride=stride, padding=padding)
     _check_reduction(gw, gb, gy, x, w.shape, stride=stride, padding=padding, dilation=(1, 1))
