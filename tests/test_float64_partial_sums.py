@@ -163,3 +163,25 @@ def test_fused_group_grad_weight_and_bias_sum_in_float64(name, x_shape, filters,
     relu(alone_conv(x))
     alone_conv.backward(relu.backward(gy), input_grad=False)
     assert relative_l2_error(conv.weight.grad, alone_conv.weight.grad) <= 1e-6
+
+
+def test_fused_strided_gathered_block_sums_weight_and_bias_in_float64():
+    """A fused strided first block whose grad-weight gathers its taps sums the bias in the
+    same pass (``bordered_ops.strided_conv2d_backward``): whole planes in float32, then
+    float64, for both."""
+    rng = np.random.default_rng(31)
+    x_shape, filters = (24, 1, 15, 15), 6
+    conv = nn.Conv2d(1, filters, 3, stride=2, padding=1, dtype=np.float32, rng=0)
+    conv.weight.data[...] = 0.125
+    conv.bias.data[...] = 0.5
+    model = nn.Sequential(conv, nn.ReLU())
+    x = np.ones(x_shape, np.float32)
+    y = model(x)
+    assert (np.asarray(y) > 0).all()  # the ReLU passes the whole gradient
+    out_shape = y.shape
+    assert cpu_conv.choose_backward_weight(filters, 3, 3, 2, 2, 1, 1, 1, out_shape[0], out_shape[3],
+                                           1)[0] == cpu_conv.GATHERED
+    gy = cancelling_gradient(rng, out_shape, (3, 3), (1, 1), (2, 2), in_hw=x_shape[2:], unit="plane")
+    model.zero_grad()
+    model.backward(gy, input_grad=False)
+    _check_reduction(conv.weight.grad, conv.bias.grad, gy, x, conv.weight.shape, stride=(2, 2), padding=(1, 1))

@@ -333,7 +333,7 @@ def strided_conv2d_backward(gconv: Any, x_padded: Any, w: Any, stride: tuple[int
                             gx: Any = None) -> tuple[Any, Any]:
     """A strided conv's backward by the backend's strided kernels (``kernels/cpu/conv.py``
     chooses, as for the functional ``conv2d_backward``): returns (gw, gb), new arrays in
-    w's dtype; writes gx when given.
+    w's dtype; writes gx when given. A gathered grad-weight sums the bias in its pass.
 
     Parameters
     ----------
@@ -346,10 +346,16 @@ def strided_conv2d_backward(gconv: Any, x_padded: Any, w: Any, stride: tuple[int
     gx : (N, C, H, W), plain, optional
         Receives the input gradient.
     """
-    conv = backend("cpu").conv
-    gw, gb = np.empty(w.shape, w.dtype), np.empty(w.shape[0], w.dtype)
-    conv.conv2d_backward_weight(gw, gconv, x_padded, *stride, 0, 0, 1, 1, 1)
-    conv.conv2d_backward_bias(gb, gconv)
+    cpu = backend("cpu")
+    conv = cpu.conv
+    filters, channels, kernel_h, kernel_w = w.shape
+    gw, gb = np.empty(w.shape, w.dtype), np.empty(filters, w.dtype)
+    if conv.choose_backward_weight(filters, kernel_h, kernel_w, *stride, 1, 1, 1, gconv.shape[0], gconv.shape[3],
+                                   channels)[0] == conv.GATHERED:
+        cpu.conv_gathered.backward_weight(gw, gconv, x_padded, *stride, 0, 0, db=gb)  # the bias in the same pass
+    else:
+        conv.conv2d_backward_weight(gw, gconv, x_padded, *stride, 0, 0, 1, 1, 1)
+        conv.conv2d_backward_bias(gb, gconv)
     if gx is not None:
         conv.conv2d_backward_input(gx, gconv, w, *stride, *padding, 1, 1, 1)
     return gw, gb

@@ -313,10 +313,11 @@ def side_by_side(map_shape: tuple, dtype: Any) -> bool:
 
 
 def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first: bool, label: str, choices: list,
-                  context: str = "", *, dtype: Any) -> None:
+                  context: str = "", *, dtype: Any, fused: bool = False) -> None:
     """The functional conv2d's kernels (``kernels/<device>/conv.py``); its stride-1 fast
     path sums by 1-D Winograd where the fused groups would (``_correlate``,
-    ``conv2d_backward_weight``)."""
+    ``conv2d_backward_weight``). ``fused``: a strided block of the fused wing, where a
+    gathered grad-weight sums the bias in its pass (``bordered_ops.strided_conv2d_backward``)."""
     filters, channels, kernel_h, kernel_w = conv.weight.shape
     (stride_h, stride_w), (dilation_h, dilation_w) = conv.stride, conv.dilation
     out_shape = conv.output_shape(shape)
@@ -373,9 +374,10 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
             _add(choices, label, "grad-input", device, "conv", "conv2d_backward_input_general", with_context(why))
     variant, why = cpu_conv.choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
                                                    dilation_w, conv.groups, shape[0], out_shape[3], channels)
+    bias_in_weight_pass = fused and variant == cpu_conv.GATHERED
     if variant == cpu_conv.GATHERED:
         _add(choices, label, "grad-weight", device, "conv_gathered", "gathered_weight_gradient_3x3_kernel",
-             with_context(why))
+             with_context(why) + (", with the bias" if bias_in_weight_pass else ""))
     elif variant == cpu_conv.LANES:
         _add(choices, label, "grad-weight", device, "conv_lanes", "weight_gradient_lanes_kernel", with_context(why))
     elif variant == cpu_conv.FAST and (winograd_why := by_winograd(out_shape, channels, f"{filters} filters")):
@@ -385,7 +387,7 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
     else:
         _add(choices, label, "grad-weight", device, "conv", "conv2d_backward_weight_general", with_context(why))
-    if conv.bias is not None:
+    if conv.bias is not None and not bias_in_weight_pass:
         _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias", prefix + "float64 partial sums")
 
 
@@ -447,8 +449,8 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
     relu_inside = not batch_stats and not pooled and _gathered(conv, shape)
     if relu_inside:
         context += ", the ReLU written by the forward into the next block's bordered input"
-    _conv_choices(conv, shape, device, training, first, label, choices, context, dtype=dtype)
-    if training and conv.bias is None:
+    _conv_choices(conv, shape, device, training, first, label, choices, context, dtype=dtype, fused=True)
+    if training and conv.bias is None and not _gathered_weights(conv, shape):
         _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
              f"{context}; computed for every block (unused without bias)")
     if batch_stats:
@@ -516,6 +518,16 @@ def _lanes_block_choices(group: tuple, path: FastPath, device: str, training: bo
     elif masked:
         _add(choices, label, "grad-input", device, "bordered", "relu_mask_bordered_kernel",
              "times the previous ReLU's mask")
+
+
+def _gathered_weights(conv: Conv2d, shape: tuple) -> bool:
+    """Whether a strided conv's grad-weight gathers its taps (``conv.GATHERED``), which
+    in a fused strided block sums the bias in the same pass."""
+    filters, channels, kernel_h, kernel_w = conv.weight.shape
+    out_shape = conv.output_shape(shape)
+    return backend("cpu").conv.choose_backward_weight(filters, kernel_h, kernel_w, *conv.stride, *conv.dilation,
+                                                      conv.groups, shape[0], out_shape[3],
+                                                      channels)[0] == backend("cpu").conv.GATHERED
 
 
 def _gathered(conv: Conv2d, shape: tuple) -> bool:

@@ -564,11 +564,8 @@ def conv2d_backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, dilati
     filters, channels, kernel_h, kernel_w = dw.shape
     variant, _ = choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                         groups, dout.shape[0], dout.shape[3], channels)
-    if variant == GATHERED:  # chunks of images, as the fast variant's
-        partial = np.empty((max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0])), filters, channels, 3, 3), np.float64)
-        conv_gathered.gathered_weight_gradient_3x3_kernel(stride_h, stride_w, pad_h, pad_w, dout.shape[2],
-                                                          dout.shape[3])(partial, np.ascontiguousarray(dout), x)
-        dw[...] = partial.sum(axis=0)
+    if variant == GATHERED:
+        conv_gathered.backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == LANES:
         conv_lanes.backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w)
     elif variant == PHASES:

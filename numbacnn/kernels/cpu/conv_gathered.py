@@ -40,8 +40,8 @@ import numpy as np
 from numba import njit, prange
 
 from numbacnn.kernels.common import FASTMATH
-from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS
-from numbacnn.kernels.cpu.conv_weight_grad import _plane_taps_3x3
+from numbacnn.kernels.cpu.conv_tuning import BUILT_KERNELS, GRAD_WEIGHT_CHUNKS
+from numbacnn.kernels.cpu.conv_weight_grad import _add_pair_bias_sums, _plane_taps_3x3
 
 
 @njit(inline="always")
@@ -144,12 +144,13 @@ def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_
 @lru_cache(maxsize=None)
 def gathered_weight_gradient_3x3_kernel(stride_h: int, stride_w: int, pad_h: int, pad_w: int, out_height: int,
                                         out_width: int):
-    """``weight_gradient(partial_w, dout, x)``: chunk t's share of the weight gradient of
-    the stride (SH, SW) correlation of x (N, C, H, W), zero-padded by (pad_h, pad_w), with
-    a 3x3 kernel::
+    """``weight_gradient(partial_w, partial_b, dout, x)``: chunk t's share of the weight and
+    bias gradients of the stride (SH, SW) correlation of x (N, C, H, W), zero-padded by
+    (pad_h, pad_w), with a 3x3 kernel::
 
         partial_w (T, F, C, 3, 3) float64, written: sum over chunk t's images n, over
                   p = oh * OW + ow, of dout[n, f, oh, ow] * xp[n, c, oh * SH + kh, ow * SW + kw]
+        partial_b (T, F) float64, written: sum over chunk t's images of dout[n, f]
         dout      (N, F, OH, OW), C-contiguous
 
     Sizes, strides and padding compiled in, as the forward's. Parallel over T chunks of
@@ -157,16 +158,18 @@ def gathered_weight_gradient_3x3_kernel(stride_h: int, stride_w: int, pad_h: int
     sum does not depend on the thread count); the caller adds the chunks. Each image's
     taps are gathered once (:func:`_gather_taps`), then each pair of filters' planes
     is one pass of ``_plane_taps_3x3`` per input channel: float32 dot products of a
-    plane, added into float64."""
+    plane, added into float64; the planes' sums for the bias likewise, while they are in
+    cache. :func:`backward_weight` is the driver."""
     plane_size = out_height * out_width
     padded_h, padded_w = (out_height - 1) * stride_h + 3, (out_width - 1) * stride_w + 3
 
     @njit(parallel=True, cache=True, fastmath=FASTMATH)
-    def weight_gradient(partial_w, dout, x):
+    def weight_gradient(partial_w, partial_b, dout, x):
         chunks, filters, channels = partial_w.shape[0], partial_w.shape[1], partial_w.shape[2]
         batch = x.shape[0]
         for chunk in prange(chunks):
             partial_w[chunk] = 0.0
+            partial_b[chunk] = 0.0
             taps = np.empty((channels * 9, plane_size), x.dtype)
             padded = np.empty((channels, padded_h, padded_w), x.dtype)
             taps_flat = taps.reshape(-1)
@@ -176,6 +179,7 @@ def gathered_weight_gradient_3x3_kernel(stride_h: int, stride_w: int, pad_h: int
                     second = min(first + 1, filters - 1)  # an odd last filter pairs with itself
                     g0 = dout[n, first].reshape(-1)
                     g1 = dout[n, second].reshape(-1)
+                    _add_pair_bias_sums(partial_b, chunk, first, second, g0, g1, plane_size)
                     for c in range(channels):
                         # channel c's tap (kh, kw) is row c * 9 + kh * 3 + kw: 3 rows a kernel row, 1 a column
                         sums = _plane_taps_3x3(g0, g1, taps_flat[c * 9 * plane_size:], plane_size, 3 * plane_size,
@@ -188,3 +192,20 @@ def gathered_weight_gradient_3x3_kernel(stride_h: int, stride_w: int, pad_h: int
 
     BUILT_KERNELS.append(weight_gradient)
     return weight_gradient
+
+
+def backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, db=None):
+    """dw (F, C, 3, 3) = the weight gradient of the gathered forward (x (N, C, H, W) padded
+    by (pad_h, pad_w), stride (SH, SW)) for its output gradient dout (N, F, OH, OW); db
+    (F,), when given, = the bias gradient, from the same pass (the fused wing's strided
+    block; the functional API's bias is ``conv.conv2d_backward_bias``, as every
+    variant's). :func:`gathered_weight_gradient_3x3_kernel` on chunks of images, the
+    chunks added here."""
+    chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0]))
+    partial_w = np.empty((chunks, dw.shape[0], dw.shape[1], 3, 3), np.float64)
+    partial_b = np.empty((chunks, dw.shape[0]), np.float64)
+    kernel = gathered_weight_gradient_3x3_kernel(stride_h, stride_w, pad_h, pad_w, dout.shape[2], dout.shape[3])
+    kernel(partial_w, partial_b, np.ascontiguousarray(dout), x)
+    dw[...] = partial_w.sum(axis=0)
+    if db is not None:
+        db[...] = partial_b.sum(axis=0)

@@ -193,7 +193,6 @@ def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_l
         length = (out_height - 1) * width + out_width  # first to last output element, on rows of W
         vector = VECTOR_BYTES // x.itemsize
         whole_length = (length + vector - 1) // vector * vector  # no remainder loop: the tail is zero
-        zero = dout.dtype.type(0)
         for chunk in prange(chunks):
             for f in range(filters):
                 if with_bias:
@@ -222,14 +221,7 @@ def _weight_gradient_planes_kernel(filters, kernel_h, kernel_w, dout_top, dout_l
                     g0 = planes[0]
                     g1 = planes[1]
                     if with_bias:
-                        first_sum = zero
-                        second_sum = zero
-                        for i in range(length):
-                            first_sum += g0[i]
-                            second_sum += g1[i]
-                        partial_b[chunk, first] += first_sum
-                        if second != first:
-                            partial_b[chunk, second] += second_sum
+                        _add_pair_bias_sums(partial_b, chunk, first, second, g0, g1, length)
                     for c in range(channels):
                         xs = x_planes[c]
                         for kh in range(kernel_h):
@@ -341,6 +333,23 @@ def weight_gradient_winograd_kernel(filters, kernel_h, kernel_w, dout_top, dout_
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def _add_pair_bias_sums(partial_b, chunk, first, second, g0, g1, count):
+    """Two filters' bias sums over one plane: ``partial_b[chunk, first] += sum(g0[:count])``
+    and second's of g1 (when it is another filter), each plane summed in the data's type,
+    added into float64. Inlined into the plane kernels, where the planes are in cache
+    for the weight sums."""
+    zero = g0.dtype.type(0)
+    first_sum = zero
+    second_sum = zero
+    for i in range(count):
+        first_sum += g0[i]
+        second_sum += g1[i]
+    partial_b[chunk, first] += first_sum
+    if second != first:
+        partial_b[chunk, second] += second_sum
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _plane_taps_3x3(g0, g1, xs, count, row_step, col_step):
     """The nine taps of two filters over one plane, as 18 float sums (the first filter's
     nine, then the second's): for i < count, ``g0[i] * xs[i + tap]`` (and g1's), tap
@@ -432,7 +441,6 @@ def weight_bias_gradient_3x3_kernel(filters, width):
         if early > width + 1:  # more than the zero elements before it: a plane of a few columns
             early = 0
         gz_flat, x_flat = gz.reshape(-1), x.reshape(-1)
-        zero = gz.dtype.type(0)
         for chunk in prange(chunks):
             partial_w[chunk] = 0.0
             partial_b[chunk] = 0.0
@@ -441,14 +449,7 @@ def weight_bias_gradient_3x3_kernel(filters, width):
                     second = min(first + 1, filters - 1)  # an odd last filter pairs with itself
                     g0 = gz[n, first].reshape(-1)[width + 1:]
                     g1 = gz[n, second].reshape(-1)[width + 1:]
-                    b0 = zero
-                    b1 = zero
-                    for i in range(length):
-                        b0 += g0[i]
-                        b1 += g1[i]
-                    partial_b[chunk, first] += b0
-                    if second != first:
-                        partial_b[chunk, second] += b1
+                    _add_pair_bias_sums(partial_b, chunk, first, second, g0, g1, length)
                     g_start0 = (n * filters + first) * plane + width + 1 - early
                     g_start1 = (n * filters + second) * plane + width + 1 - early
                     for c in range(channels):
