@@ -165,7 +165,7 @@ def test_fused_group_grad_weight_and_bias_sum_in_float64(name, x_shape, filters,
     assert relative_l2_error(conv.weight.grad, alone_conv.weight.grad) <= 1e-6
 
 
-def test_fused_strided_gathered_block_sums_weight_and_bias_in_float64():
+def test_fused_strided_gathered_block_sums_weight_and_bias_in_float64(monkeypatch):
     """A fused strided first block whose grad-weight gathers its taps sums the bias in the
     same pass (``bordered_ops.strided_conv2d_backward``): whole planes in float32, then
     float64, for both."""
@@ -182,6 +182,17 @@ def test_fused_strided_gathered_block_sums_weight_and_bias_in_float64():
     assert cpu_conv.choose_backward_weight(filters, 3, 3, 2, 2, 1, 1, 1, out_shape[0], out_shape[3],
                                            1)[0] == cpu_conv.GATHERED
     gy = cancelling_gradient(rng, out_shape, (3, 3), (1, 1), (2, 2), in_hw=x_shape[2:], unit="plane")
+    from numbacnn.kernels.cpu import conv_gathered
+
+    with_bias = []
+    original = conv_gathered.backward_weight
+
+    def spy(*args, db=None, **kwargs):
+        with_bias.append(db is not None)
+        return original(*args, db=db, **kwargs)
+
+    monkeypatch.setattr(conv_gathered, "backward_weight", spy)
     model.zero_grad()
     model.backward(gy, input_grad=False)
+    assert with_bias == [True]  # the fused path ran, and its gathered pass summed the bias
     _check_reduction(conv.weight.grad, conv.bias.grad, gy, x, conv.weight.shape, stride=(2, 2), padding=(1, 1))

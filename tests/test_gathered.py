@@ -85,7 +85,7 @@ def test_gathered_weight_gradient_nan_reaches_exactly_the_taps_the_reference_mak
     that read the padding there (NaN * 0), where the general kernel, which skips padded
     taps, leaves them finite."""
     x = np.ones((3, 1, 9, 9), np.float32)
-    x[1, 0, 0, 5] = np.nan  # row 0: read by kernel rows 1 and 2 only (padding 1, stride 2)
+    x[1, 0, 0, 5] = np.nan  # row 0, column 5: kernel row 1 only (padding 1, stride 2), taps (1, 0) and (1, 2)
     w = np.ones((4, 1, 3, 3), np.float32)
     gy = np.ones((3, 4, 5, 5), np.float32)
     gy[2, 3, 4, 4] = np.nan  # one filter's gradient, at the last output position (its bottom-right taps: padding)

@@ -89,6 +89,10 @@ def test_listed_kernels_are_the_ones_that_run(options, batch, monkeypatch):
     _training_step(model, shape, dtype)
     ran = {name for name, count in calls.items() if count}
     assert listed == ran, f"listed but not run: {listed - ran}; run but not listed: {ran - listed}"
+    # the bias kernel as often as listed: a strided block whose grad-weight gathers its taps
+    # sums its bias in that pass, and nothing sums it twice
+    for kernel in ("conv.conv2d_backward_bias", "conv_gathered.gathered_weight_gradient_3x3_kernel"):
+        assert sum(c.kernel == kernel for c in choices) == calls[kernel], kernel
     # LANES, one call per listed layer and pass (at batch 16, stride 2: the two 4x4 blocks
     # are lanes blocks, forward, grad-weight and grad-input each; the first strided layer
     # gathers its taps, forward and grad-weight, once each)

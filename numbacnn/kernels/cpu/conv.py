@@ -368,8 +368,9 @@ def _lanes_why(count, kernel_h, kernel_w, stride_h, stride_w, out_width, batch, 
 # (C * KH * KW) gathers each image's taps first. One thread, batch 64, against PHASES
 # (measured): 1x28x28 3x3 stride 2 0.16 -> 0.10 ms; 3x64x64 3x3 1.54 -> 1.33; 1x28x28
 # 5x5 0.23 -> 0.21; but 7x7 (49 taps) 0.41 -> 0.45: each tap's multiply-add pass costs
-# more than the phases' packing saved. (Its weight gradient stays LANES / PHASES:
-# conv_gathered.py says why.)
+# more than the phases' packing saved. A 3x3 kernel's weight gradient gathers too
+# (conv_gathered.py: one dot product along the plane per image, filter and tap); other
+# kernels' stay LANES / PHASES.
 GATHER_MAX_CHANNELS = 3
 GATHER_MAX_TAPS = 27
 
@@ -382,10 +383,10 @@ def gathered_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dila
             and channels <= GATHER_MAX_CHANNELS and channels * kernel_h * kernel_w <= GATHER_MAX_TAPS)
 
 
-def _gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w):
+def _gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w, how="multiply-adds along the output plane"):
     return (f"{kernel_h}x{kernel_w}, stride {stride_h}x{stride_w}, {channels} input channel"
             f"{'s' if channels > 1 else ''}: each image's {channels * kernel_h * kernel_w} taps gathered, "
-            "then multiply-adds along the output plane")
+            f"then {how}")
 
 
 def phases_path_applies(count, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
@@ -474,9 +475,9 @@ def choose_backward_weight(filters, kernel_h, kernel_w, stride_h, stride_w, dila
     if (channels is not None and (kernel_h, kernel_w) == (3, 3)
             and gathered_path_applies(channels, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w,
                                       groups)):
-        return GATHERED, (_gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w).replace(
-            "multiply-adds along the output plane", "a dot product along the output plane per image, filter and "
-            "tap, float64 across planes"))
+        return GATHERED, _gathered_why(channels, kernel_h, kernel_w, stride_h, stride_w,
+                                       how="a dot product along the output plane per image, filter and tap, "
+                                           "float64 across planes")
     if phases_path_applies(filters, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, groups):
         if lanes_apply(batch, out_width):
             return LANES, _lanes_why(filters, kernel_h, kernel_w, stride_h, stride_w, out_width, batch,

@@ -1,6 +1,7 @@
 """Strided convolutions of few input channels with each image's taps gathered first:
-``conv.py``'s ``GATHERED`` variant of the forward (it says when it runs and what it is
-tested against; the definition is ``conv.conv2d_forward_general``).
+``conv.py``'s ``GATHERED`` variant of the forward and of a 3x3 kernel's grad-weight (it
+says when each runs and what it is tested against; the definitions are
+``conv.conv2d_forward_general`` and ``conv.conv2d_backward_weight_general``).
 
 A network's first layer reads 1 to 3 channels. Strided (Tiny VGG's ``--stride 2``:
 1x28x28 -> 10x14x14), it has short output rows and few multiply-adds per input value,
@@ -50,9 +51,9 @@ def _gather_taps(taps, padded, x, n, kernel_h, kernel_w, stride_h, stride_w, pad
     """taps (C * KH * KW, OH * OW) = image n's taps (module docstring). ``padded``
     (C, HP, WP), HP = (OH - 1) * SH + KH and WP likewise, is scratch: image n
     zero-padded first (the part the taps read), so that each tap's copy has no
-    bounds to test. Every element of taps written. Inlined into
-    :func:`gathered_forward_kernel`'s kernel, where the sizes are compile-time
-    constants. (It lives here, not in the factory: a kernel whose closure holds
+    bounds to test. Every element of taps written. Inlined into the kernels of
+    :func:`gathered_forward_kernel` and :func:`gathered_weight_gradient_3x3_kernel`,
+    where the sizes are compile-time constants. (It lives here, not in the factory: a kernel whose closure holds
     another jitted function gets a new disk-cache key in every process, and was
     compiled again at every start.)"""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
@@ -143,22 +144,24 @@ def gathered_forward_kernel(kernel_h: int, kernel_w: int, stride_h: int, stride_
 
 @lru_cache(maxsize=None)
 def gathered_weight_gradient_3x3_kernel(stride_h: int, stride_w: int, pad_h: int, pad_w: int, out_height: int,
-                                        out_width: int):
+                                        out_width: int, with_bias: bool = True):
     """``weight_gradient(partial_w, partial_b, dout, x)``: chunk t's share of the weight and
     bias gradients of the stride (SH, SW) correlation of x (N, C, H, W), zero-padded by
     (pad_h, pad_w), with a 3x3 kernel::
 
         partial_w (T, F, C, 3, 3) float64, written: sum over chunk t's images n, over
                   p = oh * OW + ow, of dout[n, f, oh, ow] * xp[n, c, oh * SH + kh, ow * SW + kw]
-        partial_b (T, F) float64, written: sum over chunk t's images of dout[n, f]
+        partial_b (T, F) float64, written with ``with_bias``: sum over chunk t's images of
+                  dout[n, f] (without it, not touched: the functional API's bias is
+                  ``conv.conv2d_backward_bias``)
         dout      (N, F, OH, OW), C-contiguous
 
     Sizes, strides and padding compiled in, as the forward's. Parallel over T chunks of
     images (``conv_tuning.GRAD_WEIGHT_CHUNKS`` of them, not one per thread, so that the
     sum does not depend on the thread count); the caller adds the chunks. Each image's
     taps are gathered once (:func:`_gather_taps`), then each pair of filters' planes
-    is one pass of ``_plane_taps_3x3`` per input channel: float32 dot products of a
-    plane, added into float64; the planes' sums for the bias likewise, while they are in
+    is one pass of ``_plane_taps_3x3`` per input channel: dot products of a plane in
+    the data's type, added into float64; the planes' sums for the bias likewise, while they are in
     cache. :func:`backward_weight` is the driver."""
     plane_size = out_height * out_width
     padded_h, padded_w = (out_height - 1) * stride_h + 3, (out_width - 1) * stride_w + 3
@@ -169,7 +172,8 @@ def gathered_weight_gradient_3x3_kernel(stride_h: int, stride_w: int, pad_h: int
         batch = x.shape[0]
         for chunk in prange(chunks):
             partial_w[chunk] = 0.0
-            partial_b[chunk] = 0.0
+            if with_bias:
+                partial_b[chunk] = 0.0
             taps = np.empty((channels * 9, plane_size), x.dtype)
             padded = np.empty((channels, padded_h, padded_w), x.dtype)
             taps_flat = taps.reshape(-1)
@@ -179,7 +183,8 @@ def gathered_weight_gradient_3x3_kernel(stride_h: int, stride_w: int, pad_h: int
                     second = min(first + 1, filters - 1)  # an odd last filter pairs with itself
                     g0 = dout[n, first].reshape(-1)
                     g1 = dout[n, second].reshape(-1)
-                    _add_pair_bias_sums(partial_b, chunk, first, second, g0, g1, plane_size)
+                    if with_bias:
+                        _add_pair_bias_sums(partial_b, chunk, first, second, g0, g1, plane_size)
                     for c in range(channels):
                         # channel c's tap (kh, kw) is row c * 9 + kh * 3 + kw: 3 rows a kernel row, 1 a column
                         sums = _plane_taps_3x3(g0, g1, taps_flat[c * 9 * plane_size:], plane_size, 3 * plane_size,
@@ -203,8 +208,9 @@ def backward_weight(dw, dout, x, stride_h, stride_w, pad_h, pad_w, db=None):
     chunks added here."""
     chunks = max(1, min(GRAD_WEIGHT_CHUNKS, dout.shape[0]))
     partial_w = np.empty((chunks, dw.shape[0], dw.shape[1], 3, 3), np.float64)
-    partial_b = np.empty((chunks, dw.shape[0]), np.float64)
-    kernel = gathered_weight_gradient_3x3_kernel(stride_h, stride_w, pad_h, pad_w, dout.shape[2], dout.shape[3])
+    partial_b = np.empty((chunks, dw.shape[0]) if db is not None else (1, 1), np.float64)
+    kernel = gathered_weight_gradient_3x3_kernel(stride_h, stride_w, pad_h, pad_w, dout.shape[2], dout.shape[3],
+                                                 db is not None)
     kernel(partial_w, partial_b, np.ascontiguousarray(dout), x)
     dw[...] = partial_w.sum(axis=0)
     if db is not None:
