@@ -140,17 +140,24 @@ SEQUENTIAL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name, x_shape, filters, kernel, padding, unit", SEQUENTIAL_CASES,
-                         ids=[c[0] for c in SEQUENTIAL_CASES])
-def test_fused_group_grad_weight_and_bias_sum_in_float64(name, x_shape, filters, kernel, padding, unit):
-    rng = np.random.default_rng(23)
-    conv = nn.Conv2d(x_shape[1], filters, kernel, padding=padding, dtype=np.float32, rng=0)
+def _all_passing_conv_relu(conv, x_shape):
+    """(model, x, y): Sequential(conv, ReLU) with weights 0.125 and bias 0.5 on an all-ones
+    input, so that the ReLU passes the whole gradient (gz = gy)."""
     conv.weight.data[...] = 0.125
     conv.bias.data[...] = 0.5
     model = nn.Sequential(conv, nn.ReLU())
     x = np.ones(x_shape, np.float32)
     y = model(x)
     assert (np.asarray(y) > 0).all()  # the ReLU passes the whole gradient
+    return model, x, y
+
+
+@pytest.mark.parametrize("name, x_shape, filters, kernel, padding, unit", SEQUENTIAL_CASES,
+                         ids=[c[0] for c in SEQUENTIAL_CASES])
+def test_fused_group_grad_weight_and_bias_sum_in_float64(name, x_shape, filters, kernel, padding, unit):
+    rng = np.random.default_rng(23)
+    conv = nn.Conv2d(x_shape[1], filters, kernel, padding=padding, dtype=np.float32, rng=0)
+    model, x, y = _all_passing_conv_relu(conv, x_shape)
     gy = cancelling_gradient(rng, y.shape, conv.kernel_size, conv.padding, in_hw=x_shape[2:], unit=unit)
     model.zero_grad()
     model.backward(gy, input_grad=False)
@@ -172,12 +179,7 @@ def test_fused_strided_gathered_block_sums_weight_and_bias_in_float64(monkeypatc
     rng = np.random.default_rng(31)
     x_shape, filters = (24, 1, 15, 15), 6
     conv = nn.Conv2d(1, filters, 3, stride=2, padding=1, dtype=np.float32, rng=0)
-    conv.weight.data[...] = 0.125
-    conv.bias.data[...] = 0.5
-    model = nn.Sequential(conv, nn.ReLU())
-    x = np.ones(x_shape, np.float32)
-    y = model(x)
-    assert (np.asarray(y) > 0).all()  # the ReLU passes the whole gradient
+    model, x, y = _all_passing_conv_relu(conv, x_shape)
     out_shape = y.shape
     assert cpu_conv.choose_backward_weight(filters, 3, 3, 2, 2, 1, 1, 1, out_shape[0], out_shape[3],
                                            1)[0] == cpu_conv.GATHERED

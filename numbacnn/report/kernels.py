@@ -316,8 +316,9 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
                   context: str = "", *, dtype: Any, fused: bool = False) -> None:
     """The functional conv2d's kernels (``kernels/<device>/conv.py``); its stride-1 fast
     path sums by 1-D Winograd where the fused groups would (``_correlate``,
-    ``conv2d_backward_weight``). ``fused``: a strided block of the fused wing, where a
-    gathered grad-weight sums the bias in its pass (``bordered_ops.strided_conv2d_backward``)."""
+    ``conv2d_backward_weight``). ``fused``: a strided block of the fused wing
+    (``bordered_ops.strided_conv2d_backward``), which computes a bias gradient for every
+    block, with or without bias, in the gathered grad-weight's pass where that runs."""
     filters, channels, kernel_h, kernel_w = conv.weight.shape
     (stride_h, stride_w), (dilation_h, dilation_w) = conv.stride, conv.dilation
     out_shape = conv.output_shape(shape)
@@ -387,8 +388,13 @@ def _conv_choices(conv: Conv2d, shape: tuple, device: str, training: bool, first
         _add(choices, label, "grad-weight", device, "conv_weight_grad", "weight_gradient_kernel", with_context(why))
     else:
         _add(choices, label, "grad-weight", device, "conv", "conv2d_backward_weight_general", with_context(why))
-    if conv.bias is not None and not bias_in_weight_pass:
+    if bias_in_weight_pass:
+        return
+    if conv.bias is not None:
         _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias", prefix + "float64 partial sums")
+    elif fused:
+        _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
+             f"{context}; computed for every block (unused without bias)")
 
 
 def _output_gradient_choices(choices: list, label: str, device: str, *, pooled: bool, last: bool, next_fast: bool,
@@ -450,9 +456,6 @@ def _strided_block_choices(group: tuple, path: FastPath, shape: tuple, device: s
     if relu_inside:
         context += ", the ReLU written by the forward into the next block's bordered input"
     _conv_choices(conv, shape, device, training, first, label, choices, context, dtype=dtype, fused=True)
-    if training and conv.bias is None and not _gathered_weights(conv, shape):
-        _add(choices, label, "grad-bias", device, "conv", "conv2d_backward_bias",
-             f"{context}; computed for every block (unused without bias)")
     if batch_stats:
         _add(choices, label, "forward", device, "norm", "batch_norm_stats_planes",
              "z's batch statistics, planes summed vectorised")
@@ -518,16 +521,6 @@ def _lanes_block_choices(group: tuple, path: FastPath, device: str, training: bo
     elif masked:
         _add(choices, label, "grad-input", device, "bordered", "relu_mask_bordered_kernel",
              "times the previous ReLU's mask")
-
-
-def _gathered_weights(conv: Conv2d, shape: tuple) -> bool:
-    """Whether a strided conv's grad-weight gathers its taps (``conv.GATHERED``), which
-    in a fused strided block sums the bias in the same pass."""
-    filters, channels, kernel_h, kernel_w = conv.weight.shape
-    out_shape = conv.output_shape(shape)
-    return backend("cpu").conv.choose_backward_weight(filters, kernel_h, kernel_w, *conv.stride, *conv.dilation,
-                                                      conv.groups, shape[0], out_shape[3],
-                                                      channels)[0] == backend("cpu").conv.GATHERED
 
 
 def _gathered(conv: Conv2d, shape: tuple) -> bool:
